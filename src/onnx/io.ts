@@ -1,0 +1,168 @@
+/**
+ * Reading and writing .onnx files, including tensors stored as external data next to the model.
+ * External data is loaded into memory (inlined) so derived models can be serialised to one buffer;
+ * locations that escape the model's folder are refused.
+ */
+import { createHash } from 'node:crypto';
+import { readFile, writeFile, rename, mkdir, stat, open } from 'node:fs/promises';
+import path from 'node:path';
+import { XferError } from '../errors.js';
+import { decodeModel, encodeModel, type ModelProto, type TensorProto } from './proto.js';
+
+export interface LoadedModel {
+  model: ModelProto;
+  /** Absolute path of the file it came from. */
+  file: string;
+  /** sha256 (hex) of the .onnx file bytes. */
+  sha256: string;
+  /** Size of the .onnx file in bytes. */
+  size: number;
+}
+
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/** Read and decode an ONNX model file, resolving external data. */
+export async function readOnnxFile(file: string): Promise<LoadedModel> {
+  const abs = path.resolve(file);
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(abs);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new XferError(`${file}: model file not found`, { hint: 'check the path, or run `xfer models` for the built-in backbone ids' });
+    if (code === 'EISDIR') throw new XferError(`${file}: is a directory, not an .onnx file`, { hint: 'point --model at the .onnx file itself' });
+    throw new XferError(`${file}: cannot read model file (${code ?? String(e)})`, { cause: e });
+  }
+  const model = decodeOnnxBytes(bytes, file);
+  await inlineExternalData(model, path.dirname(abs), file);
+  return { model, file: abs, sha256: sha256Hex(bytes), size: bytes.length };
+}
+
+/** Decode bytes as ONNX, turning protobuf failures into clear errors. */
+export function decodeOnnxBytes(bytes: Uint8Array, file = '<buffer>'): ModelProto {
+  if (bytes.length === 0) throw new XferError(`${file}: empty file, not an ONNX model`, { hint: 'the download or export probably failed; re-create the file' });
+  let model: ModelProto;
+  try {
+    model = decodeModel(bytes);
+  } catch (e) {
+    const msg = (e as Error).message;
+    const truncated = /index out of range|premature|truncat/i.test(msg);
+    throw new XferError(
+      truncated ? `${file}: truncated ONNX file (${bytes.length} bytes; protobuf: ${msg})` : `${file}: not an ONNX model (protobuf: ${msg})`,
+      { hint: truncated ? 'the file was cut short; download or export it again' : 'pass an .onnx file (TFLite files: `xfer import`)', cause: e },
+    );
+  }
+  if (!model.graph || model.graph.node.length === 0 || model.graph.output.length === 0) {
+    throw new XferError(`${file}: not an ONNX model (no graph nodes or outputs found)`, { hint: 'pass an .onnx file exported by PyTorch, tf2onnx, xfer import, ...' });
+  }
+  return model;
+}
+
+function externalEntries(t: TensorProto): Map<string, string> {
+  return new Map((t.externalData ?? []).map((e) => [e.key, e.value]));
+}
+
+/** Load every external-data tensor into rawData. Refuses paths outside `dir`. */
+async function inlineExternalData(model: ModelProto, dir: string, file: string): Promise<void> {
+  const tensors = collectTensors(model);
+  const cache = new Map<string, Buffer>();
+  for (const t of tensors) {
+    if (t.dataLocation !== 1) continue;
+    const kv = externalEntries(t);
+    const loc = kv.get('location');
+    if (!loc) throw new XferError(`${file}: tensor ${t.name} has external data without a location`, { hint: 're-export the model' });
+    const target = path.resolve(dir, loc);
+    const rel = path.relative(dir, target);
+    if (path.isAbsolute(loc) || rel.startsWith('..') || path.isAbsolute(rel)) {
+      throw new XferError(`${file}: external data location "${loc}" of tensor ${t.name} escapes the model's folder`, {
+        hint: 'external data files must sit in the model folder or below it; move them there and re-save the model',
+      });
+    }
+    let data = cache.get(target);
+    if (!data) {
+      try {
+        data = await readFile(target);
+      } catch (e) {
+        throw new XferError(`${file}: external data file "${loc}" for tensor ${t.name} is missing (${(e as NodeJS.ErrnoException).code})`, {
+          hint: `copy ${loc} next to the .onnx file (it is written beside the model by onnx.save(..., save_as_external_data=True))`,
+          cause: e,
+        });
+      }
+      cache.set(target, data);
+    }
+    const offset = Number(kv.get('offset') ?? 0);
+    const length = kv.has('length') ? Number(kv.get('length')) : data.length - offset;
+    if (offset + length > data.length) {
+      throw new XferError(`${file}: external data "${loc}" is too short for tensor ${t.name} (needs ${offset + length} bytes, has ${data.length})`, {
+        hint: 'the external data file is truncated; copy it again',
+      });
+    }
+    t.rawData = new Uint8Array(data.buffer, data.byteOffset + offset, length);
+    delete t.externalData;
+    delete t.dataLocation;
+  }
+}
+
+/** All TensorProtos held by a model: initializers and Constant-node tensor attributes (incl. subgraphs). */
+function collectTensors(model: ModelProto): TensorProto[] {
+  const out: TensorProto[] = [];
+  const visit = (g: ModelProto['graph']) => {
+    out.push(...g.initializer);
+    for (const n of g.node) {
+      for (const a of n.attribute ?? []) {
+        if (a.t) out.push(a.t);
+        if (a.tensors) out.push(...a.tensors);
+        if (a.g) visit(a.g);
+        for (const sg of a.graphs ?? []) visit(sg);
+      }
+    }
+  };
+  visit(model.graph);
+  return out;
+}
+
+/** Serialise a model to bytes (protobuf limit: 2 GiB). */
+export function serializeModel(model: ModelProto): Uint8Array {
+  const bytes = encodeModel(model);
+  return bytes;
+}
+
+/** Write a model atomically (temp file + rename). */
+export async function writeOnnxFile(file: string, model: ModelProto): Promise<{ sha256: string; size: number }> {
+  const bytes = serializeModel(model);
+  await mkdir(path.dirname(path.resolve(file)), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}`;
+  await writeFile(tmp, bytes);
+  await rename(tmp, file);
+  return { sha256: sha256Hex(bytes), size: bytes.length };
+}
+
+/** sha256 of a file, streamed. */
+export async function sha256File(file: string): Promise<string> {
+  const h = createHash('sha256');
+  const fh = await open(file, 'r');
+  try {
+    const buf = Buffer.alloc(1 << 20);
+    let pos = 0;
+    while (true) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+      if (bytesRead === 0) break;
+      h.update(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
+  return h.digest('hex');
+}
+
+export async function fileExists(file: string): Promise<boolean> {
+  try {
+    await stat(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
