@@ -1,0 +1,58 @@
+/** `xfer models` and `xfer layers`. */
+import type { Command } from 'commander';
+import { listBuiltinCards, resolveBackbone } from '../model/registry.js';
+import { readOnnxFile } from '../onnx/io.js';
+import { describeLayers, filterLayers, formatShape } from '../model/layers.js';
+import { printTable, notice } from './output.js';
+
+export function registerModelCommands(program: Command): void {
+  program
+    .command('models')
+    .description('list the built-in backbones (model cards in the package\'s models/ folder)')
+    .option('--json', 'print the cards as JSON')
+    .action(async (opts: { json?: boolean }) => {
+      const cards = await listBuiltinCards();
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(cards.map(({ dir: _dir, ...c }) => c), null, 2)}\n`);
+        return;
+      }
+      printTable(
+        ['id', 'input', 'layout', 'default tap', 'license', 'description'],
+        cards.map((c) => [
+          c.id,
+          `${c.input.size[0]}x${c.input.size[1]} ${c.input.channel_order} [${c.input.range.join(',')}]`,
+          c.input.layout,
+          c.taps ? `${c.taps.default} (${c.taps.pool ?? 'avg'})` : '-',
+          c.license,
+          c.description.length > 70 ? `${c.description.slice(0, 67)}...` : c.description,
+        ]),
+      );
+      process.stdout.write('\nAny other ONNX (or TFLite) model: pass its path to --model with a card (--card card.json); see docs/model-cards.md\n');
+    });
+
+  program
+    .command('layers')
+    .description('list every tappable tensor of a model in topological order: index, node, op, tensor name, dtype, shape')
+    .argument('<model>', 'built-in id (see `xfer models`) or path to an .onnx / .tflite file')
+    .option('--card <file>', 'model card (marks its recommended taps)')
+    .option('--grep <text>', 'only tensors whose tensor or node name contains text (or matches /regex/)')
+    .option('--op <ops>', 'only tensors produced by these op types (comma-separated, e.g. Relu,Conv)')
+    .option('--recommended', 'only the card\'s recommended taps')
+    .option('--no-probe', 'do not run the model to measure shapes it does not declare')
+    .option('--json', 'print JSON rows')
+    .action(async (spec: string, opts: { card?: string; grep?: string; op?: string; recommended?: boolean; probe: boolean; json?: boolean }) => {
+      const b = await resolveBackbone(spec, { card: opts.card, onNotice: notice });
+      const { model } = await readOnnxFile(b.file);
+      let rows = filterLayers(await describeLayers(model, b.card, { probe: opts.probe }), opts);
+      if (opts.recommended) rows = rows.filter((r) => r.mark !== null);
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify({ model: b.id, file: b.file, sha256: b.sha256, layers: rows }, null, 2)}\n`);
+        return;
+      }
+      printTable(
+        ['#', 'node', 'op', 'tensor', 'dtype', 'shape', ''],
+        rows.map((r) => [String(r.index), r.node === r.name ? '' : r.node, r.op, r.name, r.dtype ?? '?', formatShape(r.shape), r.mark === 'default' ? '* default' : r.mark ? '* recommended' : '']),
+      );
+      process.stdout.write(`\n${rows.length} tensors${b.card?.taps ? '; * = recommended taps from the card' : ''}. Tap by name or index: xfer extract --layers <name>[,<name>]\n`);
+    });
+}

@@ -1,0 +1,112 @@
+/**
+ * onnxruntime-node sessions and execution-provider selection. ORT does not fall back from CUDA to CPU
+ * by itself (a session created with ['cuda','cpu'] throws when the CUDA provider library is absent),
+ * so xfer decides: `auto` uses CUDA when its provider library is installed and loads, else CPU with a
+ * one-line notice; `cuda[:id]` fails with an actionable message when it cannot be used.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import os from 'node:os';
+import ort from 'onnxruntime-node';
+import { XferError } from '../errors.js';
+
+export type DeviceSpec = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
+
+export interface DeviceOptions {
+  device?: DeviceSpec;
+  /** Intra-op threads (default: ORT's default = number of cores). */
+  threads?: number;
+  /** CUDA memory arena limit in bytes. */
+  cudaMemLimit?: number;
+  /** cuDNN convolution algorithm search; HEURISTIC by default (EXHAUSTIVE re-tunes per new shape). */
+  cudnnAlgoSearch?: 'HEURISTIC' | 'EXHAUSTIVE' | 'DEFAULT';
+}
+
+export interface OpenedSession {
+  session: ort.InferenceSession;
+  provider: 'cpu' | 'cuda';
+  deviceId: number;
+}
+
+export const CUDA_SETUP_HINT = 'run `npm run setup:cuda` on a machine with an NVIDIA driver, CUDA 12 and cuDNN 9 (it fetches onnxruntime-node\'s CUDA 12 provider), or use --device cpu';
+
+/** Parse and validate a --device value. */
+export function parseDevice(value: string): { kind: 'auto' | 'cpu' | 'cuda'; id: number } {
+  const m = /^(auto|cpu|cuda)(?::(\d+))?$/.exec(value.trim());
+  if (!m || (m[2] !== undefined && m[1] !== 'cuda')) {
+    throw new XferError(`--device: expected auto, cpu, cuda or cuda:<id>, got "${value}"`);
+  }
+  return { kind: m[1] as 'auto' | 'cpu' | 'cuda', id: m[2] === undefined ? 0 : Number(m[2]) };
+}
+
+/** Folder holding onnxruntime-node's native binaries for this platform. */
+export function ortBinaryDir(): string {
+  if (process.env.XFER_ORT_BIN_DIR) return process.env.XFER_ORT_BIN_DIR;
+  const require = createRequire(import.meta.url);
+  const pkg = path.dirname(require.resolve('onnxruntime-node/package.json'));
+  return path.join(pkg, 'bin', 'napi-v6', process.platform, os.arch());
+}
+
+/** Whether onnxruntime-node's CUDA provider library is installed (it is not bundled in the npm package). */
+export function cudaProviderInstalled(binDir = ortBinaryDir()): boolean {
+  const lib = process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so';
+  return existsSync(path.join(binDir, lib));
+}
+
+function cudaProvider(id: number, opts: DeviceOptions): ort.InferenceSession.ExecutionProviderConfig {
+  const cfg: Record<string, unknown> = { name: 'cuda', deviceId: id };
+  const search = opts.cudnnAlgoSearch ?? 'HEURISTIC';
+  cfg.cudnnConvAlgoSearch = search;
+  if (opts.cudaMemLimit !== undefined) cfg.gpuMemLimit = opts.cudaMemLimit;
+  return cfg as unknown as ort.InferenceSession.ExecutionProviderConfig;
+}
+
+function baseOptions(opts: DeviceOptions): ort.InferenceSession.SessionOptions {
+  const so: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all' };
+  if (opts.threads !== undefined) {
+    if (!Number.isInteger(opts.threads) || opts.threads < 1) throw new XferError(`--threads: expected a positive integer, got ${opts.threads}`);
+    so.intraOpNumThreads = opts.threads;
+    so.interOpNumThreads = 1;
+  }
+  return so;
+}
+
+/**
+ * Create a session on the requested device. `onNotice` receives one-line notices (e.g. "CUDA not
+ * installed; using CPU"). The CUDA provider's own failure message is kept in the error.
+ */
+export async function openSession(model: Uint8Array | string, opts: DeviceOptions = {}, onNotice: (msg: string) => void = () => {}): Promise<OpenedSession> {
+  const dev = parseDevice(opts.device ?? 'auto');
+  const so = baseOptions(opts);
+  if (dev.kind === 'cpu') return { session: await create(model, { ...so, executionProviders: ['cpu'] }), provider: 'cpu', deviceId: 0 };
+  const installed = cudaProviderInstalled();
+  if (dev.kind === 'cuda' && !installed) {
+    throw new XferError(`--device ${opts.device}: onnxruntime-node's CUDA execution provider is not installed (no libonnxruntime_providers_cuda in ${ortBinaryDir()})`, {
+      hint: CUDA_SETUP_HINT,
+    });
+  }
+  if (dev.kind === 'auto' && !installed) {
+    onNotice('device: CUDA provider not installed, using CPU (npm run setup:cuda enables GPUs)');
+    return { session: await create(model, { ...so, executionProviders: ['cpu'] }), provider: 'cpu', deviceId: 0 };
+  }
+  try {
+    // ORT prints its own provider-load failure; xfer reports it (once, with a hint) instead.
+    const session = await create(model, { ...so, logSeverityLevel: 4, executionProviders: [cudaProvider(dev.id, opts), 'cpu'] });
+    return { session, provider: 'cuda', deviceId: dev.id };
+  } catch (e) {
+    const reason = (e as Error).message.split('\n')[0];
+    if (dev.kind === 'cuda') {
+      throw new XferError(`--device ${opts.device}: the CUDA execution provider failed to start: ${reason}`, {
+        hint: 'check `nvidia-smi`, that CUDA 12 + cuDNN 9 libraries are on LD_LIBRARY_PATH, and the device id; or use --device cpu',
+        cause: e,
+      });
+    }
+    onNotice(`device: CUDA provider failed to start (${reason}); using CPU`);
+    return { session: await create(model, { ...so, executionProviders: ['cpu'] }), provider: 'cpu', deviceId: 0 };
+  }
+}
+
+async function create(model: Uint8Array | string, so: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
+  return typeof model === 'string' ? ort.InferenceSession.create(model, so) : ort.InferenceSession.create(model, so);
+}

@@ -1,0 +1,236 @@
+/**
+ * Taps: turn user tap names into tensors, and derive a model whose outputs are exactly those tensors
+ * (optionally pooled inside the graph, always float32), with every node not needed for them pruned,
+ * so tapping an early layer costs only the early compute.
+ */
+import { closest, distance } from 'fastest-levenshtein';
+import { XferError } from '../errors.js';
+import { node, int64Tensor } from '../onnx/builder.js';
+import { DataType, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.js';
+import { inferDtypes, listTensors, realInputs, type TensorInfo } from './graph.js';
+
+export type Pool = 'avg' | 'max' | 'avgmax' | 'flatten' | 'none';
+export const POOLS: readonly Pool[] = ['avg', 'max', 'avgmax', 'flatten', 'none'];
+
+export interface TapRequest {
+  /** Tensor name, node name, or index (as a string of digits) from `xfer layers`. */
+  name: string;
+  pool: Pool;
+}
+
+export interface ResolvedTap {
+  /** The tensor tapped. */
+  tensor: string;
+  /** What the user asked for. */
+  requested: string;
+  pool: Pool;
+  /** The derived model's output name for this tap. */
+  output: string;
+}
+
+/** Turn a user's tap name into a tensor name; unknown names list the closest candidates. */
+export function resolveTapName(requested: string, tensors: TensorInfo[], file = 'model'): TensorInfo {
+  const byName = tensors.find((t) => t.name === requested);
+  if (byName) return byName;
+  if (/^\d+$/.test(requested)) {
+    const idx = Number(requested);
+    if (idx < tensors.length) return tensors[idx];
+    throw new XferError(`${file}: tap index ${idx} out of range (the model has ${tensors.length} tensors, 0..${tensors.length - 1})`, {
+      hint: `run \`xfer layers ${file}\` to list them`,
+    });
+  }
+  const byNode = tensors.find((t) => t.node === requested);
+  if (byNode) return byNode;
+  // Keras-style layer names inside converted graphs ("block_13_expand_relu/Relu6:0" or "model/block_13_expand_relu/...").
+  const suffix = tensors.filter((t) => t.name.split('/').includes(requested));
+  if (suffix.length > 0) return suffix[suffix.length - 1];
+  const names = tensors.map((t) => t.name);
+  const near = names
+    .map((n) => ({ n, d: distance(requested.toLowerCase(), n.toLowerCase()) }))
+    .sort((a, b) => a.d - b.d)
+    .slice(0, 5)
+    .map((x) => x.n);
+  const best = closest(requested, names);
+  throw new XferError(`${file}: unknown tap "${requested}"; closest: ${[...new Set([best, ...near])].slice(0, 5).join(', ')}`, {
+    hint: `run \`xfer layers ${file} --grep <text>\` to list tappable tensors`,
+  });
+}
+
+export interface DeriveOptions {
+  /** Element types of tensors (from a shape probe), used to check taps are float and to insert casts. */
+  dtypes?: Map<string, string>;
+  file?: string;
+  /** Prepend in-graph preprocessing: a uint8 NHWC "pixels" input replacing the model's image input. */
+  pixelInput?: PixelInputSpec;
+}
+
+export interface PixelInputSpec {
+  /** The model's image input to replace. */
+  inputName: string;
+  layout: 'NCHW' | 'NHWC';
+  dtype: 'float32' | 'float16';
+  /** Per-channel x = p*scale + bias on 0..255 pixels already in the model's channel order. */
+  scale: [number, number, number];
+  bias: [number, number, number];
+  height: number;
+  width: number;
+}
+
+export const PIXEL_INPUT = 'xfer_pixels';
+
+/** Build the derived model: outputs = taps (pooled, float32), pruned to what they need. */
+export function deriveTapModel(model: ModelProto, taps: TapRequest[], opts: DeriveOptions = {}): { model: ModelProto; taps: ResolvedTap[] } {
+  const file = opts.file ?? 'model';
+  if (taps.length === 0) throw new XferError(`${file}: no taps requested`, { hint: 'pass --layers <name>[,<name>...]' });
+  const tensors = listTensors(model);
+  const dtypes = opts.dtypes ?? inferDtypes(model);
+  const g = model.graph;
+  const newNodes: NodeProto[] = [];
+  const outputs: ValueInfoProto[] = [];
+  const resolved: ResolvedTap[] = [];
+  const inits: TensorProto[] = [];
+  const used = new Set<string>();
+  taps.forEach((tap, i) => {
+    if (!POOLS.includes(tap.pool)) throw new XferError(`unknown pooling "${tap.pool}"`, { hint: `use one of ${POOLS.join(', ')}` });
+    const info = resolveTapName(tap.name, tensors, file);
+    const dtype = dtypes.get(info.name) ?? info.dtype;
+    if (dtype && dtype !== 'float' && dtype !== 'float16' && dtype !== 'double' && dtype !== 'bfloat16') {
+      throw new XferError(`${file}: tap "${tap.name}" is tensor ${info.name} of type ${dtype}, not a float tensor`, {
+        hint: 'tap a float activation (conv/relu/pool outputs); `xfer layers` shows each tensor\'s type',
+      });
+    }
+    const key = `${info.name}|${tap.pool}`;
+    if (used.has(key)) throw new XferError(`tap ${info.name} with pool ${tap.pool} requested twice`, { hint: 'list each layer once in --layers' });
+    used.add(key);
+    const out = `xfer_tap_${i}`;
+    let cur = info.name;
+    if (dtype !== 'float') {
+      newNodes.push(node('Cast', [cur], [`${out}/cast`], { to: DataType.FLOAT }));
+      cur = `${out}/cast`;
+    }
+    const pooled = poolNodes(cur, out, tap.pool, inits);
+    newNodes.push(...pooled);
+    if (pooled.length === 0) newNodes.push(node('Identity', [cur], [out]));
+    outputs.push({ name: out });
+    resolved.push({ tensor: info.name, requested: tap.name, pool: tap.pool, output: out });
+  });
+
+  const graph: GraphProto = {
+    name: `${g.name ?? 'graph'}_taps`,
+    node: [...g.node, ...newNodes],
+    initializer: [...g.initializer, ...inits],
+    input: g.input,
+    output: outputs,
+    valueInfo: g.valueInfo,
+  };
+  if (opts.pixelInput) prependPixelInput(graph, opts.pixelInput);
+  const pruned = prune(graph);
+  return { model: { ...model, graph: pruned, functions: model.functions }, taps: resolved };
+}
+
+/** Pooling nodes from `src` into `out` (empty for 'none'). Rank-agnostic where ONNX allows. */
+function poolNodes(src: string, out: string, pool: Pool, inits: TensorProto[]): NodeProto[] {
+  switch (pool) {
+    case 'none':
+      return [];
+    case 'flatten':
+      return [node('Flatten', [src], [out], { axis: 1 })];
+    case 'avg':
+    case 'max': {
+      // Reduce over every axis after the channel axis (NCHW spatial dims); works for rank 3..5, identity-ish for rank 2.
+      const op = pool === 'avg' ? 'ReduceMean' : 'ReduceMax';
+      return reduceSpatial(op, src, out, inits);
+    }
+    case 'avgmax': {
+      const a = reduceSpatial('ReduceMean', src, `${out}/avg`, inits);
+      const m = reduceSpatial('ReduceMax', src, `${out}/max`, inits);
+      return [...a, ...m, node('Concat', [`${out}/avg`, `${out}/max`], [out], { axis: 1 })];
+    }
+  }
+}
+
+/** Global pooling over axes 2.. then flatten to [N, C]. For rank-2 inputs it is an identity. */
+function reduceSpatial(op: 'ReduceMean' | 'ReduceMax', src: string, out: string, inits: TensorProto[]): NodeProto[] {
+  // Global{Average,Max}Pool need rank >= 3; use Shape/Size-free formulation: Flatten(axis=2) -> [N*C?]... keep it simple:
+  // reshape to [N, C, -1] then reduce axis 2. Rank-2 tensors become [N, C, 1].
+  const shapeName = `${out}/shape3`;
+  if (!inits.some((t) => t.name === shapeName)) inits.push(int64Tensor(shapeName, [3], [0, 0, -1]));
+  return [
+    node('Reshape', [src, shapeName], [`${out}/flat`]),
+    node(op, [`${out}/flat`], [out], { axes: [2], keepdims: 0 }),
+  ];
+}
+
+/** Replace the model's image input with a uint8 NHWC pixel input plus normalisation nodes. */
+function prependPixelInput(graph: GraphProto, spec: PixelInputSpec): void {
+  const orig = graph.input.find((i) => i.name === spec.inputName);
+  if (!orig) throw new XferError(`model has no input named ${spec.inputName}`);
+  const p = `${PIXEL_INPUT}`;
+  const scale = `${p}/scale`;
+  const bias = `${p}/bias`;
+  graph.initializer.push(
+    { name: scale, dims: [3], dataType: DataType.FLOAT, rawData: new Uint8Array(Float32Array.from(spec.scale).buffer) },
+    { name: bias, dims: [3], dataType: DataType.FLOAT, rawData: new Uint8Array(Float32Array.from(spec.bias).buffer) },
+  );
+  const nodes: NodeProto[] = [node('Cast', [p], [`${p}/f`], { to: DataType.FLOAT }), node('Mul', [`${p}/f`, scale], [`${p}/scaled`]), node('Add', [`${p}/scaled`, bias], [`${p}/norm`])];
+  let cur = `${p}/norm`;
+  if (spec.layout === 'NCHW') {
+    nodes.push(node('Transpose', [cur], [`${p}/nchw`], { perm: [0, 3, 1, 2] }));
+    cur = `${p}/nchw`;
+  }
+  if (spec.dtype === 'float16') {
+    nodes.push(node('Cast', [cur], [`${p}/half`], { to: DataType.FLOAT16 }));
+    cur = `${p}/half`;
+  }
+  nodes[nodes.length - 1].output[0] = spec.inputName;
+  graph.node = [...nodes, ...graph.node];
+  graph.input = graph.input.filter((i) => i.name !== spec.inputName);
+  graph.input.unshift({
+    name: p,
+    type: { tensorType: { elemType: DataType.UINT8, shape: { dim: [{ dimParam: 'N' }, { dimValue: spec.height }, { dimValue: spec.width }, { dimValue: 3 }] } } },
+  });
+}
+
+/** Keep only nodes, initializers, inputs and value infos needed to compute the graph outputs. */
+export function prune(graph: GraphProto): GraphProto {
+  const producer = new Map<string, NodeProto>();
+  for (const n of graph.node) for (const o of n.output) if (o) producer.set(o, n);
+  const neededTensors = new Set<string>();
+  const neededNodes = new Set<NodeProto>();
+  const stack = graph.output.map((o) => o.name);
+  while (stack.length > 0) {
+    const t = stack.pop()!;
+    if (neededTensors.has(t)) continue;
+    neededTensors.add(t);
+    const n = producer.get(t);
+    if (n && !neededNodes.has(n)) {
+      neededNodes.add(n);
+      for (const i of n.input) if (i) stack.push(i);
+      for (const i of subgraphInputs(n)) stack.push(i);
+    }
+  }
+  const realIns = new Set(realInputs(graph).map((i) => i.name));
+  return {
+    ...graph,
+    node: graph.node.filter((n) => neededNodes.has(n)),
+    initializer: graph.initializer.filter((t) => neededTensors.has(t.name ?? '')),
+    // Keep every real input that is needed; initializer-inputs only if still needed.
+    input: graph.input.filter((i) => neededTensors.has(i.name) || (realIns.has(i.name) && i.name === PIXEL_INPUT)),
+    valueInfo: graph.valueInfo.filter((v) => neededTensors.has(v.name)),
+  };
+}
+
+/** Names a node's subgraphs (If/Loop/Scan bodies) read from the outer scope. */
+function subgraphInputs(n: NodeProto): string[] {
+  const out: string[] = [];
+  for (const a of n.attribute ?? []) {
+    for (const sg of [a.g, ...(a.graphs ?? [])]) {
+      if (!sg) continue;
+      const local = new Set<string>([...sg.input.map((i) => i.name), ...sg.initializer.map((t) => t.name ?? '')]);
+      for (const sn of sg.node) for (const o of sn.output) local.add(o);
+      for (const sn of sg.node) for (const i of sn.input) if (i && !local.has(i)) out.push(i);
+    }
+  }
+  return out;
+}
+
