@@ -208,3 +208,54 @@ test('SqueezeNet fp16: float32 taps equal the unmodified fp16 model\'s tensors',
   }
   await s.release();
 });
+
+test('default backbone: block_6_expand_relu + out_relu avg taps equal the unmodified model (1e-5 rel)', async () => {
+  const { openTappedBackbone } = await import('../src/model/runner.js');
+  const tb = await openTappedBackbone('mobilenet_v2', {
+    taps: [
+      { name: 'block_6_expand_relu', pool: 'avg' },
+      { name: 'out_relu', pool: 'avg' },
+    ],
+    device: { device: 'cpu' },
+  });
+  assert.deepEqual(
+    tb.outputs.map((o) => [o.name, o.shape]),
+    [
+      ['block_6_expand_relu', [192]],
+      ['out_relu', [1280]],
+    ],
+  );
+  assert.equal(tb.fixedBatch, null);
+  const n = 3;
+  const pixels = Uint8Array.from({ length: n * 224 * 224 * 3 }, (_, i) => (i * 2654435761) >>> 24);
+  const got = await tb.run(pixels, n);
+  await tb.close();
+  // Reference: the unmodified converted model with the two tensors added as outputs, input normalised in JS.
+  const full = (await readOnnxFile(tb.file)).model;
+  full.graph.output.push({ name: 'block_6_expand_relu' }, { name: 'out_relu' });
+  // Same float32 arithmetic as the in-graph preprocessing (Cast, Mul by float32 scale, Add bias).
+  const { scale, bias } = pixelAffine(tb.card.input);
+  const x = Float32Array.from(pixels, (p, i) => Math.fround(Math.fround(p * Math.fround(scale[i % 3])) + Math.fround(bias[i % 3])));
+  const ref = await runModel(full, { input_1: new ort.Tensor('float32', x, [n, 224, 224, 3]) });
+  assertClose(got[0], poolRef(ref.block_6_expand_relu.data as Float32Array, ref.block_6_expand_relu.dims, 'avg'), 1e-5, 'block_6_expand_relu');
+  assertClose(got[1], poolRef(ref.out_relu.data as Float32Array, ref.out_relu.dims, 'avg'), 1e-5, 'out_relu');
+  // Early taps prune the rest of the network.
+  const early = (await buildTapModel(full, tb.card, [{ name: 'block_6_expand_relu', pool: 'avg' }], 'mobilenet_v2')).model;
+  assert.ok(early.graph.node.length < full.graph.node.length / 2, `pruned model has ${early.graph.node.length} of ${full.graph.node.length} nodes`);
+  assert.ok(!early.graph.node.some((nd) => nd.output.includes('out_relu')));
+});
+
+test('default backbone lists every Keras layer with shapes', async () => {
+  const { resolveBackbone } = await import('../src/model/registry.js');
+  const { describeLayers } = await import('../src/model/layers.js');
+  const b = await resolveBackbone('mobilenet_v2');
+  const { model } = await readOnnxFile(b.file);
+  const rows = await describeLayers(model, b.card);
+  assert.ok(rows.length >= 150, `${rows.length} tensors`);
+  const byName = new Map(rows.map((r) => [r.name, r]));
+  assert.deepEqual(byName.get('block_13_expand_relu')?.shape?.slice(1), [576, 14, 14]);
+  assert.deepEqual(byName.get('out_relu')?.shape?.slice(1), [1280, 7, 7]);
+  assert.equal(byName.get('out_relu')?.mark, 'default');
+  assert.equal(byName.get('block_6_expand_relu')?.mark, 'recommended');
+  assert.ok(rows.every((r) => r.shape !== null), 'every tensor has a shape');
+});
