@@ -61,6 +61,12 @@ export interface ModelCard {
   labels?: string;
   /** Index of the first real class in the model's output (1 for 1001-class TF models with background). */
   label_offset?: number;
+  /**
+   * Number of leading lines of the labels file that are not classes of this model's output, e.g. 1 for
+   * a 1001-line TF labels file ("background" first) used with a 1000-class model. Output index i is
+   * labelled by line (i - label_offset + labels_skip). Default 0 (auto-detected for the 1001/1000 case).
+   */
+  labels_skip?: number;
   /** Whether the model's output already holds probabilities (else softmax is applied). */
   output_is_probability?: boolean;
   taps?: CardTaps;

@@ -1,0 +1,103 @@
+/** `xfer classify`: top-k labels of a pretrained model's own head (the card's labels file). */
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
+import { type Command, InvalidArgumentError } from 'commander';
+import { XferError } from '../errors.js';
+import { loadCard } from '../model/card.js';
+import { discoverDataset, entrySource } from '../image/discover.js';
+import { Classifier, type ClassifyError, type ClassifyResult } from '../predict/classify.js';
+import type { DeviceSpec } from '../model/session.js';
+import { notice } from './output.js';
+
+interface ClassifyCliOptions {
+  model?: string;
+  card?: string;
+  labels?: string;
+  top: number;
+  json?: boolean;
+  device: string;
+  threads?: number;
+  batch?: number;
+}
+
+function positiveInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+/** Expand arguments: files as given; folders → their images (recursive, sorted). */
+async function expandImages(args: string[]): Promise<{ path: string; source: string | Buffer }[]> {
+  const out: { path: string; source: string | Buffer }[] = [];
+  for (const a of args) {
+    let isDir = false;
+    try {
+      isDir = (await stat(a)).isDirectory();
+    } catch {
+      // Missing files are reported per image by the decoder ("file not found").
+    }
+    if (!isDir) {
+      out.push({ path: a, source: a });
+      continue;
+    }
+    const ds = await discoverDataset(a, { kind: 'flat' });
+    for (const e of ds.entries) out.push({ path: path.join(a, e.path), source: entrySource(e) });
+  }
+  return out;
+}
+
+export function registerClassifyCommand(program: Command): void {
+  program
+    .command('classify')
+    .description('classify images with a pretrained model\'s own head: top-k labels from its card\'s labels file, with probabilities')
+    .argument('<images...>', 'image files or folders (folders: every image inside, recursively)')
+    .option('--model <id|path>', 'built-in id or .onnx/.tflite path (default: the "file" of --card)')
+    .option('--card <file>', 'model card JSON (input size, channel order, mean/std, labels)')
+    .option('--labels <file>', 'labels file overriding the card\'s (one per line, 1000 or 1001 lines, or a JSON array)')
+    .option('--top <k>', 'predictions per image', positiveInt, 5)
+    .option('--batch <n>', 'images per model run when the model allows batching', positiveInt)
+    .option('--device <dev>', 'auto, cpu, cuda or cuda:<id>', 'auto')
+    .option('--threads <n>', 'inference threads', positiveInt)
+    .option('--json', 'one JSON object per image on stdout: {path, top:[{index,label,prob}]} or {path, error}')
+    .action(async (images: string[], opts: ClassifyCliOptions) => {
+      let spec = opts.model;
+      if (spec === undefined) {
+        if (!opts.card) throw new XferError('xfer classify: --model is required', { hint: 'pass --model <built-in id | model.onnx> (and --card card.json for your own models)' });
+        const card = await loadCard(opts.card);
+        if (!card.file) throw new XferError(`${opts.card}: card has no "file"; pass --model <model.onnx>`);
+        spec = path.resolve(card.dir ?? '.', card.file);
+      }
+      const clf = await Classifier.fromSpec(spec, {
+        card: opts.card,
+        labels: opts.labels,
+        top: opts.top,
+        batch: opts.batch,
+        device: opts.device as DeviceSpec,
+        threads: opts.threads,
+        onNotice: notice,
+      });
+      try {
+        const list = await expandImages(images);
+        const onResult = (r: ClassifyResult | ClassifyError) => {
+          if ('error' in r) {
+            if (opts.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+            else process.stderr.write(`skipped ${r.path}: ${r.error}\n`);
+            return;
+          }
+          if (opts.json) {
+            process.stdout.write(`${JSON.stringify({ path: r.path, top: r.top.map((p) => ({ index: p.index, label: p.label, prob: Number(p.prob.toFixed(6)) })) })}\n`);
+            return;
+          }
+          const lines = r.top.map((p) => `  ${(p.prob * 100).toFixed(2).padStart(6)}%  ${p.label}`);
+          process.stdout.write(`${r.path}\n${lines.join('\n')}\n`);
+        };
+        const { failed } = await clf.classifyAll(list, onResult);
+        if (failed > 0) {
+          if (!opts.json) process.stderr.write(`${failed} of ${list.length} image(s) could not be read\n`);
+          process.exitCode = 2;
+        }
+      } finally {
+        await clf.close();
+      }
+    });
+}
