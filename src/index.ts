@@ -1,0 +1,37 @@
+/**
+ * xfer's public API: a few core parts (backbone + taps, preprocessing plan, feature store, heads)
+ * that the CLI composes. Everything here is typed; see README "API tour".
+ */
+export { XferError, formatError } from './errors.js';
+export { VERSION } from './version.js';
+
+// model: cards, registry, layers, taps, sessions
+export { loadCard, validateCard, pixelAffine, type ModelCard, type CardInput, type CardResize, type CardTaps } from './model/card.js';
+export { resolveBackbone, listBuiltinCards, type ResolvedBackbone } from './model/registry.js';
+export { describeLayers, filterLayers, type LayerRow } from './model/layers.js';
+export { listTensors, type TensorInfo } from './model/graph.js';
+export { deriveTapModel, resolveTapName, POOLS, type Pool, type TapRequest, type ResolvedTap } from './model/taps.js';
+export { openTappedBackbone, buildTapModel, type TappedBackbone, type TapOutput } from './model/runner.js';
+export { openSession, parseDevice, cudaProviderInstalled, type DeviceOptions } from './model/session.js';
+
+// onnx I/O
+export { readOnnxFile, writeOnnxFile, serializeModel } from './onnx/io.js';
+export type { ModelProto } from './onnx/proto.js';
+
+// importers
+export { builtinOnnxPath } from './import/keras/nsfwjs.js';
+export { importTflite, tfliteToOnnxCached } from './import/tflite/index.js';
+
+// images
+export { discoverDataset, type Dataset, type DatasetEntry } from './image/discover.js';
+export { resolvePreprocess, type PreprocessPlan } from './image/plan.js';
+export { loadImagePixels, toModelTensor, ImageError } from './image/decode.js';
+
+// extraction and feature folders
+export { extractFeatures, type ExtractOptions, type ExtractSummary } from './extract/pipeline.js';
+export { mergeFeatureFolders } from './extract/merge.js';
+export { loadJobFile } from './extract/jobs.js';
+export { readNpy, encodeNpy, readNpyHeader } from './features/npy.js';
+
+// prediction
+export { Classifier } from './predict/classify.js';
