@@ -259,3 +259,29 @@ test('default backbone lists every Keras layer with shapes', async () => {
   assert.equal(byName.get('block_6_expand_relu')?.mark, 'recommended');
   assert.ok(rows.every((r) => r.shape !== null), 'every tensor has a shape');
 });
+
+test('real photo: in-graph uint8 preprocessing equals the JS-side tensor (toModelTensor)', { skip: NO_SHARED }, async () => {
+  const { resolvePreprocess } = await import('../src/image/plan.js');
+  const { loadImagePixels, toModelTensor } = await import('../src/image/decode.js');
+  const { loadCard } = await import('../src/model/card.js');
+  const { REPO_ROOT } = await import('./helpers/paths.js');
+  const path = await import('node:path');
+  // SqueezeNet: BGR, 0..255 minus Caffe means, fp16, NCHW — every preprocessing step is exercised.
+  const card = await loadCard(path.join(REPO_ROOT, 'test', 'fixtures', 'cards', 'squeezenet1.1.json'));
+  const plan = resolvePreprocess(card);
+  const px = await loadImagePixels(shared('images', 'parrot.jpg'), plan);
+  const jsTensor = toModelTensor(px, plan) as Uint16Array;
+  const file = shared('models', 'squeezenet1.1-fp16.onnx');
+  const { model } = await readOnnxFile(file);
+  const derived = await buildTapModel(model, card, [{ name: 'conv1_1', pool: 'none' }], file);
+  const viaGraph = await runModel(derived.model, { [PIXEL_INPUT]: new ort.Tensor('uint8', px.data, [1, 224, 224, 3]) });
+  const full = (await readOnnxFile(file)).model;
+  full.graph.output.push({ name: 'conv1_1' });
+  const viaJs = await runModel(full, { data_0: new ort.Tensor('float16', jsTensor, [1, 3, 224, 224]) });
+  // Same fp16 input bits => same first-conv output (up to the float32-vs-fp16 compute note above).
+  assertClose(got32(viaGraph.xfer_tap_0), float16ToFloat32(viaJs.conv1_1.data as Uint16Array), 2 ** -10, 'conv1_1');
+});
+
+function got32(t: ort.Tensor): Float32Array {
+  return t.data as Float32Array;
+}

@@ -2,6 +2,7 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
+import { addCardFlags, type CardFlags } from '../model/card-flags.js';
 import { XferError } from '../errors.js';
 import { loadCard } from '../model/card.js';
 import { discoverDataset, entrySource } from '../image/discover.js';
@@ -47,7 +48,7 @@ async function expandImages(args: string[]): Promise<{ path: string; source: str
 }
 
 export function registerClassifyCommand(program: Command): void {
-  program
+  const cmd = program
     .command('classify')
     .description('classify images with a pretrained model\'s own head: top-k labels from its card\'s labels file, with probabilities')
     .argument('<images...>', 'image files or folders (folders: every image inside, recursively)')
@@ -58,46 +59,47 @@ export function registerClassifyCommand(program: Command): void {
     .option('--batch <n>', 'images per model run when the model allows batching', positiveInt)
     .option('--device <dev>', 'auto, cpu, cuda or cuda:<id>', 'auto')
     .option('--threads <n>', 'inference threads', positiveInt)
-    .option('--json', 'one JSON object per image on stdout: {path, top:[{index,label,prob}]} or {path, error}')
-    .action(async (images: string[], opts: ClassifyCliOptions) => {
-      let spec = opts.model;
-      if (spec === undefined) {
-        if (!opts.card) throw new XferError('xfer classify: --model is required', { hint: 'pass --model <built-in id | model.onnx> (and --card card.json for your own models)' });
-        const card = await loadCard(opts.card);
-        if (!card.file) throw new XferError(`${opts.card}: card has no "file"; pass --model <model.onnx>`);
-        spec = path.resolve(card.dir ?? '.', card.file);
-      }
-      const clf = await Classifier.fromSpec(spec, {
-        card: opts.card,
-        labels: opts.labels,
-        top: opts.top,
-        batch: opts.batch,
-        device: opts.device as DeviceSpec,
-        threads: opts.threads,
-        onNotice: notice,
-      });
-      try {
-        const list = await expandImages(images);
-        const onResult = (r: ClassifyResult | ClassifyError) => {
-          if ('error' in r) {
-            if (opts.json) process.stdout.write(`${JSON.stringify(r)}\n`);
-            else process.stderr.write(`skipped ${r.path}: ${r.error}\n`);
-            return;
-          }
-          if (opts.json) {
-            process.stdout.write(`${JSON.stringify({ path: r.path, top: r.top.map((p) => ({ index: p.index, label: p.label, prob: Number(p.prob.toFixed(6)) })) })}\n`);
-            return;
-          }
-          const lines = r.top.map((p) => `  ${(p.prob * 100).toFixed(2).padStart(6)}%  ${p.label}`);
-          process.stdout.write(`${r.path}\n${lines.join('\n')}\n`);
-        };
-        const { failed } = await clf.classifyAll(list, onResult);
-        if (failed > 0) {
-          if (!opts.json) process.stderr.write(`${failed} of ${list.length} image(s) could not be read\n`);
-          process.exitCode = 2;
-        }
-      } finally {
-        await clf.close();
-      }
+    .option('--json', 'one JSON object per image on stdout: {path, top:[{index,label,prob}]} or {path, error}');
+  addCardFlags(cmd).action(async (images: string[], opts: ClassifyCliOptions & CardFlags) => {
+    let spec = opts.model;
+    if (spec === undefined) {
+      if (!opts.card) throw new XferError('xfer classify: --model is required', { hint: 'pass --model <built-in id | model.onnx> (and --card card.json for your own models)' });
+      const card = await loadCard(opts.card);
+      if (!card.file) throw new XferError(`${opts.card}: card has no "file"; pass --model <model.onnx>`);
+      spec = path.resolve(card.dir ?? '.', card.file);
+    }
+    const clf = await Classifier.fromSpec(spec, {
+      card: opts.card,
+      labels: opts.labels,
+      top: opts.top,
+      batch: opts.batch,
+      device: opts.device as DeviceSpec,
+      threads: opts.threads,
+      cardFlags: opts,
+      onNotice: notice,
     });
+    try {
+      const list = await expandImages(images);
+      const onResult = (r: ClassifyResult | ClassifyError) => {
+        if ('error' in r) {
+          if (opts.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+          else process.stderr.write(`skipped ${r.path}: ${r.error}\n`);
+          return;
+        }
+        if (opts.json) {
+          process.stdout.write(`${JSON.stringify({ path: r.path, top: r.top.map((p) => ({ index: p.index, label: p.label, prob: Number(p.prob.toFixed(6)) })) })}\n`);
+          return;
+        }
+        const lines = r.top.map((p) => `  ${(p.prob * 100).toFixed(2).padStart(6)}%  ${p.label}`);
+        process.stdout.write(`${r.path}\n${lines.join('\n')}\n`);
+      };
+      const { failed } = await clf.classifyAll(list, onResult);
+      if (failed > 0) {
+        if (!opts.json) process.stderr.write(`${failed} of ${list.length} image(s) could not be read\n`);
+        process.exitCode = 2;
+      }
+    } finally {
+      await clf.close();
+    }
+  });
 }

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { XferError } from '../errors.js';
 import { sha256File } from '../onnx/io.js';
 import { loadCard, type ModelCard } from './card.js';
+import { applyCardFlags, hasCardFlags, type CardFlags } from './card-flags.js';
 
 /** The package's models/ folder (built-in cards and label files). */
 export function builtinCardDir(): string {
@@ -37,6 +38,8 @@ export interface ResolvedBackbone {
 export interface ResolveOptions {
   /** Explicit card file (overrides cards found beside the model). */
   card?: string;
+  /** Card fields from command-line flags (override the card, or make one when there is none). */
+  cardFlags?: CardFlags;
   /** One-line progress notices (e.g. "converting nsfwjs MobileNetV2 to ONNX (once)"). */
   onNotice?: (msg: string) => void;
 }
@@ -51,8 +54,14 @@ export function cardBeside(file: string): string | null {
   return candidates.find((c) => c !== file && existsSync(c)) ?? null;
 }
 
-/** Resolve a built-in id, an .onnx path or a .tflite path to an ONNX file plus its card. */
+/** Resolve a built-in id, an .onnx path or a .tflite path to an ONNX file plus its card (with flag overrides). */
 export async function resolveBackbone(spec: string, opts: ResolveOptions = {}): Promise<ResolvedBackbone> {
+  const b = await resolveFile(spec, opts);
+  if (opts.cardFlags && hasCardFlags(opts.cardFlags)) b.card = applyCardFlags(b.card, opts.cardFlags, b.id);
+  return b;
+}
+
+async function resolveFile(spec: string, opts: ResolveOptions): Promise<ResolvedBackbone> {
   const builtins = await listBuiltinCards();
   const builtin = builtins.find((c) => c.id === spec);
   if (builtin && !looksLikePath(spec)) {
@@ -84,6 +93,6 @@ export async function resolveBackbone(spec: string, opts: ResolveOptions = {}): 
 export function requireCard(b: ResolvedBackbone, what: string): ModelCard {
   if (b.card) return b.card;
   throw new XferError(`${b.file}: no model card, needed for ${what}`, {
-    hint: `pass --card <card.json> or put ${path.basename(b.file)}.card.json beside the model (fields: docs/model-cards.md)`,
+    hint: `pass --card <card.json>, card flags (--size, --layout, --channel-order, --range, --mean, --std, ...), or put ${path.basename(b.file)}.card.json beside the model (docs/model-cards.md)`,
   });
 }

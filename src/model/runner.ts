@@ -11,6 +11,7 @@ import { pixelAffine, type ModelCard } from './card.js';
 import { inferDtypes, realInputs } from './graph.js';
 import { checkBatching, hasFixedBatch, withSymbolicBatch } from './batch.js';
 import { resolveBackbone, requireCard } from './registry.js';
+import type { CardFlags } from './card-flags.js';
 import { openSession, type DeviceOptions } from './session.js';
 import { deriveTapModel, PIXEL_INPUT, type Pool, type ResolvedTap, type TapRequest } from './taps.js';
 
@@ -41,6 +42,8 @@ export interface TappedBackbone {
 
 export interface OpenOptions {
   card?: string;
+  /** Card fields from command-line flags (see card-flags.ts). */
+  cardFlags?: CardFlags;
   taps: TapRequest[];
   device?: DeviceOptions;
   onNotice?: (msg: string) => void;
@@ -98,7 +101,7 @@ export async function buildTapModel(
 /** Open a backbone with taps; see TappedBackbone. */
 export async function openTappedBackbone(spec: string, opts: OpenOptions): Promise<TappedBackbone> {
   const notice = opts.onNotice ?? (() => {});
-  const b = await resolveBackbone(spec, { card: opts.card, onNotice: notice });
+  const b = await resolveBackbone(spec, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice });
   const card = requireCard(b, 'feature extraction');
   const loaded = await readOnnxFile(b.file);
   const { model, taps, fixedBatch } = await buildTapModel(loaded.model, card, opts.taps, spec, notice);

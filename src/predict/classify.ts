@@ -16,6 +16,7 @@ import { XferError } from '../errors.js';
 import type { ModelCard } from '../model/card.js';
 import { openSession, type DeviceOptions } from '../model/session.js';
 import { resolveBackbone, requireCard } from '../model/registry.js';
+import type { CardFlags } from '../model/card-flags.js';
 import { float16ToFloat32 } from '../util/float16.js';
 import { isImageError, ImageError, loadImagePixels, tensorSize, writeModelTensor } from '../image/decode.js';
 import { resolvePreprocess, type PreprocessOverrides, type PreprocessPlan } from '../image/plan.js';
@@ -187,8 +188,8 @@ export class Classifier {
   }
 
   /** Resolve a model spec (built-in id or path) + optional card file via the registry, and open it. */
-  static async fromSpec(spec: string, opts: ClassifierOptions & { card?: string } = {}): Promise<Classifier> {
-    const b = await resolveBackbone(spec, { card: opts.card, onNotice: opts.onNotice });
+  static async fromSpec(spec: string, opts: ClassifierOptions & { card?: string; cardFlags?: CardFlags } = {}): Promise<Classifier> {
+    const b = await resolveBackbone(spec, { card: opts.card, cardFlags: opts.cardFlags, onNotice: opts.onNotice });
     return Classifier.open(b.file, requireCard(b, 'xfer classify'), opts);
   }
 
