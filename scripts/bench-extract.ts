@@ -1,0 +1,245 @@
+/**
+ * `npm run bench:extract` — throughput and memory of `xfer extract` with the default backbone, with
+ * the figures it is judged against, in one run on the same images:
+ *   - end-to-end images/s of `xfer extract` on hymenoptera ×5 (≈2000 images; generated JPEGs when
+ *     ../shared is absent);
+ *   - decode-only (sharp, one stream) and inference-only (ORT, 1 thread, batch 32) rates, each pinned
+ *     to one core; the stage bound cores / (1/decode + 1/infer); and the ratio end-to-end / bound;
+ *   - peak RSS of `xfer extract` on 1× and 5× the images (should differ by < 10 %);
+ *   - the Python anchor (torchvision ImageFolder + DataLoader with 2 workers, mobilenet_v2 with random
+ *     weights, eager and TorchScript optimize_for_inference), installing Debian's python3-torch and
+ *     python3-torchvision with apt when missing (skip with --no-python, or --no-apt).
+ * Options: --data <dataset dir> --copies 5 --batch 32 --no-python --no-apt --keep
+ * Not part of the test suite. Run it on a quiet machine.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/scripts
+const ROOT = path.resolve(HERE, '..', '..');
+const DIST = path.resolve(HERE, '..');
+
+function arg(name: string, def?: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : def;
+}
+const flag = (name: string) => process.argv.includes(`--${name}`);
+const log = (s: string) => process.stdout.write(`${s}\n`);
+const haveTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
+
+// ---------- children: decode-only / infer-only, each meant to run pinned to one core ----------
+async function childDecode(dir: string): Promise<void> {
+  const sharp = (await import('sharp')).default;
+  sharp.concurrency(1);
+  const { discoverDataset, entrySource } = await import('../src/image/discover.js');
+  const { resolvePreprocess } = await import('../src/image/plan.js');
+  const { loadImagePixels } = await import('../src/image/decode.js');
+  const { resolveBackbone, requireCard } = await import('../src/model/registry.js');
+  const card = requireCard(await resolveBackbone('mobilenet_v2'), 'bench');
+  const plan = resolvePreprocess(card);
+  const ds = await discoverDataset(dir);
+  let n = 0;
+  const t = performance.now();
+  for (const e of ds.entries) {
+    try {
+      await loadImagePixels(entrySource(e), plan);
+      n++;
+    } catch {
+      /* counted as not decoded */
+    }
+  }
+  const s = (performance.now() - t) / 1000;
+  process.stdout.write(JSON.stringify({ images: n, seconds: s, rate: n / s }) + '\n');
+}
+
+async function childInfer(batch: number): Promise<void> {
+  const { openTappedBackbone } = await import('../src/model/runner.js');
+  const b = await openTappedBackbone('mobilenet_v2', { taps: [{ name: 'out_relu', pool: 'avg' }], device: { device: 'cpu', threads: 1 } });
+  const [h, w] = b.card.input.size;
+  const px = new Uint8Array(batch * h * w * 3);
+  for (let i = 0; i < px.length; i++) px[i] = (i * 2654435761) >>> 24;
+  await b.run(px, batch);
+  let n = 0;
+  const t = performance.now();
+  while (performance.now() - t < 8000 || n < batch * 5) {
+    await b.run(px, batch);
+    n += batch;
+  }
+  const s = (performance.now() - t) / 1000;
+  await b.close();
+  process.stdout.write(JSON.stringify({ images: n, seconds: s, rate: n / s }) + '\n');
+}
+
+function runChild(args: string[], pin: boolean): { rate: number } {
+  const cmd = pin && haveTaskset ? 'taskset' : process.execPath;
+  const full = pin && haveTaskset ? ['-c', '0', process.execPath, fileURLToPath(import.meta.url), ...args] : [fileURLToPath(import.meta.url), ...args];
+  const r = spawnSync(cmd, full, { encoding: 'utf8', env: { ...process.env, UV_THREADPOOL_SIZE: '1' }, maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`${args.join(' ')} failed: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+}
+
+// ---------- datasets ----------
+async function buildTree(src: string, dst: string, copies: number): Promise<number> {
+  let n = 0;
+  const walk = async (rel: string, label: string | null): Promise<void> => {
+    for (const e of await readdir(path.join(src, rel), { withFileTypes: true })) {
+      const r = path.join(rel, e.name);
+      if (e.isDirectory()) await walk(r, ['train', 'val', 'test'].includes(e.name) ? label : e.name);
+      else if (e.isFile() && label) {
+        for (let c = 0; c < copies; c++) {
+          await mkdir(path.join(dst, label), { recursive: true });
+          await symlink(path.join(src, r), path.join(dst, label, `c${c}_${rel.replace(/[/\\]/g, '_')}_${e.name}`));
+          n++;
+        }
+      }
+    }
+  };
+  await walk('', null);
+  return n;
+}
+
+async function generateImages(dst: string, n: number): Promise<void> {
+  const sharp = (await import('sharp')).default;
+  for (let i = 0; i < n; i++) {
+    const cls = i % 2 ? 'bees' : 'ants';
+    await mkdir(path.join(dst, cls), { recursive: true });
+    const w = 400 + (i % 7) * 20;
+    const h = 300 + (i % 5) * 20;
+    const px = Buffer.alloc(w * h * 3);
+    for (let j = 0; j < px.length; j++) px[j] = (((j % (w * 3)) * 7 + Math.floor(j / (w * 3)) * 3 + i * 13) ^ (j * 31)) & 255;
+    await sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 90 }).toFile(path.join(dst, cls, `gen_${String(i).padStart(4, '0')}.jpg`));
+  }
+}
+
+// ---------- xfer extract, with peak RSS ----------
+function xferCli(): string {
+  const main = path.join(ROOT, 'bin', 'xfer.js');
+  const probe = spawnSync(process.execPath, [main, '--help'], { encoding: 'utf8' });
+  return probe.status === 0 ? main : path.join(DIST, 'test', 'extract-cli.js');
+}
+
+async function runExtract(cli: string, data: string, out: string, batch: number, preload: string): Promise<{ summary: Record<string, number>; maxRssMB: number; wall: number }> {
+  const t = performance.now();
+  const r = spawnSync(process.execPath, ['--import', preload, cli, 'extract', '--model', 'mobilenet_v2', '--data', data, '--out', out, '--overwrite', '--json', '--batch', String(batch)], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 26,
+  });
+  const wall = (performance.now() - t) / 1000;
+  if (r.status !== 0 && r.status !== 3) throw new Error(`xfer extract failed (${r.status}): ${r.stderr}`);
+  const summary = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  const rss = /XFER_MAXRSS_KB=(\d+)/.exec(r.stderr);
+  return { summary, maxRssMB: rss ? Number(rss[1]) / 1024 : NaN, wall };
+}
+
+// ---------- Python anchor ----------
+const PY = String.raw`
+import sys, time, json, torch, torchvision
+from torchvision import datasets, transforms
+root, mode, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+torch.set_num_threads(2)
+tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+ds = datasets.ImageFolder(root, transform=tf, loader=lambda p: datasets.folder.pil_loader(p))
+dl = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=2, shuffle=False)
+m = torchvision.models.mobilenet_v2()
+m.classifier = torch.nn.Identity()  # pooled 1280-d features, like xfer's out_relu + avg
+m.eval()
+if mode == 'torchscript':
+    m = torch.jit.optimize_for_inference(torch.jit.script(m))
+n = 0
+with torch.inference_mode():
+    x = torch.zeros(batch, 3, 224, 224); m(x)
+    t = time.time()
+    for xb, _ in dl:
+        m(xb); n += xb.shape[0]
+s = time.time() - t
+print(json.dumps({"images": n, "seconds": s, "rate": n / s, "torch": torch.__version__}))
+`;
+
+function ensureTorch(): boolean {
+  const ok = () => spawnSync('python3', ['-c', 'import torch, torchvision'], { stdio: 'ignore' }).status === 0;
+  if (ok()) return true;
+  if (flag('no-apt')) return false;
+  log('installing Debian python3-torch python3-torchvision (apt-get) for the Python anchor…');
+  spawnSync('apt-get', ['update'], { stdio: 'inherit' });
+  spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'python3-torch', 'python3-torchvision'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  return ok();
+}
+
+function runPython(root: string, mode: string, batch: number, dir: string): { rate: number; torch: string } | null {
+  const file = path.join(dir, 'anchor.py');
+  spawnSync('sh', ['-c', `cat > '${file}'`], { input: PY });
+  const r = spawnSync('python3', [file, root, mode, String(batch)], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.status !== 0) {
+    log(`  python ${mode} failed: ${r.stderr.trim().split('\n').pop()}`);
+    return null;
+  }
+  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+}
+
+// ---------- main ----------
+async function main(): Promise<void> {
+  const child = arg('child');
+  if (child === 'decode') return childDecode(arg('dir')!);
+  if (child === 'infer') return childInfer(Number(arg('batch', '32')));
+
+  const copies = Number(arg('copies', '5'));
+  const batch = Number(arg('batch', '32'));
+  const cores = os.availableParallelism();
+  const tmp = await mkdtemp(path.join(os.tmpdir(), 'xfer-bench-'));
+  const preload = path.join(tmp, 'maxrss.mjs');
+  await writeFile(preload, "import fs from 'node:fs';\nprocess.on('exit', () => fs.writeSync(2, `XFER_MAXRSS_KB=${process.resourceUsage().maxRSS}\\n`));\n");
+  const shared = arg('data') ?? [path.join(ROOT, '..', 'shared', 'datasets', 'hymenoptera'), '/work/shared/datasets/hymenoptera'].find((p) => existsSync(p));
+  const x1 = path.join(tmp, 'x1');
+  const x5 = path.join(tmp, `x${copies}`);
+  let n1: number;
+  let n5: number;
+  let source: string;
+  if (shared) {
+    n1 = await buildTree(shared, x1, 1);
+    n5 = await buildTree(shared, x5, copies);
+    source = `${shared} (×1 and ×${copies}, symlinks)`;
+  } else {
+    const gen = path.join(tmp, 'gen');
+    await generateImages(gen, 400);
+    n1 = await buildTree(gen, x1, 1);
+    n5 = await buildTree(gen, x5, copies);
+    source = 'generated 400×300..520×380 JPEGs (../shared not found)';
+  }
+  log(`xfer extract benchmark — ${os.cpus()[0]?.model ?? 'cpu'} × ${cores} cores, node ${process.version}`);
+  log(`images: ${source}: ${n1} and ${n5} files; batch ${batch}; taskset ${haveTaskset ? 'yes' : 'no (component rates not pinned)'}`);
+  const cli = xferCli();
+
+  // Warm-up (converts the built-in backbone once) and the 1× run for peak RSS.
+  const r1 = await runExtract(cli, x1, path.join(tmp, 'out1'), batch, preload);
+  const r5 = await runExtract(cli, x5, path.join(tmp, 'out5'), batch, preload);
+  const e2e = r5.summary.imagesThisRun / r5.summary.seconds;
+  const steady = r5.summary.imagesThisRun / r5.summary.pipelineSeconds;
+  const dec = runChild(['--child', 'decode', '--dir', x1], true).rate;
+  const inf = runChild(['--child', 'infer', '--batch', String(batch)], true).rate;
+  const bound = cores / (1 / dec + 1 / inf);
+  log('');
+  log(`decode only (sharp, 1 stream, 1 core):        ${dec.toFixed(1)} img/s  (${(1000 / dec).toFixed(2)} ms/img)`);
+  log(`inference only (ORT, 1 thread, batch ${batch}):   ${inf.toFixed(1)} img/s  (${(1000 / inf).toFixed(2)} ms/img)`);
+  log(`stage bound ${cores} / (1/decode + 1/infer):        ${bound.toFixed(1)} img/s`);
+  log(`xfer extract end to end (${n5} images):      ${e2e.toFixed(1)} img/s whole command (${r5.summary.seconds.toFixed(1)} s incl. model load), ${steady.toFixed(1)} img/s pipeline`);
+  log(`ratio to the stage bound:                     ${(e2e / bound).toFixed(2)} whole command, ${(steady / bound).toFixed(2)} pipeline (target ≥ 0.90)`);
+  log(`peak RSS: ${n1} images ${r1.maxRssMB.toFixed(0)} MB, ${n5} images ${r5.maxRssMB.toFixed(0)} MB → ${(((r5.maxRssMB - r1.maxRssMB) / r1.maxRssMB) * 100).toFixed(1)} % (target < 10 %)`);
+
+  if (!flag('no-python')) {
+    if (ensureTorch()) {
+      const eager = runPython(x5, 'eager', batch, tmp);
+      const ts = runPython(x5, 'torchscript', batch, tmp);
+      const best = Math.max(eager?.rate ?? 0, ts?.rate ?? 0);
+      log(`python anchor (torch ${eager?.torch ?? ts?.torch ?? '?'}, ImageFolder+DataLoader 2 workers, mobilenet_v2): eager ${eager ? eager.rate.toFixed(1) : 'n/a'} img/s, TorchScript optimize_for_inference ${ts ? ts.rate.toFixed(1) : 'n/a'} img/s`);
+      if (best > 0) log(`xfer / best python: ${(e2e / best).toFixed(2)}× (target ≥ 1.5×)`);
+    } else log('python anchor: skipped (python3-torch / python3-torchvision not available)');
+  }
+  if (!flag('keep')) await rm(tmp, { recursive: true, force: true });
+  else log(`kept ${tmp}`);
+}
+
+await main();

@@ -1,0 +1,162 @@
+/**
+ * The backbone as the extraction pipeline sees it. onnxruntime-node's `session.run` blocks the
+ * calling thread for the whole batch, so by default the session lives in a worker thread
+ * (`backbone-worker.ts`): the main thread keeps decoding images (sharp) and writing shards while a
+ * batch runs, and pixels/features move between threads as transferred ArrayBuffers (no copies).
+ * `inline` mode keeps the session on the main thread (used to measure the difference).
+ */
+import { Worker } from 'node:worker_threads';
+import { XferError } from '../errors.js';
+import type { ModelCard } from '../model/card.js';
+import type { DeviceOptions, TapOutput, TapRequest, Pool } from '../model/runner.js';
+
+export interface BackboneRequest {
+  /** Built-in id or model path. */
+  model: string;
+  card?: string;
+  /** Tensor names; null = the card's taps.default. */
+  layers: string[] | null;
+  /** null = the card's taps.pool for the default tap, else avg. */
+  pool: Pool | null;
+  device?: DeviceOptions;
+}
+
+export interface BackboneInfo {
+  id: string;
+  sha256: string;
+  file: string;
+  card: ModelCard;
+  outputs: TapOutput[];
+  fixedBatch: number | null;
+  provider: 'cpu' | 'cuda';
+}
+
+export interface ExtractBackbone {
+  info: BackboneInfo;
+  /** Run n images (uint8 NHWC); `pixels` may be transferred (unusable afterwards). */
+  run(pixels: Uint8Array, n: number): Promise<Float32Array[]>;
+  close(): Promise<void>;
+}
+
+/** Resolve default taps from the card and open the tapped backbone (in the calling thread). */
+export async function openBackboneHere(req: BackboneRequest, onNotice: (msg: string) => void): Promise<{ info: BackboneInfo; backbone: import('../model/runner.js').TappedBackbone }> {
+  const { openTappedBackbone } = await import('../model/runner.js');
+  let layers = req.layers;
+  let pool = req.pool;
+  if (layers === null || layers.length === 0) {
+    const { resolveBackbone, requireCard } = await import('../model/registry.js');
+    const card = requireCard(await resolveBackbone(req.model, { card: req.card, onNotice }), 'feature extraction');
+    if (!card.taps?.default) {
+      throw new XferError(`model card ${card.id} names no default tap (taps.default)`, { hint: 'pass --layers <tensor names>; `xfer layers <model>` lists them' });
+    }
+    layers = [card.taps.default];
+    pool = pool ?? card.taps.pool ?? 'avg';
+  }
+  const taps: TapRequest[] = layers.map((name) => ({ name, pool: pool ?? 'avg' }));
+  const backbone = await openTappedBackbone(req.model, { card: req.card, taps, device: req.device, onNotice });
+  const info: BackboneInfo = {
+    id: backbone.id,
+    sha256: backbone.sha256,
+    file: backbone.file,
+    card: backbone.card,
+    outputs: backbone.outputs,
+    fixedBatch: backbone.fixedBatch,
+    provider: backbone.provider,
+  };
+  return { info, backbone };
+}
+
+export type WorkerInMessage = { type: 'run'; id: number; pixels: Uint8Array; n: number } | { type: 'close' };
+export type WorkerOutMessage =
+  | { type: 'ready'; info: BackboneInfo }
+  | { type: 'notice'; message: string }
+  | { type: 'result'; id: number; outputs: Float32Array[] }
+  | { type: 'error'; id: number | null; error: SerializedError };
+
+export interface SerializedError {
+  name: string;
+  message: string;
+  hint?: string;
+  exitCode?: number;
+  stack?: string;
+}
+
+export function serializeError(e: unknown): SerializedError {
+  if (e instanceof XferError) return { name: e.name, message: e.message, hint: e.hint, exitCode: e.exitCode, stack: e.stack };
+  const err = e instanceof Error ? e : new Error(String(e));
+  return { name: err.name, message: err.message, stack: err.stack };
+}
+
+function deserializeError(s: SerializedError): Error {
+  if (s.name === 'XferError' || s.hint !== undefined || s.exitCode !== undefined) {
+    const e = new XferError(s.message, { hint: s.hint, exitCode: s.exitCode });
+    if (s.stack) e.stack = s.stack;
+    return e;
+  }
+  const e = new Error(s.message);
+  if (s.stack) e.stack = s.stack;
+  return e;
+}
+
+/** Open the backbone in the main thread. */
+export async function openInlineBackbone(req: BackboneRequest, onNotice: (msg: string) => void): Promise<ExtractBackbone> {
+  const { info, backbone } = await openBackboneHere(req, onNotice);
+  return { info, run: (p, n) => backbone.run(p, n), close: () => backbone.close() };
+}
+
+/** Open the backbone in a worker thread (see the file comment). */
+export function openWorkerBackbone(req: BackboneRequest, onNotice: (msg: string) => void): Promise<ExtractBackbone> {
+  const worker = new Worker(new URL('./backbone-worker.js', import.meta.url), { workerData: req });
+  const pending = new Map<number, { resolve: (o: Float32Array[]) => void; reject: (e: Error) => void }>();
+  let nextId = 0;
+  let closed = false;
+  let fatal: Error | null = null;
+  return new Promise<ExtractBackbone>((resolveOpen, rejectOpen) => {
+    let opened = false;
+    const failAll = (e: Error) => {
+      fatal = fatal ?? e;
+      if (!opened) rejectOpen(e);
+      for (const p of pending.values()) p.reject(e);
+      pending.clear();
+    };
+    worker.on('message', (m: WorkerOutMessage) => {
+      if (m.type === 'notice') onNotice(m.message);
+      else if (m.type === 'ready') {
+        opened = true;
+        resolveOpen({
+          info: m.info,
+          run(pixels, n) {
+            if (fatal) return Promise.reject(fatal);
+            const id = nextId++;
+            return new Promise<Float32Array[]>((resolve, reject) => {
+              pending.set(id, { resolve, reject });
+              const transfer = pixels.byteOffset === 0 && pixels.byteLength === pixels.buffer.byteLength && !(pixels.buffer instanceof SharedArrayBuffer) ? [pixels.buffer as ArrayBuffer] : [];
+              worker.postMessage({ type: 'run', id, pixels, n } satisfies WorkerInMessage, transfer);
+            });
+          },
+          async close() {
+            if (closed) return;
+            closed = true;
+            await worker.terminate();
+          },
+        });
+      } else if (m.type === 'result') {
+        const p = pending.get(m.id);
+        pending.delete(m.id);
+        p?.resolve(m.outputs);
+      } else if (m.type === 'error') {
+        const e = deserializeError(m.error);
+        if (m.id === null) failAll(e);
+        else {
+          const p = pending.get(m.id);
+          pending.delete(m.id);
+          p?.reject(e);
+        }
+      }
+    });
+    worker.on('error', (e) => failAll(e instanceof Error ? e : new Error(String(e))));
+    worker.on('exit', (code) => {
+      if (!closed) failAll(new Error(`backbone worker exited unexpectedly (code ${code})`));
+    });
+  });
+}

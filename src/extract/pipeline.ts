@@ -1,0 +1,342 @@
+/**
+ * The extraction run: discover → decode/preprocess (sharp, bounded concurrency, in input order) →
+ * batches (the last batch of each shard padded to the batch size) → backbone (its own thread) →
+ * shard writer. Queues are bounded (a window of decodes ahead, at most `inflight` batches at the
+ * backbone), so memory does not grow with the dataset.
+ *
+ * Determinism: shard g holds inputs [g·R, (g+1)·R) of the sorted list; batches never cross a shard,
+ * so a resumed or sharded run feeds the backbone exactly the same batches as a single run and
+ * writes byte-identical .npy files.
+ */
+import { createHash } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import pLimit from 'p-limit';
+import { XferError } from '../errors.js';
+import { VERSION } from '../version.js';
+import { discoverDataset, entrySource, type Dataset, type DatasetEntry } from '../image/discover.js';
+import { describePlan, resolvePreprocess, type PreprocessOverrides } from '../image/plan.js';
+import { isImageError, loadImagePixels } from '../image/decode.js';
+import type { DeviceOptions, Pool } from '../model/runner.js';
+import { assignLayerDirs, FeatureWriter, type FeatureDtype, type FeatureMetaInit, type ShardWriter, type WriterIO } from '../features/writer.js';
+import { openInlineBackbone, openWorkerBackbone } from './backbone.js';
+import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
+
+export const DEFAULT_BATCH = 32;
+export const DEFAULT_ROWS_PER_SHARD = 1024;
+
+export interface ExtractOptions {
+  /** Built-in id or path to .onnx/.tflite. */
+  model: string;
+  /** Tensor names to tap; default: the card's taps.default. */
+  layers?: string[];
+  /** Pooling; default: the card's taps.pool for the default tap, else avg. */
+  pool?: Pool;
+  /** Dataset folder or list file. */
+  data: string;
+  /** Output feature folder; `{shard}` is replaced by the shard index. */
+  out: string;
+  card?: string;
+  batch?: number;
+  dtype?: FeatureDtype;
+  device?: DeviceOptions;
+  resume?: boolean;
+  overwrite?: boolean;
+  /** "i/n"; default: from the scheduler environment (see shard.ts), else the whole input. */
+  shard?: string;
+  /** Rows per shard file (default 1024). Must match across --resume, --shard parts and merge. */
+  rowsPerShard?: number;
+  /** Stop (after committing what is done) at the first unusable input. */
+  strict?: boolean;
+  /** Preprocessing overrides (background colour, fast decode …). */
+  preprocess?: PreprocessOverrides;
+  /** Images decoded concurrently (default: number of CPUs, at least 2). */
+  decodeConcurrency?: number;
+  /** Where the backbone runs: 'worker' (default) or 'inline' (main thread; for measurements). */
+  backboneThread?: 'worker' | 'inline';
+  /** Environment for scheduler shard detection (default process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** Called with progress events. */
+  onEvent?: (e: ExtractEvent) => void;
+  /** Set `signal.aborted` (e.g. on SIGINT) to stop after the batch in flight. */
+  signal?: AbortSignal;
+  /** Test hook for the writer's file writes. */
+  io?: WriterIO;
+}
+
+export type ExtractEvent =
+  | { type: 'notice'; message: string }
+  | { type: 'start'; out: string; total: number; done: number; skippedBefore: number; shards: number; resumed: boolean; provider: string; batch: number; shard: ShardSpec | null }
+  | { type: 'progress'; done: number; total: number; images: number; errors: number; elapsed: number; rate: number }
+  | { type: 'skip'; path: string; reason: string }
+  | { type: 'shard'; shard: number; rows: number; errors: number };
+
+export interface ExtractSummary {
+  out: string;
+  model: string;
+  provider: string;
+  /** Inputs this run covers (after the shard split) and how many of them were already done before (resume). */
+  total: number;
+  alreadyDone: number;
+  /** Rows written in total / in this run. */
+  images: number;
+  imagesThisRun: number;
+  errors: number;
+  errorsThisRun: number;
+  shards: number;
+  complete: boolean;
+  interrupted: boolean;
+  /** Stopped by --strict at an unusable input. */
+  strictStop: boolean;
+  /** Whole call, including model loading and dataset listing. */
+  seconds: number;
+  /** From the first decode to the last commit (steady-state pipeline). */
+  pipelineSeconds: number;
+  /** imagesThisRun / seconds. */
+  imagesPerSecond: number;
+}
+
+/** sha256 of the sorted input list (what a shard split and a resume must agree on). */
+export function inputListHash(entries: readonly DatasetEntry[]): string {
+  const h = createHash('sha256');
+  for (const e of entries) h.update(JSON.stringify([e.path, e.label, e.split]) + '\n');
+  return h.digest('hex');
+}
+
+interface Batch {
+  shard: number;
+  pixels: Uint8Array;
+  rows: DatasetEntry[];
+  errors: { path: string; reason: string }[];
+  lastOfShard: boolean;
+  /** Inputs this batch accounts for (rows + errors). */
+  inputs: number;
+}
+
+/** Run one extraction. Throws XferError on bad input or a failed run; returns a summary otherwise. */
+export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSummary> {
+  const t0 = performance.now();
+  const emit = opts.onEvent ?? (() => {});
+  const notice = (message: string) => emit({ type: 'notice', message });
+  const batchSize = opts.batch ?? DEFAULT_BATCH;
+  if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new XferError(`--batch: expected a positive integer, got ${batchSize}`);
+  const R = opts.rowsPerShard ?? DEFAULT_ROWS_PER_SHARD;
+  if (!(Number.isInteger(R) && R >= 1)) throw new XferError(`--shard-rows: expected a positive integer, got ${R}`);
+  const dtype = opts.dtype ?? 'float32';
+  if (dtype !== 'float32' && dtype !== 'float16') throw new XferError(`--dtype: expected float32 or float16, got ${String(dtype)}`);
+  const spec = resolveShardSpec(opts.shard, opts.env ?? process.env);
+  const out = path.resolve(expandOutPattern(opts.out, spec));
+
+  // Open the backbone (its thread starts loading while we list the dataset).
+  const open = opts.backboneThread === 'inline' ? openInlineBackbone : openWorkerBackbone;
+  // Default intra-op threads: every core but one, which decodes images (measured best on 2 cores:
+  // ORT's spinning pool threads otherwise compete with sharp).
+  const device: DeviceOptions = { ...opts.device, threads: opts.device?.threads ?? Math.max(1, os.availableParallelism() - 1) };
+  const backboneP = open({ model: opts.model, card: opts.card, layers: opts.layers ?? null, pool: opts.pool ?? null, device }, notice);
+  backboneP.catch(() => {});
+  let dataset: Dataset;
+  try {
+    dataset = await discoverDataset(opts.data);
+  } catch (e) {
+    await backboneP.then((b) => b.close()).catch(() => {});
+    throw e;
+  }
+  for (const w of dataset.warnings) notice(`warning: ${w}`);
+  const backbone = await backboneP;
+  let writer: FeatureWriter | null = null;
+  let tPipe: number | null = null;
+  try {
+    const info = backbone.info;
+    const plan = resolvePreprocess(info.card, opts.preprocess ?? {});
+    let batch = batchSize;
+    if (info.fixedBatch !== null && info.fixedBatch !== batch) {
+      notice(`model has a fixed batch of ${info.fixedBatch}; using --batch ${info.fixedBatch}`);
+      batch = info.fixedBatch;
+    }
+    const range = shardRange(dataset.entries.length, R, spec);
+    const dirs = assignLayerDirs(info.outputs.map((o) => o.name));
+    const { dir: _dir, ...card } = info.card;
+    const init: FeatureMetaInit = {
+      tool_version: VERSION,
+      model: { id: info.id, sha256: info.sha256, file: info.file },
+      card,
+      layers: info.outputs.map((o, i) => ({ name: o.name, dir: dirs[i], pool: o.pool, shape: o.shape, dtype })),
+      dtype,
+      preprocessing: describePlan(plan),
+      counts: { rows_per_shard: R },
+      data: { root: dataset.root, kind: dataset.kind, items: range.items, sha256: inputListHash(dataset.entries) },
+      shard: spec
+        ? { index: spec.index, count: spec.count, first_shard: range.firstShard, shards: range.shards, total_shards: range.totalShards, first_item: range.firstItem, items: range.items }
+        : null,
+      batch,
+    };
+    // Listing errors belong to the whole run: recorded once, by the unsharded run or part 0.
+    const discoveryErrors = !spec || spec.index === 0 ? dataset.errors : [];
+    writer = await FeatureWriter.open(out, init, dataset.labels, { resume: opts.resume, overwrite: opts.overwrite, io: opts.io, discoveryErrors });
+    const w = writer;
+    const startShard = w.counts.shards;
+    const alreadyDone = Math.min(range.items, startShard * R);
+    const prior = { images: w.counts.images, errors: w.counts.errors };
+    emit({ type: 'start', out, total: range.items, done: alreadyDone, skippedBefore: prior.errors, shards: range.shards, resumed: w.resumed !== null, provider: info.provider, batch, shard: spec });
+    if (opts.strict && prior.errors > 0) {
+      throw new XferError(`--strict: ${prior.errors} input(s) were already skipped in ${out}/errors.jsonl`, { hint: 'fix or remove them and re-run with --overwrite, or resume without --strict', exitCode: 1 });
+    }
+    if (w.complete) {
+      notice(`${out}: already complete (${w.counts.images} images), nothing to do`);
+      return summary(false, false);
+    }
+    if (range.items === 0 && spec) notice(`shard ${spec.index}/${spec.count} has no inputs (${range.totalShards} shard(s) of ${R} rows for ${spec.count} parts; use a smaller --shard-rows)`);
+
+    const [H, W] = plan.size;
+    const imgBytes = H * W * 3;
+    const conc = Math.max(1, opts.decodeConcurrency ?? Math.max(2, os.availableParallelism()));
+    const limit = pLimit(conc);
+    const decode = (e: DatasetEntry) =>
+      limit(() =>
+        loadImagePixels(entrySource(e), plan, { displayPath: e.path }).then(
+          (p) => ({ ok: true as const, data: p.data }),
+          (err: unknown) => ({ ok: false as const, reason: isImageError(err) ? err.reason : err instanceof Error ? err.message : String(err) }),
+        ),
+      );
+
+    let stop = false;
+    let strictShard: number | null = null;
+    const onAbort = () => {
+      stop = true;
+    };
+    opts.signal?.addEventListener('abort', onAbort);
+    if (opts.signal?.aborted) stop = true;
+
+    // Producer: decodes in input order with a bounded look-ahead window, yields batches.
+    const firstItem = range.firstItem + alreadyDone;
+    const endItem = range.firstItem + range.items;
+    const window = Math.max(conc * 2, batch * 2);
+    async function* batches(): AsyncGenerator<Batch> {
+      const ahead: ReturnType<typeof decode>[] = [];
+      let next = firstItem;
+      const fill = () => {
+        while (ahead.length < window && next < endItem) ahead.push(decode(dataset.entries[next++]));
+      };
+      let pos = firstItem;
+      while (pos < endItem) {
+        const g = Math.floor(pos / R);
+        const shardEnd = Math.min((g + 1) * R, dataset.entries.length);
+        let cur: Batch = { shard: g, pixels: new Uint8Array(batch * imgBytes), rows: [], errors: [], lastOfShard: false, inputs: 0 };
+        while (pos < shardEnd) {
+          fill();
+          const r = await ahead.shift()!;
+          const entry = dataset.entries[pos++];
+          cur.inputs++;
+          if (r.ok) {
+            cur.pixels.set(r.data, cur.rows.length * imgBytes);
+            cur.rows.push(entry);
+          } else {
+            cur.errors.push({ path: entry.path, reason: r.reason });
+            emit({ type: 'skip', path: entry.path, reason: r.reason });
+            if (opts.strict && strictShard === null) strictShard = g;
+          }
+          if (cur.rows.length === batch && pos < shardEnd) {
+            yield cur;
+            cur = { shard: g, pixels: new Uint8Array(batch * imgBytes), rows: [], errors: [], lastOfShard: false, inputs: 0 };
+          }
+        }
+        cur.lastOfShard = true;
+        yield cur;
+      }
+    }
+
+    let done = alreadyDone;
+    let sw: ShardWriter | null = null;
+    let lastEmit = 0;
+    const tRun = performance.now();
+    tPipe = tRun;
+    let runImages = 0;
+    // Test hook: slow every batch down so tests can interrupt a run at a chosen point.
+    const testDelay = Number(process.env.XFER_TEST_BATCH_DELAY_MS ?? 0);
+    const consume = async (b: Batch, outputs: Float32Array[] | null) => {
+      if (testDelay > 0) await new Promise((r) => setTimeout(r, testDelay));
+      const k = b.shard - range.firstShard;
+      if (!sw) sw = await w.beginShard(k, Math.min(R, dataset.entries.length - b.shard * R));
+      if (outputs && b.rows.length > 0) {
+        await sw.append(outputs, b.rows.length, b.rows.map((e) => ({ path: e.path, label: e.label, split: e.split })));
+      }
+      for (const e of b.errors) sw.error(e.path, e.reason);
+      done += b.inputs;
+      runImages += b.rows.length;
+      if (b.lastOfShard) {
+        const rows = sw.rowCount;
+        const errs = sw.errorCount;
+        await sw.commit();
+        sw = null;
+        emit({ type: 'shard', shard: k, rows, errors: errs });
+      }
+      const now = performance.now();
+      if (now - lastEmit > 250 || b.lastOfShard) {
+        lastEmit = now;
+        const elapsed = (now - tRun) / 1000;
+        emit({ type: 'progress', done, total: range.items, images: w.counts.images + (sw ? (sw as ShardWriter).rowCount : 0), errors: w.counts.errors + (sw ? (sw as ShardWriter).errorCount : 0), elapsed, rate: elapsed > 0 ? runImages / elapsed : 0 });
+      }
+    };
+
+    // Runner: at most `inflight` batches at the backbone; results consumed in order.
+    const inflight: { b: Batch; res: Promise<Float32Array[] | null> }[] = [];
+    const maxInflight = 2;
+    // --strict: stop once the shard holding the first unusable input is committed.
+    const strictDone = () => strictShard !== null && w.counts.shards > strictShard - range.firstShard;
+    let interrupted = false;
+    try {
+      outer: for await (const b of batches()) {
+        const res = b.rows.length > 0 ? backbone.run(b.pixels, batch) : Promise.resolve(null);
+        res.catch(() => {});
+        inflight.push({ b, res });
+        while (inflight.length >= maxInflight || (inflight.length > 0 && stop)) {
+          const head = inflight.shift()!;
+          await consume(head.b, await head.res);
+          if (strictDone()) break outer;
+        }
+        if (stop) break;
+      }
+      if (!stop) {
+        while (inflight.length > 0 && !strictDone()) {
+          const head = inflight.shift()!;
+          await consume(head.b, await head.res);
+        }
+      }
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+      // Leave nothing half-written: an unfinished shard is dropped (resume redoes it).
+      for (const x of inflight) await x.res.catch(() => null);
+      if (sw) await (sw as ShardWriter).abort();
+    }
+    if (stop) interrupted = true;
+    const strictStop = strictShard !== null;
+    if (!interrupted && w.counts.shards === range.shards) await w.finish();
+    return summary(interrupted, strictStop);
+
+    function summary(interruptedRun: boolean, strictRun: boolean): ExtractSummary {
+      const seconds = (performance.now() - t0) / 1000;
+      const thisRun = w.counts.images - prior.images;
+      return {
+        out,
+        model: info.id,
+        provider: info.provider,
+        total: range.items,
+        alreadyDone,
+        images: w.counts.images,
+        imagesThisRun: thisRun,
+        errors: w.counts.errors,
+        errorsThisRun: w.counts.errors - prior.errors,
+        shards: w.counts.shards,
+        complete: w.complete,
+        interrupted: interruptedRun,
+        strictStop: strictRun,
+        seconds,
+        pipelineSeconds: tPipe === null ? 0 : (performance.now() - tPipe) / 1000,
+        imagesPerSecond: seconds > 0 ? thisRun / seconds : 0,
+      };
+    }
+  } finally {
+    await writer?.close().catch(() => {});
+    await backbone.close().catch(() => {});
+  }
+}

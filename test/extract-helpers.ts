@@ -1,0 +1,125 @@
+/**
+ * Fixtures for the extract tests (not a test file itself): a tiny ONNX backbone with a card, a small
+ * generated ImageFolder dataset, and a way to run the extract/merge CLI in a child process.
+ */
+import { mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
+import { emptyGraph, floatTensor, makeModel, node, valueInfo } from '../src/onnx/builder.js';
+import { writeOnnxFile } from '../src/onnx/io.js';
+import { DataType } from '../src/onnx/proto.js';
+
+export const HERE = path.dirname(fileURLToPath(import.meta.url));
+/** dist/test/extract-cli.js — a CLI with only `extract` and `merge` (independent of other commands). */
+export const CLI = path.join(HERE, 'extract-cli.js');
+
+export async function tmpDir(prefix = 'xfer-extract-'): Promise<string> {
+  return mkdtemp(path.join(os.tmpdir(), prefix));
+}
+
+/** Deterministic pseudo-random numbers. */
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
+}
+
+/**
+ * A tiny NCHW backbone on 32×32 RGB input: conv1 (3→4, 3×3, pad 1) → relu1 → conv2 (4→6, 3×3, stride 2) → relu2.
+ * Tappable: relu1 [4,32,32], relu2 [6,16,16]. Card default tap relu2 with avg pooling.
+ */
+export async function makeTinyModel(dir: string): Promise<{ model: string; card: string }> {
+  const r = rng(7);
+  const w = (n: number) => Array.from({ length: n }, () => r() - 0.5);
+  const g = emptyGraph('tiny');
+  g.input.push(valueInfo('x', DataType.FLOAT, ['N', 3, 32, 32]));
+  g.initializer.push(floatTensor('w1', [4, 3, 3, 3], w(4 * 27)), floatTensor('b1', [4], w(4)));
+  g.initializer.push(floatTensor('w2', [6, 4, 3, 3], w(6 * 36)), floatTensor('b2', [6], w(6)));
+  g.node.push(node('Conv', ['x', 'w1', 'b1'], ['conv1'], { pads: [1, 1, 1, 1], kernel_shape: [3, 3] }));
+  g.node.push(node('Relu', ['conv1'], ['relu1']));
+  g.node.push(node('Conv', ['relu1', 'w2', 'b2'], ['conv2'], { pads: [1, 1, 1, 1], strides: [2, 2], kernel_shape: [3, 3] }));
+  g.node.push(node('Relu', ['conv2'], ['relu2']));
+  g.output.push(valueInfo('relu2', DataType.FLOAT, ['N', 6, 16, 16]));
+  const model = path.join(dir, 'tiny.onnx');
+  await writeOnnxFile(model, makeModel(g));
+  const card = path.join(dir, 'tiny.card.json');
+  await writeFile(
+    card,
+    JSON.stringify({
+      id: 'tiny',
+      description: 'test backbone',
+      source: 'test',
+      license: 'MIT',
+      input: { size: [32, 32], layout: 'NCHW', channel_order: 'RGB', dtype: 'float32', range: [0, 1], mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
+      resize: { policy: 'crop', crop_pct: 0.875, interpolation: 'bilinear' },
+      taps: { recommended: ['relu1', 'relu2'], default: 'relu2', pool: 'avg' },
+    }),
+  );
+  return { model, card };
+}
+
+/** root/<class>/img_XXX.jpg with `perClass` random JPEGs per class (sizes vary). */
+export async function makeDataset(root: string, classes: string[], perClass: number, seed = 1): Promise<string[]> {
+  const r = rng(seed);
+  const files: string[] = [];
+  for (const c of classes) {
+    await mkdir(path.join(root, c), { recursive: true });
+    for (let i = 0; i < perClass; i++) {
+      const w = 24 + Math.floor(r() * 40);
+      const h = 24 + Math.floor(r() * 40);
+      const px = Buffer.alloc(w * h * 3);
+      for (let j = 0; j < px.length; j++) px[j] = Math.floor(r() * 256);
+      const f = path.join(root, c, `img_${String(i).padStart(3, '0')}.jpg`);
+      await sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 85 }).toFile(f);
+      files.push(f);
+    }
+  }
+  return files;
+}
+
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, XFER_NO_AUTO_SHARD: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+}
+
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  return spawn(process.execPath, [CLI, ...args], { env: { ...process.env, XFER_NO_AUTO_SHARD: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** Every file under dir (relative path → bytes), skipping meta.json (it holds a timestamp). */
+export async function folderBytes(dir: string, skip: string[] = ['meta.json']): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  const walk = async (rel: string) => {
+    for (const e of await readdir(path.join(dir, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) await walk(r);
+      else if (!skip.includes(r)) out.set(r, await readFile(path.join(dir, r)));
+    }
+  };
+  await walk('');
+  return out;
+}
+
+export function havePythonNumpy(): boolean {
+  const r = spawnSync('python3', ['-c', 'import numpy'], { stdio: 'ignore' });
+  return r.status === 0;
+}

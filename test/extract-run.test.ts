@@ -1,0 +1,255 @@
+/**
+ * End-to-end `xfer extract` / `xfer merge` runs (child processes) on a tiny ONNX backbone and a few
+ * generated JPEGs: output format, numpy compatibility, resume after kill -9 and Ctrl-C, shard +
+ * merge, job files, refusing another model's folder, --strict, and a full disk.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { folderBytes, havePythonNumpy, makeDataset, makeTinyModel, runCli, spawnCli, tmpDir } from './extract-helpers.js';
+
+let dir: string;
+let model: string;
+let card: string;
+let data: string;
+let ref: string;
+/** 3 classes × 12 JPEGs + one text file named .jpg = 37 inputs; 8 rows per shard → 5 shards. */
+const base = () => ['extract', '--model', model, '--card', card, '--data', data, '--batch', '4', '--shard-rows', '8', '--quiet'];
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- meta.json is checked field by field below
+function meta(out: string): Promise<Record<string, any>> {
+  return readFile(path.join(out, 'meta.json'), 'utf8').then((t) => JSON.parse(t));
+}
+
+async function assertSameFolder(a: string, b: string): Promise<void> {
+  const fa = await folderBytes(a);
+  const fb = await folderBytes(b);
+  assert.deepEqual([...fa.keys()].sort(), [...fb.keys()].sort());
+  for (const [k, v] of fa) assert.ok(v.equals(fb.get(k)!), `${k} differs`);
+  const ma = await meta(a);
+  const mb = await meta(b);
+  delete ma.created;
+  delete mb.created;
+  delete ma.model.file;
+  delete mb.model.file;
+  assert.deepEqual(ma, mb);
+}
+
+async function waitFor(cond: () => Promise<boolean>, ms = 20000): Promise<void> {
+  const t = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - t > ms) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const committedShards = async (out: string) => {
+  try {
+    return (await meta(out)).counts.shards as number;
+  } catch {
+    return 0;
+  }
+};
+
+describe('xfer extract (end to end)', () => {
+  before(async () => {
+    dir = await tmpDir();
+    ({ model, card } = await makeTinyModel(dir));
+    data = path.join(dir, 'data');
+    await makeDataset(data, ['ants', 'bees', 'wasps'], 12);
+    await writeFile(path.join(data, 'bees', 'zz_not_an_image.jpg'), 'hello, I am text\n');
+    ref = path.join(dir, 'ref');
+    const r = await runCli([...base(), '--out', ref]);
+    assert.equal(r.code, 3, `exit 3 when inputs were skipped; stderr: ${r.stderr}`);
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('writes the documented folder: meta, labels, index, errors, shards', async () => {
+    const m = await meta(ref);
+    assert.equal(m.format, 'xfer-features');
+    assert.equal(m.complete, true);
+    assert.deepEqual(m.counts, { images: 36, errors: 1, shards: 5, rows_per_shard: 8 });
+    assert.deepEqual(m.layers, [{ name: 'relu2', dir: 'relu2', pool: 'avg', shape: [6], dtype: 'float32' }]);
+    assert.equal(m.model.id, 'tiny');
+    assert.equal(m.data.items, 37);
+    assert.deepEqual(JSON.parse(await readFile(path.join(ref, 'labels.json'), 'utf8')), ['ants', 'bees', 'wasps']);
+    const index = (await readFile(path.join(ref, 'index.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(index.length, 36);
+    index.forEach((r, i) => assert.equal(r.row, i));
+    assert.deepEqual(index[0], { row: 0, path: 'ants/img_000.jpg', label: 'ants', label_index: 0, split: null, shard: 0, shard_row: 0 });
+    const errors = (await readFile(path.join(ref, 'errors.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0].path, 'bees/zz_not_an_image.jpg');
+    assert.equal(errors[0].shard, 3);
+    // Shard 3 holds inputs 24..31, one of them unusable: 7 rows.
+    assert.equal(index.filter((r) => r.shard === 3).length, 7);
+  });
+
+  test('numpy reads the shards unchanged', { skip: !havePythonNumpy() && 'python3 with numpy not installed' }, () => {
+    const py = `
+import numpy as np, json, glob
+rows = [json.loads(l) for l in open("${ref}/index.jsonl")]
+a = np.concatenate([np.load(f) for f in sorted(glob.glob("${ref}/relu2/*.npy"))])
+assert a.dtype == np.float32 and a.shape == (len(rows), 6), (a.dtype, a.shape)
+assert np.isfinite(a).all() and (a >= 0).all()
+print(a.shape)`;
+    const r = spawnSync('python3', ['-c', py], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /\(36, 6\)/);
+  });
+
+  test('--dtype float16 writes <f2 shards close to float32', async () => {
+    const out = path.join(dir, 'f16');
+    const r = await runCli([...base(), '--out', out, '--dtype', 'float16']);
+    assert.equal(r.code, 3, r.stderr);
+    const head = (await readFile(path.join(out, 'relu2', '00000.npy'))).subarray(0, 128).toString('latin1');
+    assert.match(head, /'descr': '<f2'/);
+    if (havePythonNumpy()) {
+      const py = `import numpy as np; a=np.load("${out}/relu2/00000.npy"); b=np.load("${ref}/relu2/00000.npy"); assert a.dtype==np.float16; assert np.allclose(a.astype(np.float32), b, rtol=1e-2, atol=1e-3)`;
+      const p = spawnSync('python3', ['-c', py], { encoding: 'utf8' });
+      assert.equal(p.status, 0, p.stderr);
+    }
+  });
+
+  test('kill -9 mid-run, then --resume: byte-identical to an uninterrupted run', async () => {
+    const out = path.join(dir, 'killed');
+    const child = spawnCli([...base(), '--out', out], { XFER_TEST_BATCH_DELAY_MS: '60' });
+    await waitFor(async () => (await committedShards(out)) >= 2);
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('close', r));
+    const m = await meta(out);
+    assert.equal(m.complete, false);
+    assert.ok(m.counts.shards < 5, 'killed before the end');
+    const r = await runCli([...base(), '--out', out, '--resume']);
+    assert.equal(r.code, 3, r.stderr);
+    await assertSameFolder(out, ref);
+  });
+
+  test('Ctrl-C stops after the batch in flight (exit 130); --resume completes identically', async () => {
+    const out = path.join(dir, 'sigint');
+    const child = spawnCli([...base(), '--out', out], { XFER_TEST_BATCH_DELAY_MS: '60' });
+    await waitFor(async () => (await committedShards(out)) >= 1);
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => child.once('close', (c) => r(c)));
+    assert.equal(code, 130);
+    assert.equal((await meta(out)).complete, false);
+    const again = await runCli([...base(), '--out', out]);
+    assert.equal(again.code, 2, 'an unfinished folder needs --resume');
+    assert.match(again.stderr, /--resume/);
+    const r = await runCli([...base(), '--out', out, '--resume']);
+    assert.equal(r.code, 3, r.stderr);
+    await assertSameFolder(out, ref);
+    const noop = await runCli([...base(), '--out', out, '--resume', '--json']);
+    assert.equal(noop.code, 3);
+    const summary = JSON.parse(noop.stdout.trim().split('\n').pop()!);
+    assert.equal(summary.event, 'summary');
+    assert.equal(summary.imagesThisRun, 0);
+  });
+
+  test('--shard i/n parts + xfer merge equal the single run (2 and 3 parts, flag and env)', async () => {
+    const parts2 = [0, 1].map((i) => path.join(dir, `p2-${i}`));
+    for (const [i, p] of parts2.entries()) {
+      const r = await runCli([...base(), '--out', p, '--shard', `${i}/2`]);
+      assert.ok(r.code === 0 || r.code === 3, r.stderr);
+    }
+    // Kubernetes Indexed Job style: index from JOB_COMPLETION_INDEX, count from XFER_SHARDS, {shard} in --out.
+    for (const i of [0, 1, 2]) {
+      const r = await runCli([...base(), '--out', path.join(dir, 'p3-{shard}')], { XFER_NO_AUTO_SHARD: '', JOB_COMPLETION_INDEX: String(i), XFER_SHARDS: '3' });
+      assert.ok(r.code === 0 || r.code === 3, r.stderr);
+    }
+    assert.equal((await meta(path.join(dir, 'p3-2'))).shard.index, 2);
+    const m2 = path.join(dir, 'merged2');
+    const r2 = await runCli(['merge', m2, parts2[1], parts2[0]]);
+    assert.equal(r2.code, 3, r2.stderr);
+    await assertSameFolder(m2, ref);
+    const m3 = path.join(dir, 'merged3');
+    const r3 = await runCli(['merge', m3, ...[0, 1, 2].map((i) => path.join(dir, `p3-${i}`))]);
+    assert.equal(r3.code, 3, r3.stderr);
+    await assertSameFolder(m3, ref);
+    const missing = await runCli(['merge', path.join(dir, 'bad-merge'), parts2[0]]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /missing part/);
+  });
+
+  test('refuses an --out holding another model/layers unless --overwrite', async () => {
+    const out = path.join(dir, 'refuse');
+    await cp(ref, out, { recursive: true });
+    const r = await runCli([...base(), '--out', out, '--layers', 'relu1']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /already holds different features/);
+    assert.match(r.stderr, /--overwrite/);
+    const r2 = await runCli([...base(), '--out', out, '--layers', 'relu1', '--resume']);
+    assert.equal(r2.code, 2, 'resume does not mix models either');
+    const ok = await runCli([...base(), '--out', out, '--layers', 'relu1', '--pool', 'max', '--overwrite']);
+    assert.equal(ok.code, 3, ok.stderr);
+    const m = await meta(out);
+    assert.deepEqual(m.layers[0], { name: 'relu1', dir: 'relu1', pool: 'max', shape: [4], dtype: 'float32' });
+    const notOurs = path.join(dir, 'not-ours');
+    await mkdir(notOurs);
+    await writeFile(path.join(notOurs, 'thesis.tex'), 'x');
+    const r3 = await runCli([...base(), '--out', notOurs, '--overwrite']);
+    assert.equal(r3.code, 2);
+    assert.match(r3.stderr, /not an xfer feature folder/);
+  });
+
+  test('--strict stops at the first skipped input with exit 1, keeping finished shards', async () => {
+    const out = path.join(dir, 'strict');
+    const r = await runCli([...base(), '--out', out, '--strict']);
+    assert.equal(r.code, 1, r.stderr);
+    const m = await meta(out);
+    assert.equal(m.counts.shards, 4, 'shards 0..3 (the one with the bad input) committed');
+    assert.equal(m.complete, false);
+  });
+
+  test('--jobs (YAML) runs every job; --resume skips finished ones', async () => {
+    const jobs = path.join(dir, 'jobs.yaml');
+    await writeFile(
+      jobs,
+      `defaults:\n  batch: 4\n  shard_rows: 8\njobs:\n  - name: pooled\n    model: ${model}\n    card: ${card}\n    data: data\n    out: jobs-out/pooled\n  - name: early\n    model: ${model}\n    card: ${card}\n    layers: [relu1]\n    pool: max\n    dtype: float16\n    data: data\n    out: jobs-out/early\n`,
+    );
+    const r = await runCli(['extract', '--jobs', jobs, '--json']);
+    assert.equal(r.code, 3, r.stderr);
+    const summaries = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.event === 'summary');
+    assert.deepEqual(summaries.map((s) => s.job), ['pooled', 'early']);
+    await assertSameFolder(path.join(dir, 'jobs-out', 'pooled'), ref);
+    assert.equal((await meta(path.join(dir, 'jobs-out', 'early'))).dtype, 'float16');
+    const again = await runCli(['extract', '--jobs', jobs, '--resume', '--json']);
+    assert.equal(again.code, 3);
+    const s2 = again.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.event === 'summary');
+    assert.deepEqual(s2.map((s) => s.imagesThisRun), [0, 0]);
+    const bad = await runCli(['extract', '--jobs', jobs, '--model', model]);
+    assert.equal(bad.code, 2);
+  });
+
+  const canMount = process.getuid?.() === 0 && spawnSync('sh', ['-c', 'd=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs "$d" && umount "$d" && rmdir "$d"']).status === 0;
+  test('a full disk: clear error, finished shards kept, --resume completes after space is freed', { skip: !canMount && 'needs root and tmpfs mounts (the writer unit test covers ENOSPC with an injected write)' }, async () => {
+    const mnt = path.join(dir, 'tiny-disk');
+    await mkdir(mnt);
+    // relu1 flattened: 4×32×32 float32 = 16 KiB per row, 128 KiB per shard of 8 rows.
+    assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=320k', 'tmpfs', mnt]).status, 0);
+    try {
+      const out = path.join(mnt, 'feat');
+      const args = [...base(), '--out', out, '--layers', 'relu1', '--pool', 'flatten'];
+      const r = await runCli(args);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /disk full \(ENOSPC\)/);
+      assert.match(r.stderr, /--resume/);
+      const m = await meta(out);
+      assert.ok(m.counts.shards >= 1 && m.counts.shards < 5, `kept ${m.counts.shards} shards`);
+      assert.equal(m.complete, false);
+      assert.equal(spawnSync('mount', ['-o', 'remount,size=4m', mnt]).status, 0);
+      const r2 = await runCli([...args, '--resume']);
+      assert.equal(r2.code, 3, r2.stderr);
+      const full = path.join(dir, 'flat-ref');
+      const r3 = await runCli([...base(), '--out', full, '--layers', 'relu1', '--pool', 'flatten']);
+      assert.equal(r3.code, 3);
+      await assertSameFolder(out, full);
+    } finally {
+      spawnSync('umount', [mnt]);
+    }
+  });
+});
