@@ -5,6 +5,7 @@
  */
 import { Option, type Command } from 'commander';
 import { XferError } from '../errors.js';
+import { addCardFlags, type CardFlags } from '../model/card-flags.js';
 import type { DeviceOptions, Pool } from '../model/runner.js';
 import { parseDevice } from '../model/session.js';
 import { extractFeatures, DEFAULT_BATCH, DEFAULT_ROWS_PER_SHARD, type ExtractOptions, type ExtractSummary } from '../extract/pipeline.js';
@@ -59,7 +60,7 @@ export function exitCodeFor(s: ExtractSummary): number {
 }
 
 export function registerExtractCommands(program: Command): void {
-  program
+  const extract = program
     .command('extract')
     .description('extract CNN codes of a dataset to a feature folder (docs/feature-format.md): streaming, resumable, shardable')
     .option('--model <id|path>', 'backbone: built-in id (`xfer models`) or path to an .onnx / .tflite file')
@@ -82,77 +83,78 @@ export function registerExtractCommands(program: Command): void {
     .option('--shard-rows <n>', 'rows per .npy shard (must match across --resume, --shard parts and merge)', String(DEFAULT_ROWS_PER_SHARD))
     .option('--fast-decode', 'allow JPEG shrink-on-load: faster decoding, features not bit-exact with the reference preprocessing')
     .addOption(new Option('--decode-concurrency <n>', 'images decoded at once').hideHelp())
-    .addOption(new Option('--backbone-thread <where>', 'worker | inline (measurement only)').choices(['worker', 'inline']).hideHelp())
-    .action(async (o: ExtractCliOptions, cmd: Command) => {
-      const explicit = (k: string) => cmd.getOptionValueSource(k) === 'cli';
-      const mode = chooseProgressMode(o);
-      const controller = new AbortController();
-      let interrupts = 0;
-      const onSigint = () => {
-        interrupts++;
-        if (interrupts === 1) {
-          controller.abort();
-          if (mode !== 'json' && mode !== 'quiet') process.stderr.write('\ninterrupt: finishing the batch in flight, then stopping (Ctrl-C again to quit at once; --resume continues)\n');
-        } else {
-          process.exit(EXIT_INTERRUPTED);
-        }
-      };
-      process.on('SIGINT', onSigint);
-      process.on('SIGTERM', onSigint);
-      try {
-        const common = {
-          resume: o.resume,
-          overwrite: o.overwrite,
-          shard: o.shard,
-          strict: o.strict,
-          signal: controller.signal,
-          decodeConcurrency: posInt(o.decodeConcurrency, '--decode-concurrency'),
-          backboneThread: o.backboneThread,
-        };
-        if (o.jobs !== undefined) {
-          const clash = ['model', 'layers', 'pool', 'data', 'out', 'card'].filter(explicit);
-          if (clash.length > 0) throw new XferError(`--jobs: ${clash.map((c) => `--${c}`).join(', ')} cannot be combined with a job file (each job names its own)`);
-          const jobs = await loadJobFile(o.jobs);
-          let code = 0;
-          for (const [i, job] of jobs.entries()) {
-            if (controller.signal.aborted) break;
-            const progress = createProgress(mode, mode === 'json' ? job.name : undefined);
-            if (mode !== 'json' && mode !== 'quiet') process.stderr.write(`job ${i + 1}/${jobs.length}: ${job.name}\n`);
-            const s = await runOne(jobOptions(job, o, explicit, common), progress);
-            const c = exitCodeFor(s);
-            if (c === EXIT_INTERRUPTED || c === 1) {
-              code = c;
-              break;
-            }
-            if (c === EXIT_SKIPPED) code = EXIT_SKIPPED;
-          }
-          process.exitCode = code;
-          return;
-        }
-        const missing = (['model', 'data', 'out'] as const).filter((k) => o[k] === undefined);
-        if (missing.length > 0) throw new XferError(`xfer extract: missing ${missing.map((m) => `--${m}`).join(', ')}`, { hint: 'xfer extract --model mobilenet_v2 --data <dir> --out <featdir> (or --jobs file.yaml)' });
-        const threads = posInt(o.threads, '--threads');
-        const opts: ExtractOptions = {
-          ...common,
-          model: o.model!,
-          card: o.card,
-          layers: o.layers === undefined ? undefined : splitLayers(o.layers),
-          pool: o.pool,
-          data: o.data!,
-          out: o.out!,
-          batch: posInt(o.batch, '--batch'),
-          dtype: o.dtype,
-          device: deviceOptions(o.device, threads),
-          rowsPerShard: posInt(o.shardRows, '--shard-rows'),
-          preprocess: o.fastDecode ? { shrinkOnLoad: true } : undefined,
-        };
-        const s = await runOne(opts, createProgress(mode));
-        process.exitCode = exitCodeFor(s);
-      } finally {
-        process.off('SIGINT', onSigint);
-        process.off('SIGTERM', onSigint);
+    .addOption(new Option('--backbone-thread <where>', 'worker | inline (measurement only)').choices(['worker', 'inline']).hideHelp());
+  addCardFlags(extract).action(async (o: ExtractCliOptions & CardFlags, cmd: Command) => {
+    const explicit = (k: string) => cmd.getOptionValueSource(k) === 'cli';
+    const mode = chooseProgressMode(o);
+    const controller = new AbortController();
+    let interrupts = 0;
+    const onSigint = () => {
+      interrupts++;
+      if (interrupts === 1) {
+        controller.abort();
+        if (mode !== 'json' && mode !== 'quiet') process.stderr.write('\ninterrupt: finishing the batch in flight, then stopping (Ctrl-C again to quit at once; --resume continues)\n');
+      } else {
+        process.exit(EXIT_INTERRUPTED);
       }
-    });
+    };
+    process.on('SIGINT', onSigint);
+    process.on('SIGTERM', onSigint);
+    try {
+      const common = {
+        resume: o.resume,
+        overwrite: o.overwrite,
+        shard: o.shard,
+        strict: o.strict,
+        signal: controller.signal,
+        decodeConcurrency: posInt(o.decodeConcurrency, '--decode-concurrency'),
+        backboneThread: o.backboneThread,
+      };
+      if (o.jobs !== undefined) {
+        const clash = ['model', 'layers', 'pool', 'data', 'out', 'card'].filter(explicit);
+        if (clash.length > 0) throw new XferError(`--jobs: ${clash.map((c) => `--${c}`).join(', ')} cannot be combined with a job file (each job names its own)`);
+        const jobs = await loadJobFile(o.jobs);
+        let code = 0;
+        for (const [i, job] of jobs.entries()) {
+          if (controller.signal.aborted) break;
+          const progress = createProgress(mode, mode === 'json' ? job.name : undefined);
+          if (mode !== 'json' && mode !== 'quiet') process.stderr.write(`job ${i + 1}/${jobs.length}: ${job.name}\n`);
+          const s = await runOne(jobOptions(job, o, explicit, common), progress);
+          const c = exitCodeFor(s);
+          if (c === EXIT_INTERRUPTED || c === 1) {
+            code = c;
+            break;
+          }
+          if (c === EXIT_SKIPPED) code = EXIT_SKIPPED;
+        }
+        process.exitCode = code;
+        return;
+      }
+      const missing = (['model', 'data', 'out'] as const).filter((k) => o[k] === undefined);
+      if (missing.length > 0) throw new XferError(`xfer extract: missing ${missing.map((m) => `--${m}`).join(', ')}`, { hint: 'xfer extract --model mobilenet_v2 --data <dir> --out <featdir> (or --jobs file.yaml)' });
+      const threads = posInt(o.threads, '--threads');
+      const opts: ExtractOptions = {
+        ...common,
+        model: o.model!,
+        card: o.card,
+        cardFlags: o,
+        layers: o.layers === undefined ? undefined : splitLayers(o.layers),
+        pool: o.pool,
+        data: o.data!,
+        out: o.out!,
+        batch: posInt(o.batch, '--batch'),
+        dtype: o.dtype,
+        device: deviceOptions(o.device, threads),
+        rowsPerShard: posInt(o.shardRows, '--shard-rows'),
+        preprocess: o.fastDecode ? { shrinkOnLoad: true } : undefined,
+      };
+      const s = await runOne(opts, createProgress(mode));
+      process.exitCode = exitCodeFor(s);
+    } finally {
+      process.off('SIGINT', onSigint);
+      process.off('SIGTERM', onSigint);
+    }
+  });
 
   program
     .command('merge')

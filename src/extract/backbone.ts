@@ -8,12 +8,15 @@
 import { Worker } from 'node:worker_threads';
 import { XferError } from '../errors.js';
 import type { ModelCard } from '../model/card.js';
+import type { CardFlags } from '../model/card-flags.js';
 import type { DeviceOptions, TapOutput, TapRequest, Pool } from '../model/runner.js';
 
 export interface BackboneRequest {
   /** Built-in id or model path. */
   model: string;
   card?: string;
+  /** Card fields from command-line flags. */
+  cardFlags?: CardFlags;
   /** Tensor names; null = the card's taps.default. */
   layers: string[] | null;
   /** null = the card's taps.pool for the default tap, else avg. */
@@ -45,7 +48,7 @@ export async function openBackboneHere(req: BackboneRequest, onNotice: (msg: str
   let pool = req.pool;
   if (layers === null || layers.length === 0) {
     const { resolveBackbone, requireCard } = await import('../model/registry.js');
-    const card = requireCard(await resolveBackbone(req.model, { card: req.card, onNotice }), 'feature extraction');
+    const card = requireCard(await resolveBackbone(req.model, { card: req.card, cardFlags: req.cardFlags, onNotice }), 'feature extraction');
     if (!card.taps?.default) {
       throw new XferError(`model card ${card.id} names no default tap (taps.default)`, { hint: 'pass --layers <tensor names>; `xfer layers <model>` lists them' });
     }
@@ -53,7 +56,7 @@ export async function openBackboneHere(req: BackboneRequest, onNotice: (msg: str
     pool = pool ?? card.taps.pool ?? 'avg';
   }
   const taps: TapRequest[] = layers.map((name) => ({ name, pool: pool ?? 'avg' }));
-  const backbone = await openTappedBackbone(req.model, { card: req.card, taps, device: req.device, onNotice });
+  const backbone = await openTappedBackbone(req.model, { card: req.card, cardFlags: req.cardFlags, taps, device: req.device, onNotice });
   const info: BackboneInfo = {
     id: backbone.id,
     sha256: backbone.sha256,

@@ -18,6 +18,7 @@ import { discoverDataset, entrySource, type Dataset, type DatasetEntry } from '.
 import { describePlan, resolvePreprocess, type PreprocessOverrides } from '../image/plan.js';
 import { isImageError, loadImagePixels } from '../image/decode.js';
 import type { DeviceOptions, Pool } from '../model/runner.js';
+import type { CardFlags } from '../model/card-flags.js';
 import { assignLayerDirs, FeatureWriter, type FeatureDtype, type FeatureMetaInit, type ShardWriter, type WriterIO } from '../features/writer.js';
 import { openInlineBackbone, openWorkerBackbone } from './backbone.js';
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
@@ -37,6 +38,8 @@ export interface ExtractOptions {
   /** Output feature folder; `{shard}` is replaced by the shard index. */
   out: string;
   card?: string;
+  /** Card fields from command-line flags (override the card, or make one for a model without). */
+  cardFlags?: CardFlags;
   batch?: number;
   dtype?: FeatureDtype;
   device?: DeviceOptions;
@@ -132,7 +135,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   // Default intra-op threads: every core but one, which decodes images (measured best on 2 cores:
   // ORT's spinning pool threads otherwise compete with sharp).
   const device: DeviceOptions = { ...opts.device, threads: opts.device?.threads ?? Math.max(1, os.availableParallelism() - 1) };
-  const backboneP = open({ model: opts.model, card: opts.card, layers: opts.layers ?? null, pool: opts.pool ?? null, device }, notice);
+  const backboneP = open({ model: opts.model, card: opts.card, cardFlags: opts.cardFlags, layers: opts.layers ?? null, pool: opts.pool ?? null, device }, notice);
   backboneP.catch(() => {});
   let dataset: Dataset;
   try {
