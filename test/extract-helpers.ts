@@ -3,12 +3,13 @@
  * generated ImageFolder dataset, and a way to run the extract/merge CLI in a child process.
  */
 import { mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { emptyGraph, floatTensor, makeModel, node, valueInfo } from '../src/onnx/builder.js';
+import { findPython } from './helpers/python.js';
 import { writeOnnxFile } from '../src/onnx/io.js';
 import { DataType } from '../src/onnx/proto.js';
 
@@ -120,6 +121,10 @@ export async function folderBytes(dir: string, skip: string[] = ['meta.json']): 
 }
 
 export function havePythonNumpy(): boolean {
-  const r = spawnSync('python3', ['-c', 'import numpy'], { stdio: 'ignore' });
-  return r.status === 0;
+  return findPython(['numpy']) !== null;
+}
+
+/** The Python interpreter with numpy (see helpers/python.ts). */
+export function pythonWithNumpy(): string {
+  return findPython(['numpy']) ?? 'python3';
 }

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { folderBytes, havePythonNumpy, makeDataset, makeTinyModel, runCli, spawnCli, tmpDir } from './extract-helpers.js';
+import { folderBytes, havePythonNumpy, pythonWithNumpy, makeDataset, makeTinyModel, runCli, spawnCli, tmpDir } from './extract-helpers.js';
 
 let dir: string;
 let model: string;
@@ -97,7 +97,7 @@ a = np.concatenate([np.load(f) for f in sorted(glob.glob("${ref}/relu2/*.npy"))]
 assert a.dtype == np.float32 and a.shape == (len(rows), 6), (a.dtype, a.shape)
 assert np.isfinite(a).all() and (a >= 0).all()
 print(a.shape)`;
-    const r = spawnSync('python3', ['-c', py], { encoding: 'utf8' });
+    const r = spawnSync(pythonWithNumpy(), ['-c', py], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /\(36, 6\)/);
   });
@@ -110,7 +110,7 @@ print(a.shape)`;
     assert.match(head, /'descr': '<f2'/);
     if (havePythonNumpy()) {
       const py = `import numpy as np; a=np.load("${out}/relu2/00000.npy"); b=np.load("${ref}/relu2/00000.npy"); assert a.dtype==np.float16; assert np.allclose(a.astype(np.float32), b, rtol=1e-2, atol=1e-3)`;
-      const p = spawnSync('python3', ['-c', py], { encoding: 'utf8' });
+      const p = spawnSync(pythonWithNumpy(), ['-c', py], { encoding: 'utf8' });
       assert.equal(p.status, 0, p.stderr);
     }
   });
