@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""scikit-learn anchor for `npm run bench:heads` (scripts/bench-heads.ts).
+
+Reads <dir>/X_train.npy, y_train.npy, X_test.npy, y_test.npy (written once by the TS bench) and fits
+the scikit-learn counterparts of the xfer heads with the same settings, printing one JSON object:
+  {"sklearn": "1.2.1", "blas": [...], "results": {"linear": {"fit_s": .., "acc": ..}, ...}}
+
+  python3 scripts/bench_heads_sklearn.py --data DIR --heads linear,svm,svm-rbf,mlp --mlp-hidden 256 --mlp-epochs 20
+  python3 scripts/bench_heads_sklearn.py --make-fixture test/heads-sklearn.json   # the unit-test reference
+
+Run it with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset (the TS bench does) so numpy uses its best kernel.
+"""
+import argparse
+import json
+import sys
+import time
+import warnings
+
+import numpy as np
+
+
+def blas_info():
+    try:
+        from threadpoolctl import threadpool_info
+        return [{k: d.get(k) for k in ("internal_api", "num_threads", "architecture", "version")} for d in threadpool_info()]
+    except Exception as e:  # threadpoolctl missing: say so
+        return [f"threadpoolctl unavailable: {e}"]
+
+
+def bench(args):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC, LinearSVC
+    import sklearn
+
+    d = args.data
+    X = np.load(f"{d}/X_train.npy")
+    y = np.load(f"{d}/y_train.npy")
+    Xt = np.load(f"{d}/X_test.npy")
+    yt = np.load(f"{d}/y_test.npy")
+    hidden = tuple(int(h) for h in args.mlp_hidden.split(","))
+    E = args.mlp_epochs
+    models = {
+        # same objective/tolerances as the xfer heads (see src/heads/*.ts)
+        "linear": lambda: LogisticRegression(C=args.C, max_iter=100, tol=1e-4),
+        "svm": lambda: make_pipeline(StandardScaler(), LinearSVC(C=args.C, tol=1e-4, max_iter=1000)),
+        "svm-rbf": lambda: make_pipeline(StandardScaler(), SVC(C=args.C, kernel="rbf", gamma="scale", tol=1e-3, cache_size=1024)),
+        "mlp": lambda: make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=hidden, max_iter=E, batch_size=200, alpha=1e-4,
+                                                                     learning_rate_init=1e-3, early_stopping=False, n_iter_no_change=E + 1,
+                                                                     tol=0.0, random_state=0, shuffle=True)),
+    }
+    out = {}
+    for h in args.heads.split(","):
+        m = models[h]()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            m.fit(X, y)
+            fit_s = time.perf_counter() - t0
+        acc = float((m.predict(Xt) == yt).mean())
+        out[h] = {"fit_s": fit_s, "acc": acc}
+        print(f"  sklearn {h}: fit {fit_s:.3f} s, acc {100 * acc:.2f}%", file=sys.stderr, flush=True)
+    print(json.dumps({"sklearn": sklearn.__version__, "numpy": np.__version__, "blas": blas_info(), "results": out}))
+
+
+def make_fixture(path):
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC, LinearSVC
+
+    rng = np.random.default_rng(7)
+    n, d, k = 150, 8, 3
+    means = rng.normal(0, 1.0, (k, d))
+    y = np.arange(n) % k
+    X = (means[y] + rng.normal(0, 1, (n, d))).astype(np.float32)
+    Xt = (means[np.arange(60) % k] + rng.normal(0, 1, (60, d))).astype(np.float32)
+    out = {"X": X.round(5).tolist(), "y": y.tolist(), "Xt": Xt.round(5).tolist()}
+    X = np.array(out["X"], dtype=np.float64)
+    Xt = np.array(out["Xt"], dtype=np.float64)
+    lr = LogisticRegression(C=0.5, tol=1e-8, max_iter=1000).fit(X, y)
+    out["lr"] = {"C": 0.5, "coef": lr.coef_.tolist(), "intercept": lr.intercept_.tolist(), "proba": lr.predict_proba(Xt).tolist()}
+    svc = LinearSVC(C=0.1, tol=1e-8, max_iter=100000).fit(X, y)
+    out["linsvc"] = {"C": 0.1, "coef": svc.coef_.tolist(), "intercept": svc.intercept_.tolist(), "dec": svc.decision_function(Xt).tolist()}
+    rbf = SVC(C=1.0, tol=1e-6, decision_function_shape="ovo").fit(X, y)
+    out["rbf"] = {"C": 1.0, "gamma": float(rbf._gamma), "n_sv": int(rbf.n_support_.sum()), "pred": rbf.predict(Xt).tolist(), "ovo": rbf.decision_function(Xt).tolist()}
+    poly = SVC(C=1.0, kernel="poly", degree=2, coef0=1.0, tol=1e-6, decision_function_shape="ovo").fit(X, y)
+    out["poly"] = {"C": 1.0, "gamma": float(poly._gamma), "degree": 2, "coef0": 1.0, "ovo": poly.decision_function(Xt).tolist()}
+    p = PCA(n_components=3).fit(X)
+    out["pca"] = {"k": 3, "explained_variance": p.explained_variance_.tolist(), "components": p.components_.tolist()}
+    with open(path, "w") as f:
+        json.dump(out, f)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data")
+    ap.add_argument("--heads", default="linear,svm,svm-rbf,mlp")
+    ap.add_argument("--C", type=float, default=1.0)
+    ap.add_argument("--mlp-hidden", default="256")
+    ap.add_argument("--mlp-epochs", type=int, default=20)
+    ap.add_argument("--make-fixture")
+    a = ap.parse_args()
+    if a.make_fixture:
+        make_fixture(a.make_fixture)
+    else:
+        bench(a)

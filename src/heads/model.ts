@@ -1,0 +1,168 @@
+/**
+ * A trained head as saved on disk: the head, its transforms, the label map and where its features
+ * came from (backbone id + sha256, layers + pooling, width), so eval/predict can refuse features
+ * from another backbone or layer.
+ *
+ * <headdir>/head.json      everything small (format below)
+ * <headdir>/<array>.npy    each learned array (head arrays by name, transforms as t<i>_<name>.npy)
+ */
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { XferError } from '../errors.js';
+import { encodeNpy, readNpy } from '../features/npy.js';
+import type { FeatureFolder, FeatureLayer } from '../features/reader.js';
+import { headFromState, type Head, type HeadKind, type HeadParams, type HeadState } from './head.js';
+import { applyChain, type TransformState } from './transforms.js';
+import type { Matrix } from './matrix.js';
+
+export const HEAD_FORMAT = 'xfer-head';
+export const HEAD_FORMAT_VERSION = 1;
+
+export interface HeadSource {
+  model: { id: string; sha256: string };
+  layers: { name: string; dir: string; pool: string | null; shape: number[] }[];
+  width: number;
+  features: string;
+}
+
+export interface TrainedHead {
+  head: Head;
+  transforms: TransformState[];
+  /** Head class c → its label name, and its index in the training folder's labels.json. */
+  classLabels: string[];
+  source: HeadSource;
+}
+
+interface ArrayRef {
+  file: string;
+  dtype: 'float32' | 'int32';
+  shape: number[];
+}
+
+interface HeadJson {
+  format: string;
+  format_version: number;
+  kind: HeadKind;
+  params: HeadParams;
+  n_classes: number;
+  n_features: number;
+  labels: string[];
+  source: HeadSource;
+  transforms: { kind: TransformState['kind']; k?: number; dIn: number; dOut: number; arrays: Record<string, ArrayRef> }[];
+  arrays: Record<string, ArrayRef>;
+  info: Record<string, unknown>;
+  created: string;
+}
+
+export function sourceOf(f: FeatureFolder, layers: FeatureLayer[], width: number): HeadSource {
+  return {
+    model: { id: f.meta.model.id, sha256: f.meta.model.sha256 },
+    layers: layers.map((l) => ({ name: l.name, dir: l.dir, pool: l.pool ?? null, shape: l.shape })),
+    width,
+    features: path.resolve(f.dir),
+  };
+}
+
+async function writeArray(dir: string, file: string, a: Float32Array | Int32Array, shape: number[]): Promise<ArrayRef> {
+  const dtype = a instanceof Int32Array ? 'int32' : 'float32';
+  await writeFile(path.join(dir, file), encodeNpy(a, dtype, shape));
+  return { file, dtype, shape };
+}
+
+export async function saveHead(dir: string, t: TrainedHead): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const st = t.head.toState();
+  const arrays: Record<string, ArrayRef> = {};
+  for (const [name, a] of Object.entries(st.arrays)) arrays[name] = await writeArray(dir, `${name}.npy`, a, st.shapes[name] ?? [a.length]);
+  const transforms: HeadJson['transforms'] = [];
+  for (let i = 0; i < t.transforms.length; i++) {
+    const tr = t.transforms[i];
+    const refs: Record<string, ArrayRef> = {};
+    for (const [name, a] of Object.entries(tr.arrays)) {
+      const shape = name === 'components' ? [tr.dOut, tr.dIn] : [a.length];
+      refs[name] = await writeArray(dir, `t${i}_${name}.npy`, a, shape);
+    }
+    transforms.push({ kind: tr.kind, k: tr.k, dIn: tr.dIn, dOut: tr.dOut, arrays: refs });
+  }
+  const json: HeadJson = {
+    format: HEAD_FORMAT,
+    format_version: HEAD_FORMAT_VERSION,
+    kind: st.kind,
+    params: st.params,
+    n_classes: st.nClasses,
+    n_features: st.nFeatures,
+    labels: t.classLabels,
+    source: t.source,
+    transforms,
+    arrays,
+    info: st.info,
+    created: new Date().toISOString(),
+  };
+  const file = path.join(dir, 'head.json');
+  await writeFile(`${file}.tmp`, JSON.stringify(json, null, 2) + '\n');
+  await rename(`${file}.tmp`, file);
+  return file;
+}
+
+async function readArray(dir: string, ref: ArrayRef): Promise<Float32Array | Int32Array> {
+  const a = await readNpy(path.join(dir, ref.file));
+  const copy = new Uint8Array(a.bytes.byteLength);
+  copy.set(a.bytes);
+  if (a.dtype === 'int32') return new Int32Array(copy.buffer);
+  if (a.dtype === 'float32') return new Float32Array(copy.buffer);
+  throw new XferError(`${path.join(dir, ref.file)}: unexpected dtype ${a.dtype}`, { hint: 'the head folder is damaged; train it again' });
+}
+
+export async function loadHead(dir: string): Promise<TrainedHead> {
+  const file = path.join(dir, 'head.json');
+  let json: HeadJson;
+  try {
+    json = JSON.parse(await readFile(file, 'utf8')) as HeadJson;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new XferError(`--head ${dir}: ${code === 'ENOENT' ? 'no head.json (not a head folder)' : `cannot read head.json (${code ?? (e as Error).message})`}`, {
+      hint: 'pass the --out folder of `xfer train`',
+      cause: e,
+    });
+  }
+  if (json.format !== HEAD_FORMAT) throw new XferError(`${file}: not an xfer head (format '${json.format}')`, { hint: 'pass the --out folder of `xfer train`' });
+  if (json.format_version > HEAD_FORMAT_VERSION) throw new XferError(`${file}: head format ${json.format_version} is newer than this xfer understands`, { hint: 'upgrade xfer' });
+  const arrays: HeadState['arrays'] = {};
+  const shapes: HeadState['shapes'] = {};
+  for (const [name, ref] of Object.entries(json.arrays)) {
+    arrays[name] = await readArray(dir, ref);
+    shapes[name] = ref.shape;
+  }
+  const head = headFromState({ kind: json.kind, params: json.params, nClasses: json.n_classes, nFeatures: json.n_features, info: json.info, arrays, shapes });
+  const transforms: TransformState[] = [];
+  for (const t of json.transforms) {
+    const ta: Record<string, Float32Array> = {};
+    for (const [name, ref] of Object.entries(t.arrays)) ta[name] = (await readArray(dir, ref)) as Float32Array;
+    transforms.push({ kind: t.kind, k: t.k, dIn: t.dIn, dOut: t.dOut, arrays: ta });
+  }
+  return { head, transforms, classLabels: json.labels, source: json.source };
+}
+
+/** Refuse features that come from another backbone, layer set or pooling. */
+export function checkCompatible(t: TrainedHead, f: FeatureFolder, layers: FeatureLayer[], headDir: string): void {
+  const s = t.source;
+  const m = f.meta.model;
+  if (s.model.id !== m.id || s.model.sha256 !== m.sha256) {
+    throw new XferError(`head ${headDir} was trained on backbone ${s.model.id} (sha256 ${s.model.sha256.slice(0, 12)}) but ${f.dir} holds features of ${m.id} (sha256 ${String(m.sha256).slice(0, 12)})`, {
+      hint: 'extract features with the same backbone the head was trained on',
+    });
+  }
+  const want = s.layers.map((l) => `${l.name}/${l.pool ?? '-'}`).join(', ');
+  const got = layers.map((l) => `${l.name}/${l.pool ?? '-'}`).join(', ');
+  if (want !== got) {
+    throw new XferError(`head ${headDir} was trained on layers ${want} but the features give ${got}`, { hint: `pass --layers ${s.layers.map((l) => l.name).join(',')} or re-extract with the same layers and pooling` });
+  }
+}
+
+/** Transform raw features with the saved chain (in place when possible) and score them. */
+export async function transformFor(t: TrainedHead, X: Matrix): Promise<Matrix> {
+  if (X.cols !== t.source.width) {
+    throw new XferError(`features have ${X.cols} columns but the head was trained on ${t.source.width}`, { hint: 'use the same backbone, layers and pooling the head was trained on' });
+  }
+  return applyChain(t.transforms, X);
+}

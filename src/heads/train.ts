@@ -1,0 +1,266 @@
+/**
+ * The trainer: feature folder → (sweep) → transforms + head → head folder with report.
+ *
+ * Rows are loaded ONCE into one float32 matrix ordered [train | val | test], so every split is a
+ * view. Transforms are fitted on the final training rows and applied in place. Copies are made only
+ * where unavoidable and visible: sweeps copy each fold's rows (so each fold fits its own transforms).
+ *
+ * Splits: the folder's own train/val/test if present; otherwise a stratified seeded split (`val`,
+ * default 0.2 when no `folds`). Sweeps: with `folds` (or when there is no test split, so that val
+ * stays an untouched hold-out) k-fold CV on train and refit on train; when the folder has a test
+ * split, sweep on val and refit on train+val.
+ */
+import path from 'node:path';
+import { XferError } from '../errors.js';
+import { loadRows, openFeatures, pickLayers, type FeatureFolder } from '../features/reader.js';
+import { createHead, defaultTransformsFor, headDefaults, type FitContext, type FitEvent, type HeadParams } from './head.js';
+import './linear.js';
+import './svm-linear.js';
+import './svm-kernel.js';
+import './mlp.js';
+import { rowView, takeRows, type Matrix } from './matrix.js';
+import { computeMetrics, type Metrics } from './metrics.js';
+import { checkCompatible, loadHead, saveHead, sourceOf, transformFor, type TrainedHead } from './model.js';
+import { writeReport, type Report } from './report.js';
+import { stratifiedFolds, stratifiedSplit } from './split.js';
+import { bestPoint, parseSweep, type SweepPoint, type SweepSpec } from './sweep.js';
+import { applyTransform, fitApplyChain, fitTransform, parseTransforms, type TransformSpec, type TransformState } from './transforms.js';
+
+export interface TrainOptions {
+  features: string;
+  layers?: string[];
+  head: string;
+  params?: HeadParams;
+  /** Transform list or string (`standardize,pca:64`, `none`); default depends on the head. */
+  transforms?: TransformSpec[] | string;
+  sweep?: string | SweepSpec;
+  val?: number;
+  folds?: number;
+  seed?: number;
+  out: string;
+  progress?: (e: FitEvent & { stage: string }) => void;
+  warn?: (msg: string) => void;
+}
+
+export interface TrainResult {
+  dir: string;
+  report: Report;
+  trained: TrainedHead;
+}
+
+function describe(t: TransformState | TransformSpec): string {
+  return t.kind === 'pca' ? `pca:${t.k}` : t.kind;
+}
+
+function accuracy(pred: Int32Array, y: Int32Array): number {
+  let c = 0;
+  for (let i = 0; i < y.length; i++) if (pred[i] === y[i]) c++;
+  return y.length ? c / y.length : 0;
+}
+
+export async function trainHead(opts: TrainOptions): Promise<TrainResult> {
+  const t0 = performance.now();
+  const warnings: string[] = [];
+  const warn = (m: string): void => {
+    warnings.push(m);
+    opts.warn?.(m);
+  };
+  const seed = opts.seed ?? 0;
+  const kind = opts.head;
+  const params: HeadParams = { ...(opts.params ?? {}) };
+  createHead(kind, params); // validate kind and params early
+  const specs = typeof opts.transforms === 'string' ? parseTransforms(opts.transforms) : opts.transforms ?? parseTransforms(defaultTransformsFor(kind));
+  const sweep = typeof opts.sweep === 'string' ? parseSweep(opts.sweep) : opts.sweep;
+  if (sweep && !(sweep.param in headDefaults(kind))) {
+    throw new XferError(`--sweep: head ${kind} has no parameter '${sweep.param}'`, { hint: `sweepable: ${Object.entries(headDefaults(kind)).filter(([, v]) => typeof v === 'number').map(([k]) => k).join(', ')}` });
+  }
+  const f = await openFeatures(opts.features);
+  const layers = pickLayers(f, opts.layers);
+
+  // --- splits
+  const labelled = f.index.filter((r) => r.label_index !== null && r.label_index !== undefined);
+  if (labelled.length === 0) throw new XferError(`--features ${f.dir}: no labelled rows in index.jsonl`, { hint: 'training needs labels (an imagefolder dataset or a list file with labels)' });
+  let train = labelled.filter((r) => r.split !== 'val' && r.split !== 'test').map((r) => r.row);
+  let val = labelled.filter((r) => r.split === 'val').map((r) => r.row);
+  const test = labelled.filter((r) => r.split === 'test').map((r) => r.row);
+  const labelOf = (row: number): number => f.index[row].label_index as number;
+  let carved = false;
+  if (val.length === 0 && (opts.val !== undefined || !opts.folds)) {
+    const frac = opts.val ?? 0.2;
+    const s = stratifiedSplit(train.map(labelOf), frac, seed);
+    val = s.val.map((i) => train[i]);
+    train = s.train.map((i) => train[i]);
+    carved = true;
+  }
+  if (train.length === 0) throw new XferError(`--features ${f.dir}: no training rows`, { hint: 'the folder has only val/test rows; train on a folder with a train split' });
+  const classes = [...new Set(train.map(labelOf))].sort((a, b) => a - b);
+  if (classes.length < 2) {
+    throw new XferError(`--features ${f.dir}: the training rows have a single class ('${f.labels[classes[0]]}')`, { hint: 'a classifier needs at least two classes with labelled training rows' });
+  }
+  const headIndex = new Map(classes.map((c, i) => [c, i]));
+  const trainMissing = [...new Set([...val, ...test].map(labelOf))].filter((c) => !headIndex.has(c));
+  if (trainMissing.length) warn(`labels with no training rows (cannot be predicted): ${trainMissing.map((c) => f.labels[c]).join(', ')}`);
+
+  // --- load once, ordered [train | val | test]
+  const order = [...train, ...val, ...test];
+  const loaded = await loadRows(f, layers, order);
+  const nTr = train.length;
+  const nVa = val.length;
+  const nTe = test.length;
+  let X: Matrix = { data: loaded.X, rows: loaded.n, cols: loaded.d };
+  const yGlobal = Int32Array.from(order, labelOf);
+  const yHead = Int32Array.from(yGlobal, (c) => headIndex.get(c) ?? -1);
+  const K = classes.length;
+  const progress = (stage: string) => (e: FitEvent) => opts.progress?.({ ...e, stage });
+
+  // --- sweep
+  let sweepReport: Report['sweep'];
+  let finalRows = nTr;
+  if (sweep) {
+    const useVal = !opts.folds && nTe > 0 && nVa > 0;
+    const folds = useVal ? 0 : opts.folds ?? 5;
+    const points: SweepPoint[] = sweep.values.map((value) => ({ value, score: 0, scores: [], std: 0, seconds: 0 }));
+    const runFold = async (Xtr: Matrix, ytr: Int32Array, Xva: Matrix, yva: Int32Array, fold: number): Promise<void> => {
+      const { train: tr, others } = await fitApplyChain(specs, Xtr, [Xva], seed);
+      for (const p of points) {
+        const ts = performance.now();
+        const h = createHead(kind, { ...params, [sweep.param]: p.value });
+        await h.fit(tr, ytr, K, { progress: progress(`sweep ${sweep.param}=${p.value} fold ${fold + 1}`) });
+        const keep = Int32Array.from(yva.keys()).filter((i) => yva[i] >= 0);
+        const pred = await h.predict(others[0]);
+        p.scores.push(accuracy(keep.map((i) => pred[i]) as Int32Array, keep.map((i) => yva[i]) as Int32Array));
+        p.seconds += (performance.now() - ts) / 1000;
+        opts.progress?.({ stage: 'sweep', phase: 'point', iter: fold + 1, valAcc: p.scores[p.scores.length - 1], msg: `${sweep.param}=${p.value}` });
+      }
+    };
+    if (useVal) {
+      // one copy of train+val so the sweep's transforms are fitted on train only
+      const block = takeRows(X, Int32Array.from({ length: nTr + nVa }, (_, i) => i));
+      await runFold(rowView(block, 0, nTr), yHead.subarray(0, nTr), rowView(block, nTr, nTr + nVa), yHead.subarray(nTr, nTr + nVa), 0);
+      finalRows = nTr + nVa;
+    } else {
+      const yTr = yHead.subarray(0, nTr);
+      const fold = stratifiedFolds(yTr, folds, seed, (c) => f.labels[classes[c]]);
+      for (let k = 0; k < folds; k++) {
+        const tri: number[] = [];
+        const vai: number[] = [];
+        for (let i = 0; i < nTr; i++) (fold[i] === k ? vai : tri).push(i);
+        await runFold(takeRows(X, tri), Int32Array.from(tri, (i) => yTr[i]), takeRows(X, vai), Int32Array.from(vai, (i) => yTr[i]), k);
+      }
+    }
+    for (const p of points) {
+      p.score = p.scores.reduce((a, b) => a + b, 0) / p.scores.length;
+      p.std = Math.sqrt(p.scores.reduce((a, b) => a + (b - p.score) ** 2, 0) / p.scores.length);
+    }
+    const best = bestPoint(points);
+    params[sweep.param] = best.value;
+    sweepReport = { param: sweep.param, mode: useVal ? 'validation split' : `${folds}-fold CV`, folds: useVal ? undefined : folds, points, best: best.value };
+  }
+
+  // --- final fit: transforms on the final training rows, applied in place to every row
+  const states: TransformState[] = [];
+  for (const s of specs) {
+    const st = await fitTransform(s, rowView(X, 0, finalRows), seed);
+    states.push(st);
+    X = await applyTransform(st, X);
+  }
+  const head = createHead(kind, params);
+  const ctx: FitContext = { progress: progress('fit'), warn };
+  const tf = performance.now();
+  await head.fit(rowView(X, 0, finalRows), yHead.subarray(0, finalRows), K, ctx);
+  const fitSeconds = (performance.now() - tf) / 1000;
+
+  const trained: TrainedHead = { head, transforms: states, classLabels: classes.map((c) => f.labels[c]), source: sourceOf(f, layers, loaded.d) };
+  const metrics: Record<string, Metrics> = {};
+  const evalPart = async (name: string, a: number, b: number): Promise<void> => {
+    if (b <= a) return;
+    const P = await head.predictProba(rowView(X, a, b));
+    metrics[name] = computeMetrics(yGlobal.subarray(a, b), P, K, classes, f.labels, head.probabilistic);
+  };
+  await evalPart('train', 0, finalRows);
+  if (finalRows === nTr) await evalPart('val', nTr, nTr + nVa);
+  await evalPart('test', nTr + nVa, nTr + nVa + nTe);
+
+  await saveHead(opts.out, trained);
+  const report: Report = {
+    command: 'train',
+    head: path.resolve(opts.out),
+    kind,
+    params: head.params,
+    features: path.resolve(f.dir),
+    layers: layers.map((l) => l.name),
+    model: { id: f.meta.model.id, sha256: f.meta.model.sha256 },
+    transforms: states.map(describe),
+    rows: { train: nTr, val: nVa, test: nTe, fit: finalRows, ...(carved ? { val_carved_seed: seed } : {}) },
+    sweep: sweepReport,
+    metrics,
+    fit: { ...head.info, history: undefined, seconds: fitSeconds },
+    seconds: (performance.now() - t0) / 1000,
+    warnings,
+    plots: [],
+  };
+  const history = (head.info.history as { epoch: number; loss: number; valLoss?: number; valAcc?: number }[] | undefined) ?? undefined;
+  await writeReport(opts.out, report, history);
+  return { dir: opts.out, report, trained };
+}
+
+export interface EvalOptions {
+  head: string;
+  features: string;
+  layers?: string[];
+  /** 'train' | 'val' | 'test' | 'all'; default test if present, else val, else all labelled rows. */
+  split?: string;
+  out?: string;
+}
+
+export interface EvalResult {
+  report: Report;
+  metrics: Metrics;
+  dir: string;
+}
+
+export async function evalHead(opts: EvalOptions): Promise<EvalResult> {
+  const t0 = performance.now();
+  const trained = await loadHead(opts.head);
+  const f: FeatureFolder = await openFeatures(opts.features);
+  const layers = pickLayers(f, opts.layers ?? (f.meta.layers.length > 1 ? trained.source.layers.map((l) => l.name).filter((n) => f.meta.layers.some((l) => l.name === n)) : undefined));
+  checkCompatible(trained, f, layers, opts.head);
+  const labelled = f.index.filter((r) => r.label_index !== null && r.label_index !== undefined);
+  const has = (s: string): boolean => labelled.some((r) => r.split === s);
+  const split = opts.split ?? (has('test') ? 'test' : has('val') ? 'val' : 'all');
+  if (!['train', 'val', 'test', 'all'].includes(split)) throw new XferError(`--split: unknown split '${split}'`, { hint: 'use train, val, test or all' });
+  const rows = labelled.filter((r) => split === 'all' || r.split === split).map((r) => r.row);
+  if (rows.length === 0) throw new XferError(`--split ${split}: ${f.dir} has no labelled rows in that split`, { hint: `splits present: ${[...new Set(labelled.map((r) => r.split ?? 'none'))].join(', ')}` });
+  const loaded = await loadRows(f, layers, rows);
+  const X = await transformFor(trained, { data: loaded.X, rows: loaded.n, cols: loaded.d });
+  const labels = [...f.labels];
+  const headToLabel = trained.classLabels.map((name) => {
+    let i = labels.indexOf(name);
+    if (i < 0) i = labels.push(name) - 1;
+    return i;
+  });
+  const y = Int32Array.from(rows, (r) => f.index[r].label_index as number);
+  const P = await trained.head.predictProba(X);
+  const metrics = computeMetrics(y, P, trained.head.nClasses, headToLabel, labels, trained.head.probabilistic);
+  const warnings: string[] = [];
+  const unseen = Object.entries(metrics.unseen);
+  if (unseen.length) warnings.push(`labels the head never saw: ${unseen.map(([k, v]) => `${k} (${v} rows)`).join(', ')} — counted as errors`);
+  const out = opts.out ?? path.join(opts.head, `eval-${split}`);
+  const report: Report = {
+    command: 'eval',
+    head: path.resolve(opts.head),
+    kind: trained.head.kind,
+    params: trained.head.params,
+    features: path.resolve(f.dir),
+    layers: layers.map((l) => l.name),
+    model: { id: f.meta.model.id, sha256: f.meta.model.sha256 },
+    transforms: trained.transforms.map(describe),
+    rows: { [split]: rows.length },
+    metrics: { [split]: metrics },
+    seconds: (performance.now() - t0) / 1000,
+    warnings,
+    plots: [],
+  };
+  await writeReport(out, report);
+  return { report, metrics, dir: out };
+}
