@@ -38,6 +38,7 @@ interface ExtractCliOptions {
   fastDecode?: boolean;
   decodeConcurrency?: string;
   backboneThread?: 'worker' | 'inline';
+  workers?: string;
 }
 
 function posInt(v: string | number | undefined, flag: string): number | undefined {
@@ -70,7 +71,7 @@ export function registerExtractCommands(program: Command): void {
     .option('--out <featdir>', 'output feature folder ({shard} is replaced by the shard index)')
     .option('--batch <n>', 'images per batch (the last batch of each shard is padded to it)', String(DEFAULT_BATCH))
     .option('--device <device>', 'auto | cpu | cuda | cuda:<id> (auto: CUDA when its provider is installed, else CPU)')
-    .option('--threads <n>', 'intra-op threads for inference (default: all cores but the one decoding images, at least 1)')
+    .option('--threads <n>', 'intra-op threads per inference session (default: the cores split between two sessions on CPU, 1 each on 2 cores)')
     .addOption(new Option('--dtype <dtype>', 'feature dtype on disk').choices(['float32', 'float16']).default('float32'))
     .option('--resume', 'continue an interrupted extraction in --out (finished jobs are skipped)')
     .option('--overwrite', 'replace features already in --out')
@@ -83,6 +84,7 @@ export function registerExtractCommands(program: Command): void {
     .option('--shard-rows <n>', 'rows per .npy shard (must match across --resume, --shard parts and merge)', String(DEFAULT_ROWS_PER_SHARD))
     .option('--fast-decode', 'allow JPEG shrink-on-load: faster decoding, features not bit-exact with the reference preprocessing')
     .addOption(new Option('--decode-concurrency <n>', 'images decoded at once').hideHelp())
+    .addOption(new Option('--workers <n>', 'inference sessions (measurement)').hideHelp())
     .addOption(new Option('--backbone-thread <where>', 'worker | inline (measurement only)').choices(['worker', 'inline']).hideHelp());
   addCardFlags(extract).action(async (o: ExtractCliOptions & CardFlags, cmd: Command) => {
     const explicit = (k: string) => cmd.getOptionValueSource(k) === 'cli';

@@ -107,6 +107,42 @@ export async function openInlineBackbone(req: BackboneRequest, onNotice: (msg: s
   return { info, run: (p, n) => backbone.run(p, n), close: () => backbone.close() };
 }
 
+/**
+ * Open `workers` backbone workers (each its own ORT session) and spread batches over them in turn.
+ * On CPU, two single-threaded sessions beat one two-threaded session when images are decoded on the
+ * same cores: each batch runs without intra-op barriers, so a decode thread taking a core never
+ * stalls the other half of an op. Results are identical whichever session runs a batch.
+ */
+export async function openWorkerPool(req: BackboneRequest, onNotice: (msg: string) => void, workers: number): Promise<ExtractBackbone> {
+  if (workers <= 1) return openWorkerBackbone(req, onNotice);
+  const seen = new Set<string>();
+  const once = (msg: string) => {
+    if (!seen.has(msg)) {
+      seen.add(msg);
+      onNotice(msg);
+    }
+  };
+  const opened = await Promise.allSettled(Array.from({ length: workers }, () => openWorkerBackbone(req, once)));
+  const ok = opened.filter((r): r is PromiseFulfilledResult<ExtractBackbone> => r.status === 'fulfilled').map((r) => r.value);
+  const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    await Promise.all(ok.map((b) => b.close()));
+    throw failed.reason;
+  }
+  let next = 0;
+  return {
+    info: ok[0].info,
+    run(pixels, n) {
+      const b = ok[next];
+      next = (next + 1) % ok.length;
+      return b.run(pixels, n);
+    },
+    async close() {
+      await Promise.all(ok.map((b) => b.close()));
+    },
+  };
+}
+
 /** Open the backbone in a worker thread (see the file comment). */
 export function openWorkerBackbone(req: BackboneRequest, onNotice: (msg: string) => void): Promise<ExtractBackbone> {
   const worker = new Worker(new URL('./backbone-worker.js', import.meta.url), { workerData: req });

@@ -21,6 +21,11 @@ export interface DeviceOptions {
   cudaMemLimit?: number;
   /** cuDNN convolution algorithm search; HEURISTIC by default (EXHAUSTIVE re-tunes per new shape). */
   cudnnAlgoSearch?: 'HEURISTIC' | 'EXHAUSTIVE' | 'DEFAULT';
+  /**
+   * Let ORT's intra-op pool threads busy-wait between ops (ORT's default). Off by default in xfer:
+   * spinning threads steal the cores that decode images while a batch runs.
+   */
+  spinning?: boolean;
 }
 
 export interface OpenedSession {
@@ -64,6 +69,7 @@ function cudaProvider(id: number, opts: DeviceOptions): ort.InferenceSession.Exe
 
 function baseOptions(opts: DeviceOptions): ort.InferenceSession.SessionOptions {
   const so: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all' };
+  if (!opts.spinning) so.extra = { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } };
   if (opts.threads !== undefined) {
     if (!Number.isInteger(opts.threads) || opts.threads < 1) throw new XferError(`--threads: expected a positive integer, got ${opts.threads}`);
     so.intraOpNumThreads = opts.threads;

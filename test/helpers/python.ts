@@ -18,6 +18,6 @@ export function findPython(modules: string[]): string | null {
       break;
     }
   }
-  cache.set(key, found);
+  if (found) cache.set(key, found); // a miss is re-checked: a package may be installed meanwhile
   return found;
 }
