@@ -14,6 +14,7 @@ if [ ! -d "$DATA" ]; then
 fi
 XFER="node bin/xfer.js"
 set -x
-$XFER extract --model mobilenet_v2 --layers out_relu --pool avg --data "$DATA" --out "$OUT/features" --resume
+# exit 3 = finished, some inputs skipped (listed in errors.jsonl): carry on with the rest
+$XFER extract --model mobilenet_v2 --layers out_relu --pool avg --data "$DATA" --out "$OUT/features" --resume || [ $? -eq 3 ]
 $XFER train --features "$OUT/features" --head linear --sweep C=1e-3..1e2:6 --out "$OUT/head-linear"
 $XFER eval --head "$OUT/head-linear" --features "$OUT/features" --split val

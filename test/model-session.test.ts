@@ -61,10 +61,11 @@ test('cuda fails with an actionable message when the provider is not installed',
   });
 });
 
-test('a provider library that is present but cannot start: cuda errors, auto falls back to CPU', async () => {
-  // Pretend the provider is installed (an empty file); ORT itself then fails to start CUDA here
-  // (no GPU, no CUDA libraries), which is exactly the failure a half-set-up machine shows.
-  if (cudaProviderInstalled()) return; // a real CUDA install: nothing to simulate
+const REAL_CUDA = cudaProviderInstalled() ? 'a real CUDA provider is installed here: the failure cannot be simulated' : false;
+
+test('a provider library that is present but cannot start: cuda errors, auto falls back to CPU', { skip: REAL_CUDA }, async () => {
+  // Pretend the provider is installed (an empty file in a fake binary folder); ORT then fails to
+  // load it, which is exactly the failure a half-set-up machine shows (driver or CUDA libs missing).
   const fake = await mkdtemp(path.join(os.tmpdir(), 'xfer-ortbin-'));
   await writeFile(path.join(fake, 'libonnxruntime_providers_cuda.so'), '');
   await withBinDir(fake, async () => {
