@@ -73,7 +73,7 @@ export async function writeFolder(dir: string, s: Synth, o: FolderOpts = {}): Pr
   await writeFile(path.join(dir, 'errors.jsonl'), '');
   await writeFile(
     path.join(dir, 'meta.json'),
-    JSON.stringify({ format: 'xfer-features', format_version: 1, model: { id: o.modelId ?? 'testnet', sha256: o.sha256 ?? 'a'.repeat(64) }, layers, dtype: 'float32', complete: true }),
+    JSON.stringify({ format: 'xfer-features', format_version: 1, model: { id: o.modelId ?? 'testnet', sha256: o.sha256 ?? 'a'.repeat(64) }, layers, dtype: 'float32', counts: { images: s.n, errors: 0, shards: Math.ceil(s.n / shardRows), rows_per_shard: shardRows }, complete: true }),
   );
   return dir;
 }

@@ -157,7 +157,10 @@ test('CLI: non-numeric C and unknown params are one-line XferErrors; --json prin
   } finally {
     process.stdout.write = orig;
   }
-  const res = JSON.parse(chunks.join('')) as { ok: boolean; kind: string; metrics: Record<string, { accuracy: number }> };
+  const lines = chunks.join('').trim().split('\n');
+  const res = JSON.parse(lines[lines.length - 1]) as { event: string; ok: boolean; kind: string; metrics: Record<string, { accuracy: number }> };
+  assert.equal(res.event, 'result');
+  assert.ok(lines.slice(0, -1).every((l) => (JSON.parse(l) as { event: string }).event === 'fit'));
   assert.equal(res.ok, true);
   assert.equal(res.kind, 'mlp');
   assert.ok(res.metrics.test.accuracy > 0);

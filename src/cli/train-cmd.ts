@@ -1,13 +1,16 @@
 /**
  * `xfer train` and `xfer eval`: thin shells over trainHead / evalHead (src/heads/train.ts).
- * Progress goes to stderr when it is a TTY; `--json` prints one JSON result on stdout.
+ * Progress: a live line on stderr when it is a TTY (`--quiet`: none); `--json` prints one JSON line
+ * per progress event on stdout ({"event": "fit" | "candidate" | "fold", ...}) and then the result
+ * ({"event": "result", "ok": true, ...report}).
  */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { XferError } from '../errors.js';
+import { parseNonNegativeInt, parsePositiveInt } from './args.js';
 import { HEAD_KINDS, headDefaults, type HeadParams, type ParamValue } from '../heads/head.js';
 import { setKernelThreads, releaseKernel } from '../heads/kernel/matmul.js';
 import { parseNumber } from '../heads/sweep.js';
-import { evalHead, trainHead } from '../heads/train.js';
+import { evalHead, REFIT_CHOICES, trainHead, type RefitRows, type TrainEvent } from '../heads/train.js';
 import type { Metrics } from '../heads/metrics.js';
 
 function collect(v: string, prev: string[] = []): string[] {
@@ -21,6 +24,19 @@ function list(v: string): string[] {
     .filter(Boolean);
 }
 
+/** Head parameters that are counts: refused unless written as integers (`epochs=2.5` is an error). */
+const INT_PARAMS: Record<string, 'positive' | 'nonNegative'> = {
+  hidden: 'positive',
+  epochs: 'positive',
+  batchSize: 'positive',
+  patience: 'positive',
+  maxIter: 'positive',
+  degree: 'positive',
+  cacheMB: 'positive',
+  seed: 'nonNegative',
+  workers: 'nonNegative',
+};
+
 /** Parse `--param key=value` against the head's defaults (numbers, booleans, lists of numbers, strings). */
 export function parseParams(kind: string, pairs: string[]): HeadParams {
   const defs = headDefaults(kind);
@@ -32,7 +48,10 @@ export function parseParams(kind: string, pairs: string[]): HeadParams {
     if (!(key in defs)) throw new XferError(`--param: head ${kind} has no parameter '${key}'`, { hint: `known: ${Object.keys(defs).join(', ')}` });
     const def = defs[key];
     let v: ParamValue;
-    if (typeof def === 'number') v = parseNumber(raw, `--param ${key}`);
+    if (INT_PARAMS[key] && (typeof def === 'number' || Array.isArray(def))) {
+      const parse = INT_PARAMS[key] === 'positive' ? parsePositiveInt : parseNonNegativeInt;
+      v = Array.isArray(def) ? raw.split(',').map((s) => parse(s, `--param ${key}`)) : parse(raw, `--param ${key}`);
+    } else if (typeof def === 'number') v = parseNumber(raw, `--param ${key}`);
     else if (typeof def === 'boolean') {
       if (!['true', 'false', '1', '0'].includes(raw)) throw new XferError(`--param ${key}: expected true or false, got '${raw}'`);
       v = raw === 'true' || raw === '1';
@@ -45,20 +64,38 @@ export function parseParams(kind: string, pairs: string[]): HeadParams {
   return out;
 }
 
-function progressPrinter(enabled: boolean): (e: { stage: string; phase: string; iter: number; loss?: number; valAcc?: number; msg?: string }) => void {
+/** Progress for humans: one live line on stderr (a TTY), rewritten at most 5 times a second. */
+function progressLine(): { onEvent: (e: TrainEvent) => void; clear: () => void } {
   let last = 0;
-  return (e) => {
-    if (!enabled) return;
-    const now = Date.now();
-    if (now - last < 200) return;
-    last = now;
-    const parts = [`${e.stage}`, `${e.phase} ${e.iter}`];
-    if (e.loss !== undefined) parts.push(`loss ${e.loss.toFixed(4)}`);
-    if (e.valAcc !== undefined) parts.push(`val acc ${(100 * e.valAcc).toFixed(2)}%`);
-    if (e.msg) parts.push(e.msg);
-    process.stderr.write(`\r\x1b[K${parts.join('  ')}`);
+  let shown = false;
+  return {
+    onEvent(e) {
+      const now = Date.now();
+      // sweep candidates and CV folds always show; iterations are throttled
+      if (e.event === 'fit' && now - last < 200) return;
+      last = now;
+      const parts: string[] = [];
+      if (e.event === 'fit') {
+        parts.push(e.stage, `${e.phase} ${e.iter}`);
+        if (e.loss !== undefined) parts.push(`loss ${e.loss.toFixed(4)}`);
+        if (e.valAcc !== undefined) parts.push(`val acc ${(100 * e.valAcc).toFixed(2)}%`);
+        if (e.msg) parts.push(e.msg);
+      } else if (e.event === 'candidate') {
+        parts.push(`sweep ${e.param}=${e.value}`, `fold ${e.fold}/${e.folds}`, `val acc ${(100 * e.valAcc).toFixed(2)}%`, `${e.seconds.toFixed(1)} s`);
+      } else {
+        parts.push(`cv fold ${e.fold}/${e.folds}`, `val acc ${(100 * e.valAcc).toFixed(2)}%`, `${e.seconds.toFixed(1)} s`);
+      }
+      process.stderr.write(`\r\x1b[K${parts.join('  ')}`);
+      shown = true;
+    },
+    clear() {
+      if (shown) process.stderr.write('\r\x1b[K');
+      shown = false;
+    },
   };
 }
+
+const pct = (v: number): string => `${(100 * v).toFixed(2)}%`;
 
 function summary(name: string, m: Metrics): string {
   const top = m.topK ? `, top-${m.topK.k} ${(100 * m.topK.accuracy).toFixed(2)}%` : '';
@@ -80,11 +117,31 @@ export function registerTrainCommands(program: Command): void {
     .option('--probability', 'svm: calibrate probabilities (Platt, 3-fold)')
     .option('--sweep <spec>', 'model selection, e.g. C=1e-4..1e4 (9-point log grid), C=1e-3..1e3:7 or C=0.01,0.1,1')
     .option('--val <fraction>', 'stratified validation split when the folder has none (default 0.2)')
-    .option('--folds <k>', 'k-fold CV for the sweep')
+    .option('--folds <k>', 'k-fold CV on train: selects the sweep (default 5 when the sweep does not use val); without --sweep, reports the cross-validated accuracy (mean ± std) of the given parameters')
+    .addOption(new Option('--refit <rows>', 'rows the final head is fitted on (default: train+val after a sweep on val, else train)').choices([...REFIT_CHOICES]))
     .option('--seed <n>', 'seed for splits, shuffles and initialisation', '0')
     .option('--threads <n>', 'threads for the matmul kernel (default: all cores, max 4)')
-    .option('--json', 'print the result as JSON on stdout')
+    .option('--json', 'one JSON line per progress event on stdout, then the result line')
+    .option('--quiet', 'no progress line on stderr')
     .requiredOption('--out <dir>', 'head folder to write (head.json, weights, report)')
+    .addHelpText(
+      'after',
+      `
+Model selection and the final fit:
+  folder with train/val/test, --sweep:  each value is scored on val; the best is refitted on
+                                        train+val and reported on test
+  otherwise, --sweep:                   each value is scored by k-fold CV on train (--folds, default 5);
+                                        the best is refitted on train, so val stays a clean hold-out
+  --folds k without --sweep:            k-fold CV accuracy (mean ± std) of the given parameters, then
+                                        the final head is fitted on all training rows
+  --refit train|train+val               override which rows the final head is fitted on
+The choice and the rows used are printed and recorded in report.json ("selection", "cv").
+
+Progress: a live line on stderr when it is a terminal (--quiet: none). --json prints one line per
+event on stdout: {"event":"fit","stage","phase","iter","loss"?,"valAcc"?}, {"event":"candidate",
+"param","value","fold","folds","valAcc"} per sweep value and fold, {"event":"fold",...} per CV fold,
+then {"event":"result","ok":true,...report}.`,
+    )
     .action(async (o: Record<string, string | string[] | boolean | undefined>) => {
       const kind = String(o.head);
       const params = parseParams(kind, (o.param as string[]) ?? []);
@@ -94,8 +151,13 @@ export function registerTrainCommands(program: Command): void {
         params.classWeight = 'balanced';
       }
       if (o.probability) params.probability = true;
-      if (o.threads !== undefined) setKernelThreads(parseNumber(String(o.threads), '--threads'));
-      const tty = !o.json && process.stderr.isTTY === true;
+      if (o.threads !== undefined) setKernelThreads(parsePositiveInt(String(o.threads), '--threads'));
+      const folds = o.folds !== undefined ? parsePositiveInt(String(o.folds), '--folds') : undefined;
+      if (folds === 1) throw new XferError('--folds: k-fold CV needs at least 2 folds, got 1', { hint: 'e.g. --folds 5' });
+      const seed = parseNonNegativeInt(String(o.seed), '--seed');
+      const json = o.json === true;
+      const live = !json && !o.quiet && process.stderr.isTTY === true ? progressLine() : undefined;
+      const onEvent = json ? (e: TrainEvent) => process.stdout.write(JSON.stringify(e) + '\n') : live?.onEvent;
       try {
         const r = await trainHead({
           features: String(o.features),
@@ -105,21 +167,28 @@ export function registerTrainCommands(program: Command): void {
           transforms: o.transform as string | undefined,
           sweep: o.sweep as string | undefined,
           val: o.val !== undefined ? parseNumber(String(o.val), '--val') : undefined,
-          folds: o.folds !== undefined ? parseNumber(String(o.folds), '--folds') : undefined,
-          seed: parseNumber(String(o.seed), '--seed'),
+          folds,
+          refit: o.refit as RefitRows | undefined,
+          seed,
           out: String(o.out),
-          progress: progressPrinter(tty),
-          warn: (m) => process.stderr.write(`${tty ? '\r\x1b[K' : ''}warning: ${m}\n`),
+          progress: onEvent,
+          warn: (m) => {
+            live?.clear();
+            process.stderr.write(`warning: ${m}\n`);
+          },
         });
-        if (tty) process.stderr.write('\r\x1b[K');
-        if (o.json) process.stdout.write(JSON.stringify({ ok: true, out: r.dir, ...r.report }) + '\n');
+        live?.clear();
+        if (json) process.stdout.write(JSON.stringify({ event: 'result', ok: true, out: r.dir, ...r.report }) + '\n');
         else {
           const rep = r.report;
-          if (rep.sweep) process.stdout.write(`sweep (${rep.sweep.mode}): ${rep.sweep.points.map((p) => `${rep.sweep!.param}=${p.value} ${(100 * p.score).toFixed(2)}%`).join(', ')}; best ${rep.sweep.param}=${rep.sweep.best}\n`);
+          if (rep.sweep) process.stdout.write(`sweep (${rep.sweep.mode}): ${rep.sweep.points.map((p) => `${rep.sweep!.param}=${p.value} ${pct(p.score)}${p.scores.length > 1 ? ` ± ${pct(p.std)}` : ''}`).join(', ')}; best ${rep.sweep.param}=${rep.sweep.best}\n`);
+          if (rep.cv) process.stdout.write(`${rep.cv.folds}-fold CV on train (${rep.cv.rows} rows): accuracy ${pct(rep.cv.mean)} ± ${pct(rep.cv.std)} (folds: ${rep.cv.scores.map(pct).join(', ')})\n`);
+          if (rep.selection) process.stdout.write(`selection: ${rep.selection.method}; final head fitted on ${rep.selection.fitOn}${rep.selection.holdout ? `; ${rep.selection.holdout}` : ''}\n`);
           for (const [k, m] of Object.entries(rep.metrics)) process.stdout.write(summary(k, m) + '\n');
           process.stdout.write(`head written to ${r.dir} (report.md, report.json${rep.plots.length ? ', ' + rep.plots.join(', ') : ''}) in ${rep.seconds.toFixed(2)} s\n`);
         }
       } finally {
+        live?.clear();
         await releaseKernel();
       }
     });

@@ -12,4 +12,4 @@ export { computeMetrics, type Metrics } from './metrics.js';
 export { parseSweep, type SweepSpec, type SweepPoint } from './sweep.js';
 export { stratifiedSplit, stratifiedFolds } from './split.js';
 export { saveHead, loadHead, checkCompatible, type TrainedHead } from './model.js';
-export { trainHead, evalHead, type TrainOptions, type EvalOptions, type TrainResult, type EvalResult } from './train.js';
+export { trainHead, evalHead, REFIT_CHOICES, type TrainOptions, type EvalOptions, type TrainResult, type EvalResult, type TrainEvent, type RefitRows } from './train.js';

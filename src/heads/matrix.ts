@@ -41,7 +41,36 @@ export function argmaxRows(S: ArrayLike<number>, n: number, k: number): Int32Arr
   return out;
 }
 
-/** Row-wise softmax in place; returns the array. */
+/**
+ * Row-wise top-k of an n×k score matrix: n×kk class indices, best first; ties go to the lower
+ * index (so column 0 is argmaxRows). NaN scores rank last. The heads' one top-k (metrics use it).
+ */
+export function topKRows(S: ArrayLike<number>, n: number, k: number, kk: number): Int32Array {
+  const m = Math.max(0, Math.min(kk, k));
+  const out = new Int32Array(n * m);
+  const val = new Float64Array(m);
+  for (let i = 0; i < n; i++) {
+    const o = i * k;
+    const io = i * m;
+    let len = 0;
+    for (let c = 0; c < k; c++) {
+      const raw = S[o + c];
+      const v = raw === raw ? raw : -Infinity; // NaN ranks last
+      if (len === m && !(v > val[m - 1])) continue;
+      let p = len < m ? len++ : m - 1;
+      while (p > 0 && v > val[p - 1]) {
+        val[p] = val[p - 1];
+        out[io + p] = out[io + p - 1];
+        p--;
+      }
+      val[p] = v;
+      out[io + p] = c;
+    }
+  }
+  return out;
+}
+
+/** Row-wise softmax in place; returns the array. The heads' one softmax (every head's predictProba uses it). */
 export function softmaxRows(S: Float32Array, n: number, k: number): Float32Array {
   for (let i = 0; i < n; i++) {
     const o = i * k;

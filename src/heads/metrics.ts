@@ -4,6 +4,8 @@
  * log-loss when the head gives calibrated probabilities. Rows whose true label the head never saw
  * are counted (as errors) and listed under `unseen`, never a crash.
  */
+import { topKRows } from './matrix.js';
+
 export interface ClassMetrics {
   label: string;
   precision: number;
@@ -43,11 +45,10 @@ export function computeMetrics(yTrue: Int32Array, proba: Float32Array, kHead: nu
   let ll = 0;
   const kk = Math.min(topK, kHead);
   const unseen: Record<string, number> = {};
+  const top = topKRows(proba, n, kHead, kk);
   for (let i = 0; i < n; i++) {
     const o = i * kHead;
-    let best = 0;
-    for (let c = 1; c < kHead; c++) if (proba[o + c] > proba[o + best]) best = c;
-    const pred = headToLabel[best];
+    const pred = headToLabel[top[i * kk]];
     const t = yTrue[i];
     conf[t][pred]++;
     if (pred === t) correct++;
@@ -57,9 +58,7 @@ export function computeMetrics(yTrue: Int32Array, proba: Float32Array, kHead: nu
       if (probabilistic) ll += -Math.log(1e-15);
       continue;
     }
-    let rank = 0;
-    for (let c = 0; c < kHead; c++) if (proba[o + c] > proba[o + hc]) rank++;
-    if (rank < kk) topCorrect++;
+    for (let r = 0; r < kk; r++) if (top[i * kk + r] === hc) topCorrect++;
     if (probabilistic) ll -= Math.log(Math.min(1 - 1e-15, Math.max(1e-15, proba[o + hc])));
   }
   const perClass: ClassMetrics[] = [];

@@ -5,11 +5,17 @@
  *
  * <headdir>/head.json      everything small (format below)
  * <headdir>/<array>.npy    each learned array (head arrays by name, transforms as t<i>_<name>.npy)
+ *
+ * Saving over an existing head: the old head.json is removed first, every array is written
+ * atomically (temp file, fsync, rename), head.json is written last (atomically), and only then are
+ * the old head's arrays that the new one does not use deleted. A crash at any point leaves either no
+ * head.json or one whose arrays are all on disk; files the head format does not own are never touched.
  */
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../errors.js';
 import { encodeNpy, readNpy } from '../features/npy.js';
+import { writeFileAtomic } from '../util/atomic.js';
 import type { FeatureFolder, FeatureLayer } from '../features/reader.js';
 import { headFromState, type Head, type HeadKind, type HeadParams, type HeadState } from './head.js';
 import { applyChain, type TransformState } from './transforms.js';
@@ -65,12 +71,30 @@ export function sourceOf(f: FeatureFolder, layers: FeatureLayer[], width: number
 
 async function writeArray(dir: string, file: string, a: Float32Array | Int32Array, shape: number[]): Promise<ArrayRef> {
   const dtype = a instanceof Int32Array ? 'int32' : 'float32';
-  await writeFile(path.join(dir, file), encodeNpy(a, dtype, shape));
+  await writeFileAtomic(path.join(dir, file), encodeNpy(a, dtype, shape));
   return { file, dtype, shape };
+}
+
+/** The .npy files an existing head.json in `dir` references (empty when there is none or it is unreadable). */
+async function ownedArrays(dir: string): Promise<string[]> {
+  let json: Partial<HeadJson>;
+  try {
+    json = JSON.parse(await readFile(path.join(dir, 'head.json'), 'utf8')) as Partial<HeadJson>;
+  } catch {
+    return [];
+  }
+  if (json.format !== HEAD_FORMAT) return [];
+  const refs = [...Object.values(json.arrays ?? {}), ...(json.transforms ?? []).flatMap((t) => Object.values(t.arrays ?? {}))];
+  // only plain .npy names inside the folder: never follow a path out of it
+  return refs.map((r) => r.file).filter((f) => typeof f === 'string' && f.endsWith('.npy') && path.basename(f) === f);
 }
 
 export async function saveHead(dir: string, t: TrainedHead): Promise<string> {
   await mkdir(dir, { recursive: true });
+  const file = path.join(dir, 'head.json');
+  const previous = await ownedArrays(dir);
+  // no head.json while arrays are being replaced: a crash leaves "not a head folder", never a mix
+  await rm(file, { force: true });
   const st = t.head.toState();
   const arrays: Record<string, ArrayRef> = {};
   for (const [name, a] of Object.entries(st.arrays)) arrays[name] = await writeArray(dir, `${name}.npy`, a, st.shapes[name] ?? [a.length]);
@@ -98,9 +122,9 @@ export async function saveHead(dir: string, t: TrainedHead): Promise<string> {
     info: st.info,
     created: new Date().toISOString(),
   };
-  const file = path.join(dir, 'head.json');
-  await writeFile(`${file}.tmp`, JSON.stringify(json, null, 2) + '\n');
-  await rename(`${file}.tmp`, file);
+  await writeFileAtomic(file, JSON.stringify(json, null, 2) + '\n');
+  const used = new Set([...Object.values(arrays), ...transforms.flatMap((tr) => Object.values(tr.arrays))].map((r) => r.file));
+  for (const old of previous) if (!used.has(old)) await rm(path.join(dir, old), { force: true });
   return file;
 }
 

@@ -15,7 +15,11 @@ export interface Report {
   model: { id: string; sha256: string };
   transforms: string[];
   rows: Record<string, number>;
+  /** How the parameters were chosen and which rows the final head was fitted on (train only). */
+  selection?: { method: string; refit: 'train' | 'train+val'; refitDefault: boolean; fitRows: number; fitOn: string; holdout?: string };
   sweep?: { param: string; mode: string; folds?: number; points: SweepPoint[]; best: number };
+  /** k-fold cross-validated accuracy of the fixed parameters (`--folds` without `--sweep`). */
+  cv?: { folds: number; scores: number[]; mean: number; std: number; rows: number };
   metrics: Record<string, Metrics>;
   fit?: Record<string, unknown>;
   seconds: number;
@@ -80,7 +84,20 @@ export function markdown(r: Report): string {
   L.push(`- parameters: ${Object.entries(r.params).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}`);
   L.push(`- transforms: ${r.transforms.length ? r.transforms.join(' → ') : 'none'}`);
   L.push(`- rows: ${Object.entries(r.rows).map(([k, v]) => `${k} ${v}`).join(', ')}`);
-  L.push(`- time: ${r.seconds.toFixed(2)} s`, '');
+  L.push(`- time: ${r.seconds.toFixed(2)} s`);
+  if (r.selection) {
+    L.push(`- selection: ${r.selection.method}`);
+    L.push(`- final head fitted on: ${r.selection.fitOn}${r.selection.refitDefault ? ' (default --refit)' : ` (--refit ${r.selection.refit})`}`);
+    if (r.selection.holdout) L.push(`- hold-out: ${r.selection.holdout}`);
+  }
+  L.push('');
+  if (r.cv) {
+    L.push(`## ${r.cv.folds}-fold cross-validation on train (${r.cv.rows} rows)`, '');
+    L.push(`Accuracy ${pct(r.cv.mean)} ± ${pct(r.cv.std)} (mean ± std over folds).`, '');
+    L.push('| fold | accuracy |', '| ---: | ---: |');
+    r.cv.scores.forEach((a, i) => L.push(`| ${i + 1} | ${pct(a)} |`));
+    L.push('');
+  }
   if (r.sweep) {
     L.push(`## Sweep over ${r.sweep.param} (${r.sweep.mode}${r.sweep.folds ? `, ${r.sweep.folds} folds` : ''})`, '');
     L.push(`| ${r.sweep.param} | accuracy | ± std | seconds |`, '| ---: | ---: | ---: | ---: |');

@@ -28,8 +28,12 @@ export function stratifiedSplit(y: ArrayLike<number>, frac: number, seed = 0): {
   return { train, val };
 }
 
-/** Stratified k-fold: fold id per position. Refuses classes with fewer samples than folds. */
-export function stratifiedFolds(y: ArrayLike<number>, k: number, seed = 0, labelName: (c: number) => string = String): Int32Array {
+/**
+ * Stratified k-fold: fold id per position. Refuses classes with fewer samples than folds.
+ * `requested` names where k came from, for the error message: e.g. `--folds 3`, or
+ * `the sweep's default 5-fold CV` when the user passed no --folds.
+ */
+export function stratifiedFolds(y: ArrayLike<number>, k: number, seed = 0, labelName: (c: number) => string = String, requested = `--folds ${k}`): Int32Array {
   if (!Number.isInteger(k) || k < 2) throw new XferError(`--folds: must be an integer ≥ 2, got ${k}`, { hint: 'e.g. --folds 5' });
   const rng = new Rng(seed);
   const byClass = new Map<number, number[]>();
@@ -41,7 +45,12 @@ export function stratifiedFolds(y: ArrayLike<number>, k: number, seed = 0, label
   const small = [...byClass].filter(([, v]) => v.length < k);
   if (small.length > 0) {
     const list = small.map(([c, v]) => `'${labelName(c)}' (${v.length})`).join(', ');
-    throw new XferError(`--folds ${k}: class ${list} has fewer training samples than folds`, { hint: `use --folds ${Math.max(2, Math.min(...small.map(([, v]) => v.length)))} or a validation split (--val 0.2)` });
+    const fewest = Math.min(...small.map(([, v]) => v.length));
+    const names = small.map(([c]) => `'${labelName(c)}'`).join(', ');
+    const more = `add training samples of class ${names} (≥ ${k} each)`;
+    throw new XferError(`${requested}: class ${list} has fewer training samples than folds (${k})`, {
+      hint: fewest >= 2 ? `use fewer folds (--folds ${fewest}) or ${more}` : `k-fold CV needs ≥ 2 training samples per class: ${more}`,
+    });
   }
   const fold = new Int32Array(y.length);
   let offset = 0;

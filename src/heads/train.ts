@@ -6,9 +6,17 @@
  * where unavoidable and visible: sweeps copy each fold's rows (so each fold fits its own transforms).
  *
  * Splits: the folder's own train/val/test if present; otherwise a stratified seeded split (`val`,
- * default 0.2 when no `folds`). Sweeps: with `folds` (or when there is no test split, so that val
- * stays an untouched hold-out) k-fold CV on train and refit on train; when the folder has a test
- * split, sweep on val and refit on train+val.
+ * default 0.2 when no `folds`).
+ *
+ * Selection and refit (recorded in report.selection and printed):
+ * - sweep, folder with a test split (and val), no `folds`: score each candidate on val; refit the
+ *   best on train+val (default) and report test.
+ * - sweep otherwise (or with `folds`): k-fold CV on train (k = `folds`, default 5); refit on train
+ *   (default), so val stays an untouched hold-out.
+ * - no sweep but `folds`: k-fold cross-validated accuracy of the given parameters on train (mean ±
+ *   std in report.cv), then the final head is fitted on all training rows.
+ * `refit: 'train' | 'train+val'` overrides which rows the final head is fitted on; val is reported
+ * only when the final head never saw it.
  */
 import path from 'node:path';
 import { XferError } from '../errors.js';
@@ -36,11 +44,23 @@ export interface TrainOptions {
   sweep?: string | SweepSpec;
   val?: number;
   folds?: number;
+  /** Rows the final head is fitted on; default train+val after a sweep on the validation split, else train. */
+  refit?: RefitRows;
   seed?: number;
   out: string;
-  progress?: (e: FitEvent & { stage: string }) => void;
+  /** Progress events (fit iterations/epochs, sweep candidates and CV folds as they finish). */
+  progress?: (e: TrainEvent) => void;
   warn?: (msg: string) => void;
 }
+
+export type RefitRows = 'train' | 'train+val';
+export const REFIT_CHOICES: readonly RefitRows[] = ['train', 'train+val'];
+
+/** One progress event: `fit` = an iteration/epoch of some fit, `candidate` = one sweep value scored on one fold, `fold` = one CV fold scored. */
+export type TrainEvent =
+  | ({ event: 'fit'; stage: string } & FitEvent)
+  | { event: 'candidate'; stage: 'sweep'; param: string; value: number; fold: number; folds: number; valAcc: number; seconds: number }
+  | { event: 'fold'; stage: 'cv'; fold: number; folds: number; valAcc: number; seconds: number };
 
 export interface TrainResult {
   dir: string;
@@ -73,6 +93,9 @@ export async function trainHead(opts: TrainOptions): Promise<TrainResult> {
   const sweep = typeof opts.sweep === 'string' ? parseSweep(opts.sweep) : opts.sweep;
   if (sweep && !(sweep.param in headDefaults(kind))) {
     throw new XferError(`--sweep: head ${kind} has no parameter '${sweep.param}'`, { hint: `sweepable: ${Object.entries(headDefaults(kind)).filter(([, v]) => typeof v === 'number').map(([k]) => k).join(', ')}` });
+  }
+  if (opts.refit !== undefined && !REFIT_CHOICES.includes(opts.refit)) {
+    throw new XferError(`--refit: expected ${REFIT_CHOICES.join(' or ')}, got '${String(opts.refit)}'`, { hint: 'train: the final head sees the training rows only (val stays a hold-out); train+val: it sees both' });
   }
   const f = await openFeatures(opts.features);
   const layers = pickLayers(f, opts.layers);
@@ -111,51 +134,99 @@ export async function trainHead(opts: TrainOptions): Promise<TrainResult> {
   const yGlobal = Int32Array.from(order, labelOf);
   const yHead = Int32Array.from(yGlobal, (c) => headIndex.get(c) ?? -1);
   const K = classes.length;
-  const progress = (stage: string) => (e: FitEvent) => opts.progress?.({ ...e, stage });
+  const progress = (stage: string) => (e: FitEvent) => opts.progress?.({ event: 'fit', stage, ...e });
 
-  // --- sweep
+  // --- model selection (sweep) or cross-validated evaluation, then which rows the final head sees
+  const useVal = !!sweep && !opts.folds && nTe > 0 && nVa > 0;
+  const refit: RefitRows = opts.refit ?? (useVal ? 'train+val' : 'train');
+  const finalRows = refit === 'train+val' ? nTr + nVa : nTr;
   let sweepReport: Report['sweep'];
-  let finalRows = nTr;
+  let cvReport: Report['cv'];
+  let method = 'none (fixed parameters)';
+  const foldsFrom = opts.folds ? `--folds ${opts.folds}` : `the sweep's default 5-fold CV`;
+
+  /** Fit every candidate on (Xtr, ytr) with transforms fitted on Xtr only; return accuracies on Xva. */
+  const scoreCandidates = async (cands: HeadParams[], Xtr: Matrix, ytr: Int32Array, Xva: Matrix, yva: Int32Array, fold: number, folds: number, done: (i: number, acc: number, seconds: number) => void): Promise<void> => {
+    const { train: tr, others } = await fitApplyChain(specs, Xtr, [Xva], seed);
+    const keep = Int32Array.from(yva.keys()).filter((i) => yva[i] >= 0);
+    for (let c = 0; c < cands.length; c++) {
+      const ts = performance.now();
+      const h = createHead(kind, cands[c]);
+      const label = sweep ? `sweep ${sweep.param}=${String(cands[c][sweep.param])} fold ${fold + 1}/${folds}` : `cv fold ${fold + 1}/${folds}`;
+      await h.fit(tr, ytr, K, { progress: progress(label) });
+      const pred = await h.predict(others[0]);
+      done(c, accuracy(keep.map((i) => pred[i]) as Int32Array, keep.map((i) => yva[i]) as Int32Array), (performance.now() - ts) / 1000);
+    }
+  };
+  /** Stratified k-fold over the training rows; each fold's rows are copied (its own transforms). */
+  const kFold = async (cands: HeadParams[], folds: number, done: (i: number, fold: number, acc: number, seconds: number) => void): Promise<void> => {
+    const yTr = yHead.subarray(0, nTr);
+    const fold = stratifiedFolds(yTr, folds, seed, (c) => f.labels[classes[c]], foldsFrom);
+    for (let k = 0; k < folds; k++) {
+      const tri: number[] = [];
+      const vai: number[] = [];
+      for (let i = 0; i < nTr; i++) (fold[i] === k ? vai : tri).push(i);
+      await scoreCandidates(cands, takeRows(X, tri), Int32Array.from(tri, (i) => yTr[i]), takeRows(X, vai), Int32Array.from(vai, (i) => yTr[i]), k, folds, (c, acc, sec) => done(c, k, acc, sec));
+    }
+  };
+  const meanStd = (v: number[]): { mean: number; std: number } => {
+    const mean = v.reduce((a, b) => a + b, 0) / v.length;
+    return { mean, std: Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / v.length) };
+  };
+
   if (sweep) {
-    const useVal = !opts.folds && nTe > 0 && nVa > 0;
     const folds = useVal ? 0 : opts.folds ?? 5;
     const points: SweepPoint[] = sweep.values.map((value) => ({ value, score: 0, scores: [], std: 0, seconds: 0 }));
-    const runFold = async (Xtr: Matrix, ytr: Int32Array, Xva: Matrix, yva: Int32Array, fold: number): Promise<void> => {
-      const { train: tr, others } = await fitApplyChain(specs, Xtr, [Xva], seed);
-      for (const p of points) {
-        const ts = performance.now();
-        const h = createHead(kind, { ...params, [sweep.param]: p.value });
-        await h.fit(tr, ytr, K, { progress: progress(`sweep ${sweep.param}=${p.value} fold ${fold + 1}`) });
-        const keep = Int32Array.from(yva.keys()).filter((i) => yva[i] >= 0);
-        const pred = await h.predict(others[0]);
-        p.scores.push(accuracy(keep.map((i) => pred[i]) as Int32Array, keep.map((i) => yva[i]) as Int32Array));
-        p.seconds += (performance.now() - ts) / 1000;
-        opts.progress?.({ stage: 'sweep', phase: 'point', iter: fold + 1, valAcc: p.scores[p.scores.length - 1], msg: `${sweep.param}=${p.value}` });
-      }
+    const cands = points.map((p) => ({ ...params, [sweep.param]: p.value }));
+    const done = (c: number, fold: number, acc: number, seconds: number): void => {
+      points[c].scores.push(acc);
+      points[c].seconds += seconds;
+      opts.progress?.({ event: 'candidate', stage: 'sweep', param: sweep.param, value: points[c].value, fold: fold + 1, folds: Math.max(1, folds), valAcc: acc, seconds });
     };
     if (useVal) {
       // one copy of train+val so the sweep's transforms are fitted on train only
       const block = takeRows(X, Int32Array.from({ length: nTr + nVa }, (_, i) => i));
-      await runFold(rowView(block, 0, nTr), yHead.subarray(0, nTr), rowView(block, nTr, nTr + nVa), yHead.subarray(nTr, nTr + nVa), 0);
-      finalRows = nTr + nVa;
+      await scoreCandidates(cands, rowView(block, 0, nTr), yHead.subarray(0, nTr), rowView(block, nTr, nTr + nVa), yHead.subarray(nTr, nTr + nVa), 0, 1, (c, acc, sec) => done(c, 0, acc, sec));
     } else {
-      const yTr = yHead.subarray(0, nTr);
-      const fold = stratifiedFolds(yTr, folds, seed, (c) => f.labels[classes[c]]);
-      for (let k = 0; k < folds; k++) {
-        const tri: number[] = [];
-        const vai: number[] = [];
-        for (let i = 0; i < nTr; i++) (fold[i] === k ? vai : tri).push(i);
-        await runFold(takeRows(X, tri), Int32Array.from(tri, (i) => yTr[i]), takeRows(X, vai), Int32Array.from(vai, (i) => yTr[i]), k);
-      }
+      await kFold(cands, folds, done);
     }
     for (const p of points) {
-      p.score = p.scores.reduce((a, b) => a + b, 0) / p.scores.length;
-      p.std = Math.sqrt(p.scores.reduce((a, b) => a + (b - p.score) ** 2, 0) / p.scores.length);
+      const ms = meanStd(p.scores);
+      p.score = ms.mean;
+      p.std = ms.std;
     }
     const best = bestPoint(points);
     params[sweep.param] = best.value;
-    sweepReport = { param: sweep.param, mode: useVal ? 'validation split' : `${folds}-fold CV`, folds: useVal ? undefined : folds, points, best: best.value };
+    const mode = useVal ? 'validation split' : `${folds}-fold CV`;
+    sweepReport = { param: sweep.param, mode, folds: useVal ? undefined : folds, points, best: best.value };
+    method = useVal ? `sweep over ${sweep.param}: best mean accuracy on val (${nVa} rows)` : `sweep over ${sweep.param}: best mean accuracy in ${folds}-fold CV on train (${nTr} rows)`;
+  } else if (opts.folds) {
+    const folds = opts.folds;
+    const scores: number[] = [];
+    await kFold([params], folds, (_c, fold, acc, seconds) => {
+      scores.push(acc);
+      opts.progress?.({ event: 'fold', stage: 'cv', fold: fold + 1, folds, valAcc: acc, seconds });
+    });
+    const ms = meanStd(scores);
+    cvReport = { folds, scores, mean: ms.mean, std: ms.std, rows: nTr };
+    method = `none (fixed parameters); ${folds}-fold CV on train (${nTr} rows) estimates accuracy`;
   }
+  const holdout =
+    nVa === 0 || finalRows > nTr
+      ? nTe > 0
+        ? `test (${nTe} rows) is the hold-out`
+        : undefined
+      : useVal
+        ? `val (${nVa} rows) selected the parameters but the final head was not fitted on it`
+        : `val (${nVa} rows) is a hold-out the final head never saw`;
+  const selection: Report['selection'] = {
+    method,
+    refit,
+    refitDefault: opts.refit === undefined,
+    fitRows: finalRows,
+    fitOn: refit === 'train+val' && nVa > 0 ? `train+val (${nTr} + ${nVa} rows)` : `train (${nTr} rows)`,
+    ...(holdout ? { holdout } : {}),
+  };
 
   // --- final fit: transforms on the final training rows, applied in place to every row
   const states: TransformState[] = [];
@@ -192,7 +263,9 @@ export async function trainHead(opts: TrainOptions): Promise<TrainResult> {
     model: { id: f.meta.model.id, sha256: f.meta.model.sha256 },
     transforms: states.map(describe),
     rows: { train: nTr, val: nVa, test: nTe, fit: finalRows, ...(carved ? { val_carved_seed: seed } : {}) },
+    selection,
     sweep: sweepReport,
+    ...(cvReport ? { cv: cvReport } : {}),
     metrics,
     fit: { ...head.info, history: undefined, seconds: fitSeconds },
     seconds: (performance.now() - t0) / 1000,
