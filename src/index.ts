@@ -33,5 +33,12 @@ export { mergeFeatureFolders } from './extract/merge.js';
 export { loadJobFile } from './extract/jobs.js';
 export { readNpy, encodeNpy, readNpyHeader } from './features/npy.js';
 
+// heads (linear, svm, svm-rbf, mlp), training and evaluation
+export { createHead, headFromState, HEAD_KINDS, type Head, type HeadKind, type HeadParams } from './heads/head.js';
+export { trainHead, evalHead, saveHead, loadHead, checkCompatible, computeMetrics, parseSweep, type TrainOptions, type TrainResult, type EvalResult, type TrainedHead } from './heads/index.js';
+export { openFeatures, pickLayers, loadRows } from './features/reader.js';
+
 // prediction
 export { Classifier } from './predict/classify.js';
+export { openPredictor, type Predictor, type PredictorOptions, type PredictResult, type PredictError, type PredictOutcome } from './predict/predict.js';
+export { exportOnnx, buildExportModel, type ExportOptions, type ExportResult } from './predict/export.js';

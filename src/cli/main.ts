@@ -10,6 +10,7 @@ import { registerImportCommand } from './import-cmd.js';
 import { registerClassifyCommand } from './classify-cmd.js';
 import { registerExtractCommands } from './extract-cmd.js';
 import { registerTrainCommands } from './train-cmd.js';
+import { registerPredictCommands } from './predict-cmd.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerClassifyCommand(program);
   registerExtractCommands(program);
   registerTrainCommands(program);
+  registerPredictCommands(program);
   return program;
 }
 

@@ -1,0 +1,134 @@
+/** `xfer predict` (backbone + trained head on images) and `xfer export` (the pair as one ONNX file). */
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { addCardFlags, type CardFlags } from '../model/card-flags.js';
+import { discoverDataset, entrySource } from '../image/discover.js';
+import type { DeviceSpec } from '../model/session.js';
+import { isPredictError, openPredictor, type PredictInput, type PredictOutcome } from '../predict/predict.js';
+import { exportOnnx } from '../predict/export.js';
+import { positiveIntArg } from './args.js';
+import { notice } from './output.js';
+
+interface PredictCliOptions extends CardFlags {
+  head: string;
+  model?: string;
+  card?: string;
+  top: number;
+  batch?: number;
+  device: string;
+  threads?: number;
+  json?: boolean;
+}
+
+interface ExportCliOptions extends CardFlags {
+  head: string;
+  out: string;
+  model?: string;
+  card?: string;
+  verify: boolean;
+  json?: boolean;
+}
+
+/** Expand arguments: files as given; folders → their images (recursive, sorted), as `xfer classify` does. */
+async function expandImages(args: string[]): Promise<PredictInput[]> {
+  const out: PredictInput[] = [];
+  for (const a of args) {
+    let isDir = false;
+    try {
+      isDir = (await stat(a)).isDirectory();
+    } catch {
+      // Missing files are reported per image by the decoder ("file not found").
+    }
+    if (!isDir) {
+      out.push({ path: a, source: a });
+      continue;
+    }
+    const ds = await discoverDataset(a, { kind: 'flat' });
+    for (const e of ds.entries) out.push({ path: path.join(a, e.path), source: entrySource(e) });
+  }
+  return out;
+}
+
+function round6(x: number): number {
+  return Number(x.toFixed(6));
+}
+
+export function registerPredictCommands(program: Command): void {
+  const predict = program
+    .command('predict')
+    .description('predict with a backbone + a head trained by `xfer train`: top-k labels with probabilities')
+    .argument('<images...>', 'image files or folders (folders: every image inside, recursively)')
+    .requiredOption('--head <dir>', 'head folder written by `xfer train --out`')
+    .option('--model <id|path>', 'backbone (default: the one the head was trained on; must have the same sha256)')
+    .option('--card <file>', 'model card JSON for the backbone')
+    .option('--top <k>', 'predictions per image', positiveIntArg('--top'), 5)
+    .option('--batch <n>', 'images per backbone run', positiveIntArg('--batch'), 32)
+    .option('--device <dev>', 'auto, cpu, cuda or cuda:<id>', 'auto')
+    .option('--threads <n>', 'inference threads', positiveIntArg('--threads'))
+    .option('--json', 'one JSON object per image on stdout: {path, label, index, prob, top:[{index,label,prob,score}]} or {path, error}');
+  addCardFlags(predict).action(async (images: string[], opts: PredictCliOptions) => {
+    const p = await openPredictor(opts.head, {
+      model: opts.model,
+      card: opts.card,
+      cardFlags: opts,
+      device: { device: opts.device as DeviceSpec, threads: opts.threads },
+      batch: opts.batch,
+      top: opts.top,
+      onNotice: notice,
+    });
+    try {
+      const list = await expandImages(images);
+      let failed = 0;
+      const onResult = (r: PredictOutcome): void => {
+        if (isPredictError(r)) {
+          failed++;
+          if (opts.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+          else process.stderr.write(`skipped ${r.path}: ${r.error}\n`);
+          return;
+        }
+        if (opts.json) {
+          const top = r.top.map((t) => ({ index: t.index, label: t.label, prob: round6(t.prob), score: round6(t.score) }));
+          process.stdout.write(`${JSON.stringify({ path: r.path, label: r.label, index: r.index, prob: round6(r.probs[r.index]), top })}\n`);
+          return;
+        }
+        const lines = r.top.map((t) => `  ${(t.prob * 100).toFixed(2).padStart(6)}%  ${t.label}`);
+        process.stdout.write(`${r.path}\n${lines.join('\n')}\n`);
+      };
+      await p.predict(list, onResult);
+      if (!p.probabilistic && !opts.json) notice(`note: this ${p.head.head.kind} head is not calibrated; percentages are a softmax of its scores`);
+      if (failed > 0) {
+        notice(`${failed} of ${list.length} image(s) could not be read`);
+        process.exitCode = 3;
+      }
+    } finally {
+      await p.close();
+    }
+  });
+
+  const exp = program
+    .command('export')
+    .description('export backbone + trained head as one ONNX file: uint8 NHWC pixels in, probabilities / scores / label out')
+    .requiredOption('--head <dir>', 'head folder written by `xfer train --out`')
+    .requiredOption('--out <file>', 'ONNX file to write')
+    .option('--model <id|path>', 'backbone (default: the one the head was trained on; must have the same sha256)')
+    .option('--card <file>', 'model card JSON for the backbone')
+    .option('--no-verify', 'skip loading and running the written model once')
+    .option('--json', 'print the result as JSON');
+  addCardFlags(exp).action(async (opts: ExportCliOptions) => {
+    const r = await exportOnnx(opts.head, opts.out, { model: opts.model, card: opts.card, cardFlags: opts, verify: opts.verify, onNotice: notice });
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify(r)}\n`);
+      return;
+    }
+    const shape = (s: (number | string)[]) => `[${s.join(', ')}]`;
+    process.stdout.write(
+      [
+        `wrote ${r.file} (${(r.size / 2 ** 20).toFixed(1)} MiB, sha256 ${r.sha256.slice(0, 12)}) — ${r.kind} head, ${r.labels.length} classes`,
+        `  input   ${r.input.name} ${r.input.dtype} ${shape(r.input.shape)}`,
+        ...r.outputs.map((o) => `  output  ${o.name} ${o.dtype} ${shape(o.shape)}`),
+        `  labels  metadata_props xfer.labels; card: xfer.card`,
+      ].join('\n') + '\n',
+    );
+  });
+}

@@ -1,0 +1,286 @@
+/**
+ * Predict with backbone + trained head: images → the card's preprocessing (uint8 pixels) → the
+ * backbone tapped at exactly the head's layers and pooling → layer outputs concatenated in the
+ * head's order → the head's saved transforms → the head's scores and probabilities → top-k.
+ *
+ * The backbone must be the one the head was trained on: its sha256 is compared with the one the
+ * head recorded (from the feature folder's meta.json) and a different file is refused.
+ * Unreadable images are reported per image (`{ path, error }`), never thrown.
+ */
+import { readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { XferError } from '../errors.js';
+import type { CardFlags } from '../model/card-flags.js';
+import { listBuiltinCards, resolveBackbone, type ResolvedBackbone } from '../model/registry.js';
+import { openTappedBackbone, type TappedBackbone } from '../model/runner.js';
+import type { DeviceOptions } from '../model/session.js';
+import { POOLS, type Pool, type TapRequest } from '../model/taps.js';
+import { isImageError, loadImagePixels } from '../image/decode.js';
+import { resolvePreprocess, type PreprocessOverrides, type PreprocessPlan } from '../image/plan.js';
+import '../heads/index.js';
+import { loadHead, type TrainedHead } from '../heads/model.js';
+import { transformFor } from '../heads/model.js';
+
+export interface PredictorOptions {
+  /** Backbone spec (built-in id or .onnx/.tflite path) overriding the head's recorded backbone. */
+  model?: string;
+  /** Model card file for the backbone. */
+  card?: string;
+  /** Card fields from command-line flags. */
+  cardFlags?: CardFlags;
+  device?: DeviceOptions;
+  /** Images per backbone run (default 32; models with a fixed batch run one image at a time). */
+  batch?: number;
+  /** Predictions listed in `top` (default 5, at most the number of classes). */
+  top?: number;
+  /** Preprocessing overrides (background colour, fast decode, ...), as for extraction. */
+  preprocess?: PreprocessOverrides;
+  /** Images decoded concurrently (default: number of CPUs, 2..8). */
+  decodeConcurrency?: number;
+  onNotice?: (msg: string) => void;
+}
+
+export interface TopPrediction {
+  /** Head class index (0..K-1). */
+  index: number;
+  label: string;
+  prob: number;
+  score: number;
+}
+
+export interface PredictResult {
+  path: string;
+  /** Predicted head class (argmax of `probs`, as `xfer eval` counts it) and its label. */
+  index: number;
+  label: string;
+  /** The head's predictProba row (K values; uncalibrated heads: softmax of the scores). */
+  probs: number[];
+  /** The head's decision scores (K values: logits, SVM margins, or svm-rbf votes + confidence). */
+  scores: number[];
+  top: TopPrediction[];
+}
+
+export interface PredictError {
+  path: string;
+  error: string;
+}
+
+export type PredictOutcome = PredictResult | PredictError;
+
+export function isPredictError(r: PredictOutcome): r is PredictError {
+  return 'error' in r;
+}
+
+/** An image to predict: a path, or a display path plus what to read (exact bytes for non-UTF-8 names). */
+export type PredictInput = string | { path: string; source: string | Buffer };
+
+export interface HeadOutputs {
+  /** n × K, row-major. */
+  probs: Float32Array;
+  scores: Float32Array;
+  /** argmax of each probs row. */
+  index: Int32Array;
+}
+
+export interface Predictor {
+  readonly head: TrainedHead;
+  readonly backbone: TappedBackbone;
+  readonly plan: PreprocessPlan;
+  /** Head class index → label. */
+  readonly labels: string[];
+  /** Whether probs are calibrated probabilities (else softmax of uncalibrated scores). */
+  readonly probabilistic: boolean;
+  /** Predict images in order; `onResult` sees each outcome as soon as its batch is done. */
+  predict(images: PredictInput[], onResult?: (r: PredictOutcome) => void): Promise<PredictOutcome[]>;
+  /** Head outputs for n images given as uint8 NHWC pixels (the backbone's `run` input). */
+  predictPixels(pixels: Uint8Array, n: number): Promise<HeadOutputs>;
+  /** Head outputs for raw (untransformed) feature rows, n × width. */
+  predictFeatures(X: Float32Array, n: number): Promise<HeadOutputs>;
+  close(): Promise<void>;
+}
+
+/** The head's taps, in the head's order. */
+export function headTaps(t: TrainedHead, headDir: string): TapRequest[] {
+  return t.source.layers.map((l) => {
+    const pool = (l.pool ?? 'none') as Pool;
+    if (!POOLS.includes(pool)) throw new XferError(`${path.join(headDir, 'head.json')}: layer ${l.name} has unknown pooling '${String(l.pool)}'`, { hint: 'the head folder is damaged; train it again' });
+    return { name: l.name, pool };
+  });
+}
+
+/**
+ * Which backbone a head needs when none is given: its built-in id, else the model file the feature
+ * folder recorded (when it still exists).
+ */
+export async function defaultBackboneSpec(t: TrainedHead, headDir: string): Promise<string> {
+  const id = t.source.model.id;
+  if ((await listBuiltinCards()).some((c) => c.id === id)) return id;
+  try {
+    const meta = JSON.parse(await readFile(path.join(t.source.features, 'meta.json'), 'utf8')) as { model?: { file?: string } };
+    if (meta.model?.file) return meta.model.file;
+  } catch {
+    // fall through to the error below
+  }
+  throw new XferError(`--head ${headDir}: the head was trained on backbone '${id}', which is not built in, and its feature folder ${t.source.features} no longer says where the model file is`, {
+    hint: 'pass --model <model.onnx> (and --card <card.json>) for the backbone the head was trained on',
+  });
+}
+
+/** Refuse a backbone file other than the one the head was trained on. */
+export function checkBackbone(t: TrainedHead, b: Pick<ResolvedBackbone, 'id' | 'sha256' | 'file'>, headDir: string): void {
+  const want = t.source.model;
+  if (b.sha256 !== want.sha256) {
+    throw new XferError(`--head ${headDir} was trained on backbone ${want.id} (sha256 ${String(want.sha256).slice(0, 12)}) but --model resolves to ${b.id} ${b.file} (sha256 ${b.sha256.slice(0, 12)})`, {
+      hint: 'pass --model <the backbone the head was trained on> (the head records its sha256), or retrain the head on features of this backbone',
+    });
+  }
+}
+
+/** Resolve the backbone for a head and check it is the head's (sha256). */
+export async function resolveHeadBackbone(t: TrainedHead, headDir: string, opts: Pick<PredictorOptions, 'model' | 'card' | 'cardFlags' | 'onNotice'>): Promise<{ spec: string; backbone: ResolvedBackbone }> {
+  const spec = opts.model ?? (await defaultBackboneSpec(t, headDir));
+  const backbone = await resolveBackbone(spec, { card: opts.card, cardFlags: opts.cardFlags, onNotice: opts.onNotice });
+  checkBackbone(t, backbone, headDir);
+  return { spec, backbone };
+}
+
+/** Indices of the k largest values, largest first (ties: lower index first). */
+function topIndices(p: ArrayLike<number>, k: number): number[] {
+  return Array.from({ length: p.length }, (_, i) => i)
+    .sort((a, b) => p[b] - p[a] || a - b)
+    .slice(0, k);
+}
+
+/** Open backbone + head for prediction; see Predictor. */
+export async function openPredictor(headDir: string, opts: PredictorOptions = {}): Promise<Predictor> {
+  const head = await loadHead(headDir);
+  const taps = headTaps(head, headDir);
+  const notice = opts.onNotice ?? (() => {});
+  const { spec } = await resolveHeadBackbone(head, headDir, opts);
+  const backbone = await openTappedBackbone(spec, { card: opts.card, cardFlags: opts.cardFlags, taps, device: opts.device, onNotice: notice });
+  try {
+    // openTappedBackbone resolved the spec again; make sure it is still the same file.
+    checkBackbone(head, backbone, headDir);
+    const widths = backbone.outputs.map((o) => o.shape.reduce((a, c) => a * c, 1));
+    head.source.layers.forEach((l, i) => {
+      const want = l.shape.reduce((a, c) => a * c, 1);
+      if (widths[i] !== want) {
+        throw new XferError(`--head ${headDir}: layer ${l.name} (pool ${l.pool ?? 'none'}) gives ${widths[i]} values per image but the head was trained on ${want}`, {
+          hint: 'use the backbone and card the features were extracted with',
+        });
+      }
+    });
+    const width = widths.reduce((a, c) => a + c, 0);
+    if (width !== head.source.width) {
+      throw new XferError(`--head ${headDir}: the tapped layers give ${width} features but the head was trained on ${head.source.width}`, { hint: 'use the backbone and card the features were extracted with' });
+    }
+    const plan = resolvePreprocess(backbone.card, opts.preprocess ?? {});
+    return makePredictor(head, backbone, plan, widths, opts);
+  } catch (e) {
+    await backbone.close();
+    throw e;
+  }
+}
+
+function makePredictor(head: TrainedHead, backbone: TappedBackbone, plan: PreprocessPlan, widths: number[], opts: PredictorOptions): Predictor {
+  const K = head.head.nClasses;
+  const D = head.source.width;
+  const labels = head.classLabels;
+  const [H, W] = plan.size;
+  const imgBytes = H * W * 3;
+  const B = backbone.fixedBatch ?? Math.max(1, opts.batch ?? 32);
+  const topK = Math.min(Math.max(1, opts.top ?? 5), K);
+  const conc = Math.max(1, opts.decodeConcurrency ?? Math.min(8, Math.max(2, os.availableParallelism())));
+
+  const predictFeatures = async (X: Float32Array, n: number): Promise<HeadOutputs> => {
+    const Xt = await transformFor(head, { data: X, rows: n, cols: D });
+    const scores = await head.head.decisionFunction(Xt);
+    const probs = await head.head.predictProba(Xt);
+    const index = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      let best = 0;
+      for (let c = 1; c < K; c++) if (probs[i * K + c] > probs[i * K + best]) best = c;
+      index[i] = best;
+    }
+    return { probs, scores, index };
+  };
+
+  const predictPixels = async (pixels: Uint8Array, n: number): Promise<HeadOutputs> => {
+    const outs = await backbone.run(pixels, n);
+    const X = new Float32Array(n * D);
+    let col = 0;
+    outs.forEach((o, li) => {
+      const w = widths[li];
+      for (let i = 0; i < n; i++) X.set(o.subarray(i * w, (i + 1) * w), i * D + col);
+      col += w;
+    });
+    return predictFeatures(X, n);
+  };
+
+  const predict = async (images: PredictInput[], onResult?: (r: PredictOutcome) => void): Promise<PredictOutcome[]> => {
+    const all: PredictOutcome[] = [];
+    const items = images.map((im) => (typeof im === 'string' ? { path: im, source: im } : im));
+    const pixels = new Uint8Array(B * imgBytes);
+    for (let s = 0; s < items.length; s += B) {
+      const chunk = items.slice(s, s + B);
+      const decoded: ({ data: Uint8Array } | { error: string })[] = new Array(chunk.length);
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (next < chunk.length) {
+          const j = next++;
+          try {
+            decoded[j] = await loadImagePixels(chunk[j].source, plan, { displayPath: chunk[j].path });
+          } catch (e) {
+            if (!isImageError(e)) throw e;
+            decoded[j] = { error: e.reason };
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(conc, chunk.length) }, worker));
+      const good: number[] = [];
+      decoded.forEach((d, j) => {
+        if ('data' in d) {
+          pixels.set(d.data, good.length * imgBytes);
+          good.push(j);
+        }
+      });
+      const out = good.length > 0 ? await predictPixels(pixels, good.length) : null;
+      const row = new Map(good.map((j, r) => [j, r]));
+      chunk.forEach((img, j) => {
+        const d = decoded[j];
+        let r: PredictOutcome;
+        if ('error' in d) r = { path: img.path, error: d.error };
+        else {
+          const i = row.get(j)!;
+          const probs = Array.from(out!.probs.subarray(i * K, (i + 1) * K));
+          const scores = Array.from(out!.scores.subarray(i * K, (i + 1) * K));
+          const index = out!.index[i];
+          r = {
+            path: img.path,
+            index,
+            label: labels[index],
+            probs,
+            scores,
+            top: topIndices(probs, topK).map((c) => ({ index: c, label: labels[c], prob: probs[c], score: scores[c] })),
+          };
+        }
+        all.push(r);
+        onResult?.(r);
+      });
+    }
+    return all;
+  };
+
+  return {
+    head,
+    backbone,
+    plan,
+    labels,
+    probabilistic: head.head.probabilistic,
+    predict,
+    predictPixels,
+    predictFeatures,
+    close: () => backbone.close(),
+  };
+}
