@@ -118,7 +118,7 @@ test('a labels file that does not fit the model output is refused', { skip: noSh
   }
 });
 
-test('xfer classify --card … --json prints one JSON object per image and exits 2 when one is unreadable', { skip: noShared }, async () => {
+test('xfer classify --card … --json prints one JSON object per image and exits 3 when one is unreadable (finished, some skipped)', { skip: noShared }, async () => {
   const { Command } = await import('commander');
   const { registerClassifyCommand } = await import('../src/cli/classify-cmd.js');
   const program = new Command();
@@ -143,5 +143,5 @@ test('xfer classify --card … --json prints one JSON object per image and exits
   assert.equal(lines[0].top?.[0].label, 'macaw');
   assert.equal(lines[0].top?.length, 2);
   assert.equal(lines[1].error, 'file not found');
-  assert.equal(code, 2);
+  assert.equal(code, 3);
 });

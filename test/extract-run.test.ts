@@ -173,6 +173,34 @@ print(a.shape)`;
     const missing = await runCli(['merge', path.join(dir, 'bad-merge'), parts2[0]]);
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /missing part/);
+    // A merge that fails half-way leaves an unfinished <out>; the same merge run again starts it over.
+    const broken = path.join(dir, 'p2-1-broken');
+    await cp(parts2[1], broken, { recursive: true });
+    await rm(path.join(broken, 'relu2', '00001.npy'));
+    const m2b = path.join(dir, 'merged2-retry');
+    const failed = await runCli(['merge', m2b, parts2[0], broken]);
+    assert.equal(failed.code, 1, failed.stderr);
+    assert.equal((await meta(m2b)).complete, false);
+    const retry = await runCli(['merge', m2b, parts2[0], parts2[1]]);
+    assert.equal(retry.code, 3, retry.stderr);
+    await assertSameFolder(m2b, ref);
+    const done = await runCli(['merge', m2b, parts2[0], parts2[1]]);
+    assert.equal(done.code, 2, 'a complete merge output needs --overwrite');
+  });
+
+  test('--workers 1 --threads 2 and --background are parsed and applied', async () => {
+    const bad = await runCli([...base(), '--out', path.join(dir, 'w0'), '--workers', '0']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--workers: expected a positive integer, got "0"/);
+    const badBg = await runCli([...base(), '--out', path.join(dir, 'bg0'), '--background', '1,2']);
+    assert.equal(badBg.code, 2);
+    assert.match(badBg.stderr, /--background: expected r,g,b/);
+    const out = path.join(dir, 'w1');
+    const r = await runCli([...base(), '--out', out, '--workers', '1', '--threads', '2', '--background', '0,0,0']);
+    assert.equal(r.code, 3, r.stderr);
+    const m = await meta(out);
+    assert.deepEqual(m.preprocessing.background, [0, 0, 0]);
+    assert.deepEqual(m.counts, (await meta(ref)).counts);
   });
 
   test('refuses an --out holding another model/layers unless --overwrite', async () => {
@@ -223,6 +251,16 @@ print(a.shape)`;
     assert.deepEqual(s2.map((s) => s.imagesThisRun), [0, 0]);
     const bad = await runCli(['extract', '--jobs', jobs, '--model', model]);
     assert.equal(bad.code, 2);
+    const badCard = await runCli(['extract', '--jobs', jobs, '--mean', '0.5,0.5,0.5']);
+    assert.equal(badCard.code, 2);
+    assert.match(badCard.stderr, /--jobs: card-override flags .* cannot be combined with a job file/);
+    // A bad device in the second job fails before the first job runs, naming the file and the job.
+    const badJobs = path.join(dir, 'jobs-bad.yaml');
+    await writeFile(badJobs, `jobs:\n  - name: one\n    model: ${model}\n    card: ${card}\n    data: data\n    out: jobs-bad/one\n  - name: two\n    model: ${model}\n    card: ${card}\n    data: data\n    out: jobs-bad/two\n    device: gpu\n`);
+    const badDev = await runCli(['extract', '--jobs', badJobs]);
+    assert.equal(badDev.code, 2);
+    assert.ok(badDev.stderr.includes(`--jobs ${badJobs}: job "two": "device" expected auto, cpu, cuda or cuda:<id>, got "gpu"`), badDev.stderr);
+    await assert.rejects(readFile(path.join(dir, 'jobs-bad', 'one', 'meta.json')), 'no job ran');
   });
 
   const canMount = process.getuid?.() === 0 && spawnSync('sh', ['-c', 'd=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs "$d" && umount "$d" && rmdir "$d"']).status === 0;

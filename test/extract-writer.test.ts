@@ -3,7 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFile, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { FeatureWriter, assignLayerDirs, paddedNpyHeader, type FeatureMetaInit, type WriterIO } from '../src/features/writer.js';
+import { FeatureWriter, assignLayerDirs, metaFingerprint, paddedNpyHeader, type FeatureMeta, type FeatureMetaInit, type WriterIO } from '../src/features/writer.js';
+import { loadRows, openFeatures } from '../src/features/reader.js';
+import { inferencePlan } from '../src/extract/pipeline.js';
 import { parseNpyHeader, readNpy } from '../src/features/npy.js';
 import { parseShardSpec, resolveShardSpec, shardRange, expandOutPattern } from '../src/extract/shard.js';
 import { parseJobs } from '../src/extract/jobs.js';
@@ -200,4 +202,84 @@ test('job files: defaults, relative paths, validation', () => {
   assert.throws(() => parseJobs({ jobs: [{ model: 'm', data: 'd', out: 'o', bacth: 3 }] }, 'j.yaml'), /unknown key\(s\) bacth/);
   assert.throws(() => parseJobs([{ model: 'm', data: 'd', out: 'o' }, { model: 'n', data: 'd', out: 'o' }], 'j.yaml'), /same out/);
   assert.throws(() => parseJobs({ jobs: [] }, 'j.yaml'), /no jobs/);
+});
+
+test('reader: takes only the committed rows and shards, refuses an unfinished folder', async () => {
+  const dir = await tmpDir();
+  const out = path.join(dir, 'f');
+  const w = await FeatureWriter.open(out, init(), ['x', 'y']);
+  await writeShard(w, 0, 4, 1);
+  await w.finish();
+  // Leftovers of a commit cut short (kill -9 between index append and meta.json): not committed.
+  await appendFile(path.join(out, 'index.jsonl'), '{"row":4,"path":"c/4.jpg","label":"x","label_index":0,"split":null,"shard":1,"shard_row":0}\n');
+  await writeFile(path.join(out, 'b', '00001.npy'), 'partial');
+  const f = await openFeatures(out);
+  assert.equal(f.index.length, 4);
+  const L = await loadRows(f, [f.meta.layers[0]], [3, 0]);
+  assert.deepEqual([...L.X], [10, 11, 12, 1, 2, 3]);
+  // complete: false → refused with the resume hint
+  const m = JSON.parse(await readFile(path.join(out, 'meta.json'), 'utf8')) as FeatureMeta;
+  await writeFile(path.join(out, 'meta.json'), JSON.stringify({ ...m, complete: false }));
+  await assert.rejects(openFeatures(out), (e: XferError) => {
+    assert.equal(e.message, `${out}: extraction not complete (4 of 6 images)`);
+    assert.match(e.hint ?? '', /xfer extract \.\.\. --resume/);
+    return true;
+  });
+  await writeFile(path.join(out, 'meta.json'), JSON.stringify({ ...m, format: 'something-else' }));
+  await assert.rejects(openFeatures(out), /meta\.json: not an xfer feature folder/);
+  const { counts: _c, ...noCounts } = m;
+  await writeFile(path.join(out, 'meta.json'), JSON.stringify(noCounts));
+  await assert.rejects(openFeatures(out), /meta\.json: no valid "counts"/);
+  await rm(dir, { recursive: true, force: true });
+});
+
+test('writer: resume removes temp files of interrupted meta.json/index.jsonl replacements', async () => {
+  const dir = await tmpDir();
+  const out = path.join(dir, 'f');
+  const w = await FeatureWriter.open(out, init(), ['x', 'y']);
+  await writeShard(w, 0, 4, 1);
+  for (const f of ['.meta.json.tmp-123-0-abcd1234', '.index.jsonl.tmp-9-1-00ff00ff', '.meta.json.tmp']) await writeFile(path.join(out, f), '{');
+  await writeFile(path.join(out, '.keep.tmp-1'), 'not ours');
+  const again = await FeatureWriter.open(out, init(), ['x', 'y'], { resume: true });
+  assert.equal(again.counts.shards, 1);
+  assert.deepEqual((await readdir(out)).filter((f) => f.startsWith('.')), ['.keep.tmp-1']);
+  await rm(dir, { recursive: true, force: true });
+});
+
+test('writer: a meta.json without model/counts is refused naming the file', async () => {
+  const dir = await tmpDir();
+  const out = path.join(dir, 'f');
+  const w = await FeatureWriter.open(out, init(), ['x', 'y']);
+  await writeShard(w, 0, 1, 1);
+  await writeFile(path.join(out, 'meta.json'), JSON.stringify({ format: 'xfer-features', layers: [] }));
+  await assert.rejects(FeatureWriter.open(out, init(), ['x', 'y'], { resume: true }), (e: XferError) => {
+    assert.equal(e.message, `${path.join(out, 'meta.json')} is not an xfer feature folder's meta (missing model/counts/data)`);
+    return true;
+  });
+  assert.throws(() => metaFingerprint({} as FeatureMeta, 'p/meta.json'), /^XferError: p\/meta\.json is not an xfer feature folder's meta/);
+  await rm(dir, { recursive: true, force: true });
+});
+
+test('shard specs: Slurm array step and an ID below MIN', () => {
+  // --array=10-16:3 → IDs 10, 13, 16 = parts 0, 1, 2 of 3
+  const at = (id: string) => resolveShardSpec(undefined, { SLURM_ARRAY_TASK_ID: id, SLURM_ARRAY_TASK_MIN: '10', SLURM_ARRAY_TASK_STEP: '3', SLURM_ARRAY_TASK_COUNT: '3' });
+  assert.deepEqual([at('10')?.index, at('13')?.index, at('16')?.index], [0, 1, 2]);
+  assert.throws(() => at('11'), /not MIN \+ k·STEP/);
+  assert.throws(() => resolveShardSpec(undefined, { SLURM_ARRAY_TASK_ID: '2', SLURM_ARRAY_TASK_MIN: '4', SLURM_ARRAY_TASK_COUNT: '2' }), (e: XferError) => {
+    assert.equal(e.message, 'SLURM_ARRAY_TASK_ID=2 is below SLURM_ARRAY_TASK_MIN=4');
+    return true;
+  });
+  assert.throws(() => resolveShardSpec(undefined, { SLURM_ARRAY_TASK_ID: 'x', SLURM_ARRAY_TASK_COUNT: '2' }), /SLURM_ARRAY_TASK_ID: expected a non-negative integer, got "x"/);
+  assert.throws(() => parseJobs({ jobs: [{ model: 'm', data: 'd', out: 'o', batch: 'many' }] }, 'j.yaml'), /job 1: "batch": expected a positive integer, got "many"/);
+});
+
+test('inferencePlan: two single-thread sessions on a 2-core CPU, one session on a GPU, --workers/--threads honoured', () => {
+  const cpu2 = { cores: 2, cudaInstalled: false };
+  assert.deepEqual(inferencePlan({ device: { device: 'auto' } }, cpu2), { workers: 2, threads: 1 });
+  assert.deepEqual(inferencePlan({ device: { device: 'cpu' } }, { cores: 8, cudaInstalled: true }), { workers: 2, threads: 3 });
+  assert.deepEqual(inferencePlan({ device: { device: 'auto' } }, { cores: 2, cudaInstalled: true }), { workers: 1, threads: 2 });
+  assert.deepEqual(inferencePlan({ device: { device: 'cuda:1' } }, cpu2).workers, 1);
+  assert.deepEqual(inferencePlan({ device: { device: 'auto', threads: 2 }, workers: 1 }, cpu2), { workers: 1, threads: 2 });
+  assert.deepEqual(inferencePlan({ device: { device: 'cpu' }, backboneThread: 'inline' }, cpu2), { workers: 1, threads: 2 });
+  assert.deepEqual(inferencePlan({}, { cores: 1, cudaInstalled: false }), { workers: 1, threads: 1 });
 });

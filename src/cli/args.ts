@@ -26,3 +26,13 @@ export function optionalPositiveInt(value: string | number | undefined, flag: st
 export function positiveIntArg(flag: string): (value: string) => number {
   return (value: string) => parsePositiveInt(value, flag);
 }
+
+/** `--background r,g,b`: the colour transparent pixels are flattened onto. */
+export function parseBackground(v: string | undefined): [number, number, number] | undefined {
+  if (v === undefined) return undefined;
+  const parts = v.split(',').map((s) => s.trim());
+  if (parts.length !== 3 || !parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255)) {
+    throw new XferError(`--background: expected r,g,b with three integers 0..255, got "${v}"`, { hint: 'e.g. --background 255,255,255 (white, the default) or 0,0,0' });
+  }
+  return [Number(parts[0]), Number(parts[1]), Number(parts[2])];
+}

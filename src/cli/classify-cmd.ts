@@ -1,7 +1,7 @@
 /** `xfer classify`: top-k labels of a pretrained model's own head (the card's labels file). */
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { type Command, InvalidArgumentError } from 'commander';
+import type { Command } from 'commander';
 import { addCardFlags, type CardFlags } from '../model/card-flags.js';
 import { XferError } from '../errors.js';
 import { loadCard } from '../model/card.js';
@@ -9,6 +9,10 @@ import { discoverDataset, entrySource } from '../image/discover.js';
 import { Classifier, type ClassifyError, type ClassifyResult } from '../predict/classify.js';
 import type { DeviceSpec } from '../model/session.js';
 import { notice } from './output.js';
+import { parseBackground, positiveIntArg } from './args.js';
+
+/** Exit code when every image was classified but some inputs were skipped (as `xfer extract`). */
+export const EXIT_SKIPPED = 3;
 
 interface ClassifyCliOptions {
   model?: string;
@@ -19,12 +23,7 @@ interface ClassifyCliOptions {
   device: string;
   threads?: number;
   batch?: number;
-}
-
-function positiveInt(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
-  return n;
+  background?: string;
 }
 
 /** Expand arguments: files as given; folders → their images (recursive, sorted). */
@@ -55,12 +54,15 @@ export function registerClassifyCommand(program: Command): void {
     .option('--model <id|path>', 'built-in id or .onnx/.tflite path (default: the "file" of --card)')
     .option('--card <file>', 'model card JSON (input size, channel order, mean/std, labels)')
     .option('--labels <file>', 'labels file overriding the card\'s (one per line, 1000 or 1001 lines, or a JSON array)')
-    .option('--top <k>', 'predictions per image', positiveInt, 5)
-    .option('--batch <n>', 'images per model run when the model allows batching', positiveInt)
+    .option('--top <k>', 'predictions per image', positiveIntArg('--top'), 5)
+    .option('--batch <n>', 'images per model run when the model allows batching', positiveIntArg('--batch'))
     .option('--device <dev>', 'auto, cpu, cuda or cuda:<id>', 'auto')
-    .option('--threads <n>', 'inference threads', positiveInt)
-    .option('--json', 'one JSON object per image on stdout: {path, top:[{index,label,prob}]} or {path, error}');
+    .option('--threads <n>', 'inference threads', positiveIntArg('--threads'))
+    .option('--background <r,g,b>', 'colour transparent pixels are flattened onto (default 255,255,255)')
+    .option('--json', 'one JSON object per image on stdout: {path, top:[{index,label,prob}]} or {path, error}')
+    .addHelpText('after', '\nExit codes: 0 all images classified; 3 finished, but some images could not be read (skipped); 2 bad input or usage; 1 the run failed.');
   addCardFlags(cmd).action(async (images: string[], opts: ClassifyCliOptions & CardFlags) => {
+    const background = parseBackground(opts.background);
     let spec = opts.model;
     if (spec === undefined) {
       if (!opts.card) throw new XferError('xfer classify: --model is required', { hint: 'pass --model <built-in id | model.onnx> (and --card card.json for your own models)' });
@@ -76,6 +78,7 @@ export function registerClassifyCommand(program: Command): void {
       device: opts.device as DeviceSpec,
       threads: opts.threads,
       cardFlags: opts,
+      preprocess: background ? { background } : undefined,
       onNotice: notice,
     });
     try {
@@ -96,7 +99,7 @@ export function registerClassifyCommand(program: Command): void {
       const { failed } = await clf.classifyAll(list, onResult);
       if (failed > 0) {
         if (!opts.json) process.stderr.write(`${failed} of ${list.length} image(s) could not be read\n`);
-        process.exitCode = 2;
+        process.exitCode = EXIT_SKIPPED;
       }
     } finally {
       await clf.close();

@@ -5,7 +5,8 @@
  */
 import { Option, type Command } from 'commander';
 import { XferError } from '../errors.js';
-import { addCardFlags, type CardFlags } from '../model/card-flags.js';
+import { addCardFlags, hasCardFlags, type CardFlags } from '../model/card-flags.js';
+import { optionalPositiveInt, parseBackground, parsePositiveInt } from './args.js';
 import type { DeviceOptions, Pool } from '../model/runner.js';
 import { parseDevice } from '../model/session.js';
 import { extractFeatures, DEFAULT_BATCH, DEFAULT_ROWS_PER_SHARD, type ExtractOptions, type ExtractSummary } from '../extract/pipeline.js';
@@ -39,18 +40,26 @@ interface ExtractCliOptions {
   decodeConcurrency?: string;
   backboneThread?: 'worker' | 'inline';
   workers?: string;
+  background?: string;
 }
 
-function posInt(v: string | number | undefined, flag: string): number | undefined {
-  if (v === undefined) return undefined;
-  const n = typeof v === 'number' ? v : Number(v);
-  if (!Number.isInteger(n) || n < 1 || (typeof v === 'string' && !/^\s*\d+\s*$/.test(v))) throw new XferError(`${flag}: expected a positive integer, got "${v}"`);
-  return n;
-}
-
-function deviceOptions(device: string | undefined, threads: number | undefined): DeviceOptions {
-  if (device !== undefined) parseDevice(device);
+/** `where` names the source of a device value other than --device (e.g. a job file's job). */
+function deviceOptions(device: string | undefined, threads: number | undefined, where?: string): DeviceOptions {
+  if (device !== undefined) {
+    try {
+      parseDevice(device);
+    } catch (e) {
+      if (where && e instanceof XferError) throw new XferError(`${where}: "device" ${e.message.replace(/^--device: /, '')}`, { hint: 'fix the job file, or pass --device to override it' });
+      throw e;
+    }
+  }
   return { device: (device ?? 'auto') as DeviceOptions['device'], threads };
+}
+
+/** Preprocessing overrides from flags (undefined when none). */
+function preprocessOverrides(fastDecode: boolean | undefined, background: [number, number, number] | undefined): ExtractOptions['preprocess'] {
+  if (!fastDecode && !background) return undefined;
+  return { ...(fastDecode ? { shrinkOnLoad: true } : {}), ...(background ? { background } : {}) };
 }
 
 /** Exit code for a finished (or interrupted) run. */
@@ -71,7 +80,7 @@ export function registerExtractCommands(program: Command): void {
     .option('--out <featdir>', 'output feature folder ({shard} is replaced by the shard index)')
     .option('--batch <n>', 'images per batch (the last batch of each shard is padded to it)', String(DEFAULT_BATCH))
     .option('--device <device>', 'auto | cpu | cuda | cuda:<id> (auto: CUDA when its provider is installed, else CPU)')
-    .option('--threads <n>', 'intra-op threads per inference session (default: the cores split between two sessions on CPU, 1 each on 2 cores)')
+    .option('--threads <n>', 'intra-op threads per inference session (default on CPU: the cores split between two sessions, 1 each on 2 cores; one core is left for decoding above 4 cores)')
     .addOption(new Option('--dtype <dtype>', 'feature dtype on disk').choices(['float32', 'float16']).default('float32'))
     .option('--resume', 'continue an interrupted extraction in --out (finished jobs are skipped)')
     .option('--overwrite', 'replace features already in --out')
@@ -83,6 +92,7 @@ export function registerExtractCommands(program: Command): void {
     .option('--strict', 'stop (exit 1, keeping finished shards) at the first input that cannot be used')
     .option('--shard-rows <n>', 'rows per .npy shard (must match across --resume, --shard parts and merge)', String(DEFAULT_ROWS_PER_SHARD))
     .option('--fast-decode', 'allow JPEG shrink-on-load: faster decoding, features not bit-exact with the reference preprocessing')
+    .option('--background <r,g,b>', 'colour transparent pixels are flattened onto (default 255,255,255)')
     .addOption(new Option('--decode-concurrency <n>', 'images decoded at once').hideHelp())
     .addOption(new Option('--workers <n>', 'inference sessions (measurement)').hideHelp())
     .addOption(new Option('--backbone-thread <where>', 'worker | inline (measurement only)').choices(['worker', 'inline']).hideHelp());
@@ -109,19 +119,24 @@ export function registerExtractCommands(program: Command): void {
         shard: o.shard,
         strict: o.strict,
         signal: controller.signal,
-        decodeConcurrency: posInt(o.decodeConcurrency, '--decode-concurrency'),
+        decodeConcurrency: optionalPositiveInt(o.decodeConcurrency, '--decode-concurrency'),
+        workers: optionalPositiveInt(o.workers, '--workers'),
         backboneThread: o.backboneThread,
       };
       if (o.jobs !== undefined) {
-        const clash = ['model', 'layers', 'pool', 'data', 'out', 'card'].filter(explicit);
-        if (clash.length > 0) throw new XferError(`--jobs: ${clash.map((c) => `--${c}`).join(', ')} cannot be combined with a job file (each job names its own)`);
+        const clash = ['model', 'layers', 'pool', 'data', 'out', 'card'].filter(explicit).map((c) => `--${c}`);
+        // Card-override flags (--size, --mean, ...) describe one model; a job file names its models.
+        if (hasCardFlags(o)) clash.push('card-override flags (--size, --mean, --std, ...)');
+        if (clash.length > 0) throw new XferError(`--jobs: ${clash.join(', ')} cannot be combined with a job file (each job names its own)`, { hint: 'put "card" in the job (a card file) instead' });
         const jobs = await loadJobFile(o.jobs);
+        // Every job's options are checked before the first job runs (a bad value fails at once).
+        const jobOpts = jobs.map((job) => jobOptions(job, o, explicit, common, o.jobs!));
         let code = 0;
         for (const [i, job] of jobs.entries()) {
           if (controller.signal.aborted) break;
           const progress = createProgress(mode, mode === 'json' ? job.name : undefined);
           if (mode !== 'json' && mode !== 'quiet') process.stderr.write(`job ${i + 1}/${jobs.length}: ${job.name}\n`);
-          const s = await runOne(jobOptions(job, o, explicit, common), progress);
+          const s = await runOne(jobOpts[i], progress);
           const c = exitCodeFor(s);
           if (c === EXIT_INTERRUPTED || c === 1) {
             code = c;
@@ -134,7 +149,7 @@ export function registerExtractCommands(program: Command): void {
       }
       const missing = (['model', 'data', 'out'] as const).filter((k) => o[k] === undefined);
       if (missing.length > 0) throw new XferError(`xfer extract: missing ${missing.map((m) => `--${m}`).join(', ')}`, { hint: 'xfer extract --model mobilenet_v2 --data <dir> --out <featdir> (or --jobs file.yaml)' });
-      const threads = posInt(o.threads, '--threads');
+      const threads = optionalPositiveInt(o.threads, '--threads');
       const opts: ExtractOptions = {
         ...common,
         model: o.model!,
@@ -144,11 +159,11 @@ export function registerExtractCommands(program: Command): void {
         pool: o.pool,
         data: o.data!,
         out: o.out!,
-        batch: posInt(o.batch, '--batch'),
+        batch: parsePositiveInt(o.batch, '--batch'),
         dtype: o.dtype,
         device: deviceOptions(o.device, threads),
-        rowsPerShard: posInt(o.shardRows, '--shard-rows'),
-        preprocess: o.fastDecode ? { shrinkOnLoad: true } : undefined,
+        rowsPerShard: parsePositiveInt(o.shardRows, '--shard-rows'),
+        preprocess: preprocessOverrides(o.fastDecode, parseBackground(o.background)),
       };
       const s = await runOne(opts, createProgress(mode));
       process.exitCode = exitCodeFor(s);
@@ -163,7 +178,7 @@ export function registerExtractCommands(program: Command): void {
     .description('combine the feature folders of `xfer extract --shard i/n` runs into one, identical to a single run')
     .argument('<out>', 'merged feature folder to create')
     .argument('<parts...>', 'the parts\' --out folders (any order)')
-    .option('--overwrite', 'replace features already in <out>')
+    .option('--overwrite', 'replace features already in <out> (an unfinished merge of the same parts is started over without it)')
     .option('--json', 'print the summary as JSON')
     .action(async (out: string, parts: string[], o: { overwrite?: boolean; json?: boolean }) => {
       const s = await mergeFeatureFolders(out, parts, { overwrite: o.overwrite });
@@ -180,8 +195,8 @@ function splitLayers(v: string): string[] {
 }
 
 /** Options for one job: explicit CLI flags > the job's values > defaults. */
-function jobOptions(job: ExtractJob, o: ExtractCliOptions, explicit: (k: string) => boolean, common: Partial<ExtractOptions>): ExtractOptions {
-  const threads = explicit('threads') ? posInt(o.threads, '--threads') : job.threads;
+function jobOptions(job: ExtractJob, o: ExtractCliOptions, explicit: (k: string) => boolean, common: Partial<ExtractOptions>, jobFile: string): ExtractOptions {
+  const threads = explicit('threads') ? optionalPositiveInt(o.threads, '--threads') : job.threads;
   const device = explicit('device') ? o.device : job.device;
   return {
     ...common,
@@ -191,11 +206,11 @@ function jobOptions(job: ExtractJob, o: ExtractCliOptions, explicit: (k: string)
     pool: job.pool,
     data: job.data,
     out: job.out,
-    batch: explicit('batch') ? posInt(o.batch, '--batch') : (job.batch ?? posInt(o.batch, '--batch')),
+    batch: explicit('batch') ? parsePositiveInt(o.batch, '--batch') : (job.batch ?? parsePositiveInt(o.batch, '--batch')),
     dtype: explicit('dtype') ? o.dtype : (job.dtype ?? o.dtype),
-    device: deviceOptions(device, threads),
-    rowsPerShard: explicit('shardRows') ? posInt(o.shardRows, '--shard-rows') : (job.shardRows ?? posInt(o.shardRows, '--shard-rows')),
-    preprocess: (explicit('fastDecode') ? o.fastDecode : job.fastDecode) ? { shrinkOnLoad: true } : undefined,
+    device: deviceOptions(device, threads, explicit('device') ? undefined : `--jobs ${jobFile}: job "${job.name}"`),
+    rowsPerShard: explicit('shardRows') ? parsePositiveInt(o.shardRows, '--shard-rows') : (job.shardRows ?? parsePositiveInt(o.shardRows, '--shard-rows')),
+    preprocess: preprocessOverrides(explicit('fastDecode') ? o.fastDecode : job.fastDecode, parseBackground(o.background)),
   };
 }
 

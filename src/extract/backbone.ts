@@ -115,6 +115,10 @@ export async function openInlineBackbone(req: BackboneRequest, onNotice: (msg: s
  */
 export async function openWorkerPool(req: BackboneRequest, onNotice: (msg: string) => void, workers: number): Promise<ExtractBackbone> {
   if (workers <= 1) return openWorkerBackbone(req, onNotice);
+  // Resolve the model once here, so a built-in (or .tflite) conversion runs once and is in the cache
+  // before the workers start: each would otherwise convert it itself (their in-flight guards are per thread).
+  const { resolveBackbone } = await import('../model/registry.js');
+  await resolveBackbone(req.model, { card: req.card, cardFlags: req.cardFlags, onNotice });
   const seen = new Set<string>();
   const once = (msg: string) => {
     if (!seen.has(msg)) {
@@ -143,6 +147,9 @@ export async function openWorkerPool(req: BackboneRequest, onNotice: (msg: strin
   };
 }
 
+/** How long `close()` waits for a worker to release its session and exit before terminating it. */
+export const WORKER_CLOSE_TIMEOUT_MS = 5000;
+
 /** Open the backbone in a worker thread (see the file comment). */
 export function openWorkerBackbone(req: BackboneRequest, onNotice: (msg: string) => void): Promise<ExtractBackbone> {
   const worker = new Worker(new URL('./backbone-worker.js', import.meta.url), { workerData: req });
@@ -150,6 +157,7 @@ export function openWorkerBackbone(req: BackboneRequest, onNotice: (msg: string)
   let nextId = 0;
   let closed = false;
   let fatal: Error | null = null;
+  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
   return new Promise<ExtractBackbone>((resolveOpen, rejectOpen) => {
     let opened = false;
     const failAll = (e: Error) => {
@@ -176,6 +184,15 @@ export function openWorkerBackbone(req: BackboneRequest, onNotice: (msg: string)
           async close() {
             if (closed) return;
             closed = true;
+            // Let the worker release its ORT session and exit; terminate it if it does not within the timeout.
+            try {
+              worker.postMessage({ type: 'close' } satisfies WorkerInMessage);
+            } catch {
+              /* already gone */
+            }
+            let timer: NodeJS.Timeout | undefined;
+            await Promise.race([exited, new Promise<void>((resolve) => (timer = setTimeout(resolve, WORKER_CLOSE_TIMEOUT_MS)))]);
+            clearTimeout(timer);
             await worker.terminate();
           },
         });

@@ -20,6 +20,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { XferError } from '../errors.js';
+import { parsePositiveInt } from '../cli/args.js';
 import type { Pool } from '../model/runner.js';
 
 export interface ExtractJob {
@@ -95,8 +96,8 @@ export function parseJobs(doc: unknown, file: string): ExtractJob[] {
     const int = (k: string): number | undefined => {
       const v = j[k];
       if (v === undefined || v === null) return undefined;
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new XferError(`${where}: "${k}" must be a positive integer, got ${JSON.stringify(v)}`);
-      return v;
+      if (typeof v !== 'number' && typeof v !== 'string') throw new XferError(`${where}: "${k}": expected a positive integer, got ${JSON.stringify(v)}`);
+      return parsePositiveInt(v, `${where}: "${k}"`);
     };
     const model = str('model', true)!;
     let layers: string[] | undefined;

@@ -3,11 +3,16 @@
  * folder identical to a single-process run: the parts' .npy files are copied unchanged (renumbered
  * to their global shard numbers), index.jsonl rows are renumbered, errors.jsonl lines keep the
  * single run's order, and meta.json describes the whole run.
+ *
+ * A merge that failed or was interrupted leaves `<out>` unfinished (meta.json `complete: false`);
+ * running the same merge again starts it over (the parts are unchanged). A complete `<out>`, or one
+ * holding other features, is replaced only with `--overwrite`.
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../errors.js';
-import { FeatureWriter, metaFingerprint, shardFileName, writeFileAtomic, type FeatureMeta } from '../features/writer.js';
+import { FEATURE_FORMAT, FeatureWriter, metaFingerprint, shardFileName, type FeatureMeta } from '../features/writer.js';
+import { writeFileAtomic } from '../util/atomic.js';
 
 export interface MergeSummary {
   out: string;
@@ -25,8 +30,21 @@ interface Part {
   errors: Record<string, unknown>[];
 }
 
-async function readJsonl(file: string): Promise<Record<string, unknown>[]> {
-  const text = await readFile(file, 'utf8');
+/** Read a file of part `dir`, naming the part when it cannot be read. */
+async function readPartFile(dir: string, name: string): Promise<string> {
+  try {
+    return await readFile(path.join(dir, name), 'utf8');
+  } catch (e) {
+    throw new XferError(`${dir}: cannot read ${name} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, {
+      hint: 'the part is incomplete or damaged; re-run that shard with `xfer extract ... --resume` (or --overwrite)',
+      cause: e,
+    });
+  }
+}
+
+async function readJsonl(dir: string, name: string): Promise<Record<string, unknown>[]> {
+  const file = path.join(dir, name);
+  const text = await readPartFile(dir, name);
   return text
     .split('\n')
     .filter((l) => l.trim() !== '')
@@ -46,14 +64,15 @@ async function readPart(dir: string): Promise<Part> {
   } catch (e) {
     throw new XferError(`${dir}: not a feature folder (meta.json: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { hint: 'pass the --out folders of the `xfer extract --shard i/n` runs' });
   }
-  if (meta.format !== 'xfer-features') throw new XferError(`${dir}/meta.json: not an xfer feature folder`);
+  if (!meta || meta.format !== FEATURE_FORMAT) throw new XferError(`${dir}/meta.json: not an xfer feature folder`, { hint: 'pass the --out folders of the `xfer extract --shard i/n` runs' });
+  metaFingerprint(meta, `${dir}/meta.json`); // refuses a meta without model/layers/counts/data, naming the part
   if (!meta.complete) throw new XferError(`${dir}: extraction is not complete (${meta.counts.images} images so far)`, { hint: 'finish it with `xfer extract ... --resume` first' });
   return {
     dir,
     meta,
-    labels: await readFile(path.join(dir, 'labels.json'), 'utf8'),
-    index: await readJsonl(path.join(dir, 'index.jsonl')),
-    errors: await readJsonl(path.join(dir, 'errors.jsonl')),
+    labels: await readPartFile(dir, 'labels.json'),
+    index: await readJsonl(dir, 'index.jsonl'),
+    errors: await readJsonl(dir, 'errors.jsonl'),
   };
 }
 
@@ -87,6 +106,23 @@ export async function mergeFeatureFolders(out: string, dirs: string[], opts: { o
   if (missing.length > 0) throw new XferError(`xfer merge: missing part(s) ${missing.map((i) => `${i}/${n}`).join(', ')} of ${n}`, { hint: 'run `xfer extract --shard i/n` for them first' });
 
   const first = parts[0].meta;
+  // An unfinished <out> of these features (a merge that failed or was interrupted): start it over.
+  let overwrite = opts.overwrite;
+  if (!overwrite) {
+    const old = await readFile(path.join(outAbs, 'meta.json'), 'utf8').then(
+      (t) => JSON.parse(t) as FeatureMeta,
+      () => null,
+    );
+    if (old && old.format === FEATURE_FORMAT && old.complete === false && old.shard === null) {
+      let same = false;
+      try {
+        same = metaFingerprint(old) === fp;
+      } catch {
+        same = false;
+      }
+      overwrite = same;
+    }
+  }
   const totalShards = first.shard?.total_shards ?? first.counts.shards;
   const labels = JSON.parse(parts[0].labels) as string[];
   const writer = await FeatureWriter.open(
@@ -104,7 +140,7 @@ export async function mergeFeatureFolders(out: string, dirs: string[], opts: { o
       batch: first.batch,
     },
     labels,
-    { overwrite: opts.overwrite, discoveryErrors: parts[0].errors.filter((e) => e.shard === null).map((e) => ({ path: String(e.path), reason: String(e.reason) })) },
+    { overwrite, discoveryErrors: parts[0].errors.filter((e) => e.shard === null).map((e) => ({ path: String(e.path), reason: String(e.reason) })) },
   );
   // Copy the shards in global order and commit each like an extraction would.
   let g = 0;

@@ -19,6 +19,7 @@ import { describePlan, resolvePreprocess, type PreprocessOverrides } from '../im
 import { isImageError, loadImagePixels } from '../image/decode.js';
 import type { DeviceOptions, Pool } from '../model/runner.js';
 import type { CardFlags } from '../model/card-flags.js';
+import { cudaProviderInstalled } from '../model/provider.js';
 import { assignLayerDirs, FeatureWriter, type FeatureDtype, type FeatureMetaInit, type ShardWriter, type WriterIO } from '../features/writer.js';
 import { openInlineBackbone, openWorkerPool } from './backbone.js';
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
@@ -121,12 +122,18 @@ interface Batch {
 /**
  * How inference uses the cores. CPU: two sessions of one thread each on 2 cores (measured: ~10 %
  * more images/s than one session of 1 or 2 threads, because decoding shares the cores), and
- * generally two sessions splitting the cores; GPU: one session. `--threads` sets the threads per
- * session, `workers` (API) the number of sessions.
+ * generally two sessions splitting the cores (one core left for decoding above 4 cores); GPU
+ * (`cuda[:id]`, or `auto` where the CUDA provider is installed): one session. `--threads` sets the
+ * threads per session, `workers` (API; hidden `--workers`) the number of sessions.
+ * `machine` is for tests (default: this machine's cores and CUDA provider).
  */
-export function inferencePlan(opts: Pick<ExtractOptions, 'device' | 'workers' | 'backboneThread'>): { workers: number; threads: number } {
-  const cores = os.availableParallelism();
-  const gpu = opts.device?.device !== undefined && opts.device.device.startsWith('cuda');
+export function inferencePlan(
+  opts: Pick<ExtractOptions, 'device' | 'workers' | 'backboneThread'>,
+  machine: { cores?: number; cudaInstalled?: boolean } = {},
+): { workers: number; threads: number } {
+  const cores = machine.cores ?? os.availableParallelism();
+  const dev = opts.device?.device ?? 'auto';
+  const gpu = dev.startsWith('cuda') || (dev === 'auto' && (machine.cudaInstalled ?? cudaProviderInstalled()));
   const workers = opts.backboneThread === 'inline' ? 1 : (opts.workers ?? (gpu || cores < 2 ? 1 : 2));
   const threads = opts.device?.threads ?? Math.max(1, Math.floor((cores - (cores > 4 ? 1 : 0)) / workers));
   return { workers, threads };
@@ -209,11 +216,16 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     const imgBytes = H * W * 3;
     const conc = Math.max(1, opts.decodeConcurrency ?? Math.max(2, os.availableParallelism()));
     const limit = pLimit(conc);
+    // Only an ImageError (this input cannot be used) skips an input; anything else is systematic
+    // (out of memory, a bug, ...) and fails the run instead of skipping every image.
     const decode = (e: DatasetEntry) =>
       limit(() =>
         loadImagePixels(entrySource(e), plan, { displayPath: e.path }).then(
           (p) => ({ ok: true as const, data: p.data }),
-          (err: unknown) => ({ ok: false as const, reason: isImageError(err) ? err.reason : err instanceof Error ? err.message : String(err) }),
+          (err: unknown) => {
+            if (isImageError(err)) return { ok: false as const, reason: err.reason };
+            throw err;
+          },
         ),
       );
 
@@ -233,7 +245,11 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
       const ahead: ReturnType<typeof decode>[] = [];
       let next = firstItem;
       const fill = () => {
-        while (ahead.length < window && next < endItem) ahead.push(decode(dataset.entries[next++]));
+        while (ahead.length < window && next < endItem) {
+          const p = decode(dataset.entries[next++]);
+          p.catch(() => {}); // awaited in order below; a failure must not be an unhandled rejection meanwhile
+          ahead.push(p);
+        }
       };
       let pos = firstItem;
       while (pos < endItem) {

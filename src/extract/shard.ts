@@ -5,6 +5,7 @@
  * files a single run writes for those shards, and `xfer merge` only renumbers.
  */
 import { XferError } from '../errors.js';
+import { parseNonNegativeInt, parsePositiveInt } from '../cli/args.js';
 
 export interface ShardSpec {
   index: number;
@@ -23,17 +24,18 @@ export function parseShardSpec(value: string, source = '--shard'): ShardSpec {
   return { index, count, source };
 }
 
-function envInt(env: NodeJS.ProcessEnv, name: string): number | null {
+function envInt(env: NodeJS.ProcessEnv, name: string, positive = false): number | null {
   const v = env[name];
   if (v === undefined || v === '') return null;
-  if (!/^\d+$/.test(v.trim())) throw new XferError(`environment variable ${name}="${v}" is not a non-negative integer`);
-  return Number(v.trim());
+  const flag = `environment variable ${name}`;
+  return positive ? parsePositiveInt(v, flag) : parseNonNegativeInt(v, flag);
 }
 
 /**
  * The shard this process works on: `--shard i/n`; else a Kubernetes Indexed Job
  * (JOB_COMPLETION_INDEX, with the part count from XFER_SHARDS); else a Slurm job array
- * (SLURM_ARRAY_TASK_ID − SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT); else null (the whole input).
+ * ((SLURM_ARRAY_TASK_ID − SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP of SLURM_ARRAY_TASK_COUNT, for
+ * `--array=MIN-MAX:STEP`); else null (the whole input).
  * XFER_SHARD="i/n" is accepted too. Set XFER_NO_AUTO_SHARD=1 to ignore scheduler variables.
  */
 export function resolveShardSpec(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): ShardSpec | null {
@@ -54,10 +56,21 @@ export function resolveShardSpec(flag: string | undefined, env: NodeJS.ProcessEn
   if (slurmId !== null) {
     const n = envInt(env, 'SLURM_ARRAY_TASK_COUNT');
     const min = envInt(env, 'SLURM_ARRAY_TASK_MIN') ?? 0;
+    const step = envInt(env, 'SLURM_ARRAY_TASK_STEP', true) ?? 1;
     if (n === null) {
       throw new XferError('SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not', { hint: 'pass --shard i/n explicitly, or set XFER_NO_AUTO_SHARD=1' });
     }
-    return parseShardSpec(`${slurmId - min}/${n}`, `SLURM_ARRAY_TASK_ID=${slurmId} (min ${min}) of SLURM_ARRAY_TASK_COUNT=${n}`);
+    if (slurmId < min) {
+      throw new XferError(`SLURM_ARRAY_TASK_ID=${slurmId} is below SLURM_ARRAY_TASK_MIN=${min}`, { hint: 'the Slurm array variables do not fit together; pass --shard i/n explicitly, or set XFER_NO_AUTO_SHARD=1' });
+    }
+    if ((slurmId - min) % step !== 0) {
+      throw new XferError(`SLURM_ARRAY_TASK_ID=${slurmId} is not MIN + k·STEP (SLURM_ARRAY_TASK_MIN=${min}, SLURM_ARRAY_TASK_STEP=${step})`, {
+        hint: 'xfer supports arrays of the form --array=MIN-MAX[:STEP]; for other index lists pass --shard i/n explicitly',
+      });
+    }
+    const index = (slurmId - min) / step;
+    const src = `SLURM_ARRAY_TASK_ID=${slurmId} (min ${min}${step !== 1 ? `, step ${step}` : ''}) of SLURM_ARRAY_TASK_COUNT=${n}`;
+    return parseShardSpec(`${index}/${n}`, src);
   }
   return null;
 }

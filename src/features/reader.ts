@@ -4,39 +4,19 @@
  * matrix with the requested rows in the requested order, concatenating the chosen layers column-wise,
  * reading one shard at a time (shard buffers are transient: the matrix is the only full-size copy).
  * Non-finite values are refused, listing the offending rows.
+ *
+ * Only what is committed is read (docs/feature-format.md, "How a shard is committed"): the first
+ * `meta.counts.images` lines of index.jsonl and shards `0 .. counts.shards-1`; a folder whose
+ * extraction is not complete is refused.
  */
 import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../errors.js';
 import { readNpy } from './npy.js';
 import { fromHalfBits } from '../util/float16.js';
+import { FEATURE_FORMAT, shardFileName, type FeatureLayer, type FeatureMeta, type IndexRow } from './writer.js';
 
-export interface FeatureLayer {
-  name: string;
-  dir: string;
-  pool?: string | null;
-  shape: number[];
-  dtype: 'float32' | 'float16';
-}
-
-export interface FeatureMeta {
-  format?: string;
-  format_version?: number;
-  model: { id: string; sha256: string; file?: string };
-  layers: FeatureLayer[];
-  complete?: boolean;
-  [k: string]: unknown;
-}
-
-export interface IndexRow {
-  row: number;
-  path: string;
-  label: string | null;
-  label_index: number | null;
-  split: string | null;
-  shard: number;
-  shard_row: number;
-}
+export type { FeatureLayer, FeatureMeta, IndexRow };
 
 export interface FeatureFolder {
   dir: string;
@@ -75,9 +55,26 @@ export async function openFeatures(dir: string): Promise<FeatureFolder> {
   if (!st.isDirectory()) throw new XferError(`--features ${dir}: not a folder`, { hint: 'pass the folder written by `xfer extract`' });
   const entries = await readdir(dir);
   if (entries.length === 0) throw new XferError(`--features ${dir}: folder is empty`, { hint: 'run `xfer extract <images> --out <dir>` to fill it' });
-  const meta = await readJson<FeatureMeta>(path.join(dir, 'meta.json'), 'meta.json');
-  if (!meta || !Array.isArray(meta.layers) || meta.layers.length === 0 || !meta.model) {
-    throw new XferError(`${path.join(dir, 'meta.json')}: no layers or model recorded`, { hint: 'the folder was not written by `xfer extract`' });
+  const metaFile = path.join(dir, 'meta.json');
+  const meta = await readJson<FeatureMeta>(metaFile, 'meta.json');
+  if (!meta || typeof meta !== 'object' || meta.format !== FEATURE_FORMAT) {
+    throw new XferError(`${metaFile}: not an xfer feature folder (format ${JSON.stringify((meta as { format?: unknown } | null)?.format)})`, {
+      hint: 'pass a feature folder written by `xfer extract`',
+    });
+  }
+  if (!Array.isArray(meta.layers) || meta.layers.length === 0 || !meta.model) {
+    throw new XferError(`${metaFile}: no layers or model recorded`, { hint: 'the folder was not written by `xfer extract`' });
+  }
+  const counts = meta.counts as Partial<FeatureMeta['counts']> | undefined;
+  if (!counts || !Number.isInteger(counts.images) || !Number.isInteger(counts.shards) || counts.images! < 0 || counts.shards! < 0) {
+    throw new XferError(`${metaFile}: no valid "counts" (images, shards) recorded`, { hint: 'the folder was not written by `xfer extract`; re-run the extraction' });
+  }
+  if (meta.complete !== true) {
+    const total = typeof meta.data?.items === 'number' ? meta.data.items : '?';
+    const done = meta.counts.images + (Number.isInteger(meta.counts.errors) ? meta.counts.errors : 0);
+    throw new XferError(`${dir}: extraction not complete (${done} of ${total} images)`, {
+      hint: 'finish it with `xfer extract ... --resume` (the same command plus --resume)',
+    });
   }
   const labels = await readJson<string[]>(path.join(dir, 'labels.json'), 'labels.json').catch((e: unknown) => {
     if (e instanceof XferError && /cannot read/.test(e.message)) return [] as string[];
@@ -90,9 +87,11 @@ export async function openFeatures(dir: string): Promise<FeatureFolder> {
   } catch (e) {
     throw new XferError(`${idxFile}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`, { hint: 'the extraction did not finish; run it again with --resume', cause: e });
   }
+  // Only the committed rows: lines after counts.images belong to a shard whose commit was cut short.
+  const want = meta.counts.images;
   const index: IndexRow[] = [];
   const lines = txt.split('\n');
-  for (let i = 0; i < lines.length; i++) {
+  for (let i = 0; i < lines.length && index.length < want; i++) {
     const line = lines[i].trim();
     if (!line) continue;
     let r: IndexRow;
@@ -104,7 +103,13 @@ export async function openFeatures(dir: string): Promise<FeatureFolder> {
     if (r.label_index !== null && r.label_index !== undefined && !(r.label_index >= 0 && r.label_index < labels.length)) {
       throw new XferError(`${idxFile}:${i + 1}: label_index ${r.label_index} is outside labels.json (${labels.length} labels)`, { hint: 'labels.json and index.jsonl do not match; re-run the extraction' });
     }
+    if (!(Number.isInteger(r.shard) && r.shard >= 0 && r.shard < meta.counts.shards)) {
+      throw new XferError(`${idxFile}:${i + 1}: row is in shard ${r.shard} but meta.json commits shards 0..${meta.counts.shards - 1}`, { hint: 'the folder was modified; re-run the extraction' });
+    }
     index.push(r);
+  }
+  if (index.length < want) {
+    throw new XferError(`${idxFile}: ${index.length} rows but meta.json says ${want}`, { hint: 'the folder is damaged; re-run the extraction with --overwrite' });
   }
   if (index.length === 0) throw new XferError(`${idxFile}: no rows`, { hint: 'the extraction produced no features (see errors.jsonl)' });
   return { dir, meta, labels, index };
@@ -153,7 +158,7 @@ export async function loadRows(f: FeatureFolder, layers: FeatureLayer[], rows: A
     const L = layers[li];
     const w = widths[li];
     for (const [shard, pairs] of [...byShard].sort((a, b) => a[0] - b[0])) {
-      const file = path.join(f.dir, L.dir, `${String(shard).padStart(5, '0')}.npy`);
+      const file = path.join(f.dir, L.dir, shardFileName(shard));
       const arr = await readNpy(file);
       const rowsOnDisk = arr.shape[0];
       const rowW = arr.shape.slice(1).reduce((a, b) => a * b, 1);

@@ -16,6 +16,7 @@
 import { copyFile, open, mkdir, readFile, readdir, rename, rm, rmdir, stat, truncate, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../errors.js';
+import { writeFileAtomic as writeAtomic } from '../util/atomic.js';
 import { npyHeader } from './npy.js';
 import { float32ToFloat16 } from '../util/float16.js';
 
@@ -154,8 +155,18 @@ export function paddedNpyHeader(dtype: FeatureDtype, shape: number[], length: nu
   return out;
 }
 
-/** The fields two runs must agree on to share a folder (resume) or be merged. */
-export function metaFingerprint(m: Pick<FeatureMeta, 'model' | 'layers' | 'dtype' | 'preprocessing' | 'counts' | 'data'>): string {
+/**
+ * The fields two runs must agree on to share a folder (resume) or be merged. `metaFile` names the
+ * meta.json `m` was read from: a meta lacking those fields is refused naming it.
+ */
+export function metaFingerprint(m: Pick<FeatureMeta, 'model' | 'layers' | 'dtype' | 'preprocessing' | 'counts' | 'data'>, metaFile = 'meta.json'): string {
+  const missing = (['model', 'layers', 'counts', 'data'] as const).filter((k) => !m || typeof m[k] !== 'object' || m[k] === null);
+  if (missing.length === 0 && !Array.isArray(m.layers)) missing.push('layers');
+  if (missing.length > 0) {
+    throw new XferError(`${metaFile} is not an xfer feature folder's meta (missing ${missing.join('/')})`, {
+      hint: 'the file was not written by `xfer extract` (or was edited); choose another folder, or delete it',
+    });
+  }
   return JSON.stringify({
     sha256: m.model.sha256,
     layers: m.layers.map((l) => [l.name, l.dir, l.pool, l.shape, l.dtype]),
@@ -301,7 +312,7 @@ export class FeatureWriter {
     // Key order of meta.json follows docs/feature-format.md.
     const ordered = orderMeta(fresh);
     if (old) {
-      const same = metaFingerprint(old) === metaFingerprint(fresh) && JSON.stringify(old.shard) === JSON.stringify(fresh.shard);
+      const same = metaFingerprint(old, metaFile) === metaFingerprint(fresh) && JSON.stringify(old.shard) === JSON.stringify(fresh.shard);
       if (same && opts.resume) return FeatureWriter.continueFolder(out, old, labels, io);
       if (!opts.overwrite) {
         if (!same) {
@@ -342,6 +353,10 @@ export class FeatureWriter {
     }
     if (JSON.stringify(oldLabels) !== JSON.stringify(labels)) {
       throw new XferError(`${out}/labels.json differs from the labels of the inputs`, { hint: 'the dataset changed since the run began; use --overwrite to start over' });
+    }
+    // Temp files of atomic replacements cut short (meta.json, index.jsonl, ...): leftovers.
+    for (const f of await readdir(out)) {
+      if (ROOT_TEMP.test(f)) await rm(path.join(out, f), { force: true });
     }
     const images = await trimJsonl(path.join(out, 'index.jsonl'), (o) => typeof o.shard === 'number' && o.shard < D);
     const errors = await trimJsonl(path.join(out, 'errors.jsonl'), (o) => o.shard === null || (typeof o.shard === 'number' && o.shard < D));
@@ -579,20 +594,12 @@ function orderMeta(m: FeatureMeta): FeatureMeta {
   };
 }
 
-/** Write a small file via temp + fsync + rename. */
-export async function writeFileAtomic(file: string, text: string, io: WriterIO = defaultIO): Promise<void> {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
-  const fh = await open(tmp, 'w');
-  try {
-    await io.write(fh, Buffer.from(text, 'utf8'), 0);
-    await fh.sync();
-  } catch (e) {
-    await fh.close().catch(() => {});
-    await rm(tmp, { force: true }).catch(() => {});
-    throw e;
-  }
-  await fh.close();
-  await rename(tmp, file);
+/** Temp files of the folder's atomically replaced root files (see util/atomic.ts `tempNameFor`). */
+const ROOT_TEMP = /^\.(meta\.json|index\.jsonl|errors\.jsonl|labels\.json)\.tmp(-.*)?$/;
+
+/** Write a small file via a uniquely named temp file + fsync + rename, through the writer's write hook. */
+function writeFileAtomic(file: string, text: string, io: WriterIO = defaultIO): Promise<void> {
+  return writeAtomic(file, text, { write: (fh, data, position) => io.write(fh, data, position) });
 }
 
 async function appendDurable(file: string, text: string, io: WriterIO): Promise<void> {
@@ -610,15 +617,24 @@ async function appendDurable(file: string, text: string, io: WriterIO): Promise<
  * (a half-written last line, or lines of an uncommitted shard). Returns the number of lines kept.
  */
 export async function trimJsonl(file: string, keep: (o: Record<string, unknown>) => boolean): Promise<number> {
+  const fail = (e: unknown): XferError => {
+    const code = (e as NodeJS.ErrnoException).code ?? String(e);
+    return new XferError(`${file}: cannot trim to the committed lines (${code})`, {
+      hint: code === 'EACCES' || code === 'EPERM' ? 'make the feature folder writable, then re-run with --resume' : 're-run with --resume, or --overwrite to start over',
+      cause: e,
+    });
+  };
   let buf: Buffer;
   try {
     buf = await readFile(file);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-      await writeFileAtomic(file, '');
+      await writeFileAtomic(file, '').catch((e2: unknown) => {
+        throw fail(e2);
+      });
       return 0;
     }
-    throw e;
+    throw fail(e);
   }
   let pos = 0;
   let n = 0;
@@ -636,8 +652,12 @@ export async function trimJsonl(file: string, keep: (o: Record<string, unknown>)
     n++;
   }
   if (pos < buf.length) {
-    await truncate(file, pos);
-    await fsyncPath(file);
+    try {
+      await truncate(file, pos);
+      await fsyncPath(file);
+    } catch (e) {
+      throw fail(e);
+    }
   }
   return n;
 }
@@ -655,7 +675,7 @@ export async function removeFeatureFolder(out: string, old: Pick<FeatureMeta, 'l
     for (const f of files) if (/^\d{5,}\.npy$/.test(f) || /^\.\d{5,}\.npy\.tmp$/.test(f)) await rm(path.join(dir, f), { force: true });
     await rmdir(dir).catch(() => {});
   }
-  for (const f of ['index.jsonl', 'errors.jsonl', 'labels.json', '.index.jsonl.tmp', '.errors.jsonl.tmp', '.labels.json.tmp', '.meta.json.tmp', 'meta.json']) {
-    await rm(path.join(out, f), { force: true });
-  }
+  for (const f of ['index.jsonl', 'errors.jsonl', 'labels.json']) await rm(path.join(out, f), { force: true });
+  for (const f of await readdir(out).catch(() => [] as string[])) if (ROOT_TEMP.test(f)) await rm(path.join(out, f), { force: true });
+  await rm(path.join(out, 'meta.json'), { force: true });
 }

@@ -107,13 +107,31 @@ export async function openTappedBackbone(spec: string, opts: OpenOptions): Promi
   const { model, taps, fixedBatch } = await buildTapModel(loaded.model, card, opts.taps, spec, notice);
   const { session, provider } = await openSession(serializeModel(model), opts.device, notice);
   const [h, w] = card.input.size;
+  /** session.run, with ORT failures reported naming the model file. */
+  const runSession = async (feeds: Record<string, ort.Tensor>, n: number): Promise<ort.InferenceSession.ReturnType> => {
+    try {
+      return await session.run(feeds);
+    } catch (e) {
+      throw new XferError(`${b.file}: model run failed on a batch of ${n} (${(e as Error).message.split('\n')[0]})`, {
+        hint: `check the card's input size/layout/dtype and the tapped layers against \`xfer layers ${spec}\``,
+        exitCode: 1,
+        cause: e,
+      });
+    }
+  };
   const runRaw = async (pixels: Uint8Array, n: number): Promise<Float32Array[]> => {
     const feeds = { [PIXEL_INPUT]: new ort.Tensor('uint8', pixels.subarray(0, n * h * w * 3), [n, h, w, 3]) };
-    const res = await session.run(feeds);
+    const res = await runSession(feeds, n);
     return taps.map((t) => res[t.output].data as Float32Array);
   };
-  // One dummy image: learn per-row output shapes (and warm the session up).
-  const probe = await session.run({ [PIXEL_INPUT]: new ort.Tensor('uint8', new Uint8Array(h * w * 3), [1, h, w, 3]) });
+  // One dummy image: learn per-row output shapes (and warm the session up). Release the session if it fails.
+  let probe: ort.InferenceSession.ReturnType;
+  try {
+    probe = await runSession({ [PIXEL_INPUT]: new ort.Tensor('uint8', new Uint8Array(h * w * 3), [1, h, w, 3]) }, 1);
+  } catch (e) {
+    await session.release().catch(() => {});
+    throw e;
+  }
   const outputs: TapOutput[] = taps.map((t) => ({ name: t.tensor, pool: t.pool, shape: probe[t.output].dims.slice(1), dtype: 'float32' }));
   const rowSizes = outputs.map((o) => o.shape.reduce((a, c) => a * c, 1));
   return {

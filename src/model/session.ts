@@ -4,12 +4,9 @@
  * so xfer decides: `auto` uses CUDA when its provider library is installed and loads, else CPU with a
  * one-line notice; `cuda[:id]` fails with an actionable message when it cannot be used.
  */
-import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import path from 'node:path';
-import os from 'node:os';
 import ort from 'onnxruntime-node';
 import { XferError } from '../errors.js';
+import { cudaProviderInstalled, ortBinaryDir } from './provider.js';
 
 export type DeviceSpec = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 
@@ -45,19 +42,7 @@ export function parseDevice(value: string): { kind: 'auto' | 'cpu' | 'cuda'; id:
   return { kind: m[1] as 'auto' | 'cpu' | 'cuda', id: m[2] === undefined ? 0 : Number(m[2]) };
 }
 
-/** Folder holding onnxruntime-node's native binaries for this platform. */
-export function ortBinaryDir(): string {
-  if (process.env.XFER_ORT_BIN_DIR) return process.env.XFER_ORT_BIN_DIR;
-  const require = createRequire(import.meta.url);
-  const pkg = path.dirname(require.resolve('onnxruntime-node/package.json'));
-  return path.join(pkg, 'bin', 'napi-v6', process.platform, os.arch());
-}
-
-/** Whether onnxruntime-node's CUDA provider library is installed (it is not bundled in the npm package). */
-export function cudaProviderInstalled(binDir = ortBinaryDir()): boolean {
-  const lib = process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so';
-  return existsSync(path.join(binDir, lib));
-}
+export { ortBinaryDir, cudaProviderInstalled };
 
 function cudaProvider(id: number, opts: DeviceOptions): ort.InferenceSession.ExecutionProviderConfig {
   const cfg: Record<string, unknown> = { name: 'cuda', deviceId: id };

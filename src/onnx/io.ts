@@ -4,9 +4,10 @@
  * locations that escape the model's folder are refused.
  */
 import { createHash } from 'node:crypto';
-import { readFile, writeFile, rename, mkdir, stat, open } from 'node:fs/promises';
+import { readFile, mkdir, stat, open } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../errors.js';
+import { writeFileAtomic } from '../util/atomic.js';
 import { decodeModel, encodeModel, type ModelProto, type TensorProto } from './proto.js';
 
 export interface LoadedModel {
@@ -129,13 +130,15 @@ export function serializeModel(model: ModelProto): Uint8Array {
   return bytes;
 }
 
-/** Write a model atomically (temp file + rename). */
+/**
+ * Write a model atomically (uniquely named temp file + fsync + rename): concurrent writers (processes
+ * or worker threads filling the same cache entry) never share a temp file, and a reader sees either
+ * no file or a whole one.
+ */
 export async function writeOnnxFile(file: string, model: ModelProto): Promise<{ sha256: string; size: number }> {
   const bytes = serializeModel(model);
   await mkdir(path.dirname(path.resolve(file)), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}`;
-  await writeFile(tmp, bytes);
-  await rename(tmp, file);
+  await writeFileAtomic(file, bytes);
   return { sha256: sha256Hex(bytes), size: bytes.length };
 }
 

@@ -178,6 +178,7 @@ export class Classifier {
     const { session } = await openSession(file, opts, opts.onNotice);
     const inputName = card.input.name ?? session.inputNames[0];
     if (!session.inputNames.includes(inputName)) {
+      await session.release().catch(() => {});
       throw new XferError(`${file}: model has no input "${inputName}" (inputs: ${session.inputNames.join(', ')})`, { hint: 'fix "input.name" in the model card' });
     }
     let fixedBatch: number | null = null;

@@ -8,12 +8,13 @@
  * not needed). When it cannot be resolved, `npm pack nsfwjs@4.4.0` fetches the tarball from the
  * npm registry into the cache and only `package/dist/models/<model>/*` is unpacked.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { readFile, readdir, writeFile, rename, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { threadId } from 'node:worker_threads';
 import { XferError } from '../../errors.js';
 import { fileExists, writeOnnxFile } from '../../onnx/io.js';
 import type { ModelProto } from '../../onnx/proto.js';
@@ -70,7 +71,8 @@ async function fetchFromRegistry(model: BuiltinKerasModel, opts: BuiltinOptions)
   const dest = path.join(root, 'dist', 'models', model);
   if (await fileExists(path.join(dest, 'model.min.js'))) return dest;
   opts.onProgress?.(`nsfwjs is not installed; fetching nsfwjs@${NSFWJS_VERSION} from the npm registry (npm pack) for the ${model} weights`);
-  const work = path.join(root, `pack-${process.pid}`);
+  // Unique per process, thread and call: concurrent fetches never share a work folder.
+  const work = path.join(root, `pack-${process.pid}-${threadId}-${randomBytes(4).toString('hex')}`);
   await mkdir(work, { recursive: true });
   try {
     const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
