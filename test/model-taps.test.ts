@@ -90,11 +90,24 @@ test('pooled taps equal JS pooling of the unmodified model\'s tensors', async ()
   const full = tinyNet();
   full.graph.output.push({ name: 'r1' }, { name: 'r2' });
   const ref = await runModel(full, { x });
-  for (const pool of ['avg', 'max', 'avgmax'] as const) {
-    const { model } = deriveTapModel(tinyNet(), [
-      { name: 'r1', pool },
-      { name: 'r2', pool },
-    ]);
+  // Both pooling forms: rank-agnostic (Reshape + Reduce*) and, with known ranks, Global*Pool.
+  for (const [pool, ranks] of [
+    ['avg', undefined],
+    ['max', undefined],
+    ['avgmax', undefined],
+    ['avg', new Map([['r1', 4], ['r2', 4]])],
+    ['max', new Map([['r1', 4], ['r2', 4]])],
+    ['avgmax', new Map([['r1', 4], ['r2', 4]])],
+  ] as const) {
+    const { model } = deriveTapModel(
+      tinyNet(),
+      [
+        { name: 'r1', pool },
+        { name: 'r2', pool },
+      ],
+      { ranks },
+    );
+    assert.equal(model.graph.node.some((n) => n.opType.startsWith('Global') && n.output[0].startsWith('xfer_tap')), ranks !== undefined);
     const got = await runModel(model, { x });
     assertClose(got.xfer_tap_0.data as Float32Array, poolRef(ref.r1.data as Float32Array, ref.r1.dims, pool), 1e-5, `r1 ${pool}`);
     assertClose(got.xfer_tap_1.data as Float32Array, poolRef(ref.r2.data as Float32Array, ref.r2.dims, pool), 1e-5, `r2 ${pool}`);

@@ -10,6 +10,7 @@ import type { ModelProto } from '../onnx/proto.js';
 import { pixelAffine, type ModelCard } from './card.js';
 import { inferDtypes, realInputs } from './graph.js';
 import { checkBatching, hasFixedBatch, withSymbolicBatch } from './batch.js';
+import { dummyInput } from './probe.js';
 import { resolveBackbone, requireCard } from './registry.js';
 import type { CardFlags } from './card-flags.js';
 import { openSession, type DeviceOptions } from './session.js';
@@ -64,6 +65,27 @@ export function imageInputName(model: ModelProto, card: ModelCard, file: string)
   return ins[0].name;
 }
 
+/**
+ * Ranks of the tapped tensors, from one batch-1 run of the pruned model with the raw tensors as
+ * outputs (cheap: only the compute the taps need). Null when the probe cannot run; pooling then
+ * uses its rank-agnostic form.
+ */
+async function tapRanks(model: ModelProto, taps: TapRequest[], file: string): Promise<Map<string, number> | undefined> {
+  const { model: raw, taps: resolved } = deriveTapModel(model, taps.map((t) => ({ name: t.name, pool: 'none' as const })), { file });
+  let session: ort.InferenceSession | undefined;
+  try {
+    session = await ort.InferenceSession.create(serializeModel(raw), { intraOpNumThreads: 1, logSeverityLevel: 4 });
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const vi of realInputs(raw.graph)) feeds[vi.name] = dummyInput(vi, 1);
+    const res = await session.run(feeds);
+    return new Map(resolved.map((t) => [t.tensor, res[t.output].dims.length]));
+  } catch {
+    return undefined;
+  } finally {
+    await session?.release();
+  }
+}
+
 /** Derive the tap model for a card: pixel input + taps, symbolic batch when safe. */
 export async function buildTapModel(
   model: ModelProto,
@@ -73,12 +95,14 @@ export async function buildTapModel(
   onNotice: (msg: string) => void = () => {},
 ): Promise<{ model: ModelProto; taps: ResolvedTap[]; fixedBatch: number | null }> {
   const inputName = imageInputName(model, card, file);
+  const ranks = await tapRanks(model, taps, file);
   const { scale, bias } = pixelAffine(card.input);
   let fixedBatch: number | null = null;
   const fixed = hasFixedBatch(model);
   const base = fixed ? withSymbolicBatch(model) : model;
   const derived = deriveTapModel(base, taps, {
     file,
+    ranks,
     dtypes: inferDtypes(model),
     pixelInput: { inputName, layout: card.input.layout, dtype: card.input.dtype, scale, bias, height: card.input.size[0], width: card.input.size[1] },
   });
@@ -88,6 +112,7 @@ export async function buildTapModel(
       onNotice(`warning: ${file} has a fixed batch of 1 that cannot be made symbolic (${problem}); running one image at a time`);
       const one = deriveTapModel(model, taps, {
         file,
+        ranks,
         dtypes: inferDtypes(model),
         pixelInput: { inputName, layout: card.input.layout, dtype: card.input.dtype, scale, bias, height: card.input.size[0], width: card.input.size[1] },
       });

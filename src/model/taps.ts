@@ -62,6 +62,8 @@ export interface DeriveOptions {
   file?: string;
   /** Prepend in-graph preprocessing: a uint8 NHWC "pixels" input replacing the model's image input. */
   pixelInput?: PixelInputSpec;
+  /** Ranks of tapped tensors (from a probe run): rank-4 maps pool with ORT's fast Global*Pool. */
+  ranks?: Map<string, number>;
 }
 
 export interface PixelInputSpec {
@@ -108,7 +110,7 @@ export function deriveTapModel(model: ModelProto, taps: TapRequest[], opts: Deri
       newNodes.push(node('Cast', [cur], [`${out}/cast`], { to: DataType.FLOAT }));
       cur = `${out}/cast`;
     }
-    const pooled = poolNodes(cur, out, tap.pool, inits);
+    const pooled = poolNodes(cur, out, tap.pool, inits, opts.ranks?.get(info.name));
     newNodes.push(...pooled);
     if (pooled.length === 0) newNodes.push(node('Identity', [cur], [out]));
     outputs.push({ name: out });
@@ -129,59 +131,76 @@ export function deriveTapModel(model: ModelProto, taps: TapRequest[], opts: Deri
 }
 
 /** Pooling nodes from `src` into `out` (empty for 'none'). Rank-agnostic where ONNX allows. */
-function poolNodes(src: string, out: string, pool: Pool, inits: TensorProto[]): NodeProto[] {
+function poolNodes(src: string, out: string, pool: Pool, inits: TensorProto[], rank?: number): NodeProto[] {
   switch (pool) {
     case 'none':
       return [];
     case 'flatten':
       return [node('Flatten', [src], [out], { axis: 1 })];
     case 'avg':
-    case 'max': {
-      // Reduce over every axis after the channel axis (NCHW spatial dims); works for rank 3..5, identity-ish for rank 2.
-      const op = pool === 'avg' ? 'ReduceMean' : 'ReduceMax';
-      return reduceSpatial(op, src, out, inits);
-    }
+    case 'max':
+      return globalPool(pool, src, out, inits, rank);
     case 'avgmax': {
-      const a = reduceSpatial('ReduceMean', src, `${out}/avg`, inits);
-      const m = reduceSpatial('ReduceMax', src, `${out}/max`, inits);
+      const a = globalPool('avg', src, `${out}/avg`, inits, rank);
+      const m = globalPool('max', src, `${out}/max`, inits, rank);
       return [...a, ...m, node('Concat', [`${out}/avg`, `${out}/max`], [out], { axis: 1 })];
     }
   }
 }
 
-/** Global pooling over axes 2.. then flatten to [N, C]. For rank-2 inputs it is an identity. */
-function reduceSpatial(op: 'ReduceMean' | 'ReduceMax', src: string, out: string, inits: TensorProto[]): NodeProto[] {
-  // Global{Average,Max}Pool need rank >= 3; use Shape/Size-free formulation: Flatten(axis=2) -> [N*C?]... keep it simple:
-  // reshape to [N, C, -1] then reduce axis 2. Rank-2 tensors become [N, C, 1].
+/**
+ * Global pooling over every axis after the channel axis, flattened to [N, C]. Rank-4 maps (the usual
+ * NCHW conv output) use GlobalAveragePool/GlobalMaxPool, which onnxruntime runs in its blocked
+ * NCHWc layout without a reorder; other ranks reshape to [N, C, -1] and reduce axis 2 (rank 2: identity).
+ */
+function globalPool(pool: 'avg' | 'max', src: string, out: string, inits: TensorProto[], rank?: number): NodeProto[] {
+  if (rank === 4) {
+    return [node(pool === 'avg' ? 'GlobalAveragePool' : 'GlobalMaxPool', [src], [`${out}/g`]), node('Flatten', [`${out}/g`], [out], { axis: 1 })];
+  }
   const shapeName = `${out}/shape3`;
   if (!inits.some((t) => t.name === shapeName)) inits.push(int64Tensor(shapeName, [3], [0, 0, -1]));
   return [
     node('Reshape', [src, shapeName], [`${out}/flat`]),
-    node(op, [`${out}/flat`], [out], { axes: [2], keepdims: 0 }),
+    node(pool === 'avg' ? 'ReduceMean' : 'ReduceMax', [`${out}/flat`], [out], { axes: [2], keepdims: 0 }),
   ];
 }
 
-/** Replace the model's image input with a uint8 NHWC pixel input plus normalisation nodes. */
+/**
+ * Replace the model's image input with a uint8 NHWC pixel input plus normalisation nodes, each
+ * element computed as float32 p*scale[c] + bias[c] (exactly what the JS path computes). For speed:
+ * NCHW models transpose the 1-byte pixels before casting, per-channel constants broadcast over
+ * contiguous H*W runs ([1,3,1,1]), equal channels use scalars, and identities are dropped.
+ */
 function prependPixelInput(graph: GraphProto, spec: PixelInputSpec): void {
   const orig = graph.input.find((i) => i.name === spec.inputName);
   if (!orig) throw new XferError(`model has no input named ${spec.inputName}`);
-  const p = `${PIXEL_INPUT}`;
-  const scale = `${p}/scale`;
-  const bias = `${p}/bias`;
-  graph.initializer.push(
-    { name: scale, dims: [3], dataType: DataType.FLOAT, rawData: new Uint8Array(Float32Array.from(spec.scale).buffer) },
-    { name: bias, dims: [3], dataType: DataType.FLOAT, rawData: new Uint8Array(Float32Array.from(spec.bias).buffer) },
-  );
-  const nodes: NodeProto[] = [node('Cast', [p], [`${p}/f`], { to: DataType.FLOAT }), node('Mul', [`${p}/f`, scale], [`${p}/scaled`]), node('Add', [`${p}/scaled`, bias], [`${p}/norm`])];
-  let cur = `${p}/norm`;
-  if (spec.layout === 'NCHW') {
+  const p = PIXEL_INPUT;
+  const nchw = spec.layout === 'NCHW';
+  const uniform = (v: readonly number[]) => Math.fround(v[0]) === Math.fround(v[1]) && Math.fround(v[0]) === Math.fround(v[2]);
+  const constant = (name: string, v: readonly number[]) => {
+    const one = uniform(v);
+    const dims = one ? [] : nchw ? [1, 3, 1, 1] : [3];
+    graph.initializer.push({ name, dims, dataType: DataType.FLOAT, rawData: new Uint8Array(Float32Array.from(one ? [v[0]] : v).buffer) });
+  };
+  const nodes: NodeProto[] = [];
+  let cur: string = p;
+  if (nchw) {
     nodes.push(node('Transpose', [cur], [`${p}/nchw`], { perm: [0, 3, 1, 2] }));
     cur = `${p}/nchw`;
   }
-  if (spec.dtype === 'float16') {
-    nodes.push(node('Cast', [cur], [`${p}/half`], { to: DataType.FLOAT16 }));
-    cur = `${p}/half`;
+  nodes.push(node('Cast', [cur], [`${p}/f`], { to: DataType.FLOAT }));
+  cur = `${p}/f`;
+  if (!(uniform(spec.scale) && Math.fround(spec.scale[0]) === 1)) {
+    constant(`${p}/scale`, spec.scale);
+    nodes.push(node('Mul', [cur, `${p}/scale`], [`${p}/scaled`]));
+    cur = `${p}/scaled`;
   }
+  if (!(uniform(spec.bias) && spec.bias[0] === 0)) {
+    constant(`${p}/bias`, spec.bias);
+    nodes.push(node('Add', [cur, `${p}/bias`], [`${p}/norm`]));
+    cur = `${p}/norm`;
+  }
+  if (spec.dtype === 'float16') nodes.push(node('Cast', [cur], [`${p}/half`], { to: DataType.FLOAT16 }));
   nodes[nodes.length - 1].output[0] = spec.inputName;
   graph.node = [...nodes, ...graph.node];
   graph.input = graph.input.filter((i) => i.name !== spec.inputName);
