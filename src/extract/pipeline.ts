@@ -54,7 +54,7 @@ export interface ExtractOptions {
   strict?: boolean;
   /** Preprocessing overrides (background colour, fast decode …). */
   preprocess?: PreprocessOverrides;
-  /** Images decoded concurrently (default: number of CPUs, at least 2). */
+  /** Images decoded concurrently (default: number of CPUs + 1, so a decode is always queued while others finish). */
   decodeConcurrency?: number;
   /** Inference sessions (worker threads) batches are spread over; default see `inferencePlan`. */
   workers?: number;
@@ -214,7 +214,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
 
     const [H, W] = plan.size;
     const imgBytes = H * W * 3;
-    const conc = Math.max(1, opts.decodeConcurrency ?? Math.max(2, os.availableParallelism()));
+    const conc = Math.max(1, opts.decodeConcurrency ?? os.availableParallelism() + 1);
     const limit = pLimit(conc);
     // Only an ImageError (this input cannot be used) skips an input; anything else is systematic
     // (out of memory, a bug, ...) and fails the run instead of skipping every image.
