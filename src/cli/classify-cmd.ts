@@ -1,11 +1,10 @@
 /** `xfer classify`: top-k labels of a pretrained model's own head (the card's labels file). */
-import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { addCardFlags, type CardFlags } from '../model/card-flags.js';
 import { XferError } from '../errors.js';
 import { loadCard } from '../model/card.js';
-import { discoverDataset, entrySource } from '../image/discover.js';
+import { expandImageArgs } from '../image/discover.js';
 import { Classifier, type ClassifyError, type ClassifyResult } from '../predict/classify.js';
 import type { DeviceSpec } from '../model/session.js';
 import { notice } from './output.js';
@@ -24,26 +23,6 @@ interface ClassifyCliOptions {
   threads?: number;
   batch?: number;
   background?: string;
-}
-
-/** Expand arguments: files as given; folders → their images (recursive, sorted). */
-async function expandImages(args: string[]): Promise<{ path: string; source: string | Buffer }[]> {
-  const out: { path: string; source: string | Buffer }[] = [];
-  for (const a of args) {
-    let isDir = false;
-    try {
-      isDir = (await stat(a)).isDirectory();
-    } catch {
-      // Missing files are reported per image by the decoder ("file not found").
-    }
-    if (!isDir) {
-      out.push({ path: a, source: a });
-      continue;
-    }
-    const ds = await discoverDataset(a, { kind: 'flat' });
-    for (const e of ds.entries) out.push({ path: path.join(a, e.path), source: entrySource(e) });
-  }
-  return out;
 }
 
 export function registerClassifyCommand(program: Command): void {
@@ -82,7 +61,7 @@ export function registerClassifyCommand(program: Command): void {
       onNotice: notice,
     });
     try {
-      const list = await expandImages(images);
+      const list = await expandImageArgs(images);
       const onResult = (r: ClassifyResult | ClassifyError) => {
         if ('error' in r) {
           if (opts.json) process.stdout.write(`${JSON.stringify(r)}\n`);

@@ -1,11 +1,9 @@
 /** `xfer predict` (backbone + trained head on images) and `xfer export` (the pair as one ONNX file). */
-import { stat } from 'node:fs/promises';
-import path from 'node:path';
 import type { Command } from 'commander';
 import { addCardFlags, type CardFlags } from '../model/card-flags.js';
-import { discoverDataset, entrySource } from '../image/discover.js';
+import { expandImageArgs } from '../image/discover.js';
 import type { DeviceSpec } from '../model/session.js';
-import { isPredictError, openPredictor, type PredictInput, type PredictOutcome } from '../predict/predict.js';
+import { isPredictError, openPredictor, type PredictOutcome } from '../predict/predict.js';
 import { exportOnnx } from '../predict/export.js';
 import { positiveIntArg } from './args.js';
 import { notice } from './output.js';
@@ -28,26 +26,6 @@ interface ExportCliOptions extends CardFlags {
   card?: string;
   verify: boolean;
   json?: boolean;
-}
-
-/** Expand arguments: files as given; folders → their images (recursive, sorted), as `xfer classify` does. */
-async function expandImages(args: string[]): Promise<PredictInput[]> {
-  const out: PredictInput[] = [];
-  for (const a of args) {
-    let isDir = false;
-    try {
-      isDir = (await stat(a)).isDirectory();
-    } catch {
-      // Missing files are reported per image by the decoder ("file not found").
-    }
-    if (!isDir) {
-      out.push({ path: a, source: a });
-      continue;
-    }
-    const ds = await discoverDataset(a, { kind: 'flat' });
-    for (const e of ds.entries) out.push({ path: path.join(a, e.path), source: entrySource(e) });
-  }
-  return out;
 }
 
 function round6(x: number): number {
@@ -78,7 +56,7 @@ export function registerPredictCommands(program: Command): void {
       onNotice: notice,
     });
     try {
-      const list = await expandImages(images);
+      const list = await expandImageArgs(images);
       let failed = 0;
       const onResult = (r: PredictOutcome): void => {
         if (isPredictError(r)) {

@@ -7,9 +7,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import { XferError } from '../errors.js';
-import type { ModelCard } from '../model/card.js';
 import type { CardFlags } from '../model/card-flags.js';
-import type { DeviceOptions, TapOutput, TapRequest, Pool } from '../model/runner.js';
+import type { DeviceOptions, TappedBackbone, TapRequest, Pool } from '../model/runner.js';
 
 export interface BackboneRequest {
   /** Built-in id or model path. */
@@ -24,15 +23,8 @@ export interface BackboneRequest {
   device?: DeviceOptions;
 }
 
-export interface BackboneInfo {
-  id: string;
-  sha256: string;
-  file: string;
-  card: ModelCard;
-  outputs: TapOutput[];
-  fixedBatch: number | null;
-  provider: 'cpu' | 'cuda';
-}
+/** What the pipeline needs to know about an opened backbone (a TappedBackbone without its methods). */
+export type BackboneInfo = Omit<TappedBackbone, 'run' | 'close'>;
 
 export interface ExtractBackbone {
   info: BackboneInfo;

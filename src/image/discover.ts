@@ -466,3 +466,29 @@ async function discoverList(file: string, opts: DiscoverOptions): Promise<Datase
   errors.sort((a, b) => compareStrings(a.path, b.path));
   return finish(file, 'list', dedup, { errors, warnings: [], skippedFiles: 0 }, [], opts, false);
 }
+
+/** An image named on the command line: its display path and what to open (a Buffer for non-UTF-8 names). */
+export interface ImageArg {
+  path: string;
+  source: string | Buffer;
+}
+
+/** Expand command-line arguments: files as given; folders → their images (recursive, sorted). */
+export async function expandImageArgs(args: string[]): Promise<ImageArg[]> {
+  const out: ImageArg[] = [];
+  for (const a of args) {
+    let isDir = false;
+    try {
+      isDir = (await stat(a)).isDirectory();
+    } catch {
+      // Missing files are reported per image by the decoder ("file not found").
+    }
+    if (!isDir) {
+      out.push({ path: a, source: a });
+      continue;
+    }
+    const ds = await discoverDataset(a, { kind: 'flat' });
+    for (const e of ds.entries) out.push({ path: path.join(a, e.path), source: entrySource(e) });
+  }
+  return out;
+}
