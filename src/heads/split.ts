@@ -2,16 +2,22 @@
 import { XferError } from '../errors.js';
 import { Rng } from './rng.js';
 
-/** Split positions 0..n-1 (labels y) into train/val, taking round(frac·n_c) of each class (≥1 when n_c ≥ 2). */
-export function stratifiedSplit(y: ArrayLike<number>, frac: number, seed = 0): { train: number[]; val: number[] } {
-  if (!(frac > 0 && frac < 1)) throw new XferError(`--val: must be a fraction in (0, 1), got ${frac}`, { hint: 'e.g. --val 0.2' });
-  const rng = new Rng(seed);
+/** Positions of each class label, in position order. */
+function indexesByClass(y: ArrayLike<number>): Map<number, number[]> {
   const byClass = new Map<number, number[]>();
   for (let i = 0; i < y.length; i++) {
     let a = byClass.get(y[i]);
     if (!a) byClass.set(y[i], (a = []));
     a.push(i);
   }
+  return byClass;
+}
+
+/** Split positions 0..n-1 (labels y) into train/val, taking round(frac·n_c) of each class (≥1 when n_c ≥ 2). */
+export function stratifiedSplit(y: ArrayLike<number>, frac: number, seed = 0): { train: number[]; val: number[] } {
+  if (!(frac > 0 && frac < 1)) throw new XferError(`--val: must be a fraction in (0, 1), got ${frac}`, { hint: 'e.g. --val 0.2' });
+  const rng = new Rng(seed);
+  const byClass = indexesByClass(y);
   const train: number[] = [];
   const val: number[] = [];
   for (const c of [...byClass.keys()].sort((a, b) => a - b)) {
@@ -36,12 +42,7 @@ export function stratifiedSplit(y: ArrayLike<number>, frac: number, seed = 0): {
 export function stratifiedFolds(y: ArrayLike<number>, k: number, seed = 0, labelName: (c: number) => string = String, requested = `--folds ${k}`): Int32Array {
   if (!Number.isInteger(k) || k < 2) throw new XferError(`--folds: must be an integer ≥ 2, got ${k}`, { hint: 'e.g. --folds 5' });
   const rng = new Rng(seed);
-  const byClass = new Map<number, number[]>();
-  for (let i = 0; i < y.length; i++) {
-    let a = byClass.get(y[i]);
-    if (!a) byClass.set(y[i], (a = []));
-    a.push(i);
-  }
+  const byClass = indexesByClass(y);
   const small = [...byClass].filter(([, v]) => v.length < k);
   if (small.length > 0) {
     const list = small.map(([c, v]) => `'${labelName(c)}' (${v.length})`).join(', ');
