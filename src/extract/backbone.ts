@@ -9,6 +9,7 @@ import { Worker } from 'node:worker_threads';
 import { XferError } from '../errors.js';
 import type { CardFlags } from '../model/card-flags.js';
 import type { DeviceOptions, TappedBackbone, TapRequest, Pool } from '../model/runner.js';
+import type { ResolvedBackbone } from '../model/registry.js';
 
 export interface BackboneRequest {
   /** Built-in id or model path. */
@@ -16,6 +17,8 @@ export interface BackboneRequest {
   card?: string;
   /** Card fields from command-line flags. */
   cardFlags?: CardFlags;
+  /** The model resolved once by the caller (file, sha256, card): workers then skip resolving and hashing it. */
+  resolved?: ResolvedBackbone;
   /** Tensor names; null = the card's taps.default. */
   layers: string[] | null;
   /** null = the card's taps.pool for the default tap, else avg. */
@@ -40,7 +43,7 @@ export async function openBackboneHere(req: BackboneRequest, onNotice: (msg: str
   let pool = req.pool;
   if (layers === null || layers.length === 0) {
     const { resolveBackbone, requireCard } = await import('../model/registry.js');
-    const card = requireCard(await resolveBackbone(req.model, { card: req.card, cardFlags: req.cardFlags, onNotice }), 'feature extraction');
+    const card = requireCard(req.resolved ?? (await resolveBackbone(req.model, { card: req.card, cardFlags: req.cardFlags, onNotice })), 'feature extraction');
     if (!card.taps?.default) {
       throw new XferError(`model card ${card.id} names no default tap (taps.default)`, { hint: 'pass --layers <tensor names>; `xfer layers <model>` lists them' });
     }
@@ -48,7 +51,7 @@ export async function openBackboneHere(req: BackboneRequest, onNotice: (msg: str
     pool = pool ?? card.taps.pool ?? 'avg';
   }
   const taps: TapRequest[] = layers.map((name) => ({ name, pool: pool ?? 'avg' }));
-  const backbone = await openTappedBackbone(req.model, { card: req.card, cardFlags: req.cardFlags, taps, device: req.device, onNotice });
+  const backbone = await openTappedBackbone(req.model, { resolved: req.resolved, card: req.card, cardFlags: req.cardFlags, taps, device: req.device, onNotice });
   const info: BackboneInfo = {
     id: backbone.id,
     sha256: backbone.sha256,
@@ -110,7 +113,7 @@ export async function openWorkerPool(req: BackboneRequest, onNotice: (msg: strin
   // Resolve the model once here, so a built-in (or .tflite) conversion runs once and is in the cache
   // before the workers start: each would otherwise convert it itself (their in-flight guards are per thread).
   const { resolveBackbone } = await import('../model/registry.js');
-  await resolveBackbone(req.model, { card: req.card, cardFlags: req.cardFlags, onNotice });
+  req = { ...req, resolved: req.resolved ?? (await resolveBackbone(req.model, { card: req.card, cardFlags: req.cardFlags, onNotice })) };
   const seen = new Set<string>();
   const once = (msg: string) => {
     if (!seen.has(msg)) {

@@ -22,6 +22,7 @@ import type { CardFlags } from '../model/card-flags.js';
 import { cudaProviderInstalled } from '../model/provider.js';
 import { assignLayerDirs, FeatureWriter, type FeatureDtype, type FeatureMetaInit, type ShardWriter, type WriterIO } from '../features/writer.js';
 import { openInlineBackbone, openWorkerPool } from './backbone.js';
+import { resolveBackbone, requireCard } from '../model/registry.js';
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
 
 export const DEFAULT_BATCH = 32;
@@ -153,10 +154,13 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   const spec = resolveShardSpec(opts.shard, opts.env ?? process.env);
   const out = path.resolve(expandOutPattern(opts.out, spec));
 
-  // Open the backbone (its thread starts loading while we list the dataset).
+  // Resolve the model once (a built-in or .tflite converts here, once), then open the backbone:
+  // its threads load the model while we list the dataset and start decoding the first images.
+  const resolved = await resolveBackbone(opts.model, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice });
+  const plan = resolvePreprocess(requireCard(resolved, 'feature extraction'), opts.preprocess ?? {});
   const { workers, threads } = inferencePlan(opts);
   const device: DeviceOptions = { ...opts.device, threads };
-  const req = { model: opts.model, card: opts.card, cardFlags: opts.cardFlags, layers: opts.layers ?? null, pool: opts.pool ?? null, device };
+  const req = { model: opts.model, resolved, card: opts.card, cardFlags: opts.cardFlags, layers: opts.layers ?? null, pool: opts.pool ?? null, device };
   const backboneP = opts.backboneThread === 'inline' ? openInlineBackbone(req, notice) : openWorkerPool(req, notice, workers);
   backboneP.catch(() => {});
   let dataset: Dataset;
@@ -167,18 +171,36 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     throw e;
   }
   for (const w of dataset.warnings) notice(`warning: ${w}`);
+  const range = shardRange(dataset.entries.length, R, spec);
+  const conc = Math.max(1, opts.decodeConcurrency ?? os.availableParallelism() + 1);
+  const limit = pLimit(conc);
+  // Only an ImageError (this input cannot be used) skips an input; anything else is systematic
+  // (out of memory, a bug, ...) and fails the run instead of skipping every image.
+  const decode = (e: DatasetEntry) =>
+    limit(() =>
+      loadImagePixels(entrySource(e), plan, { displayPath: e.path }).then(
+        (p) => ({ ok: true as const, data: p.data }),
+        (err: unknown) => {
+          if (isImageError(err)) return { ok: false as const, reason: err.reason };
+          throw err;
+        },
+      ),
+    );
+  // While the inference sessions load, decode the first images of a fresh run (a resumed run may
+  // start later: then these are dropped).
+  const prefetchEnd = Math.min(range.firstItem + Math.max(conc * 2, batchSize * 2), range.firstItem + range.items);
+  const prefetched = opts.resume ? [] : dataset.entries.slice(range.firstItem, prefetchEnd).map(decode);
+  for (const p of prefetched) p.catch(() => {});
   const backbone = await backboneP;
   let writer: FeatureWriter | null = null;
   let tPipe: number | null = null;
   try {
     const info = backbone.info;
-    const plan = resolvePreprocess(info.card, opts.preprocess ?? {});
     let batch = batchSize;
     if (info.fixedBatch !== null && info.fixedBatch !== batch) {
       notice(`model has a fixed batch of ${info.fixedBatch}; using --batch ${info.fixedBatch}`);
       batch = info.fixedBatch;
     }
-    const range = shardRange(dataset.entries.length, R, spec);
     const dirs = assignLayerDirs(info.outputs.map((o) => o.name));
     const { dir: _dir, ...card } = info.card;
     const init: FeatureMetaInit = {
@@ -214,20 +236,6 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
 
     const [H, W] = plan.size;
     const imgBytes = H * W * 3;
-    const conc = Math.max(1, opts.decodeConcurrency ?? os.availableParallelism() + 1);
-    const limit = pLimit(conc);
-    // Only an ImageError (this input cannot be used) skips an input; anything else is systematic
-    // (out of memory, a bug, ...) and fails the run instead of skipping every image.
-    const decode = (e: DatasetEntry) =>
-      limit(() =>
-        loadImagePixels(entrySource(e), plan, { displayPath: e.path }).then(
-          (p) => ({ ok: true as const, data: p.data }),
-          (err: unknown) => {
-            if (isImageError(err)) return { ok: false as const, reason: err.reason };
-            throw err;
-          },
-        ),
-      );
 
     let stop = false;
     let strictShard: number | null = null;
@@ -242,8 +250,8 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     const endItem = range.firstItem + range.items;
     const window = Math.max(conc * 2, batch * 2);
     async function* batches(): AsyncGenerator<Batch> {
-      const ahead: ReturnType<typeof decode>[] = [];
-      let next = firstItem;
+      const ahead: ReturnType<typeof decode>[] = firstItem === range.firstItem ? prefetched.slice() : [];
+      let next = firstItem + ahead.length;
       const fill = () => {
         while (ahead.length < window && next < endItem) {
           const p = decode(dataset.entries[next++]);

@@ -8,13 +8,13 @@ import { XferError } from '../errors.js';
 import { readOnnxFile, serializeModel } from '../onnx/io.js';
 import type { ModelProto } from '../onnx/proto.js';
 import { pixelAffine, type ModelCard } from './card.js';
-import { inferDtypes, realInputs } from './graph.js';
+import { inferDtypes, listTensors, realInputs } from './graph.js';
 import { checkBatching, hasFixedBatch, withSymbolicBatch } from './batch.js';
 import { dummyInput } from './probe.js';
-import { resolveBackbone, requireCard } from './registry.js';
+import { resolveBackbone, requireCard, type ResolvedBackbone } from './registry.js';
 import type { CardFlags } from './card-flags.js';
 import { openSession, type DeviceOptions } from './session.js';
-import { deriveTapModel, PIXEL_INPUT, type Pool, type ResolvedTap, type TapRequest } from './taps.js';
+import { deriveTapModel, PIXEL_INPUT, resolveTapName, type Pool, type ResolvedTap, type TapRequest } from './taps.js';
 
 export type { TapRequest, Pool, DeviceOptions };
 
@@ -42,6 +42,8 @@ export interface TappedBackbone {
 }
 
 export interface OpenOptions {
+  /** The model already resolved (file, sha256, card) — skips resolving and hashing it again. */
+  resolved?: ResolvedBackbone;
   card?: string;
   /** Card fields from command-line flags (see card-flags.ts). */
   cardFlags?: CardFlags;
@@ -71,6 +73,10 @@ export function imageInputName(model: ModelProto, card: ModelCard, file: string)
  * uses its rank-agnostic form.
  */
 async function tapRanks(model: ModelProto, taps: TapRequest[], file: string): Promise<Map<string, number> | undefined> {
+  // Declared shapes first (converted models declare them): no probe run needed.
+  const tensors = listTensors(model);
+  const declared = taps.map((t) => resolveTapName(t.name, tensors, file));
+  if (declared.every((t) => t.shape !== null)) return new Map(declared.map((t) => [t.name, t.shape!.length]));
   const { model: raw, taps: resolved } = deriveTapModel(model, taps.map((t) => ({ name: t.name, pool: 'none' as const })), { file });
   let session: ort.InferenceSession | undefined;
   try {
@@ -126,7 +132,7 @@ export async function buildTapModel(
 /** Open a backbone with taps; see TappedBackbone. */
 export async function openTappedBackbone(spec: string, opts: OpenOptions): Promise<TappedBackbone> {
   const notice = opts.onNotice ?? (() => {});
-  const b = await resolveBackbone(spec, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice });
+  const b = opts.resolved ?? (await resolveBackbone(spec, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice }));
   const card = requireCard(b, 'feature extraction');
   const loaded = await readOnnxFile(b.file);
   const { model, taps, fixedBatch } = await buildTapModel(loaded.model, card, opts.taps, spec, notice);
