@@ -1,7 +1,7 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'data/**', '.cache/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'data/**', '.cache/**', 'tmp/**'] },
   ...tseslint.configs.recommended,
   {
     rules: {
