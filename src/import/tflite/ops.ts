@@ -63,6 +63,22 @@ function weights(ctx: ConvertContext, op: TfliteOperator): { data: Float32Array;
   return { data: realValues(ctx.model, w), shape: w.shape, name: onnxNameFor(w.name) };
 }
 
+/** The ONNX Conv (plus fused activation) shared by CONV_2D and DEPTHWISE_CONV_2D. */
+function emitConv(ctx: Parameters<OpConverter>[0], op: Parameters<OpConverter>[1], o: ConvLikeOptions, W: string, B: string, kh: number, kw: number, group: number): void {
+  const { pre, finish } = ctx.fusedOutput(op, o.activation);
+  ctx.emit('Conv', [ctx.value(op.inputs[0]), W, B], [pre], {
+    kernel_shape: [kh, kw],
+    strides: [o.strideH, o.strideW],
+    dilations: [o.dilationH, o.dilationW],
+    pads: spatialPads(ctx, op.inputs[0], o.padding, kh, kw, o.strideH, o.strideW, o.dilationH, o.dilationW),
+    group,
+  });
+  finish();
+}
+
+/** The fields CONV_2D and DEPTHWISE_CONV_2D options share. */
+type ConvLikeOptions = Pick<ReturnType<typeof convOptions>, 'activation' | 'strideH' | 'strideW' | 'dilationH' | 'dilationW' | 'padding'>;
+
 const conv2d: OpConverter = (ctx, op) => {
   checkRank4(ctx, op, op.inputs[0]);
   const o = convOptions(ctx.model.reader, op.options);
@@ -72,15 +88,7 @@ const conv2d: OpConverter = (ctx, op) => {
   const oihw = permute(w.data, w.shape, TO_NCHW);
   const W = ctx.addFloat(w.name, oihw.shape, oihw.data);
   const B = ctx.addFloat(op.inputs[2] >= 0 ? onnxNameFor(ctx.tensor(op.inputs[2]).name) : `${w.name}__bias`, [cout], biasValues(ctx, op, cout));
-  const { pre, finish } = ctx.fusedOutput(op, o.activation);
-  ctx.emit('Conv', [ctx.value(op.inputs[0]), W, B], [pre], {
-    kernel_shape: [kh, kw],
-    strides: [o.strideH, o.strideW],
-    dilations: [o.dilationH, o.dilationW],
-    pads: spatialPads(ctx, op.inputs[0], o.padding, kh, kw, o.strideH, o.strideW, o.dilationH, o.dilationW),
-    group: inC / cin,
-  });
-  finish();
+  emitConv(ctx, op, o, W, B, kh, kw, inC / cin);
 };
 
 const depthwiseConv2d: OpConverter = (ctx, op) => {
@@ -94,15 +102,7 @@ const depthwiseConv2d: OpConverter = (ctx, op) => {
   const ohw = permute(w.data, w.shape, [3, 0, 1, 2]);
   const W = ctx.addFloat(w.name, ohw.shape, ohw.data);
   const B = ctx.addFloat(op.inputs[2] >= 0 ? onnxNameFor(ctx.tensor(op.inputs[2]).name) : `${w.name}__bias`, [cout], biasValues(ctx, op, cout));
-  const { pre, finish } = ctx.fusedOutput(op, o.activation);
-  ctx.emit('Conv', [ctx.value(op.inputs[0]), W, B], [pre], {
-    kernel_shape: [kh, kw],
-    strides: [o.strideH, o.strideW],
-    dilations: [o.dilationH, o.dilationW],
-    pads: spatialPads(ctx, op.inputs[0], o.padding, kh, kw, o.strideH, o.strideW, o.dilationH, o.dilationW),
-    group: inC,
-  });
-  finish();
+  emitConv(ctx, op, o, W, B, kh, kw, inC);
 };
 
 const fullyConnected: OpConverter = (ctx, op) => {
