@@ -9,11 +9,14 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { deflateSync } from 'node:zlib';
+import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import type { ModelCard } from '../src/model/card.js';
 import { resolvePreprocess } from '../src/image/plan.js';
 import { ImageError, loadImagePixels, type ImageErrorKind } from '../src/image/decode.js';
+import { findPython } from './helpers/python.js';
+import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const shared = path.resolve(repoRoot, '../shared');
@@ -164,6 +167,69 @@ test('CMYK JPEG → converted to sRGB, 3 channels', async () => {
   const [r, g, b] = meanRgb(px.data);
   // The CMYK round trip through ICC profiles shifts colours; it must still be clearly green.
   assert.ok(g > 150 && g > r + 60 && g > b + 60, `${r},${g},${b}`);
+});
+
+/** A PNG's chunks (type + data). */
+function pngChunks(png: Buffer): { type: string; data: Buffer }[] {
+  const out: { type: string; data: Buffer }[] = [];
+  for (let o = 8; o + 12 <= png.length; ) {
+    const len = png.readUInt32BE(o);
+    out.push({ type: png.toString('latin1', o + 4, o + 8), data: png.subarray(o + 8, o + 8 + len) });
+    o += 12 + len;
+  }
+  return out;
+}
+
+/** `png` with one more chunk right after IHDR (where iCCP belongs), pixels untouched. */
+function withPngChunk(png: Buffer, chunk: { type: string; data: Buffer }): Buffer {
+  const typed = Buffer.concat([Buffer.from(chunk.type, 'latin1'), chunk.data]);
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(typed));
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(chunk.data.length);
+  const ihdrEnd = 8 + 12 + png.readUInt32BE(8);
+  return Buffer.concat([png.subarray(0, ihdrEnd), len, typed, crc, png.subarray(ihdrEnd)]);
+}
+
+test('ICC profile: ignored by default (pixels as stored, like PIL convert("RGB")), converted to sRGB with applyIcc', async () => {
+  // Saturated red stored as Display-P3 values: a PNG of exactly these bytes, tagged with sharp's P3 profile.
+  const stored: [number, number, number] = [220, 40, 40];
+  const plain = await solid(40, 40, stored, 'png');
+  const iccp = pngChunks(await sharp(plain).withIccProfile('p3').png().toBuffer()).find((c) => c.type === 'iCCP');
+  assert.ok(iccp, 'sharp writes the P3 profile as an iCCP chunk');
+  const tagged = await put('p3.png', withPngChunk(plain, iccp));
+  const meta = await sharp(tagged).metadata();
+  assert.ok(meta.hasProfile && meta.icc, 'the test file carries an ICC profile');
+
+  const asStored = await loadImagePixels(tagged, plan);
+  assert.deepEqual(meanRgb(asStored.data), stored);
+  assert.equal(resolvePreprocess(card).applyIcc, false);
+
+  const managedPlan = resolvePreprocess(card, { applyIcc: true });
+  const managed = meanRgb((await loadImagePixels(tagged, managedPlan)).data);
+  // P3 red is outside sRGB: through the profile it comes out redder with less green than stored.
+  assert.ok(managed[0] > stored[0] + 10 && managed[1] < stored[1] - 10, `managed ${managed} vs stored ${stored}`);
+});
+
+const HYMENOPTERA_BEES = path.join(shared, 'datasets/hymenoptera/val/bees');
+const pil = findPython(['PIL']);
+test('photos with an ICC profile decode to exactly what PIL Image.convert("RGB") gives (torchvision\'s loader)', {
+  skip: (!existsSync(HYMENOPTERA_BEES) && `${HYMENOPTERA_BEES} not present`) || (!pil && 'python3 with PIL (python3-pil) not found'),
+}, async () => {
+  let checked = 0;
+  for (const f of readdirSync(HYMENOPTERA_BEES).sort()) {
+    const file = path.join(HYMENOPTERA_BEES, f);
+    const meta = await sharp(file).metadata();
+    if (!meta.hasProfile || !meta.width || !meta.height) continue;
+    // squash to the photo's own size: no resampling, so the decode itself is compared
+    const own = resolvePreprocess({ ...card, input: { ...card.input, size: [meta.height, meta.width] }, resize: { ...card.resize, policy: 'squash' } });
+    const px = await loadImagePixels(file, own);
+    const r = spawnSync(pil!, ['-c', 'import sys; from PIL import Image; sys.stdout.buffer.write(Image.open(sys.argv[1]).convert("RGB").tobytes())', file], { maxBuffer: 1 << 26 });
+    assert.equal(r.status, 0, String(r.stderr));
+    assert.ok(Buffer.from(px.data).equals(r.stdout), `${f}: pixels differ from PIL`);
+    if (++checked === 5) break;
+  }
+  assert.equal(checked, 5, 'five hymenoptera/val/bees photos carry an ICC profile');
 });
 
 test('16-bit PNG → 8-bit', async () => {

@@ -3,9 +3,10 @@
  * reference packing of pixels into the model's input tensor.
  *
  * loadImagePixels: read file → sniff → (BMP: own decoder) → sharp: EXIF auto-orient, first frame
- * only, resize with the plan's kernel (shrink-on-load off unless plan.shrinkOnLoad), center crop,
- * flatten alpha onto plan.background, convert to 8-bit sRGB with 3 channels (grey, CMYK, 16-bit,
- * palette all end up here), then reorder to the model's channel order. Every failure becomes an
+ * only, embedded ICC profile ignored unless plan.applyIcc (see plan.ts), resize with the plan's
+ * kernel (shrink-on-load off unless plan.shrinkOnLoad), center crop, flatten alpha onto
+ * plan.background, convert to 8-bit sRGB with 3 channels (grey, CMYK, 16-bit, palette all end up
+ * here), then reorder to the model's channel order. Every failure becomes an
  * ImageError with a short reason; nothing else escapes.
  */
 import { readFile } from 'node:fs/promises';
@@ -223,6 +224,7 @@ export async function decodeImageBuffer(buf: Buffer, plan: PreprocessPlan, opts:
     failOn: opts.failOn ?? 'truncated',
     pages: 1,
     autoOrient: raw === undefined,
+    ignoreIcc: !plan.applyIcc,
   })
     .resize(g.resizeWidth, g.resizeHeight, { kernel: plan.kernel, fit: 'fill', fastShrinkOnLoad: plan.shrinkOnLoad })
     .flatten({ background: { r: plan.background[0], g: plan.background[1], b: plan.background[2] } })
