@@ -1,20 +1,38 @@
-/** Worker thread holding the ORT session for `openWorkerBackbone` (see backbone.ts). */
-import { parentPort, workerData } from 'node:worker_threads';
-import { openBackboneHere, serializeError, type BackboneRequest, type WorkerInMessage, type WorkerOutMessage } from './backbone.js';
+/**
+ * Worker thread holding one ORT session for `openWorkerBackbone` (see backbone.ts). It loads
+ * onnxruntime at once, then waits for the prepared tap model ('open'), opens a session on it and
+ * runs batches one at a time ('run': session.run blocks this thread until the batch is done).
+ */
+import { parentPort } from 'node:worker_threads';
+import { backboneInfo, serializeError, type WorkerInMessage, type WorkerOutMessage } from './backbone.js';
+import type { TappedBackbone } from '../model/tapped.js';
 
 const port = parentPort;
 if (!port) throw new Error('backbone-worker.js must run in a worker thread');
 
 const post = (m: WorkerOutMessage, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
+// Start loading onnxruntime and the session code now, while the main thread builds the tap model.
+const runner = import('../model/tapped.js');
+runner.catch(() => {});
+let backbone: TappedBackbone | null = null;
+let closing = false;
 
-try {
-  const { info, backbone } = await openBackboneHere(workerData as BackboneRequest, (message) => post({ type: 'notice', message }));
-  port.on('message', (m: WorkerInMessage) => {
-    if (m.type === 'close') {
-      void backbone.close().finally(() => port.close());
-      return;
-    }
-    // Messages are handled one at a time: session.run blocks this thread until the batch is done.
+port.on('message', (m: WorkerInMessage) => {
+  if (m.type === 'close') {
+    closing = true;
+    void (backbone?.close() ?? Promise.resolve()).finally(() => port.close());
+  } else if (m.type === 'open') {
+    runner
+      .then(({ openPreparedBackbone }) => openPreparedBackbone(m.prepared, m.device, (message) => post({ type: 'notice', message })))
+      .then(
+        async (b) => {
+          if (closing) return b.close();
+          backbone = b;
+          post({ type: 'ready', info: backboneInfo(b) });
+        },
+        (e: unknown) => post({ type: 'error', id: null, error: serializeError(e) }),
+      );
+  } else if (backbone) {
     backbone.run(m.pixels, m.n).then(
       (outputs) => {
         const transfer = outputs.filter((o) => o.byteOffset === 0 && o.byteLength === o.buffer.byteLength).map((o) => o.buffer as ArrayBuffer);
@@ -22,8 +40,7 @@ try {
       },
       (e: unknown) => post({ type: 'error', id: m.id, error: serializeError(e) }),
     );
-  });
-  post({ type: 'ready', info });
-} catch (e) {
-  post({ type: 'error', id: null, error: serializeError(e) });
-}
+  } else {
+    post({ type: 'error', id: m.id, error: serializeError(new Error('backbone worker: run before the session is open')) });
+  }
+});

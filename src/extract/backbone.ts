@@ -1,14 +1,17 @@
 /**
  * The backbone as the extraction pipeline sees it. onnxruntime-node's `session.run` blocks the
- * calling thread for the whole batch, so by default the session lives in a worker thread
- * (`backbone-worker.ts`): the main thread keeps decoding images (sharp) and writing shards while a
- * batch runs, and pixels/features move between threads as transferred ArrayBuffers (no copies).
+ * calling thread for the whole batch, so by default sessions live in worker threads
+ * (`backbone-worker.ts`): the main thread keeps decoding images (sharp) and writing shards while
+ * batches run, and pixels/features move between threads as transferred ArrayBuffers (no copies).
  * `inline` mode keeps the session on the main thread (used to measure the difference).
+ *
+ * The tap model is built once, on the main thread, while the workers start (each worker only
+ * creates a session from the bytes): building it costs more than opening a session.
  */
 import { Worker } from 'node:worker_threads';
 import { XferError } from '../errors.js';
 import type { CardFlags } from '../model/card-flags.js';
-import type { DeviceOptions, TappedBackbone, TapRequest, Pool } from '../model/runner.js';
+import type { DeviceOptions, PreparedBackbone, TappedBackbone, TapRequest, Pool } from '../model/runner.js';
 import type { ResolvedBackbone } from '../model/registry.js';
 
 export interface BackboneRequest {
@@ -17,13 +20,12 @@ export interface BackboneRequest {
   card?: string;
   /** Card fields from command-line flags. */
   cardFlags?: CardFlags;
-  /** The model resolved once by the caller (file, sha256, card): workers then skip resolving and hashing it. */
+  /** The model resolved once by the caller (file, sha256, card): skips resolving and hashing it again. */
   resolved?: ResolvedBackbone;
   /** Tensor names; null = the card's taps.default. */
   layers: string[] | null;
   /** null = the card's taps.pool for the default tap, else avg. */
   pool: Pool | null;
-  device?: DeviceOptions;
 }
 
 /** What the pipeline needs to know about an opened backbone (a TappedBackbone without its methods). */
@@ -36,14 +38,15 @@ export interface ExtractBackbone {
   close(): Promise<void>;
 }
 
-/** Resolve default taps from the card and open the tapped backbone (in the calling thread). */
-export async function openBackboneHere(req: BackboneRequest, onNotice: (msg: string) => void): Promise<{ info: BackboneInfo; backbone: import('../model/runner.js').TappedBackbone }> {
-  const { openTappedBackbone } = await import('../model/runner.js');
+/** Resolve default taps from the card and build the tap model (in the calling thread). */
+export async function prepareBackbone(req: BackboneRequest, onNotice: (msg: string) => void): Promise<PreparedBackbone> {
+  const { prepareTappedBackbone } = await import('../model/runner.js');
+  const { resolveBackbone, requireCard } = await import('../model/registry.js');
+  const resolved = req.resolved ?? (await resolveBackbone(req.model, { card: req.card, cardFlags: req.cardFlags, onNotice }));
   let layers = req.layers;
   let pool = req.pool;
   if (layers === null || layers.length === 0) {
-    const { resolveBackbone, requireCard } = await import('../model/registry.js');
-    const card = requireCard(req.resolved ?? (await resolveBackbone(req.model, { card: req.card, cardFlags: req.cardFlags, onNotice })), 'feature extraction');
+    const card = requireCard(resolved, 'feature extraction');
     if (!card.taps?.default) {
       throw new XferError(`model card ${card.id} names no default tap (taps.default)`, { hint: 'pass --layers <tensor names>; `xfer layers <model>` lists them' });
     }
@@ -51,20 +54,17 @@ export async function openBackboneHere(req: BackboneRequest, onNotice: (msg: str
     pool = pool ?? card.taps.pool ?? 'avg';
   }
   const taps: TapRequest[] = layers.map((name) => ({ name, pool: pool ?? 'avg' }));
-  const backbone = await openTappedBackbone(req.model, { resolved: req.resolved, card: req.card, cardFlags: req.cardFlags, taps, device: req.device, onNotice });
-  const info: BackboneInfo = {
-    id: backbone.id,
-    sha256: backbone.sha256,
-    file: backbone.file,
-    card: backbone.card,
-    outputs: backbone.outputs,
-    fixedBatch: backbone.fixedBatch,
-    provider: backbone.provider,
-  };
-  return { info, backbone };
+  return prepareTappedBackbone(req.model, { resolved, taps, onNotice });
 }
 
-export type WorkerInMessage = { type: 'run'; id: number; pixels: Uint8Array; n: number } | { type: 'close' };
+export function backboneInfo(b: TappedBackbone): BackboneInfo {
+  return { id: b.id, sha256: b.sha256, file: b.file, card: b.card, outputs: b.outputs, fixedBatch: b.fixedBatch, provider: b.provider };
+}
+
+export type WorkerInMessage =
+  | { type: 'open'; prepared: PreparedBackbone; device: DeviceOptions | undefined }
+  | { type: 'run'; id: number; pixels: Uint8Array; n: number }
+  | { type: 'close' };
 export type WorkerOutMessage =
   | { type: 'ready'; info: BackboneInfo }
   | { type: 'notice'; message: string }
@@ -97,23 +97,21 @@ function deserializeError(s: SerializedError): Error {
 }
 
 /** Open the backbone in the main thread. */
-export async function openInlineBackbone(req: BackboneRequest, onNotice: (msg: string) => void): Promise<ExtractBackbone> {
-  const { info, backbone } = await openBackboneHere(req, onNotice);
-  return { info, run: (p, n) => backbone.run(p, n), close: () => backbone.close() };
+export async function openInlineBackbone(prepared: Promise<PreparedBackbone>, device: DeviceOptions | undefined, onNotice: (msg: string) => void): Promise<ExtractBackbone> {
+  const { openPreparedBackbone } = await import('../model/tapped.js');
+  const backbone = await openPreparedBackbone(await prepared, device, onNotice);
+  return { info: backboneInfo(backbone), run: (p, n) => backbone.run(p, n), close: () => backbone.close() };
 }
 
 /**
- * Open `workers` backbone workers (each its own ORT session) and spread batches over them in turn.
- * On CPU, two single-threaded sessions beat one two-threaded session when images are decoded on the
- * same cores: each batch runs without intra-op barriers, so a decode thread taking a core never
- * stalls the other half of an op. Results are identical whichever session runs a batch.
+ * Open `workers` backbone workers (each its own ORT session) and give each batch to the first
+ * session that is free. The workers start (load onnxruntime) while `prepared` is being built, then
+ * open their sessions from its bytes. On CPU, two single-threaded sessions beat one two-threaded
+ * session when images are decoded on the same cores: each batch runs without intra-op barriers, so a
+ * decode thread taking a core never stalls the other half of an op. Results are identical whichever
+ * session runs a batch.
  */
-export async function openWorkerPool(req: BackboneRequest, onNotice: (msg: string) => void, workers: number): Promise<ExtractBackbone> {
-  if (workers <= 1) return openWorkerBackbone(req, onNotice);
-  // Resolve the model once here, so a built-in (or .tflite) conversion runs once and is in the cache
-  // before the workers start: each would otherwise convert it itself (their in-flight guards are per thread).
-  const { resolveBackbone } = await import('../model/registry.js');
-  req = { ...req, resolved: req.resolved ?? (await resolveBackbone(req.model, { card: req.card, cardFlags: req.cardFlags, onNotice })) };
+export async function openWorkerPool(prepared: Promise<PreparedBackbone>, device: DeviceOptions | undefined, onNotice: (msg: string) => void, workers: number): Promise<ExtractBackbone> {
   const seen = new Set<string>();
   const once = (msg: string) => {
     if (!seen.has(msg)) {
@@ -121,23 +119,42 @@ export async function openWorkerPool(req: BackboneRequest, onNotice: (msg: strin
       onNotice(msg);
     }
   };
-  const opened = await Promise.allSettled(Array.from({ length: workers }, () => openWorkerBackbone(req, once)));
+  const opened = await Promise.allSettled(Array.from({ length: Math.max(1, workers) }, () => openWorkerBackbone(prepared, device, once)));
   const ok = opened.filter((r): r is PromiseFulfilledResult<ExtractBackbone> => r.status === 'fulfilled').map((r) => r.value);
   const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) {
     await Promise.all(ok.map((b) => b.close()));
     throw failed.reason;
   }
-  let next = 0;
+  return ok.length === 1 ? ok[0] : firstFree(ok);
+}
+
+/** One backbone over several: each run goes to the first backbone without a batch (FIFO). */
+export function firstFree(backbones: ExtractBackbone[]): ExtractBackbone {
+  const idle = backbones.slice();
+  const queue: { pixels: Uint8Array; n: number; resolve: (o: Float32Array[]) => void; reject: (e: unknown) => void }[] = [];
+  const pump = () => {
+    while (idle.length > 0 && queue.length > 0) {
+      const b = idle.shift()!;
+      const job = queue.shift()!;
+      b.run(job.pixels, job.n)
+        .then(job.resolve, job.reject)
+        .finally(() => {
+          idle.push(b);
+          pump();
+        });
+    }
+  };
   return {
-    info: ok[0].info,
+    info: backbones[0].info,
     run(pixels, n) {
-      const b = ok[next];
-      next = (next + 1) % ok.length;
-      return b.run(pixels, n);
+      return new Promise<Float32Array[]>((resolve, reject) => {
+        queue.push({ pixels, n, resolve, reject });
+        pump();
+      });
     },
     async close() {
-      await Promise.all(ok.map((b) => b.close()));
+      await Promise.all(backbones.map((b) => b.close()));
     },
   };
 }
@@ -146,21 +163,44 @@ export async function openWorkerPool(req: BackboneRequest, onNotice: (msg: strin
 export const WORKER_CLOSE_TIMEOUT_MS = 5000;
 
 /** Open the backbone in a worker thread (see the file comment). */
-export function openWorkerBackbone(req: BackboneRequest, onNotice: (msg: string) => void): Promise<ExtractBackbone> {
-  const worker = new Worker(new URL('./backbone-worker.js', import.meta.url), { workerData: req });
+export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: DeviceOptions | undefined, onNotice: (msg: string) => void): Promise<ExtractBackbone> {
+  const worker = new Worker(new URL('./backbone-worker.js', import.meta.url));
   const pending = new Map<number, { resolve: (o: Float32Array[]) => void; reject: (e: Error) => void }>();
   let nextId = 0;
   let closed = false;
   let fatal: Error | null = null;
   const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    // Let the worker release its ORT session and exit; terminate it if it does not within the timeout.
+    try {
+      worker.postMessage({ type: 'close' } satisfies WorkerInMessage);
+    } catch {
+      /* already gone */
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([exited, new Promise<void>((resolve) => (timer = setTimeout(resolve, WORKER_CLOSE_TIMEOUT_MS)))]);
+    clearTimeout(timer);
+    await worker.terminate();
+  };
   return new Promise<ExtractBackbone>((resolveOpen, rejectOpen) => {
     let opened = false;
     const failAll = (e: Error) => {
       fatal = fatal ?? e;
-      if (!opened) rejectOpen(e);
+      if (!opened) {
+        rejectOpen(e);
+        void close();
+      }
       for (const p of pending.values()) p.reject(e);
       pending.clear();
     };
+    prepared.then(
+      (p) => {
+        if (!closed) worker.postMessage({ type: 'open', prepared: p, device } satisfies WorkerInMessage);
+      },
+      (e: unknown) => failAll(e instanceof Error ? e : new Error(String(e))),
+    );
     worker.on('message', (m: WorkerOutMessage) => {
       if (m.type === 'notice') onNotice(m.message);
       else if (m.type === 'ready') {
@@ -176,20 +216,7 @@ export function openWorkerBackbone(req: BackboneRequest, onNotice: (msg: string)
               worker.postMessage({ type: 'run', id, pixels, n } satisfies WorkerInMessage, transfer);
             });
           },
-          async close() {
-            if (closed) return;
-            closed = true;
-            // Let the worker release its ORT session and exit; terminate it if it does not within the timeout.
-            try {
-              worker.postMessage({ type: 'close' } satisfies WorkerInMessage);
-            } catch {
-              /* already gone */
-            }
-            let timer: NodeJS.Timeout | undefined;
-            await Promise.race([exited, new Promise<void>((resolve) => (timer = setTimeout(resolve, WORKER_CLOSE_TIMEOUT_MS)))]);
-            clearTimeout(timer);
-            await worker.terminate();
-          },
+          close,
         });
       } else if (m.type === 'result') {
         const p = pending.get(m.id);

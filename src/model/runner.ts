@@ -13,33 +13,12 @@ import { checkBatching, hasFixedBatch, withSymbolicBatch } from './batch.js';
 import { dummyInput } from './probe.js';
 import { resolveBackbone, requireCard, type ResolvedBackbone } from './registry.js';
 import type { CardFlags } from './card-flags.js';
-import { openSession, type DeviceOptions } from './session.js';
+import type { DeviceOptions } from './session.js';
+import { openPreparedBackbone, type PreparedBackbone, type TappedBackbone } from './tapped.js';
 import { deriveTapModel, PIXEL_INPUT, resolveTapName, type Pool, type ResolvedTap, type TapRequest } from './taps.js';
 
 export type { TapRequest, Pool, DeviceOptions };
-
-export interface TapOutput {
-  /** Tensor name tapped. */
-  name: string;
-  pool: Pool;
-  /** Per-row shape after pooling. */
-  shape: number[];
-  dtype: 'float32';
-}
-
-export interface TappedBackbone {
-  id: string;
-  sha256: string;
-  file: string;
-  card: ModelCard;
-  outputs: TapOutput[];
-  /** Fixed batch size when the model could not be given a symbolic batch, else null. */
-  fixedBatch: number | null;
-  provider: 'cpu' | 'cuda';
-  /** Run n images given as uint8 NHWC pixels (n×H×W×3, model channel order and size); one Float32Array per output. */
-  run(pixels: Uint8Array, n: number): Promise<Float32Array[]>;
-  close(): Promise<void>;
-}
+export { openPreparedBackbone, type PreparedBackbone, type TappedBackbone, type TapOutput } from './tapped.js';
 
 export interface OpenOptions {
   /** The model already resolved (file, sha256, card) — skips resolving and hashing it again. */
@@ -129,62 +108,17 @@ export async function buildTapModel(
   return { ...derived, fixedBatch };
 }
 
-/** Open a backbone with taps; see TappedBackbone. */
-export async function openTappedBackbone(spec: string, opts: OpenOptions): Promise<TappedBackbone> {
+/** Resolve the model (unless given) and build its tap model; see PreparedBackbone. */
+export async function prepareTappedBackbone(spec: string, opts: Omit<OpenOptions, 'device'>): Promise<PreparedBackbone> {
   const notice = opts.onNotice ?? (() => {});
   const b = opts.resolved ?? (await resolveBackbone(spec, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice }));
   const card = requireCard(b, 'feature extraction');
   const loaded = await readOnnxFile(b.file);
   const { model, taps, fixedBatch } = await buildTapModel(loaded.model, card, opts.taps, spec, notice);
-  const { session, provider } = await openSession(serializeModel(model), opts.device, notice);
-  const [h, w] = card.input.size;
-  /** session.run, with ORT failures reported naming the model file. */
-  const runSession = async (feeds: Record<string, ort.Tensor>, n: number): Promise<ort.InferenceSession.ReturnType> => {
-    try {
-      return await session.run(feeds);
-    } catch (e) {
-      throw new XferError(`${b.file}: model run failed on a batch of ${n} (${(e as Error).message.split('\n')[0]})`, {
-        hint: `check the card's input size/layout/dtype and the tapped layers against \`xfer layers ${spec}\``,
-        exitCode: 1,
-        cause: e,
-      });
-    }
-  };
-  const runRaw = async (pixels: Uint8Array, n: number): Promise<Float32Array[]> => {
-    const feeds = { [PIXEL_INPUT]: new ort.Tensor('uint8', pixels.subarray(0, n * h * w * 3), [n, h, w, 3]) };
-    const res = await runSession(feeds, n);
-    return taps.map((t) => res[t.output].data as Float32Array);
-  };
-  // One dummy image: learn per-row output shapes (and warm the session up). Release the session if it fails.
-  let probe: ort.InferenceSession.ReturnType;
-  try {
-    probe = await runSession({ [PIXEL_INPUT]: new ort.Tensor('uint8', new Uint8Array(h * w * 3), [1, h, w, 3]) }, 1);
-  } catch (e) {
-    await session.release().catch(() => {});
-    throw e;
-  }
-  const outputs: TapOutput[] = taps.map((t) => ({ name: t.tensor, pool: t.pool, shape: probe[t.output].dims.slice(1), dtype: 'float32' }));
-  const rowSizes = outputs.map((o) => o.shape.reduce((a, c) => a * c, 1));
-  return {
-    id: b.id,
-    sha256: b.sha256,
-    file: b.file,
-    card,
-    outputs,
-    fixedBatch,
-    provider,
-    async run(pixels, n) {
-      if (pixels.length < n * h * w * 3) throw new Error(`run: expected ${n}×${h}×${w}×3 pixels, got ${pixels.length} bytes`);
-      if (fixedBatch === null) return runRaw(pixels, n);
-      const outs = rowSizes.map((r) => new Float32Array(r * n));
-      for (let i = 0; i < n; i++) {
-        const one = await runRaw(pixels.subarray(i * h * w * 3, (i + 1) * h * w * 3), 1);
-        one.forEach((o, k) => outs[k].set(o, i * rowSizes[k]));
-      }
-      return outs;
-    },
-    async close() {
-      await session.release();
-    },
-  };
+  return { spec, id: b.id, sha256: b.sha256, file: b.file, card, input: PIXEL_INPUT, taps, fixedBatch, bytes: serializeModel(model) };
+}
+
+/** Open a backbone with taps; see TappedBackbone. */
+export async function openTappedBackbone(spec: string, opts: OpenOptions): Promise<TappedBackbone> {
+  return openPreparedBackbone(await prepareTappedBackbone(spec, opts), opts.device, opts.onNotice);
 }

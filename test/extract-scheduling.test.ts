@@ -1,0 +1,103 @@
+/**
+ * The extraction pipeline's scheduling parts: the bounded channel between the decoding producer and
+ * the backbone consumer, and the pool that gives each batch to the first free session.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Channel } from '../src/util/channel.js';
+import { firstFree, type BackboneInfo, type ExtractBackbone } from '../src/extract/backbone.js';
+import { defaultBatch } from '../src/extract/pipeline.js';
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+test('Channel: FIFO, push waits while full, shift waits while empty, close drains then ends', async () => {
+  const ch = new Channel<number>(2);
+  assert.equal(await ch.push(1), true);
+  assert.equal(await ch.push(2), true);
+  let third = false;
+  const p3 = ch.push(3).then((ok) => (third = ok));
+  await tick();
+  assert.equal(third, false, 'a push into a full channel waits');
+  assert.equal(await ch.shift(), 1);
+  await p3;
+  assert.equal(third, true, 'and goes on once there is room');
+  let got: number | undefined;
+  const s = ch.shift().then((v) => (got = v));
+  await s;
+  assert.equal(got, 2);
+  assert.equal(await ch.shift(), 3);
+  const waiting = ch.shift();
+  await tick();
+  ch.close();
+  assert.equal(await waiting, undefined, 'a waiting shift ends when the channel closes');
+  assert.throws(() => new Channel(0), /positive integer/);
+});
+
+test('Channel: fail() reaches the consumer after the queued items; cancel() releases the producer', async () => {
+  const ch = new Channel<string>(1);
+  await ch.push('a');
+  ch.fail(new Error('decode failed'));
+  assert.equal(await ch.shift(), 'a');
+  await assert.rejects(ch.shift(), /decode failed/);
+
+  const c2 = new Channel<string>(1);
+  await c2.push('x');
+  const blocked = c2.push('y');
+  c2.cancel();
+  assert.equal(await blocked, false, 'a producer blocked on a full channel is released with false');
+  assert.equal(await c2.push('z'), false);
+});
+
+function fakeBackbone(name: string, ms: number, log: string[]): ExtractBackbone {
+  return {
+    info: { id: name } as BackboneInfo,
+    async run(pixels, n) {
+      log.push(`${name}:${pixels[0]}`);
+      await new Promise((r) => setTimeout(r, ms));
+      return [Float32Array.of(pixels[0], n)];
+    },
+    async close() {
+      log.push(`${name}:closed`);
+    },
+  };
+}
+
+test('firstFree: each batch goes to the first idle session, results return to their caller', async () => {
+  const log: string[] = [];
+  // "slow" takes 60 ms a batch, "fast" 5 ms: after the first two batches, the fast session takes
+  // every batch it is free for instead of alternating.
+  const pool = firstFree([fakeBackbone('slow', 60, log), fakeBackbone('fast', 5, log)]);
+  const results = await Promise.all([0, 1, 2, 3, 4].map((i) => pool.run(Uint8Array.of(i), i + 1)));
+  assert.deepEqual(
+    results.map((r) => Array.from(r[0])),
+    [0, 1, 2, 3, 4].map((i) => [i, i + 1]),
+  );
+  assert.deepEqual(log, ['slow:0', 'fast:1', 'fast:2', 'fast:3', 'fast:4']);
+  await pool.close();
+  assert.deepEqual(log.slice(-2).sort(), ['fast:closed', 'slow:closed']);
+});
+
+test('firstFree: a failed batch rejects its caller only, and the session takes the next one', async () => {
+  let calls = 0;
+  const flaky: ExtractBackbone = {
+    info: { id: 'flaky' } as BackboneInfo,
+    async run(pixels) {
+      calls++;
+      if (pixels[0] === 1) throw new Error('bad batch');
+      return [Float32Array.of(pixels[0])];
+    },
+    async close() {},
+  };
+  const pool = firstFree([flaky]);
+  const [a, b, c] = await Promise.allSettled([0, 1, 2].map((i) => pool.run(Uint8Array.of(i), 1)));
+  assert.equal(a.status, 'fulfilled');
+  assert.equal(b.status, 'rejected');
+  assert.match(String((b as PromiseRejectedResult).reason), /bad batch/);
+  assert.equal(c.status, 'fulfilled');
+  assert.equal(calls, 3);
+});
+
+test('default batch: 32 on CUDA (a full GPU batch), 8 on CPU', () => {
+  assert.equal(defaultBatch('cuda'), 32);
+  assert.equal(defaultBatch('cpu'), 8);
+});
