@@ -23,7 +23,7 @@ function meta(out: string): Promise<Record<string, any>> {
   return readFile(path.join(out, 'meta.json'), 'utf8').then((t) => JSON.parse(t));
 }
 
-async function assertSameFolder(a: string, b: string): Promise<void> {
+async function assertSameFolder(a: string, b: string, ignoreMeta: string[] = []): Promise<void> {
   const fa = await folderBytes(a);
   const fb = await folderBytes(b);
   assert.deepEqual([...fa.keys()].sort(), [...fb.keys()].sort());
@@ -34,6 +34,10 @@ async function assertSameFolder(a: string, b: string): Promise<void> {
   delete mb.created;
   delete ma.model.file;
   delete mb.model.file;
+  for (const k of ignoreMeta) {
+    delete ma[k];
+    delete mb[k];
+  }
   assert.deepEqual(ma, mb);
 }
 
@@ -201,6 +205,18 @@ print(a.shape)`;
     const m = await meta(out);
     assert.deepEqual(m.preprocessing.background, [0, 0, 0]);
     assert.deepEqual(m.counts, (await meta(ref)).counts);
+  });
+
+  test('on CPU --batch only changes speed: batch 1, 3 and the default (8) write the same bytes as batch 4', async () => {
+    const noBatch = base().filter((a, i, all) => a !== '--batch' && all[i - 1] !== '--batch');
+    for (const b of [['--batch', '1'], ['--batch', '3'], []]) {
+      const out = path.join(dir, `batch${b[1] ?? 'default'}`);
+      const r = await runCli([...noBatch, ...b, '--out', out]);
+      assert.equal(r.code, 3, r.stderr);
+      const m = await meta(out);
+      assert.equal(m.batch, b.length ? Number(b[1]) : 8, 'meta.json records the batch used');
+      await assertSameFolder(out, ref, ['batch']);
+    }
   });
 
   test('refuses an --out holding another model/layers unless --overwrite', async () => {

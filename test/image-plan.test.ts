@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ModelCard } from '../src/model/card.js';
-import { describePlan, pyRound, resizeGeometry, resolvePreprocess } from '../src/image/plan.js';
+import { cardDifferences, describePlan, overridesFromRecord, pyRound, resizeGeometry, resolvePreprocess } from '../src/image/plan.js';
 import { toModelTensor } from '../src/image/decode.js';
 import { fromHalfBits, toHalfBits } from '../src/util/float16.js';
 import { XferError } from '../src/errors.js';
@@ -32,6 +32,22 @@ test('resolvePreprocess maps the card (kernel, affine, defaults) and applies ove
   assert.equal(describePlan(q).resize, 'squash');
   assert.throws(() => resolvePreprocess(card, { background: [0, 0, 256] }), XferError);
   assert.throws(() => resolvePreprocess(card, { crop_pct: 0 }), XferError);
+});
+
+test('a recorded plan (meta.json preprocessing) rebuilds the same plan on the same card; card-derived fields are compared', () => {
+  const q = resolvePreprocess(card, { interpolation: 'lanczos', policy: 'squash', crop_pct: 1, shrinkOnLoad: true, applyIcc: true, background: [0, 0, 0], limitInputPixels: 5e6 });
+  const rec = JSON.parse(JSON.stringify(describePlan(q))) as Record<string, unknown>;
+  assert.deepEqual(resolvePreprocess(card, overridesFromRecord(rec)), q);
+  assert.deepEqual(cardDifferences(q, rec), []);
+  // written before ICC profiles were ignored by default: they were applied then
+  const { apply_icc: _icc, ...old } = rec;
+  assert.equal(overridesFromRecord(old).applyIcc, true);
+  assert.equal(overridesFromRecord(describePlan(resolvePreprocess(card))).applyIcc, false);
+  const other = resolvePreprocess({ ...card, input: { ...card.input, channel_order: 'BGR', mean: [0, 0, 0] } });
+  assert.deepEqual(
+    cardDifferences(other, rec).map((d) => d.split(' ')[0]),
+    ['channel_order', 'bias'],
+  );
 });
 
 test('pyRound rounds half to even like Python', () => {

@@ -298,3 +298,44 @@ test('real photo: in-graph uint8 preprocessing equals the JS-side tensor (toMode
 function got32(t: ort.Tensor): Float32Array {
   return t.data as Float32Array;
 }
+
+/**
+ * Why batch is only a speed knob on CPU (extract's CPU default batch, no padding of a shard's last
+ * batch): every image's outputs are the same bits whatever batch it runs in, and whatever the thread
+ * count. Checked on the default backbone and, with ../shared, fp16 SqueezeNet.
+ */
+async function assertBatchInvariant(spec: string, opts: { card?: string; taps: string[] }): Promise<void> {
+  const { openTappedBackbone } = await import('../src/model/runner.js');
+  const taps = opts.taps.map((name) => ({ name, pool: 'avg' as const }));
+  const n = 8;
+  let ref: Float32Array[] | null = null;
+  for (const threads of [1, 2]) {
+    const tb = await openTappedBackbone(spec, { card: opts.card, taps, device: { device: 'cpu', threads } });
+    const [h, w] = tb.card.input.size;
+    const img = h * w * 3;
+    const pixels = Uint8Array.from({ length: n * img }, (_, i) => ((i * 2654435761) >>> 24) ^ (i >> 12));
+    ref ??= await tb.run(pixels, n);
+    for (const k of [1, 3, n]) {
+      for (let i = 0; i < n; i += k) {
+        const m = Math.min(k, n - i);
+        const part = await tb.run(pixels.slice(i * img, (i + m) * img), m);
+        part.forEach((p, t) => {
+          const row = p.length / m;
+          const same = p.every((v, j) => Object.is(v, ref![t][i * row + j]));
+          assert.ok(same, `${spec} ${opts.taps[t]}: images ${i}..${i + m - 1} at batch ${m}, ${threads} thread(s) differ from batch ${n}, 1 thread`);
+        });
+      }
+    }
+    await tb.close();
+  }
+}
+
+test('CPU: each image gives the same bits at batch 1, 3 and 8 and with 1 or 2 threads (default backbone)', async () => {
+  await assertBatchInvariant('mobilenet_v2', { taps: ['block_6_expand_relu', 'out_relu'] });
+});
+
+test('CPU: batch- and thread-invariant outputs on fp16 SqueezeNet (../shared)', { skip: NO_SHARED }, async () => {
+  const { REPO_ROOT } = await import('./helpers/paths.js');
+  const path = await import('node:path');
+  await assertBatchInvariant(shared('models', 'squeezenet1.1-fp16.onnx'), { card: path.join(REPO_ROOT, 'test', 'fixtures', 'cards', 'squeezenet1.1.json'), taps: ['fire5/concat_1', 'pool10_1'] });
+});

@@ -230,6 +230,52 @@ describe('predict and export with backbone + head', () => {
     await assert.rejects(exportOnnx(bad, path.join(dir, 'bad.onnx')), check);
   });
 
+  test('predict repeats the preprocessing the head\'s features were extracted with; a card that feeds the backbone differently is refused', async () => {
+    const feats2 = path.join(dir, 'feats-bicubic');
+    await extractFeatures({ model: 'mobilenet_v2', layers: ['out_relu'], data, out: feats2, preprocess: { crop_pct: 1, interpolation: 'bicubic', background: [0, 0, 0] } });
+    const head2 = path.join(dir, 'heads', 'bicubic');
+    await trainHead({ features: feats2, head: 'linear', out: head2 });
+    const t = await loadHead(head2);
+    assert.equal(t.source.preprocessing?.interpolation, 'bicubic');
+    const p = await openPredictor(head2, { device: { device: 'cpu' } });
+    try {
+      assert.deepEqual([p.plan.crop_pct, p.plan.interpolation, p.plan.background, p.plan.applyIcc], [1, 'bicubic', [0, 0, 0], false]);
+      // same pixels as extraction => the same features => predictions equal the head on the stored features
+      const f = await openFeatures(feats2);
+      const rows = f.index.map((r) => r.row);
+      const loaded = await loadRows(f, pickLayers(f, ['out_relu']), rows);
+      const want = await t.head.predictProba(await transformFor(t, { data: loaded.X, rows: loaded.n, cols: loaded.d }));
+      const got = (await p.predict(rows.map((r) => path.join(data, f.index[r].path)))) as PredictResult[];
+      const probs = new Float32Array(want.length);
+      got.forEach((r, i) => probs.set(r.probs, i * t.head.nClasses));
+      const d = maxAbsDiff(probs, want);
+      measured['predict-vs-features bicubic/crop 1'] = d;
+      assert.ok(d <= 1e-5, `max |Δp| ${d}`);
+    } finally {
+      await p.close();
+    }
+    // a head whose features were normalised differently than the card now says
+    const other = path.join(dir, 'heads', 'other-mean');
+    await cp(head2, other, { recursive: true });
+    const hj = JSON.parse(await readFile(path.join(other, 'head.json'), 'utf8'));
+    hj.source.preprocessing.scale = [1, 1, 1]; // e.g. extracted with --range 0,255
+    await writeFile(path.join(other, 'head.json'), JSON.stringify(hj));
+    const check = (e: unknown): boolean => {
+      assert.ok(e instanceof XferError);
+      assert.match(e.message, /other input preprocessing than the card mobilenet_v2 gives now \(scale \[1,1,1\] → \[/);
+      assert.match(e.hint ?? '', /card flags/);
+      return true;
+    };
+    await assert.rejects(openPredictor(other), check);
+    await assert.rejects(exportOnnx(other, path.join(dir, 'other.onnx')), check);
+    // export records the plan for whoever feeds the file
+    const file = path.join(dir, 'export', 'bicubic.onnx');
+    await exportOnnx(head2, file);
+    const { decodeModel } = await import('../src/onnx/proto.js');
+    const meta = Object.fromEntries((decodeModel(await readFile(file)).metadataProps ?? []).map((e) => [e.key, e.value]));
+    assert.deepEqual(JSON.parse(meta['xfer.preprocessing']), t.source.preprocessing);
+  });
+
   test('unreadable images are reported, not thrown; the CLI exits 3 and expands folders', async () => {
     const extra = path.join(dir, 'extra');
     await mkdir(extra, { recursive: true });

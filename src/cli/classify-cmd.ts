@@ -5,7 +5,7 @@ import { addCardFlags, type CardFlags } from '../model/card-flags.js';
 import { XferError } from '../errors.js';
 import { loadCard } from '../model/card.js';
 import { expandImageArgs } from '../image/discover.js';
-import { Classifier, type ClassifyError, type ClassifyResult } from '../predict/classify.js';
+import type { ClassifyError, ClassifyResult } from '../predict/classify.js';
 import type { DeviceSpec } from '../model/session.js';
 import { notice } from './output.js';
 import { parseBackground, positiveIntArg } from './args.js';
@@ -23,6 +23,7 @@ interface ClassifyCliOptions {
   threads?: number;
   batch?: number;
   background?: string;
+  applyIcc?: boolean;
 }
 
 export function registerClassifyCommand(program: Command): void {
@@ -38,6 +39,7 @@ export function registerClassifyCommand(program: Command): void {
     .option('--device <dev>', 'auto, cpu, cuda or cuda:<id>', 'auto')
     .option('--threads <n>', 'inference threads', positiveIntArg('--threads'))
     .option('--background <r,g,b>', 'colour transparent pixels are flattened onto (default 255,255,255)')
+    .option('--apply-icc', 'convert images with an embedded ICC profile to sRGB through it (default: pixels as stored, like PIL/torchvision)')
     .option('--json', 'one JSON object per image on stdout: {path, top:[{index,label,prob}]} or {path, error}')
     .addHelpText('after', '\nExit codes: 0 all images classified; 3 finished, but some images could not be read (skipped); 2 bad input or usage; 1 the run failed.');
   addCardFlags(cmd).action(async (images: string[], opts: ClassifyCliOptions & CardFlags) => {
@@ -49,6 +51,7 @@ export function registerClassifyCommand(program: Command): void {
       if (!card.file) throw new XferError(`${opts.card}: card has no "file"; pass --model <model.onnx>`);
       spec = path.resolve(card.dir ?? '.', card.file);
     }
+    const { Classifier } = await import('../predict/classify.js');
     const clf = await Classifier.fromSpec(spec, {
       card: opts.card,
       labels: opts.labels,
@@ -57,7 +60,7 @@ export function registerClassifyCommand(program: Command): void {
       device: opts.device as DeviceSpec,
       threads: opts.threads,
       cardFlags: opts,
-      preprocess: background ? { background } : undefined,
+      preprocess: background || opts.applyIcc ? { ...(background ? { background } : {}), ...(opts.applyIcc ? { applyIcc: true } : {}) } : undefined,
       onNotice: notice,
     });
     try {

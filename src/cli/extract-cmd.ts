@@ -8,10 +8,10 @@ import { XferError } from '../errors.js';
 import { addCardFlags, hasCardFlags, type CardFlags } from '../model/card-flags.js';
 import { optionalPositiveInt, parseBackground, parsePositiveInt } from './args.js';
 import type { DeviceOptions, Pool } from '../model/runner.js';
-import { parseDevice } from '../model/session.js';
-import { extractFeatures, DEFAULT_BATCH, DEFAULT_ROWS_PER_SHARD, type ExtractOptions, type ExtractSummary } from '../extract/pipeline.js';
-import { loadJobFile, type ExtractJob } from '../extract/jobs.js';
-import { mergeFeatureFolders } from '../extract/merge.js';
+import { parseDevice } from '../model/device.js';
+import { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD } from '../extract/defaults.js';
+import type { ExtractOptions, ExtractSummary } from '../extract/pipeline.js';
+import type { ExtractJob } from '../extract/jobs.js';
 import { chooseProgressMode, createProgress } from '../extract/progress.js';
 
 export const EXIT_SKIPPED = 3;
@@ -23,7 +23,7 @@ interface ExtractCliOptions {
   pool?: Pool;
   data?: string;
   out?: string;
-  batch: string;
+  batch?: string;
   device?: string;
   threads?: string;
   dtype: 'float32' | 'float16';
@@ -37,6 +37,7 @@ interface ExtractCliOptions {
   strict?: boolean;
   shardRows: string;
   fastDecode?: boolean;
+  applyIcc?: boolean;
   decodeConcurrency?: string;
   backboneThread?: 'worker' | 'inline';
   workers?: string;
@@ -57,9 +58,9 @@ function deviceOptions(device: string | undefined, threads: number | undefined, 
 }
 
 /** Preprocessing overrides from flags (undefined when none). */
-function preprocessOverrides(fastDecode: boolean | undefined, background: [number, number, number] | undefined): ExtractOptions['preprocess'] {
-  if (!fastDecode && !background) return undefined;
-  return { ...(fastDecode ? { shrinkOnLoad: true } : {}), ...(background ? { background } : {}) };
+function preprocessOverrides(fastDecode: boolean | undefined, applyIcc: boolean | undefined, background: [number, number, number] | undefined): ExtractOptions['preprocess'] {
+  if (!fastDecode && !applyIcc && !background) return undefined;
+  return { ...(fastDecode ? { shrinkOnLoad: true } : {}), ...(applyIcc ? { applyIcc: true } : {}), ...(background ? { background } : {}) };
 }
 
 /** Exit code for a finished (or interrupted) run. */
@@ -78,7 +79,7 @@ export function registerExtractCommands(program: Command): void {
     .addOption(new Option('--pool <pool>', "pooling of each tap (default: the card's for its default tap, else avg)").choices(['avg', 'max', 'avgmax', 'flatten', 'none']))
     .option('--data <dir|list>', 'image folder (root/<class>/*.jpg, root/<split>/<class>/..., or flat) or a CSV/JSONL list file')
     .option('--out <featdir>', 'output feature folder ({shard} is replaced by the shard index)')
-    .option('--batch <n>', 'images per batch (the last batch of each shard is padded to it)', String(DEFAULT_BATCH))
+    .option('--batch <n>', `images per backbone run (default ${DEFAULT_BATCH_CUDA} on CUDA, where the last batch of each shard is padded to it; ${DEFAULT_BATCH_CPU} on CPU, where results are the same at any batch)`)
     .option('--device <device>', 'auto | cpu | cuda | cuda:<id> (auto: CUDA when its provider is installed, else CPU)')
     .option('--threads <n>', 'intra-op threads per inference session (default on CPU: the cores split between two sessions, 1 each on 2 cores; one core is left for decoding above 4 cores)')
     .addOption(new Option('--dtype <dtype>', 'feature dtype on disk').choices(['float32', 'float16']).default('float32'))
@@ -92,6 +93,7 @@ export function registerExtractCommands(program: Command): void {
     .option('--strict', 'stop (exit 1, keeping finished shards) at the first input that cannot be used')
     .option('--shard-rows <n>', 'rows per .npy shard (must match across --resume, --shard parts and merge)', String(DEFAULT_ROWS_PER_SHARD))
     .option('--fast-decode', 'allow JPEG shrink-on-load: faster decoding, features not bit-exact with the reference preprocessing')
+    .option('--apply-icc', 'convert images with an embedded ICC profile to sRGB through it (default: pixels as stored, like PIL/torchvision)')
     .option('--background <r,g,b>', 'colour transparent pixels are flattened onto (default 255,255,255)')
     .addOption(new Option('--decode-concurrency <n>', 'images decoded at once').hideHelp())
     .addOption(new Option('--workers <n>', 'inference sessions (measurement)').hideHelp())
@@ -128,6 +130,7 @@ export function registerExtractCommands(program: Command): void {
         // Card-override flags (--size, --mean, ...) describe one model; a job file names its models.
         if (hasCardFlags(o)) clash.push('card-override flags (--size, --mean, --std, ...)');
         if (clash.length > 0) throw new XferError(`--jobs: ${clash.join(', ')} cannot be combined with a job file (each job names its own)`, { hint: 'put "card" in the job (a card file) instead' });
+        const { loadJobFile } = await import('../extract/jobs.js');
         const jobs = await loadJobFile(o.jobs);
         // Every job's options are checked before the first job runs (a bad value fails at once).
         const jobOpts = jobs.map((job) => jobOptions(job, o, explicit, common, o.jobs!));
@@ -159,11 +162,11 @@ export function registerExtractCommands(program: Command): void {
         pool: o.pool,
         data: o.data!,
         out: o.out!,
-        batch: parsePositiveInt(o.batch, '--batch'),
+        batch: optionalPositiveInt(o.batch, '--batch'),
         dtype: o.dtype,
         device: deviceOptions(o.device, threads),
         rowsPerShard: parsePositiveInt(o.shardRows, '--shard-rows'),
-        preprocess: preprocessOverrides(o.fastDecode, parseBackground(o.background)),
+        preprocess: preprocessOverrides(o.fastDecode, o.applyIcc, parseBackground(o.background)),
       };
       const s = await runOne(opts, createProgress(mode));
       process.exitCode = exitCodeFor(s);
@@ -181,6 +184,7 @@ export function registerExtractCommands(program: Command): void {
     .option('--overwrite', 'replace features already in <out> (an unfinished merge of the same parts is started over without it)')
     .option('--json', 'print the summary as JSON')
     .action(async (out: string, parts: string[], o: { overwrite?: boolean; json?: boolean }) => {
+      const { mergeFeatureFolders } = await import('../extract/merge.js');
       const s = await mergeFeatureFolders(out, parts, { overwrite: o.overwrite });
       if (o.json) process.stdout.write(`${JSON.stringify({ event: 'summary', ...s })}\n`);
       else process.stderr.write(`${s.out}: merged ${s.parts} part(s): ${s.images} images in ${s.shards} shard(s), ${s.errors} skipped\n`);
@@ -206,16 +210,17 @@ function jobOptions(job: ExtractJob, o: ExtractCliOptions, explicit: (k: string)
     pool: job.pool,
     data: job.data,
     out: job.out,
-    batch: explicit('batch') ? parsePositiveInt(o.batch, '--batch') : (job.batch ?? parsePositiveInt(o.batch, '--batch')),
+    batch: explicit('batch') ? optionalPositiveInt(o.batch, '--batch') : job.batch,
     dtype: explicit('dtype') ? o.dtype : (job.dtype ?? o.dtype),
     device: deviceOptions(device, threads, explicit('device') ? undefined : `--jobs ${jobFile}: job "${job.name}"`),
     rowsPerShard: explicit('shardRows') ? parsePositiveInt(o.shardRows, '--shard-rows') : (job.shardRows ?? parsePositiveInt(o.shardRows, '--shard-rows')),
-    preprocess: preprocessOverrides(explicit('fastDecode') ? o.fastDecode : job.fastDecode, parseBackground(o.background)),
+    preprocess: preprocessOverrides(explicit('fastDecode') ? o.fastDecode : job.fastDecode, explicit('applyIcc') ? o.applyIcc : job.applyIcc, parseBackground(o.background)),
   };
 }
 
 async function runOne(opts: ExtractOptions, progress: ReturnType<typeof createProgress>): Promise<ExtractSummary> {
   try {
+    const { extractFeatures } = await import('../extract/pipeline.js');
     const s = await extractFeatures({ ...opts, onEvent: (e) => progress.onEvent(e) });
     progress.summary(s);
     return s;

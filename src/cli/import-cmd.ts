@@ -1,10 +1,8 @@
-/** `xfer import model.tflite --out model.onnx [--card [card.json]]`: TFLite → float ONNX. */
+/** `xfer import model.tflite --out model.onnx [--card [card.json]]`: TFLite → float ONNX (the converter loads when it runs). */
 import { writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { XferError } from '../errors.js';
-import { convertTflite, describeInput, readTfliteFile, tfliteCard } from '../import/tflite/index.js';
-import { writeOnnxFile } from '../onnx/io.js';
 
 interface ImportOptions {
   out?: string;
@@ -21,6 +19,8 @@ export async function runImport(modelFile: string, opts: ImportOptions): Promise
     throw new XferError(`${modelFile}: already an ONNX model`, { hint: 'pass it to --model directly; `xfer import` converts .tflite files' });
   }
   const started = performance.now();
+  const { convertTflite, describeInput, readTfliteFile, tfliteCard } = await import('../import/tflite/index.js');
+  const { writeOnnxFile } = await import('../onnx/io.js');
   const tfl = await readTfliteFile(modelFile);
   const onnx = convertTflite(tfl);
   const out = opts.out ?? `${path.basename(modelFile, path.extname(modelFile))}.onnx`;

@@ -1,8 +1,5 @@
-/** `xfer models` and `xfer layers`. */
+/** `xfer models` and `xfer layers` (implementations load when the command runs: `xfer --help` stays fast). */
 import type { Command } from 'commander';
-import { listBuiltinCards, resolveBackbone } from '../model/registry.js';
-import { readOnnxFile } from '../onnx/io.js';
-import { describeLayers, filterLayers, formatShape } from '../model/layers.js';
 import { printTable, notice } from './output.js';
 
 export function registerModelCommands(program: Command): void {
@@ -11,6 +8,7 @@ export function registerModelCommands(program: Command): void {
     .description('list the built-in backbones (model cards in the package\'s models/ folder)')
     .option('--json', 'print the cards as JSON')
     .action(async (opts: { json?: boolean }) => {
+      const { listBuiltinCards } = await import('../model/registry.js');
       const cards = await listBuiltinCards();
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(cards.map(({ dir: _dir, ...c }) => c), null, 2)}\n`);
@@ -41,6 +39,9 @@ export function registerModelCommands(program: Command): void {
     .option('--no-probe', 'do not run the model to measure shapes it does not declare')
     .option('--json', 'print JSON rows')
     .action(async (spec: string, opts: { card?: string; grep?: string; op?: string; recommended?: boolean; probe: boolean; json?: boolean }) => {
+      const { resolveBackbone } = await import('../model/registry.js');
+      const { readOnnxFile } = await import('../onnx/io.js');
+      const { describeLayers, filterLayers, formatShape } = await import('../model/layers.js');
       const b = await resolveBackbone(spec, { card: opts.card, onNotice: notice });
       const { model } = await readOnnxFile(b.file);
       let rows = filterLayers(await describeLayers(model, b.card, { probe: opts.probe }), opts);

@@ -3,8 +3,7 @@ import type { Command } from 'commander';
 import { addCardFlags, type CardFlags } from '../model/card-flags.js';
 import { expandImageArgs } from '../image/discover.js';
 import type { DeviceSpec } from '../model/session.js';
-import { isPredictError, openPredictor, type PredictOutcome } from '../predict/predict.js';
-import { exportOnnx } from '../predict/export.js';
+import type { PredictOutcome } from '../predict/predict.js';
 import { positiveIntArg } from './args.js';
 import { notice } from './output.js';
 
@@ -46,6 +45,7 @@ export function registerPredictCommands(program: Command): void {
     .option('--threads <n>', 'inference threads', positiveIntArg('--threads'))
     .option('--json', 'one JSON object per image on stdout: {path, label, index, prob, top:[{index,label,prob,score}]} or {path, error}');
   addCardFlags(predict).action(async (images: string[], opts: PredictCliOptions) => {
+    const { isPredictError, openPredictor } = await import('../predict/predict.js');
     const p = await openPredictor(opts.head, {
       model: opts.model,
       card: opts.card,
@@ -94,6 +94,7 @@ export function registerPredictCommands(program: Command): void {
     .option('--no-verify', 'skip loading and running the written model once')
     .option('--json', 'print the result as JSON');
   addCardFlags(exp).action(async (opts: ExportCliOptions) => {
+    const { exportOnnx } = await import('../predict/export.js');
     const r = await exportOnnx(opts.head, opts.out, { model: opts.model, card: opts.card, cardFlags: opts, verify: opts.verify, onNotice: notice });
     if (opts.json) {
       process.stdout.write(`${JSON.stringify(r)}\n`);
@@ -105,7 +106,7 @@ export function registerPredictCommands(program: Command): void {
         `wrote ${r.file} (${(r.size / 2 ** 20).toFixed(1)} MiB, sha256 ${r.sha256.slice(0, 12)}) — ${r.kind} head, ${r.labels.length} classes`,
         `  input   ${r.input.name} ${r.input.dtype} ${shape(r.input.shape)}`,
         ...r.outputs.map((o) => `  output  ${o.name} ${o.dtype} ${shape(o.shape)}`),
-        `  labels  metadata_props xfer.labels; card: xfer.card`,
+        `  labels  metadata_props xfer.labels; card: xfer.card; resize/crop to feed it: xfer.preprocessing`,
       ].join('\n') + '\n',
     );
   });

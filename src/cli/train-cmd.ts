@@ -8,9 +8,9 @@ import { Option, type Command } from 'commander';
 import { XferError } from '../errors.js';
 import { parseNonNegativeInt, parsePositiveInt } from './args.js';
 import { HEAD_KINDS, headDefaults, type HeadParams, type ParamValue } from '../heads/head.js';
-import { setKernelThreads, releaseKernel } from '../heads/kernel/matmul.js';
 import { parseNumber } from '../heads/sweep.js';
-import { evalHead, REFIT_CHOICES, trainHead, type RefitRows, type TrainEvent } from '../heads/train.js';
+import { REFIT_CHOICES, type RefitRows } from '../heads/split.js';
+import type { TrainEvent } from '../heads/train.js';
 import type { Metrics } from '../heads/metrics.js';
 
 function collect(v: string, prev: string[] = []): string[] {
@@ -143,6 +143,9 @@ event on stdout: {"event":"fit","stage","phase","iter","loss"?,"valAcc"?}, {"eve
 then {"event":"result","ok":true,...report}.`,
     )
     .action(async (o: Record<string, string | string[] | boolean | undefined>) => {
+      // The trainer (head implementations, onnxruntime kernels, plots) loads only when a command runs.
+      const { setKernelThreads, releaseKernel } = await import('../heads/kernel/matmul.js');
+      const { trainHead } = await import('../heads/train.js');
       const kind = String(o.head);
       const params = parseParams(kind, (o.param as string[]) ?? []);
       if (o.C !== undefined) params.C = parseNumber(String(o.C), '--C');
@@ -203,6 +206,8 @@ then {"event":"result","ok":true,...report}.`,
     .option('--out <dir>', 'report folder (default <head>/eval-<split>)')
     .option('--json', 'print the result as JSON on stdout')
     .action(async (o: Record<string, string | string[] | boolean | undefined>) => {
+      const { releaseKernel } = await import('../heads/kernel/matmul.js');
+      const { evalHead } = await import('../heads/train.js');
       try {
         const r = await evalHead({ head: String(o.head), features: String(o.features), layers: o.layers as string[] | undefined, split: o.split as string | undefined, out: o.out as string | undefined });
         if (o.json) process.stdout.write(JSON.stringify({ ok: true, out: r.dir, ...r.report }) + '\n');

@@ -4,7 +4,7 @@
  * skipped and an interrupted one continues where it stopped).
  *
  * ```yaml
- * defaults: { batch: 32, dtype: float32 }   # optional, applied to every job
+ * defaults: { batch: 8, dtype: float32 }    # optional, applied to every job
  * jobs:
  *   - name: hymenoptera-mobilenet           # optional, for messages
  *     model: mobilenet_v2                   # built-in id or path (relative to this file)
@@ -14,7 +14,7 @@
  *     out: features/hymenoptera-mobilenet   # relative to this file
  * ```
  * A top-level array of jobs is accepted too. Keys: name, model, card, layers, pool, data, out, batch,
- * dtype, device, threads, shard_rows, fast_decode.
+ * dtype, device, threads, shard_rows, fast_decode, apply_icc.
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -37,9 +37,10 @@ export interface ExtractJob {
   threads?: number;
   shardRows?: number;
   fastDecode?: boolean;
+  applyIcc?: boolean;
 }
 
-const KEYS = new Set(['name', 'model', 'card', 'layers', 'pool', 'data', 'out', 'batch', 'dtype', 'device', 'threads', 'shard_rows', 'fast_decode']);
+const KEYS = new Set(['name', 'model', 'card', 'layers', 'pool', 'data', 'out', 'batch', 'dtype', 'device', 'threads', 'shard_rows', 'fast_decode', 'apply_icc']);
 const POOLS = ['avg', 'max', 'avgmax', 'flatten', 'none'];
 
 /** Read and validate a job file; relative model/card/data/out paths resolve against its folder. */
@@ -110,8 +111,11 @@ export function parseJobs(doc: unknown, file: string): ExtractJob[] {
     if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') throw new XferError(`${where}: "dtype" must be float32 or float16, got "${dtype}"`);
     const card = str('card', false);
     const out = resolvePath(str('out', true)!);
-    const fast = j.fast_decode;
-    if (fast !== undefined && typeof fast !== 'boolean') throw new XferError(`${where}: "fast_decode" must be true or false`);
+    const bool = (k: string): boolean | undefined => {
+      const v = j[k];
+      if (v !== undefined && typeof v !== 'boolean') throw new XferError(`${where}: "${k}" must be true or false`);
+      return v as boolean | undefined;
+    };
     return {
       name: str('name', false) ?? `${i + 1} (${path.basename(out)})`,
       model: looksLikePath(model) ? resolvePath(model) : model,
@@ -125,7 +129,8 @@ export function parseJobs(doc: unknown, file: string): ExtractJob[] {
       device: str('device', false),
       threads: int('threads'),
       shardRows: int('shard_rows'),
-      fastDecode: fast as boolean | undefined,
+      fastDecode: bool('fast_decode'),
+      applyIcc: bool('apply_icc'),
     };
   });
   const outs = new Map<string, string>();

@@ -15,18 +15,19 @@ import pLimit from 'p-limit';
 import { XferError } from '../errors.js';
 import { VERSION } from '../version.js';
 import { discoverDataset, entrySource, type Dataset, type DatasetEntry } from '../image/discover.js';
-import { describePlan, resolvePreprocess, type PreprocessOverrides } from '../image/plan.js';
+import { describePlan, resolvePreprocess, type PreprocessOverrides, type PreprocessPlan } from '../image/plan.js';
 import { isImageError, loadImagePixels } from '../image/decode.js';
 import type { DeviceOptions, Pool } from '../model/runner.js';
 import type { CardFlags } from '../model/card-flags.js';
 import { cudaProviderInstalled } from '../model/provider.js';
 import { assignLayerDirs, FeatureWriter, type FeatureDtype, type FeatureMetaInit, type ShardWriter, type WriterIO } from '../features/writer.js';
-import { openInlineBackbone, openWorkerPool } from './backbone.js';
+import { openInlineBackbone, openWorkerPool, prepareBackbone } from './backbone.js';
+import { Channel } from '../util/channel.js';
+import { DEFAULT_BATCH_CPU, DEFAULT_ROWS_PER_SHARD, defaultBatch } from './defaults.js';
 import { resolveBackbone, requireCard } from '../model/registry.js';
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
 
-export const DEFAULT_BATCH = 32;
-export const DEFAULT_ROWS_PER_SHARD = 1024;
+export { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD, defaultBatch } from './defaults.js';
 
 export interface ExtractOptions {
   /** Built-in id or path to .onnx/.tflite. */
@@ -42,6 +43,7 @@ export interface ExtractOptions {
   card?: string;
   /** Card fields from command-line flags (override the card, or make one for a model without). */
   cardFlags?: CardFlags;
+  /** Images per backbone run; default `defaultBatch(provider)`: 32 on CUDA, 8 on CPU. */
   batch?: number;
   dtype?: FeatureDtype;
   device?: DeviceOptions;
@@ -145,8 +147,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   const t0 = performance.now();
   const emit = opts.onEvent ?? (() => {});
   const notice = (message: string) => emit({ type: 'notice', message });
-  const batchSize = opts.batch ?? DEFAULT_BATCH;
-  if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new XferError(`--batch: expected a positive integer, got ${batchSize}`);
+  if (opts.batch !== undefined && !(Number.isInteger(opts.batch) && opts.batch >= 1)) throw new XferError(`--batch: expected a positive integer, got ${opts.batch}`);
   const R = opts.rowsPerShard ?? DEFAULT_ROWS_PER_SHARD;
   if (!(Number.isInteger(R) && R >= 1)) throw new XferError(`--shard-rows: expected a positive integer, got ${R}`);
   const dtype = opts.dtype ?? 'float32';
@@ -154,17 +155,22 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   const spec = resolveShardSpec(opts.shard, opts.env ?? process.env);
   const out = path.resolve(expandOutPattern(opts.out, spec));
 
-  // Resolve the model once (a built-in or .tflite converts here, once), then open the backbone:
-  // its threads load the model while we list the dataset and start decoding the first images.
-  const resolved = await resolveBackbone(opts.model, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice });
-  const plan = resolvePreprocess(requireCard(resolved, 'feature extraction'), opts.preprocess ?? {});
+  // The inference threads start first (they load onnxruntime) while this thread resolves the model
+  // (a built-in or .tflite converts here, once) and builds the tap model, once, for all of them;
+  // meanwhile the dataset is listed and the first images are decoded.
   const { workers, threads } = inferencePlan(opts);
   const device: DeviceOptions = { ...opts.device, threads };
-  const req = { model: opts.model, resolved, card: opts.card, cardFlags: opts.cardFlags, layers: opts.layers ?? null, pool: opts.pool ?? null, device };
-  const backboneP = opts.backboneThread === 'inline' ? openInlineBackbone(req, notice) : openWorkerPool(req, notice, workers);
+  const resolvedP = resolveBackbone(opts.model, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice });
+  const prepared = resolvedP.then((resolved) =>
+    prepareBackbone({ model: opts.model, resolved, card: opts.card, cardFlags: opts.cardFlags, layers: opts.layers ?? null, pool: opts.pool ?? null }, notice),
+  );
+  prepared.catch(() => {});
+  const backboneP = opts.backboneThread === 'inline' ? openInlineBackbone(prepared, device, notice) : openWorkerPool(prepared, device, notice, workers);
   backboneP.catch(() => {});
+  let plan: PreprocessPlan;
   let dataset: Dataset;
   try {
+    plan = resolvePreprocess(requireCard(await resolvedP, 'feature extraction'), opts.preprocess ?? {});
     dataset = await discoverDataset(opts.data);
   } catch (e) {
     await backboneP.then((b) => b.close()).catch(() => {});
@@ -188,7 +194,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     );
   // While the inference sessions load, decode the first images of a fresh run (a resumed run may
   // start later: then these are dropped).
-  const prefetchEnd = Math.min(range.firstItem + Math.max(conc * 2, batchSize * 2), range.firstItem + range.items);
+  const prefetchEnd = Math.min(range.firstItem + Math.max(conc * 2, (opts.batch ?? DEFAULT_BATCH_CPU) * 2), range.firstItem + range.items);
   const prefetched = opts.resume ? [] : dataset.entries.slice(range.firstItem, prefetchEnd).map(decode);
   for (const p of prefetched) p.catch(() => {});
   const backbone = await backboneP;
@@ -196,7 +202,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   let tPipe: number | null = null;
   try {
     const info = backbone.info;
-    let batch = batchSize;
+    let batch = opts.batch ?? defaultBatch(info.provider);
     if (info.fixedBatch !== null && info.fixedBatch !== batch) {
       notice(`model has a fixed batch of ${info.fixedBatch}; using --batch ${info.fixedBatch}`);
       batch = info.fixedBatch;
@@ -320,15 +326,34 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
       }
     };
 
-    // Runner: at most `inflight` batches at the backbone; results consumed in order.
+    // The producer decodes and assembles batches into a bounded channel on its own, so decoding
+    // never waits for a batch result; the consumer keeps at most `workers + 1` batches at the
+    // backbone (each goes to the first free session) and writes results in order. On CUDA every
+    // batch is padded to the batch size (one input shape: no cuDNN re-tuning); on CPU only the
+    // real rows run (padding would be wasted compute; a batch's composition is fixed by the input
+    // order, so resumed and sharded runs still feed identical batches).
+    const ready = new Channel<Batch>(2);
+    const produced = (async () => {
+      try {
+        for await (const b of batches()) {
+          if (stop || !(await ready.push(b))) break;
+        }
+        ready.close();
+      } catch (e) {
+        ready.fail(e);
+      }
+    })();
+    const pad = info.provider === 'cuda';
     const inflight: { b: Batch; res: Promise<Float32Array[] | null> }[] = [];
     const maxInflight = workers + 1;
     // --strict: stop once the shard holding the first unusable input is committed.
     const strictDone = () => strictShard !== null && w.counts.shards > strictShard - range.firstShard;
     let interrupted = false;
     try {
-      outer: for await (const b of batches()) {
-        const res = b.rows.length > 0 ? backbone.run(b.pixels, batch) : Promise.resolve(null);
+      outer: for (;;) {
+        const b = await ready.shift();
+        if (b === undefined) break;
+        const res = b.rows.length > 0 ? backbone.run(b.pixels, pad ? batch : b.rows.length) : Promise.resolve(null);
         res.catch(() => {});
         inflight.push({ b, res });
         while (inflight.length >= maxInflight || (inflight.length > 0 && stop)) {
@@ -346,6 +371,8 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
       }
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
+      ready.cancel();
+      await produced;
       // Leave nothing half-written: an unfinished shard is dropped (resume redoes it).
       for (const x of inflight) await x.res.catch(() => null);
       if (sw) await (sw as ShardWriter).abort();

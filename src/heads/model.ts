@@ -29,6 +29,8 @@ export interface HeadSource {
   layers: { name: string; dir: string; pool: string | null; shape: number[] }[];
   width: number;
   features: string;
+  /** The features' preprocessing (their meta.json's), repeated by predict; absent in heads saved before it was recorded. */
+  preprocessing?: Record<string, unknown>;
 }
 
 export interface TrainedHead {
@@ -66,6 +68,7 @@ export function sourceOf(f: FeatureFolder, layers: FeatureLayer[], width: number
     layers: layers.map((l) => ({ name: l.name, dir: l.dir, pool: l.pool ?? null, shape: l.shape })),
     width,
     features: path.resolve(f.dir),
+    ...(f.meta.preprocessing ? { preprocessing: f.meta.preprocessing } : {}),
   };
 }
 

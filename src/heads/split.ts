@@ -2,6 +2,10 @@
 import { XferError } from '../errors.js';
 import { Rng } from './rng.js';
 
+/** Rows the final head is fitted on after model selection (`--refit`). */
+export type RefitRows = 'train' | 'train+val';
+export const REFIT_CHOICES: readonly RefitRows[] = ['train', 'train+val'];
+
 /** Positions of each class label, in position order. */
 function indexesByClass(y: ArrayLike<number>): Map<number, number[]> {
   const byClass = new Map<number, number[]>();

@@ -30,7 +30,7 @@ import { rowView, takeRows, type Matrix } from './matrix.js';
 import { computeMetrics, type Metrics } from './metrics.js';
 import { checkCompatible, loadHead, saveHead, sourceOf, transformFor, type TrainedHead } from './model.js';
 import { writeReport, type Report } from './report.js';
-import { stratifiedFolds, stratifiedSplit } from './split.js';
+import { REFIT_CHOICES, stratifiedFolds, stratifiedSplit, type RefitRows } from './split.js';
 import { bestPoint, parseSweep, type SweepPoint, type SweepSpec } from './sweep.js';
 import { applyTransform, fitApplyChain, fitTransform, parseTransforms, type TransformSpec, type TransformState } from './transforms.js';
 
@@ -53,8 +53,7 @@ export interface TrainOptions {
   warn?: (msg: string) => void;
 }
 
-export type RefitRows = 'train' | 'train+val';
-export const REFIT_CHOICES: readonly RefitRows[] = ['train', 'train+val'];
+export { REFIT_CHOICES, type RefitRows } from './split.js';
 
 /** One progress event: `fit` = an iteration/epoch of some fit, `candidate` = one sweep value scored on one fold, `fold` = one CV fold scored. */
 export type TrainEvent =

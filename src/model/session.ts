@@ -7,39 +7,14 @@
 import ort from 'onnxruntime-node';
 import { XferError } from '../errors.js';
 import { cudaProviderInstalled, ortBinaryDir } from './provider.js';
+import { CUDA_SETUP_HINT, parseDevice, type DeviceOptions } from './device.js';
 
-export type DeviceSpec = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
-
-export interface DeviceOptions {
-  device?: DeviceSpec;
-  /** Intra-op threads (default: ORT's default = number of cores). */
-  threads?: number;
-  /** CUDA memory arena limit in bytes. */
-  cudaMemLimit?: number;
-  /** cuDNN convolution algorithm search; HEURISTIC by default (EXHAUSTIVE re-tunes per new shape). */
-  cudnnAlgoSearch?: 'HEURISTIC' | 'EXHAUSTIVE' | 'DEFAULT';
-  /**
-   * Let ORT's intra-op pool threads busy-wait between ops (ORT's default). Off by default in xfer:
-   * spinning threads steal the cores that decode images while a batch runs.
-   */
-  spinning?: boolean;
-}
+export { CUDA_SETUP_HINT, parseDevice, type DeviceOptions, type DeviceSpec } from './device.js';
 
 export interface OpenedSession {
   session: ort.InferenceSession;
   provider: 'cpu' | 'cuda';
   deviceId: number;
-}
-
-export const CUDA_SETUP_HINT = 'run `npm run setup:cuda` on a machine with an NVIDIA driver, CUDA 12 and cuDNN 9 (it fetches onnxruntime-node\'s CUDA 12 provider), or use --device cpu';
-
-/** Parse and validate a --device value. */
-export function parseDevice(value: string): { kind: 'auto' | 'cpu' | 'cuda'; id: number } {
-  const m = /^(auto|cpu|cuda)(?::(\d+))?$/.exec(value.trim());
-  if (!m || (m[2] !== undefined && m[1] !== 'cuda')) {
-    throw new XferError(`--device: expected auto, cpu, cuda or cuda:<id>, got "${value}"`);
-  }
-  return { kind: m[1] as 'auto' | 'cpu' | 'cuda', id: m[2] === undefined ? 0 : Number(m[2]) };
 }
 
 export { ortBinaryDir, cudaProviderInstalled };

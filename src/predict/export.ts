@@ -19,7 +19,9 @@
  *            (= decisionFunction), `label` int64 [N] (ArgMax of probabilities, first on ties).
  *
  * metadata_props: xfer.labels (JSON array, head class order), xfer.card (JSON card), xfer.head
- * (kind, params, transforms, layers, backbone id + sha256), xfer.input / xfer.outputs (descriptions).
+ * (kind, params, transforms, layers, backbone id + sha256), xfer.preprocessing (the plan the head's
+ * features were extracted with: resize policy, crop_pct, interpolation, ICC handling, background …,
+ * as in meta.json), xfer.input / xfer.outputs (descriptions).
  */
 import ort from 'onnxruntime-node';
 import { XferError } from '../errors.js';
@@ -31,7 +33,8 @@ import { buildTapModel } from '../model/runner.js';
 import { PIXEL_INPUT } from '../model/taps.js';
 import '../heads/index.js';
 import { loadHead, type TrainedHead } from '../heads/model.js';
-import { headTaps, resolveHeadBackbone } from './predict.js';
+import { headPlan, headTaps, resolveHeadBackbone } from './predict.js';
+import { describePlan } from '../image/plan.js';
 
 export const EXPORT_OUTPUTS = { probabilities: 'probabilities', scores: 'scores', label: 'label' } as const;
 
@@ -247,6 +250,8 @@ export async function buildExportModel(headDir: string, opts: ExportOptions = {}
     throw new XferError(`${backbone.file}: no model card, needed for export (the file takes raw pixels and preprocesses them in-graph)`, { hint: 'pass --card <card.json> or card flags' });
   }
   const card = backbone.card;
+  // The card must feed the backbone as it did for the head's features (throws otherwise).
+  const plan = headPlan(head, headDir, card);
   const loaded = await readOnnxFile(backbone.file);
   const tapModel = await buildTapModel(loaded.model, card, taps, spec, notice);
   if (tapModel.fixedBatch !== null) notice(`warning: the exported model runs ${tapModel.fixedBatch} image(s) per call (the backbone has a fixed batch)`);
@@ -286,7 +291,8 @@ export async function buildExportModel(headDir: string, opts: ExportOptions = {}
       layers: head.source.layers.map((l) => ({ name: l.name, pool: l.pool, shape: l.shape })),
       backbone: { id: head.source.model.id, sha256: head.source.model.sha256 },
     }),
-    'xfer.input': `${PIXEL_INPUT}: uint8 [N, ${Hh}, ${Ww}, 3], ${card.input.channel_order} channel order, resized/cropped as the card's "resize" says; normalisation is in the graph`,
+    'xfer.input': `${PIXEL_INPUT}: uint8 [N, ${Hh}, ${Ww}, 3], ${card.input.channel_order} channel order, resized/cropped as xfer.preprocessing says; normalisation is in the graph`,
+    'xfer.preprocessing': JSON.stringify(describePlan(plan)),
     'xfer.outputs': `${EXPORT_OUTPUTS.probabilities}: float [N, ${K}] (${head.head.probabilistic ? 'probabilities' : 'softmax of uncalibrated scores'}); ${EXPORT_OUTPUTS.scores}: float [N, ${K}] decision scores; ${EXPORT_OUTPUTS.label}: int64 [N] index into xfer.labels`,
   };
   const existing = (tapModel.model.metadataProps ?? []).filter((p) => !p.key.startsWith('xfer.'));

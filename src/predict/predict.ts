@@ -12,12 +12,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { XferError } from '../errors.js';
 import type { CardFlags } from '../model/card-flags.js';
+import type { ModelCard } from '../model/card.js';
 import { listBuiltinCards, resolveBackbone, type ResolvedBackbone } from '../model/registry.js';
 import { openTappedBackbone, type TappedBackbone } from '../model/runner.js';
 import type { DeviceOptions } from '../model/session.js';
 import { POOLS, type Pool, type TapRequest } from '../model/taps.js';
 import { isImageError, loadImagePixels } from '../image/decode.js';
-import { resolvePreprocess, type PreprocessOverrides, type PreprocessPlan } from '../image/plan.js';
+import { cardDifferences, overridesFromRecord, resolvePreprocess, type PreprocessOverrides, type PreprocessPlan } from '../image/plan.js';
 import '../heads/index.js';
 import { loadHead, type TrainedHead } from '../heads/model.js';
 import { transformFor } from '../heads/model.js';
@@ -152,6 +153,24 @@ function topIndices(p: ArrayLike<number>, k: number): number[] {
     .slice(0, k);
 }
 
+/**
+ * The preprocessing to predict with: the plan the head's features were extracted with (resize, crop,
+ * interpolation, ICC, background, … from the head's record), on the backbone's card, with `overrides`
+ * on top. A card that now feeds the backbone differently (size, channel order, layout, dtype,
+ * mean/std) than at extraction is refused: the head's features would not mean the same thing.
+ */
+export function headPlan(head: TrainedHead, headDir: string, card: ModelCard, overrides: PreprocessOverrides = {}): PreprocessPlan {
+  const rec = head.source.preprocessing;
+  const plan = resolvePreprocess(card, { ...(rec ? overridesFromRecord(rec) : {}), ...overrides });
+  const diff = rec ? cardDifferences(plan, rec) : [];
+  if (diff.length > 0) {
+    throw new XferError(`--head ${headDir}: its features were extracted with other input preprocessing than the card ${card.id} gives now (${diff.join('; ')})`, {
+      hint: 'pass the --card or card flags (--size, --mean, --std, --channel-order, ...) the features were extracted with',
+    });
+  }
+  return plan;
+}
+
 /** Open backbone + head for prediction; see Predictor. */
 export async function openPredictor(headDir: string, opts: PredictorOptions = {}): Promise<Predictor> {
   const head = await loadHead(headDir);
@@ -175,7 +194,7 @@ export async function openPredictor(headDir: string, opts: PredictorOptions = {}
     if (width !== head.source.width) {
       throw new XferError(`--head ${headDir}: the tapped layers give ${width} features but the head was trained on ${head.source.width}`, { hint: 'use the backbone and card the features were extracted with' });
     }
-    const plan = resolvePreprocess(backbone.card, opts.preprocess ?? {});
+    const plan = headPlan(head, headDir, backbone.card, opts.preprocess);
     return makePredictor(head, backbone, plan, widths, opts);
   } catch (e) {
     await backbone.close();
