@@ -242,7 +242,7 @@ async function main(): Promise<void> {
   // before and right after the end-to-end run and takes the bound from both.
   const rounds = Number(arg('rounds', '3'));
   const components = () => ({ dec: runChild(['--child', 'decode', '--dir', x1], true).rate, inf: runChild(['--child', 'infer', '--batch', String(batch)], true).rate });
-  const per: { dec: number; inf: number; bound: number; e2e: number; steady: number; rss: number }[] = [];
+  const per: { dec: number; inf: number; bound: number; e2e: number; steady: number; process: number; rss: number }[] = [];
   let before = components();
   for (let i = 0; i < rounds; i++) {
     const r5 = await runExtract(cli, x5, path.join(tmp, 'out5'), batchArg ? batch : null, preload);
@@ -250,7 +250,7 @@ async function main(): Promise<void> {
     const dec = (before.dec + after.dec) / 2;
     const inf = (before.inf + after.inf) / 2;
     const bound = cores / (1 / dec + 1 / inf);
-    per.push({ dec, inf, bound, e2e: r5.summary.imagesThisRun / r5.summary.seconds, steady: r5.summary.imagesThisRun / r5.summary.pipelineSeconds, rss: r5.maxRssMB });
+    per.push({ dec, inf, bound, e2e: r5.summary.imagesThisRun / r5.summary.seconds, steady: r5.summary.imagesThisRun / r5.summary.pipelineSeconds, process: r5.summary.imagesThisRun / r5.wall, rss: r5.maxRssMB });
     log(
       `round ${i + 1}: decode ${before.dec.toFixed(1)}→${after.dec.toFixed(1)}, infer ${before.inf.toFixed(1)}→${after.inf.toFixed(1)}, bound ${bound.toFixed(1)}, ` +
         `end to end ${per[i].e2e.toFixed(1)} (pipeline ${per[i].steady.toFixed(1)}) img/s → ratio ${(per[i].e2e / bound).toFixed(2)} (${(per[i].steady / bound).toFixed(2)})`,
@@ -272,8 +272,14 @@ async function main(): Promise<void> {
   log(`decode only (sharp, 1 stream, 1 core):        ${dec.toFixed(1)} img/s  (${(1000 / dec).toFixed(2)} ms/img)`);
   log(`inference only (ORT, 1 thread, batch ${batch}):    ${inf.toFixed(1)} img/s  (${(1000 / inf).toFixed(2)} ms/img)`);
   log(`stage bound ${cores} / (1/decode + 1/infer):        ${bound.toFixed(1)} img/s`);
-  if (!Number.isNaN(inf2)) log(`two inference streams at once (a core each):  ${inf2.toFixed(1)} img/s = ${(inf2 / inf).toFixed(2)}× one stream (the bound assumes ${cores.toFixed(2)}×)`);
-  log(`xfer extract end to end (${n5} images):      ${e2e.toFixed(1)} img/s whole command (incl. model load), ${steady.toFixed(1)} img/s pipeline`);
+  if (!Number.isNaN(inf2)) {
+    log(`two inference streams at once (a core each):  ${inf2.toFixed(1)} img/s = ${(inf2 / inf).toFixed(2)}× one stream (the bound assumes ${cores.toFixed(2)}×)`);
+    // Diagnostic, not the target: the bound again with all inference at the measured two-stream speed
+    // (each stream at inf2/2 instead of inf), which is what two sessions sharing this machine get.
+    const adjusted = cores / (1 / dec + 2 / inf2);
+    log(`  bound with inference at that speed:         ${adjusted.toFixed(1)} img/s → end to end / it: ${(e2e / adjusted).toFixed(2)} whole command, ${(steady / adjusted).toFixed(2)} pipeline`);
+  }
+  log(`xfer extract end to end (${n5} images):      ${e2e.toFixed(1)} img/s whole command (incl. model load), ${steady.toFixed(1)} img/s pipeline, ${med(per.map((p) => p.process)).toFixed(1)} img/s process wall time (incl. node start-up and exit)`);
   log(`ratio to the stage bound (median of rounds): ${med(per.map((p) => p.e2e / p.bound)).toFixed(2)} whole command, ${med(per.map((p) => p.steady / p.bound)).toFixed(2)} pipeline (target ≥ 0.90)`);
   log(`peak RSS: ${n1} images ${r1.maxRssMB.toFixed(0)} MB, ${n5} images ${rss5.toFixed(0)} MB → ${(((rss5 - r1.maxRssMB) / r1.maxRssMB) * 100).toFixed(1)} % (target < 10 %)`);
 

@@ -16,7 +16,6 @@ import { XferError } from '../errors.js';
 import { VERSION } from '../version.js';
 import { discoverDataset, entrySource, type Dataset, type DatasetEntry } from '../image/discover.js';
 import { describePlan, resolvePreprocess, type PreprocessOverrides, type PreprocessPlan } from '../image/plan.js';
-import { isImageError, loadImagePixels } from '../image/decode.js';
 import type { DeviceOptions, Pool } from '../model/runner.js';
 import type { CardFlags } from '../model/card-flags.js';
 import { cudaProviderInstalled } from '../model/provider.js';
@@ -24,7 +23,6 @@ import { assignLayerDirs, FeatureWriter, type FeatureDtype, type FeatureMetaInit
 import { openInlineBackbone, openWorkerPool, prepareBackbone } from './backbone.js';
 import { Channel } from '../util/channel.js';
 import { DEFAULT_BATCH_CPU, DEFAULT_ROWS_PER_SHARD, defaultBatch } from './defaults.js';
-import { resolveBackbone, requireCard } from '../model/registry.js';
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
 
 export { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD, defaultBatch } from './defaults.js';
@@ -160,7 +158,12 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   // meanwhile the dataset is listed and the first images are decoded.
   const { workers, threads } = inferencePlan(opts);
   const device: DeviceOptions = { ...opts.device, threads };
-  const resolvedP = resolveBackbone(opts.model, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice });
+  // (The registry (protobufjs) and the decoder (sharp/libvips) load here, after the worker threads
+  // were started, so their ~0.2 s of loading overlaps the workers' start.)
+  const registry = import('../model/registry.js');
+  const decoder = import('../image/decode.js');
+  decoder.catch(() => {});
+  const resolvedP = registry.then(({ resolveBackbone }) => resolveBackbone(opts.model, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice }));
   const prepared = resolvedP.then((resolved) =>
     prepareBackbone({ model: opts.model, resolved, card: opts.card, cardFlags: opts.cardFlags, layers: opts.layers ?? null, pool: opts.pool ?? null }, notice),
   );
@@ -169,9 +172,11 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   backboneP.catch(() => {});
   let plan: PreprocessPlan;
   let dataset: Dataset;
+  let dec: typeof import('../image/decode.js');
   try {
-    plan = resolvePreprocess(requireCard(await resolvedP, 'feature extraction'), opts.preprocess ?? {});
+    plan = resolvePreprocess((await registry).requireCard(await resolvedP, 'feature extraction'), opts.preprocess ?? {});
     dataset = await discoverDataset(opts.data);
+    dec = await decoder;
   } catch (e) {
     await backboneP.then((b) => b.close()).catch(() => {});
     throw e;
@@ -180,6 +185,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   const range = shardRange(dataset.entries.length, R, spec);
   const conc = Math.max(1, opts.decodeConcurrency ?? os.availableParallelism() + 1);
   const limit = pLimit(conc);
+  const { isImageError, loadImagePixels } = dec;
   // Only an ImageError (this input cannot be used) skips an input; anything else is systematic
   // (out of memory, a bug, ...) and fails the run instead of skipping every image.
   const decode = (e: DatasetEntry) =>
