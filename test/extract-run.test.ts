@@ -249,6 +249,23 @@ print(a.shape)`;
     assert.equal(m.complete, false);
   });
 
+  test('a folder started before ICC profiles were ignored by default resumes with --apply-icc, and says so without it', async () => {
+    const out = path.join(dir, 'pre-icc');
+    assert.equal((await runCli([...base(), '--out', out, '--strict'])).code, 1, 'an unfinished folder');
+    const m = await meta(out);
+    assert.equal(m.preprocessing.apply_icc, false);
+    delete m.preprocessing.apply_icc; // as written by the earlier xfer
+    await writeFile(path.join(out, 'meta.json'), JSON.stringify(m, null, 2) + '\n');
+    const plain = await runCli([...base(), '--out', out, '--resume']);
+    assert.equal(plain.code, 2, plain.stderr);
+    assert.match(plain.stderr, /preprocessing apply_icc true vs false \(extracted with ICC profiles applied: resume with --apply-icc\)/);
+    const r = await runCli([...base(), '--out', out, '--resume', '--apply-icc']);
+    assert.equal(r.code, 3, r.stderr);
+    // (the generated JPEGs carry no profile, so the features equal the reference run's)
+    await assertSameFolder(out, ref, ['preprocessing']);
+    assert.equal((await meta(out)).complete, true);
+  });
+
   test('--jobs (YAML) runs every job; --resume skips finished ones', async () => {
     const jobs = path.join(dir, 'jobs.yaml');
     await writeFile(

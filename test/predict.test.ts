@@ -254,6 +254,21 @@ describe('predict and export with backbone + head', () => {
     } finally {
       await p.close();
     }
+    // heads saved before heads recorded it: the plan comes from their feature folder's meta.json, or,
+    // when that is gone, from that era's defaults (ICC profiles applied)
+    const older = path.join(dir, 'heads', 'no-record');
+    await cp(head2, older, { recursive: true });
+    const oj = JSON.parse(await readFile(path.join(older, 'head.json'), 'utf8'));
+    delete oj.source.preprocessing;
+    await writeFile(path.join(older, 'head.json'), JSON.stringify(oj));
+    const fromMeta = await openPredictor(older, { device: { device: 'cpu' } });
+    await fromMeta.close();
+    assert.deepEqual([fromMeta.plan.interpolation, fromMeta.plan.background, fromMeta.plan.applyIcc], ['bicubic', [0, 0, 0], false]);
+    oj.source.features = path.join(dir, 'moved-away');
+    await writeFile(path.join(older, 'head.json'), JSON.stringify(oj));
+    const unknown = await openPredictor(older, { device: { device: 'cpu' } });
+    await unknown.close();
+    assert.deepEqual([unknown.plan.interpolation, unknown.plan.background, unknown.plan.applyIcc], ['bilinear', [255, 255, 255], true]);
     // a head whose features were normalised differently than the card now says
     const other = path.join(dir, 'heads', 'other-mean');
     await cp(head2, other, { recursive: true });

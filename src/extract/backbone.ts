@@ -57,6 +57,14 @@ export async function prepareBackbone(req: BackboneRequest, onNotice: (msg: stri
   return prepareTappedBackbone(req.model, { resolved, taps, onNotice });
 }
 
+/**
+ * Drop a prepared model's bytes once its sessions are open: the caller's promise of it may live for
+ * the whole run, and a large backbone's serialized model would stay in memory with it.
+ */
+function releaseModelBytes(p: PreparedBackbone): void {
+  p.bytes = new Uint8Array(0);
+}
+
 export function backboneInfo(b: TappedBackbone): BackboneInfo {
   return { id: b.id, sha256: b.sha256, file: b.file, card: b.card, outputs: b.outputs, fixedBatch: b.fixedBatch, provider: b.provider };
 }
@@ -99,8 +107,10 @@ function deserializeError(s: SerializedError): Error {
 /** Open the backbone in the main thread. */
 export async function openInlineBackbone(prepared: Promise<PreparedBackbone>, device: DeviceOptions | undefined, onNotice: (msg: string) => void): Promise<ExtractBackbone> {
   const { openPreparedBackbone } = await import('../model/tapped.js');
-  const backbone = await openPreparedBackbone(await prepared, device, onNotice);
-  return { info: backboneInfo(backbone), run: (p, n) => backbone.run(p, n), close: () => backbone.close() };
+  const p = await prepared;
+  const backbone = await openPreparedBackbone(p, device, onNotice);
+  releaseModelBytes(p);
+  return { info: backboneInfo(backbone), run: (px, n) => backbone.run(px, n), close: () => backbone.close() };
 }
 
 /**
@@ -120,6 +130,8 @@ export async function openWorkerPool(prepared: Promise<PreparedBackbone>, device
     }
   };
   const opened = await Promise.allSettled(Array.from({ length: Math.max(1, workers) }, () => openWorkerBackbone(prepared, device, once)));
+  // Every worker has its copy by now (they report ready after opening a session on it).
+  await prepared.then(releaseModelBytes, () => {});
   const ok = opened.filter((r): r is PromiseFulfilledResult<ExtractBackbone> => r.status === 'fulfilled').map((r) => r.value);
   const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) {

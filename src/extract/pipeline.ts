@@ -1,8 +1,8 @@
 /**
  * The extraction run: discover → decode/preprocess (sharp, bounded concurrency, in input order) →
- * batches (the last batch of each shard padded to the batch size) → backbone (its own thread) →
- * shard writer. Queues are bounded (a window of decodes ahead, at most `inflight` batches at the
- * backbone), so memory does not grow with the dataset.
+ * batches (on CUDA the last batch of each shard is padded to the batch size) → backbone (worker
+ * threads) → shard writer. Queues are bounded (a window of decodes ahead, two assembled batches, at
+ * most `workers + 1` batches at the backbone), so memory does not grow with the dataset.
  *
  * Determinism: shard g holds inputs [g·R, (g+1)·R) of the sorted list; batches never cross a shard,
  * so a resumed or sharded run feeds the backbone exactly the same batches as a single run and
@@ -233,6 +233,13 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     const discoveryErrors = !spec || spec.index === 0 ? dataset.errors : [];
     writer = await FeatureWriter.open(out, init, dataset.labels, { resume: opts.resume, overwrite: opts.overwrite, io: opts.io, discoveryErrors });
     const w = writer;
+    if (w.resumed && w.metadata.batch !== batch) {
+      notice(
+        info.provider === 'cuda'
+          ? `warning: ${out} was started with --batch ${w.metadata.batch}, this run uses ${batch}: on CUDA pass --batch ${w.metadata.batch} to resume with the same batch shapes`
+          : `resuming ${out} with batch ${batch} (started with ${w.metadata.batch}; on CPU features are the same at any batch)`,
+      );
+    }
     const startShard = w.counts.shards;
     const alreadyDone = Math.min(range.items, startShard * R);
     const prior = { images: w.counts.images, errors: w.counts.errors };
@@ -251,8 +258,12 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
 
     let stop = false;
     let strictShard: number | null = null;
+    // Batches ready for the backbone (see the consumer below); an abort also wakes a consumer
+    // waiting for the next batch, so Ctrl-C never waits for a slow decode.
+    const ready = new Channel<Batch>(2);
     const onAbort = () => {
       stop = true;
+      ready.close();
     };
     opts.signal?.addEventListener('abort', onAbort);
     if (opts.signal?.aborted) stop = true;
@@ -277,6 +288,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
         const shardEnd = Math.min((g + 1) * R, dataset.entries.length);
         let cur: Batch = { shard: g, pixels: new Uint8Array(batch * imgBytes), rows: [], errors: [], lastOfShard: false, inputs: 0 };
         while (pos < shardEnd) {
+          if (producerStopped) return;
           fill();
           const r = await ahead.shift()!;
           const entry = dataset.entries[pos++];
@@ -338,11 +350,13 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     // batch is padded to the batch size (one input shape: no cuDNN re-tuning); on CPU only the
     // real rows run (padding would be wasted compute; a batch's composition is fixed by the input
     // order, so resumed and sharded runs still feed identical batches).
-    const ready = new Channel<Batch>(2);
+    // The consumer stops the producer when it leaves (done, interrupted, --strict, an error): it then
+    // decodes nothing more than the image it is waiting for.
+    let producerStopped = false;
     const produced = (async () => {
       try {
         for await (const b of batches()) {
-          if (stop || !(await ready.push(b))) break;
+          if (!(await ready.push(b))) break;
         }
         ready.close();
       } catch (e) {
@@ -356,34 +370,33 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     const strictDone = () => strictShard !== null && w.counts.shards > strictShard - range.firstShard;
     let interrupted = false;
     try {
-      outer: for (;;) {
+      // Ctrl-C: no new batch starts; the ones at the backbone are finished and written (below).
+      while (!stop && !strictDone()) {
         const b = await ready.shift();
-        if (b === undefined) break;
+        if (b === undefined || stop) break;
         const res = b.rows.length > 0 ? backbone.run(b.pixels, pad ? batch : b.rows.length) : Promise.resolve(null);
         res.catch(() => {});
         inflight.push({ b, res });
-        while (inflight.length >= maxInflight || (inflight.length > 0 && stop)) {
+        while (inflight.length >= maxInflight && !strictDone()) {
           const head = inflight.shift()!;
           await consume(head.b, await head.res);
-          if (strictDone()) break outer;
         }
-        if (stop) break;
       }
-      if (!stop) {
-        while (inflight.length > 0 && !strictDone()) {
-          const head = inflight.shift()!;
-          await consume(head.b, await head.res);
-        }
+      while (inflight.length > 0 && !strictDone()) {
+        const head = inflight.shift()!;
+        await consume(head.b, await head.res);
       }
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
+      producerStopped = true;
       ready.cancel();
       await produced;
       // Leave nothing half-written: an unfinished shard is dropped (resume redoes it).
       for (const x of inflight) await x.res.catch(() => null);
       if (sw) await (sw as ShardWriter).abort();
     }
-    if (stop) interrupted = true;
+    // Interrupted only if something is left to do (a Ctrl-C during the last batch changes nothing).
+    if (stop && w.counts.shards < range.shards) interrupted = true;
     const strictStop = strictShard !== null;
     if (!interrupted && w.counts.shards === range.shards) await w.finish();
     return summary(interrupted, strictStop);

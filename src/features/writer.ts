@@ -19,6 +19,7 @@ import { XferError } from '../errors.js';
 import { writeFileAtomic as writeAtomic } from '../util/atomic.js';
 import { npyHeader } from './npy.js';
 import { float32ToFloat16 } from '../util/float16.js';
+import { normalizePlanRecord } from '../image/plan.js';
 
 export const FEATURE_FORMAT = 'xfer-features';
 export const FEATURE_FORMAT_VERSION = 1;
@@ -67,7 +68,7 @@ export interface FeatureMeta {
   /** `items`: inputs found (after the shard split), `sha256`: of the sorted input list (paths, labels, splits) of the whole run. */
   data: { root: string; kind: string; items: number; sha256: string };
   shard: ShardPart | null;
-  /** Batch size used (the last batch of every shard is padded to it). */
+  /** Batch size used (on CUDA the last batch of every shard is padded to it; on CPU nothing is padded). */
   batch: number;
   complete: boolean;
   created: string;
@@ -171,10 +172,15 @@ export function metaFingerprint(m: Pick<FeatureMeta, 'model' | 'layers' | 'dtype
     sha256: m.model.sha256,
     layers: m.layers.map((l) => [l.name, l.dir, l.pool, l.shape, l.dtype]),
     dtype: m.dtype,
-    preprocessing: m.preprocessing,
+    preprocessing: m.preprocessing && typeof m.preprocessing === 'object' ? sortedKeys(normalizePlanRecord(m.preprocessing)) : m.preprocessing,
     rows_per_shard: m.counts.rows_per_shard,
     data: m.data.sha256,
   });
+}
+
+/** The same object with its keys in sorted order (so key order never makes two records differ). */
+function sortedKeys(o: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.keys(o).sort().map((k) => [k, o[k]]));
 }
 
 /** Human-readable list of what differs between an existing folder and a new run. */
@@ -185,7 +191,13 @@ function describeDifference(old: FeatureMeta, neu: FeatureMetaInit): string {
   const nl = neu.layers.map((l) => `${l.name}:${l.pool}`).join(',');
   if (ol !== nl) d.push(`layers ${ol} vs ${nl}`);
   if (old.dtype !== neu.dtype) d.push(`dtype ${old.dtype} vs ${neu.dtype}`);
-  if (JSON.stringify(old.preprocessing) !== JSON.stringify(neu.preprocessing)) d.push('preprocessing differs');
+  const op = normalizePlanRecord(old.preprocessing ?? {});
+  const np = normalizePlanRecord(neu.preprocessing);
+  for (const k of [...new Set([...Object.keys(op), ...Object.keys(np)])]) {
+    if (JSON.stringify(op[k]) === JSON.stringify(np[k])) continue;
+    const fix = k === 'apply_icc' ? (op[k] ? ' (extracted with ICC profiles applied: resume with --apply-icc)' : ' (extracted with ICC profiles ignored: resume without --apply-icc)') : '';
+    d.push(`preprocessing ${k} ${JSON.stringify(op[k])} vs ${JSON.stringify(np[k])}${fix}`);
+  }
   if (old.counts?.rows_per_shard !== neu.counts.rows_per_shard) d.push(`rows per shard ${old.counts?.rows_per_shard} vs ${neu.counts.rows_per_shard}`);
   if (old.data?.sha256 !== neu.data.sha256) d.push(`input list differs (${old.data?.root} vs ${neu.data.root})`);
   if (JSON.stringify(old.shard) !== JSON.stringify(neu.shard)) d.push(`shard ${old.shard ? `${old.shard.index}/${old.shard.count}` : 'none'} vs ${neu.shard ? `${neu.shard.index}/${neu.shard.count}` : 'none'}`);

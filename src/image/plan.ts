@@ -144,18 +144,27 @@ export function describePlan(plan: PreprocessPlan): Record<string, unknown> {
 }
 
 /**
+ * A recorded plan in today's form: records written before ICC profiles were ignored by default
+ * (xfer 0.1.0's first releases) have no `apply_icc`, and profiles were applied then.
+ */
+export function normalizePlanRecord(rec: Record<string, unknown>): Record<string, unknown> {
+  return 'apply_icc' in rec ? rec : { ...rec, apply_icc: true };
+}
+
+/**
  * Overrides that rebuild a recorded plan (meta.json "preprocessing", `describePlan`'s form) on the
  * same card: resize policy, crop_pct, interpolation, shrink-on-load, ICC handling, background and
- * pixel limit — what predicting with a trained head must repeat. A record without `apply_icc` was
- * written before xfer ignored ICC profiles by default, when they were applied.
+ * pixel limit — what predicting with a trained head must repeat (see normalizePlanRecord for
+ * records from before `apply_icc`).
  */
-export function overridesFromRecord(rec: Record<string, unknown>): PreprocessOverrides {
+export function overridesFromRecord(record: Record<string, unknown>): PreprocessOverrides {
+  const rec = normalizePlanRecord(record);
   const o: PreprocessOverrides = {};
   if (rec.resize === 'crop' || rec.resize === 'squash') o.policy = rec.resize;
   if (typeof rec.crop_pct === 'number') o.crop_pct = rec.crop_pct;
   if (typeof rec.interpolation === 'string' && rec.interpolation in KERNEL_FOR) o.interpolation = rec.interpolation as Interpolation;
   if (typeof rec.shrink_on_load === 'boolean') o.shrinkOnLoad = rec.shrink_on_load;
-  o.applyIcc = typeof rec.apply_icc === 'boolean' ? rec.apply_icc : true;
+  if (typeof rec.apply_icc === 'boolean') o.applyIcc = rec.apply_icc;
   if (Array.isArray(rec.background) && rec.background.length === 3) o.background = rec.background as [number, number, number];
   if (typeof rec.limit_input_pixels === 'number') o.limitInputPixels = rec.limit_input_pixels;
   return o;

@@ -53,7 +53,8 @@ export interface PreparedBackbone {
 
 /** Open a session on a prepared tap model; see TappedBackbone. */
 export async function openPreparedBackbone(p: PreparedBackbone, device: DeviceOptions | undefined, onNotice: (msg: string) => void = () => {}): Promise<TappedBackbone> {
-  const { taps, fixedBatch, card } = p;
+  // (The closures below must not hold `p`: its model bytes are not needed once the session exists.)
+  const { taps, fixedBatch, card, file, spec, input } = p;
   const { session, provider } = await openSession(p.bytes, device, onNotice);
   const [h, w] = card.input.size;
   /** session.run, with ORT failures reported naming the model file. */
@@ -61,22 +62,22 @@ export async function openPreparedBackbone(p: PreparedBackbone, device: DeviceOp
     try {
       return await session.run(feeds);
     } catch (e) {
-      throw new XferError(`${p.file}: model run failed on a batch of ${n} (${(e as Error).message.split('\n')[0]})`, {
-        hint: `check the card's input size/layout/dtype and the tapped layers against \`xfer layers ${p.spec}\``,
+      throw new XferError(`${file}: model run failed on a batch of ${n} (${(e as Error).message.split('\n')[0]})`, {
+        hint: `check the card's input size/layout/dtype and the tapped layers against \`xfer layers ${spec}\``,
         exitCode: 1,
         cause: e,
       });
     }
   };
   const runRaw = async (pixels: Uint8Array, n: number): Promise<Float32Array[]> => {
-    const feeds = { [p.input]: new ort.Tensor('uint8', pixels.subarray(0, n * h * w * 3), [n, h, w, 3]) };
+    const feeds = { [input]: new ort.Tensor('uint8', pixels.subarray(0, n * h * w * 3), [n, h, w, 3]) };
     const res = await runSession(feeds, n);
     return taps.map((t) => res[t.output].data as Float32Array);
   };
   // One dummy image: learn per-row output shapes (and warm the session up). Release the session if it fails.
   let probe: ort.InferenceSession.ReturnType;
   try {
-    probe = await runSession({ [p.input]: new ort.Tensor('uint8', new Uint8Array(h * w * 3), [1, h, w, 3]) }, 1);
+    probe = await runSession({ [input]: new ort.Tensor('uint8', new Uint8Array(h * w * 3), [1, h, w, 3]) }, 1);
   } catch (e) {
     await session.release().catch(() => {});
     throw e;
@@ -86,7 +87,7 @@ export async function openPreparedBackbone(p: PreparedBackbone, device: DeviceOp
   return {
     id: p.id,
     sha256: p.sha256,
-    file: p.file,
+    file,
     card,
     outputs,
     fixedBatch,

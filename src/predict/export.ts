@@ -33,7 +33,7 @@ import { buildTapModel } from '../model/runner.js';
 import { PIXEL_INPUT } from '../model/taps.js';
 import '../heads/index.js';
 import { loadHead, type TrainedHead } from '../heads/model.js';
-import { headPlan, headTaps, resolveHeadBackbone } from './predict.js';
+import { headPlan, headPreprocessingRecord, headTaps, resolveHeadBackbone } from './predict.js';
 import { describePlan } from '../image/plan.js';
 
 export const EXPORT_OUTPUTS = { probabilities: 'probabilities', scores: 'scores', label: 'label' } as const;
@@ -251,7 +251,7 @@ export async function buildExportModel(headDir: string, opts: ExportOptions = {}
   }
   const card = backbone.card;
   // The card must feed the backbone as it did for the head's features (throws otherwise).
-  const plan = headPlan(head, headDir, card);
+  const plan = headPlan(await headPreprocessingRecord(head), headDir, card);
   const loaded = await readOnnxFile(backbone.file);
   const tapModel = await buildTapModel(loaded.model, card, taps, spec, notice);
   if (tapModel.fixedBatch !== null) notice(`warning: the exported model runs ${tapModel.fixedBatch} image(s) per call (the backbone has a fixed batch)`);

@@ -154,15 +154,31 @@ function topIndices(p: ArrayLike<number>, k: number): number[] {
 }
 
 /**
- * The preprocessing to predict with: the plan the head's features were extracted with (resize, crop,
- * interpolation, ICC, background, … from the head's record), on the backbone's card, with `overrides`
- * on top. A card that now feeds the backbone differently (size, channel order, layout, dtype,
- * mean/std) than at extraction is refused: the head's features would not mean the same thing.
+ * How the head's features were preprocessed: its own record, else (heads saved before they recorded
+ * it) the meta.json of the feature folder it was trained on when that still exists, else nothing
+ * known — which `overridesFromRecord` reads as that era's defaults (ICC profiles applied).
  */
-export function headPlan(head: TrainedHead, headDir: string, card: ModelCard, overrides: PreprocessOverrides = {}): PreprocessPlan {
-  const rec = head.source.preprocessing;
-  const plan = resolvePreprocess(card, { ...(rec ? overridesFromRecord(rec) : {}), ...overrides });
-  const diff = rec ? cardDifferences(plan, rec) : [];
+export async function headPreprocessingRecord(head: TrainedHead): Promise<Record<string, unknown> | null> {
+  if (head.source.preprocessing) return head.source.preprocessing;
+  try {
+    const meta = JSON.parse(await readFile(path.join(head.source.features, 'meta.json'), 'utf8')) as { model?: { sha256?: string }; preprocessing?: Record<string, unknown> };
+    if (meta.model?.sha256 === head.source.model.sha256 && meta.preprocessing && typeof meta.preprocessing === 'object') return meta.preprocessing;
+  } catch {
+    /* moved or deleted: nothing known */
+  }
+  return null;
+}
+
+/**
+ * The preprocessing to predict with: the plan the head's features were extracted with (resize, crop,
+ * interpolation, ICC, background, … from `record`, see headPreprocessingRecord), on the backbone's
+ * card, with `overrides` on top. A card that now feeds the backbone differently (size, channel order,
+ * layout, dtype, mean/std) than at extraction is refused: the head's features would not mean the same
+ * thing.
+ */
+export function headPlan(record: Record<string, unknown> | null, headDir: string, card: ModelCard, overrides: PreprocessOverrides = {}): PreprocessPlan {
+  const plan = resolvePreprocess(card, { ...overridesFromRecord(record ?? {}), ...overrides });
+  const diff = record ? cardDifferences(plan, record) : [];
   if (diff.length > 0) {
     throw new XferError(`--head ${headDir}: its features were extracted with other input preprocessing than the card ${card.id} gives now (${diff.join('; ')})`, {
       hint: 'pass the --card or card flags (--size, --mean, --std, --channel-order, ...) the features were extracted with',
@@ -194,7 +210,7 @@ export async function openPredictor(headDir: string, opts: PredictorOptions = {}
     if (width !== head.source.width) {
       throw new XferError(`--head ${headDir}: the tapped layers give ${width} features but the head was trained on ${head.source.width}`, { hint: 'use the backbone and card the features were extracted with' });
     }
-    const plan = headPlan(head, headDir, backbone.card, opts.preprocess);
+    const plan = headPlan(await headPreprocessingRecord(head), headDir, backbone.card, opts.preprocess);
     return makePredictor(head, backbone, plan, widths, opts);
   } catch (e) {
     await backbone.close();
