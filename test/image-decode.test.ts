@@ -73,31 +73,23 @@ function meanRgb(data: Uint8Array): [number, number, number] {
 }
 
 /** A valid PNG whose IHDR claims w x h (8-bit RGB) with a tiny IDAT: a decompression-bomb header. */
+/** One PNG chunk: length, type, data, CRC-32 of type + data. */
+function pngChunk(type: string, data: Buffer): Buffer {
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(data.length);
+  const typed = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(typed));
+  return Buffer.concat([len, typed, crc]);
+}
+
 function pngHeader(w: number, h: number): Buffer {
-  const crcTable = Array.from({ length: 256 }, (_, n) => {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    return c >>> 0;
-  });
-  const crc = (b: Buffer) => {
-    let c = 0xffffffff;
-    for (const x of b) c = crcTable[(c ^ x) & 0xff] ^ (c >>> 8);
-    return (c ^ 0xffffffff) >>> 0;
-  };
-  const chunk = (type: string, data: Buffer) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(data.length);
-    const td = Buffer.concat([Buffer.from(type, 'latin1'), data]);
-    const c = Buffer.alloc(4);
-    c.writeUInt32BE(crc(td));
-    return Buffer.concat([len, td, c]);
-  };
   const ihdr = Buffer.alloc(13);
   ihdr.writeUInt32BE(w, 0);
   ihdr.writeUInt32BE(h, 4);
   ihdr[8] = 8;
   ihdr[9] = 2;
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.alloc(64))), chunk('IEND', Buffer.alloc(0))]);
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), pngChunk('IHDR', ihdr), pngChunk('IDAT', deflateSync(Buffer.alloc(64))), pngChunk('IEND', Buffer.alloc(0))]);
 }
 
 test('a plain JPEG decodes to size×size×3 in RGB order', async () => {
@@ -182,13 +174,8 @@ function pngChunks(png: Buffer): { type: string; data: Buffer }[] {
 
 /** `png` with one more chunk right after IHDR (where iCCP belongs), pixels untouched. */
 function withPngChunk(png: Buffer, chunk: { type: string; data: Buffer }): Buffer {
-  const typed = Buffer.concat([Buffer.from(chunk.type, 'latin1'), chunk.data]);
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(typed));
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(chunk.data.length);
   const ihdrEnd = 8 + 12 + png.readUInt32BE(8);
-  return Buffer.concat([png.subarray(0, ihdrEnd), len, typed, crc, png.subarray(ihdrEnd)]);
+  return Buffer.concat([png.subarray(0, ihdrEnd), pngChunk(chunk.type, chunk.data), png.subarray(ihdrEnd)]);
 }
 
 test('ICC profile: ignored by default (pixels as stored, like PIL convert("RGB")), converted to sRGB with applyIcc', async () => {

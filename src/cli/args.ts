@@ -1,5 +1,6 @@
 /** Parsing of numeric command-line values, one set of rules for every command. */
 import { XferError } from '../errors.js';
+import type { PreprocessOverrides } from '../image/plan.js';
 
 /** A positive integer written in decimal digits ("32"); anything else is refused naming the flag. */
 export function parsePositiveInt(value: string | number, flag: string): number {
@@ -25,6 +26,12 @@ export function optionalPositiveInt(value: string | number | undefined, flag: st
 /** A commander argument parser for positive integers (`.option('--top <k>', ..., positiveIntArg('--top'))`). */
 export function positiveIntArg(flag: string): (value: string) => number {
   return (value: string) => parsePositiveInt(value, flag);
+}
+
+/** Preprocessing overrides from the decode flags (--fast-decode, --apply-icc, --background); undefined when none is set. */
+export function preprocessFlags(f: { fastDecode?: boolean; applyIcc?: boolean; background?: [number, number, number] }): PreprocessOverrides | undefined {
+  if (!f.fastDecode && !f.applyIcc && !f.background) return undefined;
+  return { ...(f.fastDecode ? { shrinkOnLoad: true } : {}), ...(f.applyIcc ? { applyIcc: true } : {}), ...(f.background ? { background: f.background } : {}) };
 }
 
 /** `--background r,g,b`: the colour transparent pixels are flattened onto. */

@@ -8,7 +8,7 @@ import { expandImageArgs } from '../image/discover.js';
 import type { ClassifyError, ClassifyResult } from '../predict/classify.js';
 import type { DeviceSpec } from '../model/session.js';
 import { notice } from './output.js';
-import { parseBackground, positiveIntArg } from './args.js';
+import { parseBackground, positiveIntArg, preprocessFlags } from './args.js';
 
 /** Exit code when every image was classified but some inputs were skipped (as `xfer extract`). */
 export const EXIT_SKIPPED = 3;
@@ -60,7 +60,7 @@ export function registerClassifyCommand(program: Command): void {
       device: opts.device as DeviceSpec,
       threads: opts.threads,
       cardFlags: opts,
-      preprocess: background || opts.applyIcc ? { ...(background ? { background } : {}), ...(opts.applyIcc ? { applyIcc: true } : {}) } : undefined,
+      preprocess: preprocessFlags({ applyIcc: opts.applyIcc, background }),
       onNotice: notice,
     });
     try {

@@ -6,7 +6,7 @@
 import { Option, type Command } from 'commander';
 import { XferError } from '../errors.js';
 import { addCardFlags, hasCardFlags, type CardFlags } from '../model/card-flags.js';
-import { optionalPositiveInt, parseBackground, parsePositiveInt } from './args.js';
+import { optionalPositiveInt, parseBackground, parsePositiveInt, preprocessFlags } from './args.js';
 import type { DeviceOptions, Pool } from '../model/runner.js';
 import { parseDevice } from '../model/device.js';
 import { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD } from '../extract/defaults.js';
@@ -55,12 +55,6 @@ function deviceOptions(device: string | undefined, threads: number | undefined, 
     }
   }
   return { device: (device ?? 'auto') as DeviceOptions['device'], threads };
-}
-
-/** Preprocessing overrides from flags (undefined when none). */
-function preprocessOverrides(fastDecode: boolean | undefined, applyIcc: boolean | undefined, background: [number, number, number] | undefined): ExtractOptions['preprocess'] {
-  if (!fastDecode && !applyIcc && !background) return undefined;
-  return { ...(fastDecode ? { shrinkOnLoad: true } : {}), ...(applyIcc ? { applyIcc: true } : {}), ...(background ? { background } : {}) };
 }
 
 /** Exit code for a finished (or interrupted) run. */
@@ -166,7 +160,7 @@ export function registerExtractCommands(program: Command): void {
         dtype: o.dtype,
         device: deviceOptions(o.device, threads),
         rowsPerShard: parsePositiveInt(o.shardRows, '--shard-rows'),
-        preprocess: preprocessOverrides(o.fastDecode, o.applyIcc, parseBackground(o.background)),
+        preprocess: preprocessFlags({ fastDecode: o.fastDecode, applyIcc: o.applyIcc, background: parseBackground(o.background) }),
       };
       const s = await runOne(opts, createProgress(mode));
       process.exitCode = exitCodeFor(s);
@@ -214,7 +208,11 @@ function jobOptions(job: ExtractJob, o: ExtractCliOptions, explicit: (k: string)
     dtype: explicit('dtype') ? o.dtype : (job.dtype ?? o.dtype),
     device: deviceOptions(device, threads, explicit('device') ? undefined : `--jobs ${jobFile}: job "${job.name}"`),
     rowsPerShard: explicit('shardRows') ? parsePositiveInt(o.shardRows, '--shard-rows') : (job.shardRows ?? parsePositiveInt(o.shardRows, '--shard-rows')),
-    preprocess: preprocessOverrides(explicit('fastDecode') ? o.fastDecode : job.fastDecode, explicit('applyIcc') ? o.applyIcc : job.applyIcc, parseBackground(o.background)),
+    preprocess: preprocessFlags({
+      fastDecode: explicit('fastDecode') ? o.fastDecode : job.fastDecode,
+      applyIcc: explicit('applyIcc') ? o.applyIcc : job.applyIcc,
+      background: parseBackground(o.background),
+    }),
   };
 }
 

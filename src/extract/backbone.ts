@@ -10,18 +10,14 @@
  */
 import { Worker } from 'node:worker_threads';
 import { XferError } from '../errors.js';
-import type { CardFlags } from '../model/card-flags.js';
 import type { DeviceOptions, PreparedBackbone, TappedBackbone, TapRequest, Pool } from '../model/runner.js';
 import type { ResolvedBackbone } from '../model/registry.js';
 
 export interface BackboneRequest {
-  /** Built-in id or model path. */
+  /** Built-in id or model path (for messages). */
   model: string;
-  card?: string;
-  /** Card fields from command-line flags. */
-  cardFlags?: CardFlags;
-  /** The model resolved once by the caller (file, sha256, card): skips resolving and hashing it again. */
-  resolved?: ResolvedBackbone;
+  /** The model resolved by the caller (file, sha256, card with any flag overrides). */
+  resolved: ResolvedBackbone;
   /** Tensor names; null = the card's taps.default. */
   layers: string[] | null;
   /** null = the card's taps.pool for the default tap, else avg. */
@@ -41,8 +37,8 @@ export interface ExtractBackbone {
 /** Resolve default taps from the card and build the tap model (in the calling thread). */
 export async function prepareBackbone(req: BackboneRequest, onNotice: (msg: string) => void): Promise<PreparedBackbone> {
   const { prepareTappedBackbone } = await import('../model/runner.js');
-  const { resolveBackbone, requireCard } = await import('../model/registry.js');
-  const resolved = req.resolved ?? (await resolveBackbone(req.model, { card: req.card, cardFlags: req.cardFlags, onNotice }));
+  const { requireCard } = await import('../model/registry.js');
+  const { resolved } = req;
   let layers = req.layers;
   let pool = req.pool;
   if (layers === null || layers.length === 0) {

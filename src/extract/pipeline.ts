@@ -165,7 +165,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   decoder.catch(() => {});
   const resolvedP = registry.then(({ resolveBackbone }) => resolveBackbone(opts.model, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice }));
   const prepared = resolvedP.then((resolved) =>
-    prepareBackbone({ model: opts.model, resolved, card: opts.card, cardFlags: opts.cardFlags, layers: opts.layers ?? null, pool: opts.pool ?? null }, notice),
+    prepareBackbone({ model: opts.model, resolved, layers: opts.layers ?? null, pool: opts.pool ?? null }, notice),
   );
   prepared.catch(() => {});
   const backboneP = opts.backboneThread === 'inline' ? openInlineBackbone(prepared, device, notice) : openWorkerPool(prepared, device, notice, workers);
@@ -368,7 +368,6 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     const maxInflight = workers + 1;
     // --strict: stop once the shard holding the first unusable input is committed.
     const strictDone = () => strictShard !== null && w.counts.shards > strictShard - range.firstShard;
-    let interrupted = false;
     try {
       // Ctrl-C: no new batch starts; the ones at the backbone are finished and written (below).
       while (!stop && !strictDone()) {
@@ -396,7 +395,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
       if (sw) await (sw as ShardWriter).abort();
     }
     // Interrupted only if something is left to do (a Ctrl-C during the last batch changes nothing).
-    if (stop && w.counts.shards < range.shards) interrupted = true;
+    const interrupted = stop && w.counts.shards < range.shards;
     const strictStop = strictShard !== null;
     if (!interrupted && w.counts.shards === range.shards) await w.finish();
     return summary(interrupted, strictStop);
