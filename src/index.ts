@@ -11,7 +11,8 @@ export { resolveBackbone, listBuiltinCards, type ResolvedBackbone } from './mode
 export { describeLayers, filterLayers, type LayerRow } from './model/layers.js';
 export { listTensors, type TensorInfo } from './model/graph.js';
 export { deriveTapModel, resolveTapName, POOLS, type Pool, type TapRequest, type ResolvedTap } from './model/taps.js';
-export { openTappedBackbone, buildTapModel, type TappedBackbone, type TapOutput } from './model/runner.js';
+export { openTappedBackbone, type TappedBackbone, type TapOutput } from './model/runner.js';
+export { buildTapModel } from './model/tap-model.js';
 export { openSession, parseDevice, cudaProviderInstalled, type DeviceOptions } from './model/session.js';
 
 // onnx I/O

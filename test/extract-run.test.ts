@@ -9,6 +9,7 @@ import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { folderBytes, havePythonNumpy, pythonWithNumpy, makeDataset, makeTinyModel, runCli, spawnCli, tmpDir } from './extract-helpers.js';
+import { DEFAULT_BATCH_CPU } from '../src/extract/defaults.js';
 
 let dir: string;
 let model: string;
@@ -207,14 +208,14 @@ print(a.shape)`;
     assert.deepEqual(m.counts, (await meta(ref)).counts);
   });
 
-  test('on CPU --batch only changes speed: batch 1, 3 and the default (8) write the same bytes as batch 4', async () => {
+  test(`on CPU --batch only changes speed: batch 1, 3 and the default (${DEFAULT_BATCH_CPU}) write the same bytes as batch 4`, async () => {
     const noBatch = base().filter((a, i, all) => a !== '--batch' && all[i - 1] !== '--batch');
     for (const b of [['--batch', '1'], ['--batch', '3'], []]) {
       const out = path.join(dir, `batch${b[1] ?? 'default'}`);
       const r = await runCli([...noBatch, ...b, '--out', out]);
       assert.equal(r.code, 3, r.stderr);
       const m = await meta(out);
-      assert.equal(m.batch, b.length ? Number(b[1]) : 8, 'meta.json records the batch used');
+      assert.equal(m.batch, b.length ? Number(b[1]) : DEFAULT_BATCH_CPU, 'meta.json records the batch used');
       await assertSameFolder(out, ref, ['batch']);
     }
   });

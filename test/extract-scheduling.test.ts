@@ -97,7 +97,7 @@ test('firstFree: a failed batch rejects its caller only, and the session takes t
   assert.equal(calls, 3);
 });
 
-test('default batch: 32 on CUDA (a full GPU batch), 8 on CPU', () => {
+test('default batch: 32 on CUDA (a full GPU batch), 2 on CPU', () => {
   assert.equal(defaultBatch('cuda'), 32);
-  assert.equal(defaultBatch('cpu'), 8);
+  assert.equal(defaultBatch('cpu'), 2);
 });

@@ -6,7 +6,7 @@ import { emptyGraph, floatTensor, makeModel, node, valueInfo } from '../src/onnx
 import { DataType, type ModelProto } from '../src/onnx/proto.js';
 import { deriveTapModel, PIXEL_INPUT, resolveTapName } from '../src/model/taps.js';
 import { listTensors } from '../src/model/graph.js';
-import { buildTapModel } from '../src/model/runner.js';
+import { buildTapModel } from '../src/model/tap-model.js';
 import { pixelAffine, type ModelCard } from '../src/model/card.js';
 import { XferError } from '../src/errors.js';
 import { float16ToFloat32, toHalfBits } from '../src/util/float16.js';

@@ -5,8 +5,9 @@
  * batches run, and pixels/features move between threads as transferred ArrayBuffers (no copies).
  * `inline` mode keeps the session on the main thread (used to measure the difference).
  *
- * The tap model is built once, on the main thread, while the workers start (each worker only
- * creates a session from the bytes): building it costs more than opening a session.
+ * The tap model is prepared once, on the main thread, while the workers start (each worker only
+ * creates a session from the bytes): read from the tap-model cache, or built (which costs more than
+ * opening a session) and cached.
  */
 import { Worker } from 'node:worker_threads';
 import { XferError } from '../errors.js';
@@ -34,9 +35,9 @@ export interface ExtractBackbone {
   close(): Promise<void>;
 }
 
-/** Resolve default taps from the card and build the tap model (in the calling thread). */
+/** Resolve default taps from the card and prepare the tap model (cached or built, in the calling thread). */
 export async function prepareBackbone(req: BackboneRequest, onNotice: (msg: string) => void): Promise<PreparedBackbone> {
-  const { prepareTappedBackbone } = await import('../model/runner.js');
+  const { prepareTappedBackbone } = await import('../model/prepare.js');
   const { requireCard } = await import('../model/registry.js');
   const { resolved } = req;
   let layers = req.layers;

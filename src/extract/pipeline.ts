@@ -41,7 +41,7 @@ export interface ExtractOptions {
   card?: string;
   /** Card fields from command-line flags (override the card, or make one for a model without). */
   cardFlags?: CardFlags;
-  /** Images per backbone run; default `defaultBatch(provider)`: 32 on CUDA, 8 on CPU. */
+  /** Images per backbone run; default `defaultBatch(provider)`: 32 on CUDA, 2 on CPU. */
   batch?: number;
   dtype?: FeatureDtype;
   device?: DeviceOptions;
@@ -154,15 +154,13 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   const out = path.resolve(expandOutPattern(opts.out, spec));
 
   // The inference threads start first (they load onnxruntime) while this thread resolves the model
-  // (a built-in or .tflite converts here, once) and builds the tap model, once, for all of them;
-  // meanwhile the dataset is listed and the first images are decoded.
+  // (a built-in or .tflite converts here, once) and gets the tap model (from the cache, or built
+  // once for all of them): that is the path to the first batch. The decoder (sharp/libvips: ~0.2 s
+  // of loading that blocks this thread) loads after it, while the sessions open; then the dataset is
+  // listed and the first images are decoded.
   const { workers, threads } = inferencePlan(opts);
   const device: DeviceOptions = { ...opts.device, threads };
-  // (The registry (protobufjs) and the decoder (sharp/libvips) load here, after the worker threads
-  // were started, so their ~0.2 s of loading overlaps the workers' start.)
   const registry = import('../model/registry.js');
-  const decoder = import('../image/decode.js');
-  decoder.catch(() => {});
   const resolvedP = registry.then(({ resolveBackbone }) => resolveBackbone(opts.model, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice }));
   const prepared = resolvedP.then((resolved) =>
     prepareBackbone({ model: opts.model, resolved, layers: opts.layers ?? null, pool: opts.pool ?? null }, notice),
@@ -170,6 +168,11 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   prepared.catch(() => {});
   const backboneP = opts.backboneThread === 'inline' ? openInlineBackbone(prepared, device, notice) : openWorkerPool(prepared, device, notice, workers);
   backboneP.catch(() => {});
+  const decoder = prepared.then(
+    () => import('../image/decode.js'),
+    () => import('../image/decode.js'),
+  );
+  decoder.catch(() => {});
   let plan: PreprocessPlan;
   let dataset: Dataset;
   let dec: typeof import('../image/decode.js');

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { XferError } from '../errors.js';
-import { sha256File } from '../onnx/io.js';
+import { sha256File } from '../util/hash.js';
 import { loadCard, type ModelCard } from './card.js';
 import { applyCardFlags, hasCardFlags, type CardFlags } from './card-flags.js';
 

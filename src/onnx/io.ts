@@ -3,11 +3,11 @@
  * External data is loaded into memory (inlined) so derived models can be serialised to one buffer;
  * locations that escape the model's folder are refused.
  */
-import { createHash } from 'node:crypto';
-import { readFile, mkdir, stat, open } from 'node:fs/promises';
+import { readFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { sha256Hex } from '../util/hash.js';
 import { decodeModel, encodeModel, type ModelProto, type TensorProto } from './proto.js';
 
 export interface LoadedModel {
@@ -18,10 +18,6 @@ export interface LoadedModel {
   sha256: string;
   /** Size of the .onnx file in bytes. */
   size: number;
-}
-
-export function sha256Hex(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
 }
 
 /** Read and decode an ONNX model file, resolving external data. */
@@ -140,32 +136,4 @@ export async function writeOnnxFile(file: string, model: ModelProto): Promise<{ 
   await mkdir(path.dirname(path.resolve(file)), { recursive: true });
   await writeFileAtomic(file, bytes);
   return { sha256: sha256Hex(bytes), size: bytes.length };
-}
-
-/** sha256 of a file, streamed. */
-export async function sha256File(file: string): Promise<string> {
-  const h = createHash('sha256');
-  const fh = await open(file, 'r');
-  try {
-    const buf = Buffer.alloc(1 << 20);
-    let pos = 0;
-    while (true) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
-      if (bytesRead === 0) break;
-      h.update(buf.subarray(0, bytesRead));
-      pos += bytesRead;
-    }
-  } finally {
-    await fh.close();
-  }
-  return h.digest('hex');
-}
-
-export async function fileExists(file: string): Promise<boolean> {
-  try {
-    await stat(file);
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -29,7 +29,7 @@ import { floatTensor, node, valueInfo } from '../onnx/builder.js';
 import { readOnnxFile, serializeModel, writeOnnxFile } from '../onnx/io.js';
 import { DataType, type ModelProto, type NodeProto, type TensorProto } from '../onnx/proto.js';
 import type { CardFlags } from '../model/card-flags.js';
-import { buildTapModel } from '../model/runner.js';
+import { buildTapModel } from '../model/tap-model.js';
 import { PIXEL_INPUT } from '../model/taps.js';
 import '../heads/index.js';
 import { loadHead, type TrainedHead } from '../heads/model.js';

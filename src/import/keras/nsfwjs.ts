@@ -16,11 +16,10 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { threadId } from 'node:worker_threads';
 import { XferError } from '../../errors.js';
-import { fileExists, writeOnnxFile } from '../../onnx/io.js';
 import type { ModelProto } from '../../onnx/proto.js';
 import { cacheDir } from '../../util/cache.js';
+import { fileExists } from '../../util/hash.js';
 import { extractModelJson, extractShardBytes } from './bundle.js';
-import { convertTfjsLayersModel } from './convert.js';
 import { readTar } from './tar.js';
 
 export type BuiltinKerasModel = 'mobilenet_v2' | 'inception_v3';
@@ -138,6 +137,8 @@ export async function nsfwjsSourceHash(dir: string): Promise<string> {
 
 /** Read and convert an nsfwjs model folder (model.min.js + shards) to ONNX. */
 export async function convertNsfwjsDir(dir: string, model = path.basename(dir)): Promise<ModelProto> {
+  // (The converter and the ONNX schema load only when a conversion runs: a cached built-in resolves without them.)
+  const { convertTfjsLayersModel } = await import('./convert.js');
   const modelFile = path.join(dir, 'model.min.js');
   const modelJson = extractModelJson(await readFile(modelFile, 'utf8'), modelFile);
   const readShard = async (p: string): Promise<Uint8Array> => {
@@ -174,6 +175,7 @@ export async function builtinOnnxPath(model: BuiltinKerasModel, opts: BuiltinOpt
     job = (async () => {
       opts.onProgress?.(`converting nsfwjs ${model} (Keras/tfjs-layers) to ONNX, once; cached at ${target}`);
       const onnx = await convertNsfwjsDir(dir, model);
+      const { writeOnnxFile } = await import('../../onnx/io.js');
       await writeOnnxFile(target, onnx);
       return target;
     })();

@@ -5,7 +5,8 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../../errors.js';
-import { fileExists, sha256Hex, writeOnnxFile } from '../../onnx/io.js';
+import { writeOnnxFile } from '../../onnx/io.js';
+import { fileExists, sha256Hex } from '../../util/hash.js';
 import type { ModelProto } from '../../onnx/proto.js';
 import { cacheDir } from '../../util/cache.js';
 import { convertTflite } from './convert.js';

@@ -1,0 +1,154 @@
+/**
+ * The on-disk cache of built tap models, `<cache>/taps/` (see util/cache.ts for `<cache>`).
+ * Building one (parse the ONNX file, derive taps, pixel input and pooling, serialize: tap-model.ts)
+ * takes ~0.2 s for the default backbone, and it sat on the critical path of every extract, classify
+ * and predict start; a cached one is a file read, and the builder and the ONNX schema never load.
+ *
+ * An entry is keyed by sha256 over: the model file's sha256, the card (without its folder), the
+ * taps asked for, the model spec (it is quoted in the build's notices), and the compiled code that
+ * builds tap models (every .js file of model/ and onnx/, so any change to that code, released or
+ * not, misses). It is `<key>.onnx` (the serialized tap model) and `<key>.json` (resolved taps, fixed
+ * batch, the build's notices, the byte count), each written atomically, the JSON last; an entry that
+ * is missing, unreadable or inconsistent is rebuilt. The MAX_ENTRIES most recently used are kept.
+ * The cache is only an accelerator: when it cannot be read or written, tap models are built as before.
+ */
+import { readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeFileAtomic } from '../util/atomic.js';
+import { cacheDir, cacheRoot } from '../util/cache.js';
+import { sha256Hex } from '../util/hash.js';
+import type { ModelCard } from './card.js';
+import type { ResolvedTap, TapRequest } from './taps.js';
+import type { TapBuild } from './tap-model.js';
+
+/** Entries kept (each about the size of the backbone's .onnx file). */
+export const MAX_ENTRIES = 8;
+const FORMAT = 1;
+
+export interface TapCacheParts {
+  /** sha256 of the model's .onnx file. */
+  sha256: string;
+  card: ModelCard;
+  taps: TapRequest[];
+  /** The model as the user named it. */
+  spec: string;
+}
+
+interface EntryMeta {
+  format: number;
+  input: string;
+  taps: ResolvedTap[];
+  fixedBatch: number | null;
+  notices: string[];
+  bytes: number;
+}
+
+/** JSON with object keys sorted (the same text for the same value, whatever the key order). */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o)
+      .filter((k) => o[k] !== undefined)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+let codeHash: Promise<string> | null = null;
+
+/** sha256 over the names and bytes of the compiled model/ and onnx/ modules (this file's folder and its sibling). */
+export function tapCodeHash(): Promise<string> {
+  codeHash ??= (async () => {
+    const here = path.dirname(fileURLToPath(import.meta.url));
+    const parts: string[] = [];
+    for (const dir of [here, path.join(here, '..', 'onnx')]) {
+      const files = (await readdir(dir)).filter((f) => f.endsWith('.js')).sort();
+      for (const f of files) parts.push(`${path.basename(dir)}/${f}\n${sha256Hex(await readFile(path.join(dir, f)))}\n`);
+    }
+    return sha256Hex(parts.join(''));
+  })();
+  return codeHash;
+}
+
+export async function tapCacheKey(p: TapCacheParts): Promise<string> {
+  const { dir: _dir, ...card } = p.card;
+  const taps = p.taps.map((t) => ({ name: t.name, pool: t.pool }));
+  return sha256Hex(canonical({ format: FORMAT, code: await tapCodeHash(), model: p.sha256, card, taps, spec: p.spec }));
+}
+
+function entryPaths(key: string): { onnx: string; json: string } {
+  const dir = path.join(cacheRoot(), 'taps');
+  return { onnx: path.join(dir, `${key}.onnx`), json: path.join(dir, `${key}.json`) };
+}
+
+/** A cached build and its notices, or null (absent, unreadable or inconsistent). */
+export async function readTapCache(key: string): Promise<(TapBuild & { notices: string[] }) | null> {
+  const files = entryPaths(key);
+  try {
+    const meta = JSON.parse(await readFile(files.json, 'utf8')) as EntryMeta;
+    if (meta.format !== FORMAT || typeof meta.input !== 'string' || !Array.isArray(meta.taps) || !Array.isArray(meta.notices)) return null;
+    const bytes = await readFile(files.onnx);
+    if (bytes.length !== meta.bytes) return null;
+    const now = new Date();
+    await utimes(files.json, now, now).catch(() => {}); // last use, for eviction
+    return { input: meta.input, taps: meta.taps, fixedBatch: meta.fixedBatch, bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length), notices: meta.notices };
+  } catch {
+    return null;
+  }
+}
+
+/** Store a build (best effort: a cache that cannot be written is not an error), then evict the least recently used beyond MAX_ENTRIES. */
+export async function writeTapCache(key: string, build: TapBuild, notices: string[]): Promise<void> {
+  try {
+    const dir = await cacheDir('taps');
+    const files = entryPaths(key);
+    await writeFileAtomic(files.onnx, build.bytes, { fsync: false });
+    const meta: EntryMeta = { format: FORMAT, input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, notices, bytes: build.bytes.length };
+    await writeFileAtomic(files.json, JSON.stringify(meta), { fsync: false });
+    await evict(dir, key);
+  } catch {
+    /* build again next time */
+  }
+}
+
+async function evict(dir: string, keep: string): Promise<void> {
+  const names = await readdir(dir);
+  const keyed = (ext: string) => new Set(names.filter((f) => f.length === 64 + ext.length && f.endsWith(ext) && /^[0-9a-f]{64}\./.test(f)).map((f) => f.slice(0, 64)));
+  const metas = keyed('.json');
+  // A model without its JSON is a write that did not finish (a crash, or one in progress elsewhere: it is then rebuilt).
+  for (const k of keyed('.onnx')) if (!metas.has(k) && k !== keep) await rm(entryPaths(k).onnx, { force: true });
+  const entries = await Promise.all(
+    [...metas].filter((k) => k !== keep).map(async (key) => ({ key, used: (await stat(entryPaths(key).json).catch(() => null))?.mtimeMs ?? 0 })),
+  );
+  entries.sort((a, b) => b.used - a.used);
+  for (const e of entries.slice(MAX_ENTRIES - 1)) {
+    const files = entryPaths(e.key);
+    await rm(files.json, { force: true });
+    await rm(files.onnx, { force: true });
+  }
+}
+
+/**
+ * The tap model for `parts`, from the cache or built (model file `file`) and stored. Notices the
+ * build gave (e.g. a fixed batch) are given again on a cache hit.
+ */
+export async function cachedTapBuild(parts: TapCacheParts, file: string, onNotice: (msg: string) => void = () => {}): Promise<TapBuild> {
+  const key = await tapCacheKey(parts);
+  const hit = await readTapCache(key);
+  if (hit) {
+    for (const n of hit.notices) onNotice(n);
+    return { input: hit.input, taps: hit.taps, fixedBatch: hit.fixedBatch, bytes: hit.bytes };
+  }
+  const { buildTapBytes } = await import('./tap-model.js');
+  const notices: string[] = [];
+  const build = await buildTapBytes(file, parts.card, parts.taps, parts.spec, (n) => {
+    notices.push(n);
+    onNotice(n);
+  });
+  await writeTapCache(key, build, notices);
+  return build;
+}

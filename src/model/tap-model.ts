@@ -1,0 +1,109 @@
+/**
+ * Building a tap model: from a backbone's ONNX model and card, derive the model with in-graph
+ * preprocessing (uint8 NHWC pixels in) and the requested taps as float32 outputs (pooled in the
+ * graph), with a symbolic batch when that is safe. The heavy part of opening a backbone (parse,
+ * derive, serialize); prepare.ts caches its result on disk.
+ */
+import ort from 'onnxruntime-node';
+import { XferError } from '../errors.js';
+import { readOnnxFile, serializeModel } from '../onnx/io.js';
+import type { ModelProto } from '../onnx/proto.js';
+import { pixelAffine, type ModelCard } from './card.js';
+import { inferDtypes, listTensors, realInputs } from './graph.js';
+import { checkBatching, hasFixedBatch, withSymbolicBatch } from './batch.js';
+import { dummyInput } from './probe.js';
+import { deriveTapModel, PIXEL_INPUT, resolveTapName, type ResolvedTap, type TapRequest } from './taps.js';
+
+/** The model's image input (named by the card or the only real input). */
+export function imageInputName(model: ModelProto, card: ModelCard, file: string): string {
+  const ins = realInputs(model.graph);
+  if (card.input.name) {
+    if (!ins.some((i) => i.name === card.input.name)) {
+      throw new XferError(`${file}: card input "${card.input.name}" is not an input of the model (inputs: ${ins.map((i) => i.name).join(', ')})`);
+    }
+    return card.input.name;
+  }
+  if (ins.length !== 1) {
+    throw new XferError(`${file}: the model has ${ins.length} inputs (${ins.map((i) => i.name).join(', ')}); say which is the image`, { hint: 'set "input.name" in the model card' });
+  }
+  return ins[0].name;
+}
+
+/**
+ * Ranks of the tapped tensors, from one batch-1 run of the pruned model with the raw tensors as
+ * outputs (cheap: only the compute the taps need). Null when the probe cannot run; pooling then
+ * uses its rank-agnostic form.
+ */
+async function tapRanks(model: ModelProto, taps: TapRequest[], file: string): Promise<Map<string, number> | undefined> {
+  // Declared shapes first (converted models declare them): no probe run needed.
+  const tensors = listTensors(model);
+  const declared = taps.map((t) => resolveTapName(t.name, tensors, file));
+  if (declared.every((t) => t.shape !== null)) return new Map(declared.map((t) => [t.name, t.shape!.length]));
+  const { model: raw, taps: resolved } = deriveTapModel(model, taps.map((t) => ({ name: t.name, pool: 'none' as const })), { file });
+  let session: ort.InferenceSession | undefined;
+  try {
+    session = await ort.InferenceSession.create(serializeModel(raw), { intraOpNumThreads: 1, logSeverityLevel: 4 });
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const vi of realInputs(raw.graph)) feeds[vi.name] = dummyInput(vi, 1);
+    const res = await session.run(feeds);
+    return new Map(resolved.map((t) => [t.tensor, res[t.output].dims.length]));
+  } catch {
+    return undefined;
+  } finally {
+    await session?.release();
+  }
+}
+
+/** Derive the tap model for a card: pixel input + taps, symbolic batch when safe. */
+export async function buildTapModel(
+  model: ModelProto,
+  card: ModelCard,
+  taps: TapRequest[],
+  file: string,
+  onNotice: (msg: string) => void = () => {},
+): Promise<{ model: ModelProto; taps: ResolvedTap[]; fixedBatch: number | null }> {
+  const inputName = imageInputName(model, card, file);
+  const ranks = await tapRanks(model, taps, file);
+  const { scale, bias } = pixelAffine(card.input);
+  let fixedBatch: number | null = null;
+  const fixed = hasFixedBatch(model);
+  const base = fixed ? withSymbolicBatch(model) : model;
+  const derived = deriveTapModel(base, taps, {
+    file,
+    ranks,
+    dtypes: inferDtypes(model),
+    pixelInput: { inputName, layout: card.input.layout, dtype: card.input.dtype, scale, bias, height: card.input.size[0], width: card.input.size[1] },
+  });
+  if (fixed) {
+    const problem = await checkBatching(derived.model);
+    if (problem) {
+      onNotice(`warning: ${file} has a fixed batch of 1 that cannot be made symbolic (${problem}); running one image at a time`);
+      const one = deriveTapModel(model, taps, {
+        file,
+        ranks,
+        dtypes: inferDtypes(model),
+        pixelInput: { inputName, layout: card.input.layout, dtype: card.input.dtype, scale, bias, height: card.input.size[0], width: card.input.size[1] },
+      });
+      fixedBatch = 1;
+      return { model: one.model, taps: one.taps, fixedBatch };
+    }
+  }
+  return { ...derived, fixedBatch };
+}
+
+/** A built tap model: what a session needs besides the card. */
+export interface TapBuild {
+  /** The tap model's uint8 NHWC pixel input. */
+  input: string;
+  taps: ResolvedTap[];
+  fixedBatch: number | null;
+  /** The serialized tap model. */
+  bytes: Uint8Array;
+}
+
+/** Read `file` and build its tap model, serialized (see buildTapModel). */
+export async function buildTapBytes(file: string, card: ModelCard, taps: TapRequest[], spec: string, onNotice: (msg: string) => void = () => {}): Promise<TapBuild> {
+  const loaded = await readOnnxFile(file);
+  const { model, taps: resolved, fixedBatch } = await buildTapModel(loaded.model, card, taps, spec, onNotice);
+  return { input: PIXEL_INPUT, taps: resolved, fixedBatch, bytes: serializeModel(model) };
+}

@@ -1,0 +1,166 @@
+/**
+ * The on-disk tap-model cache (src/model/tap-cache.ts): a second prepare of the same model, card and
+ * taps reads the built model instead of building it, anything that changes the built model misses,
+ * a damaged entry is rebuilt, a cache that cannot be written changes nothing but speed, and only
+ * the most recently used entries are kept.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import ort from 'onnxruntime-node';
+import { emptyGraph, floatTensor, makeModel, node, valueInfo } from '../src/onnx/builder.js';
+import { writeOnnxFile } from '../src/onnx/io.js';
+import { DataType } from '../src/onnx/proto.js';
+import { resolveBackbone } from '../src/model/registry.js';
+import { prepareTappedBackbone } from '../src/model/prepare.js';
+import { MAX_ENTRIES, tapCacheKey } from '../src/model/tap-cache.js';
+import { buildTapBytes } from '../src/model/tap-model.js';
+import type { TapRequest } from '../src/model/taps.js';
+import { makeTinyModel, tmpDir } from './extract-helpers.js';
+
+let dir: string;
+let tiny: { model: string; card: string };
+let saved: string | undefined;
+let cache: string;
+
+before(async () => {
+  dir = await tmpDir('xfer-tapcache-');
+  tiny = await makeTinyModel(dir);
+  saved = process.env.XFER_CACHE;
+});
+
+after(async () => {
+  if (saved === undefined) delete process.env.XFER_CACHE;
+  else process.env.XFER_CACHE = saved;
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** A fresh, empty cache folder for one test. */
+function freshCache(name: string): string {
+  cache = path.join(dir, `cache-${name}`);
+  process.env.XFER_CACHE = cache;
+  return cache;
+}
+
+async function entries(): Promise<string[]> {
+  try {
+    return (await readdir(path.join(cache, 'taps'))).sort();
+  } catch {
+    return [];
+  }
+}
+
+async function prepare(taps: TapRequest[] = [{ name: 'relu2', pool: 'avg' }], notices: string[] = [], spec = tiny.model, card = tiny.card) {
+  const resolved = await resolveBackbone(spec, { card });
+  return prepareTappedBackbone(spec, { resolved, taps, onNotice: (n) => notices.push(n) });
+}
+
+test('the second prepare reads the cached tap model: same bytes and taps as a fresh build', async () => {
+  freshCache('hit');
+  const first = await prepare();
+  const files = await entries();
+  assert.equal(files.length, 2, files.join(', '));
+  assert.ok(files.some((f) => f.endsWith('.onnx')) && files.some((f) => f.endsWith('.json')));
+  // Mark the entry: a hit replays the entry's notices, a rebuild would not give this one.
+  const json = path.join(cache, 'taps', files.find((f) => f.endsWith('.json'))!);
+  const meta = JSON.parse(await readFile(json, 'utf8'));
+  await writeFile(json, JSON.stringify({ ...meta, notices: ['from the cache'] }));
+  const notices: string[] = [];
+  const second = await prepare(undefined, notices);
+  assert.deepEqual(notices, ['from the cache'], 'the cached entry was used');
+  const resolved = await resolveBackbone(tiny.model, { card: tiny.card });
+  const fresh = await buildTapBytes(resolved.file, resolved.card!, [{ name: 'relu2', pool: 'avg' }], tiny.model);
+  assert.deepEqual(Buffer.from(second.bytes), Buffer.from(fresh.bytes));
+  assert.deepEqual(second.taps, fresh.taps);
+  assert.deepEqual(second.taps, first.taps);
+  assert.equal(second.fixedBatch, null);
+  assert.equal(second.input, first.input);
+  // The cached bytes open and run.
+  const s = await ort.InferenceSession.create(second.bytes);
+  const r = await s.run({ [second.input]: new ort.Tensor('uint8', new Uint8Array(2 * 32 * 32 * 3).fill(128), [2, 32, 32, 3]) });
+  assert.deepEqual(r[second.taps[0].output].dims, [2, 6]);
+  await s.release();
+});
+
+test('taps, pooling, card input and model bytes are all part of the key', async () => {
+  freshCache('key');
+  const resolved = await resolveBackbone(tiny.model, { card: tiny.card });
+  const parts = { sha256: resolved.sha256, card: resolved.card!, taps: [{ name: 'relu2', pool: 'avg' as const }], spec: tiny.model };
+  const base = await tapCacheKey(parts);
+  assert.equal(await tapCacheKey({ ...parts, card: { ...parts.card, dir: '/elsewhere' } }), base, "the card's folder is not");
+  const others = [
+    { ...parts, taps: [{ name: 'relu1', pool: 'avg' as const }] },
+    { ...parts, taps: [{ name: 'relu2', pool: 'max' as const }] },
+    { ...parts, taps: [{ name: 'relu2', pool: 'avg' as const }, { name: 'relu1', pool: 'avg' as const }] },
+    { ...parts, card: { ...parts.card, input: { ...parts.card.input, mean: [0.4, 0.5, 0.5] as [number, number, number] } } },
+    { ...parts, sha256: '0'.repeat(64) },
+    { ...parts, spec: 'other.onnx' },
+  ];
+  const keys = new Set([base, ...(await Promise.all(others.map(tapCacheKey)))]);
+  assert.equal(keys.size, others.length + 1);
+  await prepare();
+  await prepare([{ name: 'relu2', pool: 'max' }]);
+  assert.equal((await entries()).filter((f) => f.endsWith('.json')).length, 2);
+});
+
+test('a damaged entry is rebuilt and repaired', async () => {
+  freshCache('damaged');
+  const good = await prepare();
+  const onnx = (await entries()).find((f) => f.endsWith('.onnx'))!;
+  await truncate(path.join(cache, 'taps', onnx), 100);
+  const again = await prepare();
+  assert.deepEqual(Buffer.from(again.bytes), Buffer.from(good.bytes));
+  assert.equal((await readFile(path.join(cache, 'taps', onnx))).length, good.bytes.length, 'the entry was written again');
+  const json = (await entries()).find((f) => f.endsWith('.json'))!;
+  await writeFile(path.join(cache, 'taps', json), '{"format": 1, "taps": [');
+  assert.deepEqual(Buffer.from((await prepare()).bytes), Buffer.from(good.bytes));
+});
+
+test('a cache that cannot be written only costs speed', async () => {
+  const blocker = path.join(dir, 'not-a-folder');
+  await writeFile(blocker, 'x');
+  process.env.XFER_CACHE = blocker; // mkdir <file>/taps fails
+  cache = blocker;
+  const p = await prepare();
+  assert.deepEqual(p.taps.map((t) => t.tensor), ['relu2']);
+  assert.ok(p.bytes.length > 0);
+});
+
+test(`only the ${MAX_ENTRIES} most recently used entries are kept`, async () => {
+  freshCache('evict');
+  const pools = ['avg', 'max', 'avgmax', 'flatten', 'none'] as const;
+  const requests = [...pools.map((pool) => [{ name: 'relu2', pool }]), ...pools.map((pool) => [{ name: 'relu1', pool }])];
+  assert.ok(requests.length > MAX_ENTRIES);
+  for (const taps of requests) await prepare(taps);
+  const metas = (await entries()).filter((f) => f.endsWith('.json'));
+  const models = (await entries()).filter((f) => f.endsWith('.onnx'));
+  assert.equal(metas.length, MAX_ENTRIES);
+  assert.equal(models.length, MAX_ENTRIES);
+  // The newest request is kept, the oldest is gone.
+  const resolved = await resolveBackbone(tiny.model, { card: tiny.card });
+  const key = (taps: TapRequest[]) => tapCacheKey({ sha256: resolved.sha256, card: resolved.card!, taps, spec: tiny.model });
+  assert.ok(metas.includes(`${await key(requests[requests.length - 1])}.json`));
+  assert.ok(!metas.includes(`${await key(requests[0])}.json`));
+});
+
+test('a fixed-batch notice from the build is given again on a cache hit', async () => {
+  freshCache('notice');
+  const g = emptyGraph('fixed');
+  g.input.push(valueInfo('x', DataType.FLOAT, [1, 3, 32, 32]));
+  g.initializer.push(floatTensor('w1', [4, 3, 3, 3], Array.from({ length: 108 }, (_, i) => Math.sin(i))));
+  g.initializer.push({ name: 'shp', dims: [2], dataType: DataType.INT64, rawData: new Uint8Array(BigInt64Array.from([1n, 4096n]).buffer) });
+  g.node.push(node('Conv', ['x', 'w1'], ['c1'], { pads: [1, 1, 1, 1], kernel_shape: [3, 3] }), node('Reshape', ['c1', 'shp'], ['flat']));
+  g.output.push(valueInfo('flat', DataType.FLOAT, [1, 4096]));
+  const model = path.join(dir, 'fixed.onnx');
+  await writeOnnxFile(model, makeModel(g));
+  const taps = [{ name: 'flat', pool: 'none' as const }];
+  const first: string[] = [];
+  const a = await prepare(taps, first, model, tiny.card);
+  assert.equal(a.fixedBatch, 1);
+  assert.match(first.join('\n'), /fixed batch of 1 .* one image at a time/);
+  const second: string[] = [];
+  const b = await prepare(taps, second, model, tiny.card);
+  assert.equal(b.fixedBatch, 1);
+  assert.deepEqual(second, first);
+});
