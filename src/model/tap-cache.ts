@@ -5,9 +5,9 @@
  * and predict start; a cached one is a file read, and the builder and the ONNX schema never load.
  *
  * An entry is keyed by sha256 over: the model file's sha256, the card (without its folder), the
- * taps asked for, the model spec (it is quoted in the build's notices), and the compiled code that
- * builds tap models (every .js file of model/ and onnx/, so any change to that code, released or
- * not, misses). It is `<key>.onnx` (the serialized tap model) and `<key>.json` (resolved taps, fixed
+ * taps asked for, the model spec (it is quoted in the build's notices), and the code that builds
+ * tap models (every .js/.ts file of model/ and onnx/, compiled or run from source, so any change to
+ * that code, released or not, misses). It is `<key>.onnx` (the serialized tap model) and `<key>.json` (resolved taps, fixed
  * batch, the build's notices, the byte count), each written atomically, the JSON last; an entry that
  * is missing, unreadable or inconsistent is rebuilt. The MAX_ENTRIES most recently used are kept.
  * The cache is only an accelerator: when it cannot be read or written, tap models are built as before.
@@ -60,13 +60,13 @@ function canonical(v: unknown): string {
 
 let codeHash: Promise<string> | null = null;
 
-/** sha256 over the names and bytes of the compiled model/ and onnx/ modules (this file's folder and its sibling). */
+/** sha256 over the names and bytes of the model/ and onnx/ modules (this file's folder and its sibling; .js and .ts). */
 export function tapCodeHash(): Promise<string> {
   codeHash ??= (async () => {
     const here = path.dirname(fileURLToPath(import.meta.url));
     const parts: string[] = [];
     for (const dir of [here, path.join(here, '..', 'onnx')]) {
-      const files = (await readdir(dir)).filter((f) => f.endsWith('.js')).sort();
+      const files = (await readdir(dir)).filter((f) => /\.(js|ts)$/.test(f)).sort();
       for (const f of files) parts.push(`${path.basename(dir)}/${f}\n${sha256Hex(await readFile(path.join(dir, f)))}\n`);
     }
     return sha256Hex(parts.join(''));
