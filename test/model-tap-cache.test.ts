@@ -6,7 +6,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, truncate, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { emptyGraph, floatTensor, makeModel, node, valueInfo } from '../src/onnx/builder.js';
@@ -163,4 +163,44 @@ test('a fixed-batch notice from the build is given again on a cache hit', async 
   const b = await prepare(taps, second, model, tiny.card);
   assert.equal(b.fixedBatch, 1);
   assert.deepEqual(second, first);
+});
+
+test('a model whose weights live in an external data file misses when that file changes', async () => {
+  freshCache('external');
+  const weights = (k: number) => Buffer.from(Float32Array.from({ length: 108 }, (_, i) => Math.sin(i * k)).buffer);
+  await writeFile(path.join(dir, 'w.bin'), weights(1));
+  const g = emptyGraph('ext');
+  g.input.push(valueInfo('x', DataType.FLOAT, ['N', 3, 32, 32]));
+  g.initializer.push({
+    name: 'w1',
+    dims: [4, 3, 3, 3],
+    dataType: DataType.FLOAT,
+    dataLocation: 1,
+    externalData: [
+      { key: 'location', value: 'w.bin' },
+      { key: 'offset', value: '0' },
+      { key: 'length', value: '432' },
+    ],
+  });
+  g.node.push(node('Conv', ['x', 'w1'], ['c1'], { pads: [1, 1, 1, 1], kernel_shape: [3, 3] }), node('Relu', ['c1'], ['r1']));
+  g.output.push(valueInfo('r1', DataType.FLOAT, ['N', 4, 32, 32]));
+  const model = path.join(dir, 'ext.onnx');
+  await writeOnnxFile(model, makeModel(g));
+  const taps: TapRequest[] = [{ name: 'r1', pool: 'avg' }];
+  const first = await prepare(taps, [], model, tiny.card);
+  const json = path.join(cache, 'taps', (await entries()).find((f) => f.endsWith('.json'))!);
+  const meta = JSON.parse(await readFile(json, 'utf8'));
+  assert.deepEqual(meta.external.map((e: { file: string }) => e.file), [path.join(dir, 'w.bin')]);
+  await writeFile(json, JSON.stringify({ ...meta, notices: ['from the cache'] }));
+  const hit: string[] = [];
+  await prepare(taps, hit, model, tiny.card);
+  assert.deepEqual(hit, ['from the cache'], 'unchanged external data: a hit');
+  // New weights of the same size: the .onnx file (and so its sha256) is unchanged.
+  await writeFile(path.join(dir, 'w.bin'), weights(2));
+  const later = new Date(Date.now() + 5000);
+  await utimes(path.join(dir, 'w.bin'), later, later);
+  const miss: string[] = [];
+  const second = await prepare(taps, miss, model, tiny.card);
+  assert.deepEqual(miss, [], 'changed external data: rebuilt');
+  assert.notDeepEqual(Buffer.from(second.bytes), Buffer.from(first.bytes));
 });

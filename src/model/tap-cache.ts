@@ -7,9 +7,12 @@
  * An entry is keyed by sha256 over: the model file's sha256, the card (without its folder), the
  * taps asked for, the model spec (it is quoted in the build's notices), and the code that builds
  * tap models (every .js/.ts file of model/ and onnx/, compiled or run from source, so any change to
- * that code, released or not, misses). It is `<key>.onnx` (the serialized tap model) and `<key>.json` (resolved taps, fixed
- * batch, the build's notices, the byte count), each written atomically, the JSON last; an entry that
- * is missing, unreadable or inconsistent is rebuilt. The MAX_ENTRIES most recently used are kept.
+ * that code, released or not, misses). It is `<key>.onnx` (the serialized tap model) and
+ * `<key>.json` (resolved taps, fixed batch, the build's notices, the byte count, and the size and
+ * modification time of every external data file the weights came from, which the model's sha256
+ * does not cover), each written atomically, the JSON last. An entry that is missing, unreadable or
+ * inconsistent, or whose external data files changed, is rebuilt. The MAX_ENTRIES most recently
+ * used are kept.
  * The cache is only an accelerator: when it cannot be read or written, tap models are built as before.
  */
 import { readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
@@ -21,6 +24,13 @@ import { sha256Hex } from '../util/hash.js';
 import type { ModelCard } from './card.js';
 import type { ResolvedTap, TapRequest } from './taps.js';
 import type { TapBuild } from './tap-model.js';
+
+/** An external data file as it was when the entry was built. */
+interface ExternalStamp {
+  file: string;
+  size: number;
+  mtimeMs: number;
+}
 
 /** Entries kept (each about the size of the backbone's .onnx file). */
 export const MAX_ENTRIES = 8;
@@ -42,6 +52,21 @@ interface EntryMeta {
   fixedBatch: number | null;
   notices: string[];
   bytes: number;
+  external: ExternalStamp[];
+}
+
+async function stampOf(file: string): Promise<ExternalStamp> {
+  const s = await stat(file);
+  return { file, size: s.size, mtimeMs: s.mtimeMs };
+}
+
+/** Whether every external data file is still the one the entry was built from. */
+async function externalUnchanged(stamps: ExternalStamp[]): Promise<boolean> {
+  for (const e of stamps) {
+    const now = await stampOf(e.file).catch(() => null);
+    if (!now || now.size !== e.size || now.mtimeMs !== e.mtimeMs) return false;
+  }
+  return true;
 }
 
 /** JSON with object keys sorted (the same text for the same value, whatever the key order). */
@@ -90,7 +115,8 @@ export async function readTapCache(key: string): Promise<(TapBuild & { notices: 
   const files = entryPaths(key);
   try {
     const meta = JSON.parse(await readFile(files.json, 'utf8')) as EntryMeta;
-    if (meta.format !== FORMAT || typeof meta.input !== 'string' || !Array.isArray(meta.taps) || !Array.isArray(meta.notices)) return null;
+    if (meta.format !== FORMAT || typeof meta.input !== 'string' || !Array.isArray(meta.taps) || !Array.isArray(meta.notices) || !Array.isArray(meta.external)) return null;
+    if (!(await externalUnchanged(meta.external))) return null;
     const bytes = await readFile(files.onnx);
     if (bytes.length !== meta.bytes) return null;
     const now = new Date();
@@ -101,13 +127,17 @@ export async function readTapCache(key: string): Promise<(TapBuild & { notices: 
   }
 }
 
-/** Store a build (best effort: a cache that cannot be written is not an error), then evict the least recently used beyond MAX_ENTRIES. */
-export async function writeTapCache(key: string, build: TapBuild, notices: string[]): Promise<void> {
+/**
+ * Store a build whose weights came from the model file plus `externalFiles` (best effort: a cache
+ * that cannot be written is not an error), then evict the least recently used beyond MAX_ENTRIES.
+ */
+export async function writeTapCache(key: string, build: TapBuild, notices: string[], externalFiles: string[] = []): Promise<void> {
   try {
+    const external = await Promise.all(externalFiles.map(stampOf));
     const dir = await cacheDir('taps');
     const files = entryPaths(key);
     await writeFileAtomic(files.onnx, build.bytes, { fsync: false });
-    const meta: EntryMeta = { format: FORMAT, input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, notices, bytes: build.bytes.length };
+    const meta: EntryMeta = { format: FORMAT, input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, notices, bytes: build.bytes.length, external };
     await writeFileAtomic(files.json, JSON.stringify(meta), { fsync: false });
     await evict(dir, key);
   } catch {
@@ -149,6 +179,6 @@ export async function cachedTapBuild(parts: TapCacheParts, file: string, onNotic
     notices.push(n);
     onNotice(n);
   });
-  await writeTapCache(key, build, notices);
-  return build;
+  await writeTapCache(key, build, notices, build.externalFiles);
+  return { input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, bytes: build.bytes };
 }

@@ -101,9 +101,14 @@ export interface TapBuild {
   bytes: Uint8Array;
 }
 
+/** A fresh build, with the external data files its weights came from (the model's sha256 does not cover them). */
+export interface TapBuildResult extends TapBuild {
+  externalFiles: string[];
+}
+
 /** Read `file` and build its tap model, serialized (see buildTapModel). */
-export async function buildTapBytes(file: string, card: ModelCard, taps: TapRequest[], spec: string, onNotice: (msg: string) => void = () => {}): Promise<TapBuild> {
+export async function buildTapBytes(file: string, card: ModelCard, taps: TapRequest[], spec: string, onNotice: (msg: string) => void = () => {}): Promise<TapBuildResult> {
   const loaded = await readOnnxFile(file);
   const { model, taps: resolved, fixedBatch } = await buildTapModel(loaded.model, card, taps, spec, onNotice);
-  return { input: PIXEL_INPUT, taps: resolved, fixedBatch, bytes: serializeModel(model) };
+  return { input: PIXEL_INPUT, taps: resolved, fixedBatch, bytes: serializeModel(model), externalFiles: loaded.externalFiles };
 }

@@ -18,6 +18,8 @@ export interface LoadedModel {
   sha256: string;
   /** Size of the .onnx file in bytes. */
   size: number;
+  /** Absolute paths of the external data files the model's tensors were read from (not covered by sha256). */
+  externalFiles: string[];
 }
 
 /** Read and decode an ONNX model file, resolving external data. */
@@ -33,8 +35,8 @@ export async function readOnnxFile(file: string): Promise<LoadedModel> {
     throw new XferError(`${file}: cannot read model file (${code ?? String(e)})`, { cause: e });
   }
   const model = decodeOnnxBytes(bytes, file);
-  await inlineExternalData(model, path.dirname(abs), file);
-  return { model, file: abs, sha256: sha256Hex(bytes), size: bytes.length };
+  const externalFiles = await inlineExternalData(model, path.dirname(abs), file);
+  return { model, file: abs, sha256: sha256Hex(bytes), size: bytes.length, externalFiles };
 }
 
 /** Decode bytes as ONNX, turning protobuf failures into clear errors. */
@@ -61,8 +63,8 @@ function externalEntries(t: TensorProto): Map<string, string> {
   return new Map((t.externalData ?? []).map((e) => [e.key, e.value]));
 }
 
-/** Load every external-data tensor into rawData. Refuses paths outside `dir`. */
-async function inlineExternalData(model: ModelProto, dir: string, file: string): Promise<void> {
+/** Load every external-data tensor into rawData; returns the files read. Refuses paths outside `dir`. */
+async function inlineExternalData(model: ModelProto, dir: string, file: string): Promise<string[]> {
   const tensors = collectTensors(model);
   const cache = new Map<string, Buffer>();
   for (const t of tensors) {
@@ -100,6 +102,7 @@ async function inlineExternalData(model: ModelProto, dir: string, file: string):
     delete t.externalData;
     delete t.dataLocation;
   }
+  return [...cache.keys()];
 }
 
 /** All TensorProtos held by a model: initializers and Constant-node tensor attributes (incl. subgraphs). */
