@@ -6,7 +6,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile, rm, truncate, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, truncate, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { emptyGraph, floatTensor, makeModel, node, valueInfo } from '../src/onnx/builder.js';
@@ -86,7 +86,7 @@ test('the second prepare reads the cached tap model: same bytes and taps as a fr
 test('taps, pooling, card input and model bytes are all part of the key', async () => {
   freshCache('key');
   const resolved = await resolveBackbone(tiny.model, { card: tiny.card });
-  const parts = { sha256: resolved.sha256, card: resolved.card!, taps: [{ name: 'relu2', pool: 'avg' as const }], spec: tiny.model };
+  const parts = { sha256: resolved.sha256, file: resolved.file, card: resolved.card!, taps: [{ name: 'relu2', pool: 'avg' as const }], spec: tiny.model };
   const base = await tapCacheKey(parts);
   assert.equal(await tapCacheKey({ ...parts, card: { ...parts.card, dir: '/elsewhere' } }), base, "the card's folder is not");
   const others = [
@@ -96,6 +96,7 @@ test('taps, pooling, card input and model bytes are all part of the key', async 
     { ...parts, card: { ...parts.card, input: { ...parts.card.input, mean: [0.4, 0.5, 0.5] as [number, number, number] } } },
     { ...parts, sha256: '0'.repeat(64) },
     { ...parts, spec: 'other.onnx' },
+    { ...parts, file: path.join(dir, 'elsewhere', 'tiny.onnx') },
   ];
   const keys = new Set([base, ...(await Promise.all(others.map(tapCacheKey)))]);
   assert.equal(keys.size, others.length + 1);
@@ -139,7 +140,7 @@ test(`only the ${MAX_ENTRIES} most recently used entries are kept`, async () => 
   assert.equal(models.length, MAX_ENTRIES);
   // The newest request is kept, the oldest is gone.
   const resolved = await resolveBackbone(tiny.model, { card: tiny.card });
-  const key = (taps: TapRequest[]) => tapCacheKey({ sha256: resolved.sha256, card: resolved.card!, taps, spec: tiny.model });
+  const key = (taps: TapRequest[]) => tapCacheKey({ sha256: resolved.sha256, card: resolved.card!, taps, spec: tiny.model, file: resolved.file });
   assert.ok(metas.includes(`${await key(requests[requests.length - 1])}.json`));
   assert.ok(!metas.includes(`${await key(requests[0])}.json`));
 });
@@ -165,10 +166,10 @@ test('a fixed-batch notice from the build is given again on a cache hit', async 
   assert.deepEqual(second, first);
 });
 
-test('a model whose weights live in an external data file misses when that file changes', async () => {
-  freshCache('external');
-  const weights = (k: number) => Buffer.from(Float32Array.from({ length: 108 }, (_, i) => Math.sin(i * k)).buffer);
-  await writeFile(path.join(dir, 'w.bin'), weights(1));
+/** A one-conv model whose weights live in `<folder>/w.bin` (version k of them), written to `<folder>/ext.onnx`. */
+async function externalModel(folder: string, k: number): Promise<string> {
+  await mkdir(folder, { recursive: true });
+  await writeFile(path.join(folder, 'w.bin'), Buffer.from(Float32Array.from({ length: 108 }, (_, i) => Math.sin(i * k)).buffer));
   const g = emptyGraph('ext');
   g.input.push(valueInfo('x', DataType.FLOAT, ['N', 3, 32, 32]));
   g.initializer.push({
@@ -184,23 +185,66 @@ test('a model whose weights live in an external data file misses when that file 
   });
   g.node.push(node('Conv', ['x', 'w1'], ['c1'], { pads: [1, 1, 1, 1], kernel_shape: [3, 3] }), node('Relu', ['c1'], ['r1']));
   g.output.push(valueInfo('r1', DataType.FLOAT, ['N', 4, 32, 32]));
-  const model = path.join(dir, 'ext.onnx');
+  const model = path.join(folder, 'ext.onnx');
   await writeOnnxFile(model, makeModel(g));
+  return model;
+}
+
+test('a model whose weights live in an external data file misses when that file changes', async () => {
+  freshCache('external');
+  const model = await externalModel(path.join(dir, 'ext'), 1);
   const taps: TapRequest[] = [{ name: 'r1', pool: 'avg' }];
   const first = await prepare(taps, [], model, tiny.card);
   const json = path.join(cache, 'taps', (await entries()).find((f) => f.endsWith('.json'))!);
   const meta = JSON.parse(await readFile(json, 'utf8'));
-  assert.deepEqual(meta.external.map((e: { file: string }) => e.file), [path.join(dir, 'w.bin')]);
+  assert.deepEqual(meta.external.map((e: { file: string }) => e.file), [path.join(dir, 'ext', 'w.bin')]);
   await writeFile(json, JSON.stringify({ ...meta, notices: ['from the cache'] }));
   const hit: string[] = [];
   await prepare(taps, hit, model, tiny.card);
   assert.deepEqual(hit, ['from the cache'], 'unchanged external data: a hit');
   // New weights of the same size: the .onnx file (and so its sha256) is unchanged.
-  await writeFile(path.join(dir, 'w.bin'), weights(2));
+  await writeFile(path.join(dir, 'ext', 'w.bin'), Buffer.from(Float32Array.from({ length: 108 }, (_, i) => Math.sin(i * 2)).buffer));
   const later = new Date(Date.now() + 5000);
-  await utimes(path.join(dir, 'w.bin'), later, later);
+  await utimes(path.join(dir, 'ext', 'w.bin'), later, later);
   const miss: string[] = [];
   const second = await prepare(taps, miss, model, tiny.card);
   assert.deepEqual(miss, [], 'changed external data: rebuilt');
   assert.notDeepEqual(Buffer.from(second.bytes), Buffer.from(first.bytes));
+});
+
+test('the same .onnx bytes in two folders with their own external weights are two entries', async () => {
+  freshCache('two-folders');
+  const taps: TapRequest[] = [{ name: 'r1', pool: 'avg' }];
+  const a = await externalModel(path.join(dir, 'run1'), 3);
+  const b = await externalModel(path.join(dir, 'run2'), 4);
+  assert.deepEqual(await readFile(a), await readFile(b), 'identical model files');
+  // Named the same way (e.g. `--model ext.onnx` from each folder).
+  const open = async (file: string) => prepareTappedBackbone('ext.onnx', { resolved: await resolveBackbone(file, { card: tiny.card }), taps });
+  const pa = await open(a);
+  const pb = await open(b);
+  const fresh = await buildTapBytes(b, (await resolveBackbone(b, { card: tiny.card })).card!, taps, 'ext.onnx');
+  assert.deepEqual(Buffer.from(pb.bytes), Buffer.from(fresh.bytes), "run2's own weights");
+  assert.notDeepEqual(Buffer.from(pa.bytes), Buffer.from(pb.bytes));
+});
+
+test('a hit counts as a use: an old entry used again outlives newer ones', async () => {
+  freshCache('lru');
+  const pools = ['avg', 'max', 'avgmax', 'flatten', 'none'] as const;
+  const requests: TapRequest[][] = [...pools.map((pool) => [{ name: 'relu2', pool }]), ...pools.map((pool) => [{ name: 'relu1', pool }])];
+  const resolved = await resolveBackbone(tiny.model, { card: tiny.card });
+  const key = (taps: TapRequest[]) => tapCacheKey({ sha256: resolved.sha256, card: resolved.card!, taps, spec: tiny.model, file: resolved.file });
+  await prepare(requests[0]);
+  for (const taps of requests.slice(1, MAX_ENTRIES)) {
+    await new Promise((r) => setTimeout(r, 5)); // distinct modification times
+    await prepare(taps);
+  }
+  await new Promise((r) => setTimeout(r, 5));
+  await prepare(requests[0]); // a hit: now the most recently used
+  for (const taps of requests.slice(MAX_ENTRIES)) {
+    await new Promise((r) => setTimeout(r, 5));
+    await prepare(taps);
+  }
+  const metas = (await entries()).filter((f) => f.endsWith('.json'));
+  assert.ok(metas.includes(`${await key(requests[0])}.json`), 'the re-used oldest entry is kept');
+  assert.ok(!metas.includes(`${await key(requests[1])}.json`), 'the least recently used one is gone');
 });

@@ -155,9 +155,9 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
 
   // The inference threads start first (they load onnxruntime) while this thread resolves the model
   // (a built-in or .tflite converts here, once) and gets the tap model (from the cache, or built
-  // once for all of them): that is the path to the first batch. The decoder (sharp/libvips: ~0.2 s
-  // of loading that blocks this thread) loads after it, while the sessions open; then the dataset is
-  // listed and the first images are decoded.
+  // once for all of them): that is the path to the first batch; the dataset is listed meanwhile. The
+  // decoder (sharp/libvips: ~0.2 s of loading that blocks this thread) loads after the tap model,
+  // while the sessions open; then the first images are decoded.
   const { workers, threads } = inferencePlan(opts);
   const device: DeviceOptions = { ...opts.device, threads };
   const registry = import('../model/registry.js');

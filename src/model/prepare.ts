@@ -25,6 +25,6 @@ export async function prepareTappedBackbone(spec: string, opts: PrepareOptions):
   const notice = opts.onNotice ?? (() => {});
   const b = opts.resolved ?? (await resolveBackbone(spec, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice }));
   const card = requireCard(b, 'feature extraction');
-  const built = await cachedTapBuild({ sha256: b.sha256, card, taps: opts.taps, spec }, b.file, notice);
+  const built = await cachedTapBuild({ sha256: b.sha256, file: b.file, card, taps: opts.taps, spec }, notice);
   return { spec, id: b.id, sha256: b.sha256, file: b.file, card, input: built.input, taps: built.taps, fixedBatch: built.fixedBatch, bytes: built.bytes };
 }

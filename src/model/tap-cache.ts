@@ -1,21 +1,24 @@
 /**
  * The on-disk cache of built tap models, `<cache>/taps/` (see util/cache.ts for `<cache>`).
  * Building one (parse the ONNX file, derive taps, pixel input and pooling, serialize: tap-model.ts)
- * takes ~0.2 s for the default backbone, and it sat on the critical path of every extract, classify
- * and predict start; a cached one is a file read, and the builder and the ONNX schema never load.
+ * takes ~0.2 s for the default backbone, and it sat on the critical path of every extract and
+ * predict start; a cached one is a file read, and the builder and the ONNX schema never load.
  *
- * An entry is keyed by sha256 over: the model file's sha256, the card (without its folder), the
- * taps asked for, the model spec (it is quoted in the build's notices), and the code that builds
- * tap models (every .js/.ts file of model/ and onnx/, compiled or run from source, so any change to
- * that code, released or not, misses). It is `<key>.onnx` (the serialized tap model) and
- * `<key>.json` (resolved taps, fixed batch, the build's notices, the byte count, and the size and
- * modification time of every external data file the weights came from, which the model's sha256
- * does not cover), each written atomically, the JSON last. An entry that is missing, unreadable or
- * inconsistent, or whose external data files changed, is rebuilt. The MAX_ENTRIES most recently
- * used are kept.
+ * An entry is keyed by sha256 over: the model file's sha256 and absolute path (external data files
+ * are found relative to it), the card (without its folder), the taps asked for, the model spec (it
+ * is quoted in the build's notices), the code that builds tap models (every .js/.ts file of model/
+ * and onnx/, compiled or run from source, so any change to that code, released or not, misses) and
+ * the versions of onnxruntime-node (it probes ranks and batching) and protobufjs (it serializes).
+ * It is `<key>.onnx` (the serialized tap model) and `<key>.json` (resolved taps, fixed batch, the
+ * build's notices, the bytes' length and sha256, and the size and modification time of every
+ * external data file the weights came from, which the model's sha256 does not cover), each written
+ * atomically, the JSON last. An entry that is missing, unreadable or inconsistent, or whose external
+ * data files changed, is rebuilt; a build whose model file changed since it was resolved is not
+ * stored. The MAX_ENTRIES most recently used are kept.
  * The cache is only an accelerator: when it cannot be read or written, tap models are built as before.
  */
 import { readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -23,22 +26,20 @@ import { cacheDir, cacheRoot } from '../util/cache.js';
 import { sha256Hex } from '../util/hash.js';
 import type { ModelCard } from './card.js';
 import type { ResolvedTap, TapRequest } from './taps.js';
+import type { ExternalStamp } from '../onnx/io.js';
 import type { TapBuild } from './tap-model.js';
-
-/** An external data file as it was when the entry was built. */
-interface ExternalStamp {
-  file: string;
-  size: number;
-  mtimeMs: number;
-}
 
 /** Entries kept (each about the size of the backbone's .onnx file). */
 export const MAX_ENTRIES = 8;
-const FORMAT = 1;
+const FORMAT = 2;
+/** Temp files of writes that never finished (a crash) are removed after this long. */
+const STALE_TEMP_MS = 3600_000;
 
 export interface TapCacheParts {
   /** sha256 of the model's .onnx file. */
   sha256: string;
+  /** Absolute path of the model's .onnx file. */
+  file: string;
   card: ModelCard;
   taps: TapRequest[];
   /** The model as the user named it. */
@@ -52,18 +53,14 @@ interface EntryMeta {
   fixedBatch: number | null;
   notices: string[];
   bytes: number;
+  sha256: string;
   external: ExternalStamp[];
-}
-
-async function stampOf(file: string): Promise<ExternalStamp> {
-  const s = await stat(file);
-  return { file, size: s.size, mtimeMs: s.mtimeMs };
 }
 
 /** Whether every external data file is still the one the entry was built from. */
 async function externalUnchanged(stamps: ExternalStamp[]): Promise<boolean> {
   for (const e of stamps) {
-    const now = await stampOf(e.file).catch(() => null);
+    const now = await stat(e.file).catch(() => null);
     if (!now || now.size !== e.size || now.mtimeMs !== e.mtimeMs) return false;
   }
   return true;
@@ -96,13 +93,29 @@ export function tapCodeHash(): Promise<string> {
     }
     return sha256Hex(parts.join(''));
   })();
+  // A failure (e.g. too many open files) is not kept: the next call tries again.
+  codeHash.catch(() => (codeHash = null));
   return codeHash;
+}
+
+/** Versions of the libraries whose behaviour goes into a built tap model. */
+function libraryVersions(): Record<string, string> {
+  const require = createRequire(import.meta.url);
+  const out: Record<string, string> = {};
+  for (const pkg of ['onnxruntime-node', 'protobufjs']) {
+    try {
+      out[pkg] = String((require(`${pkg}/package.json`) as { version?: unknown }).version);
+    } catch {
+      out[pkg] = 'unknown';
+    }
+  }
+  return out;
 }
 
 export async function tapCacheKey(p: TapCacheParts): Promise<string> {
   const { dir: _dir, ...card } = p.card;
   const taps = p.taps.map((t) => ({ name: t.name, pool: t.pool }));
-  return sha256Hex(canonical({ format: FORMAT, code: await tapCodeHash(), model: p.sha256, card, taps, spec: p.spec }));
+  return sha256Hex(canonical({ format: FORMAT, code: await tapCodeHash(), libs: libraryVersions(), model: p.sha256, file: p.file, card, taps, spec: p.spec }));
 }
 
 function entryPaths(key: string): { onnx: string; json: string } {
@@ -118,7 +131,7 @@ export async function readTapCache(key: string): Promise<(TapBuild & { notices: 
     if (meta.format !== FORMAT || typeof meta.input !== 'string' || !Array.isArray(meta.taps) || !Array.isArray(meta.notices) || !Array.isArray(meta.external)) return null;
     if (!(await externalUnchanged(meta.external))) return null;
     const bytes = await readFile(files.onnx);
-    if (bytes.length !== meta.bytes) return null;
+    if (bytes.length !== meta.bytes || sha256Hex(bytes) !== meta.sha256) return null;
     const now = new Date();
     await utimes(files.json, now, now).catch(() => {}); // last use, for eviction
     return { input: meta.input, taps: meta.taps, fixedBatch: meta.fixedBatch, bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length), notices: meta.notices };
@@ -128,16 +141,16 @@ export async function readTapCache(key: string): Promise<(TapBuild & { notices: 
 }
 
 /**
- * Store a build whose weights came from the model file plus `externalFiles` (best effort: a cache
- * that cannot be written is not an error), then evict the least recently used beyond MAX_ENTRIES.
+ * Store a build whose weights came from the model file plus the `external` data files (best effort:
+ * a cache that cannot be written is not an error), then evict the least recently used beyond
+ * MAX_ENTRIES.
  */
-export async function writeTapCache(key: string, build: TapBuild, notices: string[], externalFiles: string[] = []): Promise<void> {
+export async function writeTapCache(key: string, build: TapBuild, notices: string[], external: ExternalStamp[] = []): Promise<void> {
   try {
-    const external = await Promise.all(externalFiles.map(stampOf));
     const dir = await cacheDir('taps');
     const files = entryPaths(key);
     await writeFileAtomic(files.onnx, build.bytes, { fsync: false });
-    const meta: EntryMeta = { format: FORMAT, input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, notices, bytes: build.bytes.length, external };
+    const meta: EntryMeta = { format: FORMAT, input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, notices, bytes: build.bytes.length, sha256: sha256Hex(build.bytes), external };
     await writeFileAtomic(files.json, JSON.stringify(meta), { fsync: false });
     await evict(dir, key);
   } catch {
@@ -147,6 +160,10 @@ export async function writeTapCache(key: string, build: TapBuild, notices: strin
 
 async function evict(dir: string, keep: string): Promise<void> {
   const names = await readdir(dir);
+  for (const f of names.filter((n) => n.startsWith('.') && n.includes('.tmp-'))) {
+    const st = await stat(path.join(dir, f)).catch(() => null);
+    if (st && Date.now() - st.mtimeMs > STALE_TEMP_MS) await rm(path.join(dir, f), { force: true });
+  }
   const keyed = (ext: string) => new Set(names.filter((f) => f.length === 64 + ext.length && f.endsWith(ext) && /^[0-9a-f]{64}\./.test(f)).map((f) => f.slice(0, 64)));
   const metas = keyed('.json');
   // A model without its JSON is a write that did not finish (a crash, or one in progress elsewhere: it is then rebuilt).
@@ -166,19 +183,25 @@ async function evict(dir: string, keep: string): Promise<void> {
  * The tap model for `parts`, from the cache or built (model file `file`) and stored. Notices the
  * build gave (e.g. a fixed batch) are given again on a cache hit.
  */
-export async function cachedTapBuild(parts: TapCacheParts, file: string, onNotice: (msg: string) => void = () => {}): Promise<TapBuild> {
-  const key = await tapCacheKey(parts);
-  const hit = await readTapCache(key);
-  if (hit) {
-    for (const n of hit.notices) onNotice(n);
-    return { input: hit.input, taps: hit.taps, fixedBatch: hit.fixedBatch, bytes: hit.bytes };
+export async function cachedTapBuild(parts: TapCacheParts, onNotice: (msg: string) => void = () => {}): Promise<TapBuild> {
+  let key: string | null = null;
+  try {
+    key = await tapCacheKey(parts);
+    const hit = await readTapCache(key);
+    if (hit) {
+      for (const n of hit.notices) onNotice(n);
+      return { input: hit.input, taps: hit.taps, fixedBatch: hit.fixedBatch, bytes: hit.bytes };
+    }
+  } catch {
+    key = null; // no cache this time; build
   }
   const { buildTapBytes } = await import('./tap-model.js');
   const notices: string[] = [];
-  const build = await buildTapBytes(file, parts.card, parts.taps, parts.spec, (n) => {
+  const build = await buildTapBytes(parts.file, parts.card, parts.taps, parts.spec, (n) => {
     notices.push(n);
     onNotice(n);
   });
-  await writeTapCache(key, build, notices, build.externalFiles);
+  // (A model file rewritten since it was resolved: the build is of other bytes than the key says.)
+  if (key !== null && build.modelSha256 === parts.sha256) await writeTapCache(key, build, notices, build.external);
   return { input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, bytes: build.bytes };
 }

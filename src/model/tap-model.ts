@@ -6,7 +6,7 @@
  */
 import ort from 'onnxruntime-node';
 import { XferError } from '../errors.js';
-import { readOnnxFile, serializeModel } from '../onnx/io.js';
+import { readOnnxFile, serializeModel, type ExternalStamp } from '../onnx/io.js';
 import type { ModelProto } from '../onnx/proto.js';
 import { pixelAffine, type ModelCard } from './card.js';
 import { inferDtypes, listTensors, realInputs } from './graph.js';
@@ -101,14 +101,15 @@ export interface TapBuild {
   bytes: Uint8Array;
 }
 
-/** A fresh build, with the external data files its weights came from (the model's sha256 does not cover them). */
+/** A fresh build, with what it was built from: the sha256 of the model file as read, and its external data files (which that sha256 does not cover). */
 export interface TapBuildResult extends TapBuild {
-  externalFiles: string[];
+  modelSha256: string;
+  external: ExternalStamp[];
 }
 
 /** Read `file` and build its tap model, serialized (see buildTapModel). */
 export async function buildTapBytes(file: string, card: ModelCard, taps: TapRequest[], spec: string, onNotice: (msg: string) => void = () => {}): Promise<TapBuildResult> {
   const loaded = await readOnnxFile(file);
   const { model, taps: resolved, fixedBatch } = await buildTapModel(loaded.model, card, taps, spec, onNotice);
-  return { input: PIXEL_INPUT, taps: resolved, fixedBatch, bytes: serializeModel(model), externalFiles: loaded.externalFiles };
+  return { input: PIXEL_INPUT, taps: resolved, fixedBatch, bytes: serializeModel(model), modelSha256: loaded.sha256, external: loaded.external };
 }

@@ -3,7 +3,7 @@
  * External data is loaded into memory (inlined) so derived models can be serialised to one buffer;
  * locations that escape the model's folder are refused.
  */
-import { readFile, mkdir } from 'node:fs/promises';
+import { readFile, mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -18,8 +18,15 @@ export interface LoadedModel {
   sha256: string;
   /** Size of the .onnx file in bytes. */
   size: number;
-  /** Absolute paths of the external data files the model's tensors were read from (not covered by sha256). */
-  externalFiles: string[];
+  /** The external data files the model's tensors were read from (not covered by sha256). */
+  external: ExternalStamp[];
+}
+
+/** An external data file as it was when read: absolute path, size and modification time (taken before reading). */
+export interface ExternalStamp {
+  file: string;
+  size: number;
+  mtimeMs: number;
 }
 
 /** Read and decode an ONNX model file, resolving external data. */
@@ -35,8 +42,8 @@ export async function readOnnxFile(file: string): Promise<LoadedModel> {
     throw new XferError(`${file}: cannot read model file (${code ?? String(e)})`, { cause: e });
   }
   const model = decodeOnnxBytes(bytes, file);
-  const externalFiles = await inlineExternalData(model, path.dirname(abs), file);
-  return { model, file: abs, sha256: sha256Hex(bytes), size: bytes.length, externalFiles };
+  const external = await inlineExternalData(model, path.dirname(abs), file);
+  return { model, file: abs, sha256: sha256Hex(bytes), size: bytes.length, external };
 }
 
 /** Decode bytes as ONNX, turning protobuf failures into clear errors. */
@@ -64,9 +71,10 @@ function externalEntries(t: TensorProto): Map<string, string> {
 }
 
 /** Load every external-data tensor into rawData; returns the files read. Refuses paths outside `dir`. */
-async function inlineExternalData(model: ModelProto, dir: string, file: string): Promise<string[]> {
+async function inlineExternalData(model: ModelProto, dir: string, file: string): Promise<ExternalStamp[]> {
   const tensors = collectTensors(model);
   const cache = new Map<string, Buffer>();
+  const stamps: ExternalStamp[] = [];
   for (const t of tensors) {
     if (t.dataLocation !== 1) continue;
     const kv = externalEntries(t);
@@ -82,7 +90,14 @@ async function inlineExternalData(model: ModelProto, dir: string, file: string):
     let data = cache.get(target);
     if (!data) {
       try {
-        data = await readFile(target);
+        const fh = await open(target, 'r');
+        try {
+          const st = await fh.stat(); // before reading: a change while reading shows as a newer time
+          stamps.push({ file: target, size: st.size, mtimeMs: st.mtimeMs });
+          data = await fh.readFile();
+        } finally {
+          await fh.close();
+        }
       } catch (e) {
         throw new XferError(`${file}: external data file "${loc}" for tensor ${t.name} is missing (${(e as NodeJS.ErrnoException).code})`, {
           hint: `copy ${loc} next to the .onnx file (it is written beside the model by onnx.save(..., save_as_external_data=True))`,
@@ -102,7 +117,7 @@ async function inlineExternalData(model: ModelProto, dir: string, file: string):
     delete t.externalData;
     delete t.dataLocation;
   }
-  return [...cache.keys()];
+  return stamps;
 }
 
 /** All TensorProtos held by a model: initializers and Constant-node tensor attributes (incl. subgraphs). */
