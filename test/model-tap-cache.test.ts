@@ -56,6 +56,16 @@ async function prepare(taps: TapRequest[] = [{ name: 'relu2', pool: 'avg' }], no
   return prepareTappedBackbone(spec, { resolved, taps, onNotice: (n) => notices.push(n) });
 }
 
+/** Ten distinct tap requests on the tiny model (more than the cache keeps). */
+const POOLS = ['avg', 'max', 'avgmax', 'flatten', 'none'] as const;
+const MANY: TapRequest[][] = [...POOLS.map((pool) => [{ name: 'relu2', pool }]), ...POOLS.map((pool) => [{ name: 'relu1', pool }])];
+
+/** The cache key of a tap request on the tiny model. */
+async function tinyKey(taps: TapRequest[]): Promise<string> {
+  const resolved = await resolveBackbone(tiny.model, { card: tiny.card });
+  return tapCacheKey({ sha256: resolved.sha256, card: resolved.card!, taps, spec: tiny.model, file: resolved.file });
+}
+
 test('the second prepare reads the cached tap model: same bytes and taps as a fresh build', async () => {
   freshCache('hit');
   const first = await prepare();
@@ -130,8 +140,7 @@ test('a cache that cannot be written only costs speed', async () => {
 
 test(`only the ${MAX_ENTRIES} most recently used entries are kept`, async () => {
   freshCache('evict');
-  const pools = ['avg', 'max', 'avgmax', 'flatten', 'none'] as const;
-  const requests = [...pools.map((pool) => [{ name: 'relu2', pool }]), ...pools.map((pool) => [{ name: 'relu1', pool }])];
+  const requests = MANY;
   assert.ok(requests.length > MAX_ENTRIES);
   for (const taps of requests) await prepare(taps);
   const metas = (await entries()).filter((f) => f.endsWith('.json'));
@@ -139,10 +148,8 @@ test(`only the ${MAX_ENTRIES} most recently used entries are kept`, async () => 
   assert.equal(metas.length, MAX_ENTRIES);
   assert.equal(models.length, MAX_ENTRIES);
   // The newest request is kept, the oldest is gone.
-  const resolved = await resolveBackbone(tiny.model, { card: tiny.card });
-  const key = (taps: TapRequest[]) => tapCacheKey({ sha256: resolved.sha256, card: resolved.card!, taps, spec: tiny.model, file: resolved.file });
-  assert.ok(metas.includes(`${await key(requests[requests.length - 1])}.json`));
-  assert.ok(!metas.includes(`${await key(requests[0])}.json`));
+  assert.ok(metas.includes(`${await tinyKey(requests[requests.length - 1])}.json`));
+  assert.ok(!metas.includes(`${await tinyKey(requests[0])}.json`));
 });
 
 test('a fixed-batch notice from the build is given again on a cache hit', async () => {
@@ -229,10 +236,7 @@ test('the same .onnx bytes in two folders with their own external weights are tw
 
 test('a hit counts as a use: an old entry used again outlives newer ones', async () => {
   freshCache('lru');
-  const pools = ['avg', 'max', 'avgmax', 'flatten', 'none'] as const;
-  const requests: TapRequest[][] = [...pools.map((pool) => [{ name: 'relu2', pool }]), ...pools.map((pool) => [{ name: 'relu1', pool }])];
-  const resolved = await resolveBackbone(tiny.model, { card: tiny.card });
-  const key = (taps: TapRequest[]) => tapCacheKey({ sha256: resolved.sha256, card: resolved.card!, taps, spec: tiny.model, file: resolved.file });
+  const requests = MANY;
   await prepare(requests[0]);
   for (const taps of requests.slice(1, MAX_ENTRIES)) {
     await new Promise((r) => setTimeout(r, 5)); // distinct modification times
@@ -245,6 +249,6 @@ test('a hit counts as a use: an old entry used again outlives newer ones', async
     await prepare(taps);
   }
   const metas = (await entries()).filter((f) => f.endsWith('.json'));
-  assert.ok(metas.includes(`${await key(requests[0])}.json`), 'the re-used oldest entry is kept');
-  assert.ok(!metas.includes(`${await key(requests[1])}.json`), 'the least recently used one is gone');
+  assert.ok(metas.includes(`${await tinyKey(requests[0])}.json`), 'the re-used oldest entry is kept');
+  assert.ok(!metas.includes(`${await tinyKey(requests[1])}.json`), 'the least recently used one is gone');
 });

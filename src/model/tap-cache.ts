@@ -190,7 +190,7 @@ export async function cachedTapBuild(parts: TapCacheParts, onNotice: (msg: strin
     const hit = await readTapCache(key);
     if (hit) {
       for (const n of hit.notices) onNotice(n);
-      return { input: hit.input, taps: hit.taps, fixedBatch: hit.fixedBatch, bytes: hit.bytes };
+      return hit;
     }
   } catch {
     key = null; // no cache this time; build
@@ -203,5 +203,5 @@ export async function cachedTapBuild(parts: TapCacheParts, onNotice: (msg: strin
   });
   // (A model file rewritten since it was resolved: the build is of other bytes than the key says.)
   if (key !== null && build.modelSha256 === parts.sha256) await writeTapCache(key, build, notices, build.external);
-  return { input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, bytes: build.bytes };
+  return build;
 }
