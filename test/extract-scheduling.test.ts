@@ -1,9 +1,11 @@
 /**
  * The extraction pipeline's scheduling parts: the bounded channel between the decoding producer and
- * the backbone consumer, and the pool that gives each batch to the first free session.
+ * the backbone consumer, the pool that gives each batch to the first free session, and the pool of
+ * batch buffers.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { BufferPool } from '../src/util/buffer-pool.js';
 import { Channel } from '../src/util/channel.js';
 import { firstFree, type BackboneInfo, type ExtractBackbone } from '../src/extract/backbone.js';
 import { defaultBatch } from '../src/extract/pipeline.js';
@@ -54,7 +56,7 @@ function fakeBackbone(name: string, ms: number, log: string[]): ExtractBackbone 
     async run(pixels, n) {
       log.push(`${name}:${pixels[0]}`);
       await new Promise((r) => setTimeout(r, ms));
-      return [Float32Array.of(pixels[0], n)];
+      return { outputs: [Float32Array.of(pixels[0], n)], pixels };
     },
     async close() {
       log.push(`${name}:closed`);
@@ -69,7 +71,7 @@ test('firstFree: each batch goes to the first idle session, results return to th
   const pool = firstFree([fakeBackbone('slow', 60, log), fakeBackbone('fast', 5, log)]);
   const results = await Promise.all([0, 1, 2, 3, 4].map((i) => pool.run(Uint8Array.of(i), i + 1)));
   assert.deepEqual(
-    results.map((r) => Array.from(r[0])),
+    results.map((r) => Array.from(r.outputs[0])),
     [0, 1, 2, 3, 4].map((i) => [i, i + 1]),
   );
   assert.deepEqual(log, ['slow:0', 'fast:1', 'fast:2', 'fast:3', 'fast:4']);
@@ -84,7 +86,7 @@ test('firstFree: a failed batch rejects its caller only, and the session takes t
     async run(pixels) {
       calls++;
       if (pixels[0] === 1) throw new Error('bad batch');
-      return [Float32Array.of(pixels[0])];
+      return { outputs: [Float32Array.of(pixels[0])], pixels };
     },
     async close() {},
   };
@@ -100,4 +102,27 @@ test('firstFree: a failed batch rejects its caller only, and the session takes t
 test('default batch: 32 on CUDA (a full GPU batch), 2 on CPU', () => {
   assert.equal(defaultBatch('cuda'), 32);
   assert.equal(defaultBatch('cpu'), 2);
+});
+
+test('BufferPool: reuses given-back buffers of its size only, up to max', () => {
+  const pool = new BufferPool(8, 2);
+  const a = pool.take();
+  assert.equal(a.byteLength, 8);
+  assert.deepEqual(Array.from(a), [0, 0, 0, 0, 0, 0, 0, 0], 'a new buffer is zero-filled');
+  a[0] = 7;
+  pool.give(a);
+  pool.give(a);
+  assert.equal(pool.size, 1, 'the same buffer is kept once');
+  assert.equal(pool.take(), a, 'take() returns the buffer given back, contents kept');
+  pool.give(new Uint8Array(9));
+  pool.give(new Uint8Array(16).subarray(0, 8));
+  const detached = new Uint8Array(8);
+  structuredClone(detached.buffer, { transfer: [detached.buffer] });
+  pool.give(detached);
+  pool.give(new Uint8Array(new SharedArrayBuffer(8)));
+  assert.equal(pool.size, 0, 'wrong size, a view into a larger buffer, a detached or a shared buffer are dropped');
+  for (let i = 0; i < 3; i++) pool.give(new Uint8Array(8));
+  assert.equal(pool.size, 2, 'at most max free buffers');
+  assert.notEqual(pool.take(), pool.take());
+  assert.throws(() => new BufferPool(0), /positive integer/);
 });

@@ -1,7 +1,8 @@
 /**
  * Worker thread holding one ORT session for `openWorkerBackbone` (see backbone.ts). It loads
  * onnxruntime at once, then waits for the prepared tap model ('open'), opens a session on it and
- * runs batches one at a time ('run': session.run blocks this thread until the batch is done).
+ * runs batches one at a time ('run': session.run blocks this thread until the batch is done), sending
+ * each batch's outputs and its pixel buffer back.
  */
 import { parentPort } from 'node:worker_threads';
 import { backboneInfo, serializeError, type WorkerInMessage, type WorkerOutMessage } from './backbone.js';
@@ -35,8 +36,11 @@ port.on('message', (m: WorkerInMessage) => {
   } else if (backbone) {
     backbone.run(m.pixels, m.n).then(
       (outputs) => {
-        const transfer = outputs.filter((o) => o.byteOffset === 0 && o.byteLength === o.buffer.byteLength).map((o) => o.buffer as ArrayBuffer);
-        post({ type: 'result', id: m.id, outputs }, [...new Set(transfer)]);
+        // The outputs and the pixel buffer go back as transfers: the caller reuses the pixel buffer
+        // for a later batch (nothing is left here for this thread's garbage collector).
+        const whole = (a: Uint8Array | Float32Array) => a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && !(a.buffer instanceof SharedArrayBuffer);
+        const transfer = [...outputs, m.pixels].filter(whole).map((a) => a.buffer as ArrayBuffer);
+        post({ type: 'result', id: m.id, outputs, pixels: m.pixels }, [...new Set(transfer)]);
       },
       (e: unknown) => post({ type: 'error', id: m.id, error: serializeError(e) }),
     );

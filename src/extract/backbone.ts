@@ -28,10 +28,17 @@ export interface BackboneRequest {
 /** What the pipeline needs to know about an opened backbone (a TappedBackbone without its methods). */
 export type BackboneInfo = Omit<TappedBackbone, 'run' | 'close'>;
 
+/** A batch's outputs, and its pixel buffer handed back for reuse (see util/buffer-pool.ts). */
+export interface BatchResult {
+  outputs: Float32Array[];
+  /** The `pixels` given to run (a worker transfers it there and back: the caller's view of it is detached meanwhile). */
+  pixels: Uint8Array;
+}
+
 export interface ExtractBackbone {
   info: BackboneInfo;
-  /** Run n images (uint8 NHWC); `pixels` may be transferred (unusable afterwards). */
-  run(pixels: Uint8Array, n: number): Promise<Float32Array[]>;
+  /** Run n images (uint8 NHWC); `pixels` may be transferred meanwhile and comes back in the result. */
+  run(pixels: Uint8Array, n: number): Promise<BatchResult>;
   close(): Promise<void>;
 }
 
@@ -73,7 +80,7 @@ export type WorkerInMessage =
 export type WorkerOutMessage =
   | { type: 'ready'; info: BackboneInfo }
   | { type: 'notice'; message: string }
-  | { type: 'result'; id: number; outputs: Float32Array[] }
+  | { type: 'result'; id: number; outputs: Float32Array[]; pixels: Uint8Array }
   | { type: 'error'; id: number | null; error: SerializedError };
 
 export interface SerializedError {
@@ -107,7 +114,7 @@ export async function openInlineBackbone(prepared: Promise<PreparedBackbone>, de
   const p = await prepared;
   const backbone = await openPreparedBackbone(p, device, onNotice);
   releaseModelBytes(p);
-  return { info: backboneInfo(backbone), run: (px, n) => backbone.run(px, n), close: () => backbone.close() };
+  return { info: backboneInfo(backbone), run: async (px, n) => ({ outputs: await backbone.run(px, n), pixels: px }), close: () => backbone.close() };
 }
 
 /**
@@ -141,7 +148,7 @@ export async function openWorkerPool(prepared: Promise<PreparedBackbone>, device
 /** One backbone over several: each run goes to the first backbone without a batch (FIFO). */
 export function firstFree(backbones: ExtractBackbone[]): ExtractBackbone {
   const idle = backbones.slice();
-  const queue: { pixels: Uint8Array; n: number; resolve: (o: Float32Array[]) => void; reject: (e: unknown) => void }[] = [];
+  const queue: { pixels: Uint8Array; n: number; resolve: (r: BatchResult) => void; reject: (e: unknown) => void }[] = [];
   const pump = () => {
     while (idle.length > 0 && queue.length > 0) {
       const b = idle.shift()!;
@@ -157,7 +164,7 @@ export function firstFree(backbones: ExtractBackbone[]): ExtractBackbone {
   return {
     info: backbones[0].info,
     run(pixels, n) {
-      return new Promise<Float32Array[]>((resolve, reject) => {
+      return new Promise<BatchResult>((resolve, reject) => {
         queue.push({ pixels, n, resolve, reject });
         pump();
       });
@@ -174,7 +181,7 @@ export const WORKER_CLOSE_TIMEOUT_MS = 5000;
 /** Open the backbone in a worker thread (see the file comment). */
 export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: DeviceOptions | undefined, onNotice: (msg: string) => void): Promise<ExtractBackbone> {
   const worker = new Worker(new URL('./backbone-worker.js', import.meta.url));
-  const pending = new Map<number, { resolve: (o: Float32Array[]) => void; reject: (e: Error) => void }>();
+  const pending = new Map<number, { resolve: (r: BatchResult) => void; reject: (e: Error) => void }>();
   let nextId = 0;
   let closed = false;
   let fatal: Error | null = null;
@@ -219,7 +226,7 @@ export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: 
           run(pixels, n) {
             if (fatal) return Promise.reject(fatal);
             const id = nextId++;
-            return new Promise<Float32Array[]>((resolve, reject) => {
+            return new Promise<BatchResult>((resolve, reject) => {
               pending.set(id, { resolve, reject });
               const transfer = pixels.byteOffset === 0 && pixels.byteLength === pixels.buffer.byteLength && !(pixels.buffer instanceof SharedArrayBuffer) ? [pixels.buffer as ArrayBuffer] : [];
               worker.postMessage({ type: 'run', id, pixels, n } satisfies WorkerInMessage, transfer);
@@ -230,7 +237,7 @@ export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: 
       } else if (m.type === 'result') {
         const p = pending.get(m.id);
         pending.delete(m.id);
-        p?.resolve(m.outputs);
+        p?.resolve({ outputs: m.outputs, pixels: m.pixels });
       } else if (m.type === 'error') {
         const e = deserializeError(m.error);
         if (m.id === null) failAll(e);

@@ -21,6 +21,7 @@ import type { CardFlags } from '../model/card-flags.js';
 import { cudaProviderInstalled } from '../model/provider.js';
 import { assignLayerDirs, FeatureWriter, type FeatureDtype, type FeatureMetaInit, type ShardWriter, type WriterIO } from '../features/writer.js';
 import { openInlineBackbone, openWorkerPool, prepareBackbone } from './backbone.js';
+import { BufferPool } from '../util/buffer-pool.js';
 import { Channel } from '../util/channel.js';
 import { DEFAULT_BATCH_CPU, DEFAULT_ROWS_PER_SHARD, defaultBatch } from './defaults.js';
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
@@ -258,6 +259,8 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
 
     const [H, W] = plan.size;
     const imgBytes = H * W * 3;
+    // Batch buffers go round: producer → backbone (a worker, and back) → here → producer.
+    const buffers = new BufferPool(batch * imgBytes);
 
     let stop = false;
     let strictShard: number | null = null;
@@ -289,7 +292,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
       while (pos < endItem) {
         const g = Math.floor(pos / R);
         const shardEnd = Math.min((g + 1) * R, dataset.entries.length);
-        let cur: Batch = { shard: g, pixels: new Uint8Array(batch * imgBytes), rows: [], errors: [], lastOfShard: false, inputs: 0 };
+        let cur: Batch = { shard: g, pixels: buffers.take(), rows: [], errors: [], lastOfShard: false, inputs: 0 };
         while (pos < shardEnd) {
           if (producerStopped) return;
           fill();
@@ -306,10 +309,13 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
           }
           if (cur.rows.length === batch && pos < shardEnd) {
             yield cur;
-            cur = { shard: g, pixels: new Uint8Array(batch * imgBytes), rows: [], errors: [], lastOfShard: false, inputs: 0 };
+            cur = { shard: g, pixels: buffers.take(), rows: [], errors: [], lastOfShard: false, inputs: 0 };
           }
         }
         cur.lastOfShard = true;
+        // A reused buffer holds an older batch beyond these rows: zero it, so that a padded batch
+        // (CUDA) is the same whatever ran before it (as in a resumed or sharded run).
+        cur.pixels.fill(0, cur.rows.length * imgBytes);
         yield cur;
       }
     }
@@ -376,7 +382,16 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
       while (!stop && !strictDone()) {
         const b = await ready.shift();
         if (b === undefined || stop) break;
-        const res = b.rows.length > 0 ? backbone.run(b.pixels, pad ? batch : b.rows.length) : Promise.resolve(null);
+        let res: Promise<Float32Array[] | null>;
+        if (b.rows.length > 0) {
+          res = backbone.run(b.pixels, pad ? batch : b.rows.length).then((r) => {
+            buffers.give(r.pixels);
+            return r.outputs;
+          });
+        } else {
+          buffers.give(b.pixels);
+          res = Promise.resolve(null);
+        }
         res.catch(() => {});
         inflight.push({ b, res });
         while (inflight.length >= maxInflight && !strictDone()) {

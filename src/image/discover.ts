@@ -25,6 +25,9 @@ import type { Dirent, Stats } from 'node:fs';
 import path from 'node:path';
 import { XferError } from '../errors.js';
 
+/** stat() calls in flight while listing a folder. */
+const STAT_CHUNK = 64;
+
 export type DatasetKind = 'imagefolder' | 'flat' | 'list';
 export type Split = 'train' | 'val' | 'test';
 
@@ -167,28 +170,35 @@ class Walker {
       return { dirs, files };
     }
     ents.sort((a, b) => Buffer.compare(a.name, b.name));
-    for (const d of ents) {
-      const name = d.name;
-      if (this.hidden(name)) continue;
-      const childRel = join(rel, name);
-      if (d.isDirectory()) {
-        dirs.push({ name, st: await stat(this.abs(childRel)) });
-      } else if (d.isFile()) {
-        files.push(name);
-      } else if (d.isSymbolicLink()) {
-        let st: Stats;
-        try {
-          st = await stat(this.abs(childRel));
-        } catch (e) {
-          const code = (e as NodeJS.ErrnoException).code;
-          if (this.isImageName(name) || code === 'ELOOP')
-            this.errors.push({ path: displayBytes(childRel), reason: code === 'ELOOP' ? 'symlink loop' : 'broken symlink' });
-          continue;
-        }
-        if (st.isDirectory()) dirs.push({ name, st });
-        else if (st.isFile()) files.push(name);
-      }
+    // Folders and symlinks need a stat (what a link points to; a folder's identity for loop checks).
+    // They are stat'ed in parallel (bounded), then taken in name order: a symlink farm of thousands
+    // of images (a common way to make splits) lists ~10× faster than one stat at a time.
+    const kept = ents.filter((d) => !this.hidden(d.name) && (d.isDirectory() || d.isFile() || d.isSymbolicLink()));
+    const stats: (Stats | NodeJS.ErrnoException | null)[] = new Array(kept.length).fill(null);
+    const toStat = kept.map((d, i) => i).filter((i) => !kept[i].isFile());
+    for (let k = 0; k < toStat.length; k += STAT_CHUNK) {
+      await Promise.all(
+        toStat.slice(k, k + STAT_CHUNK).map(async (i) => {
+          try {
+            stats[i] = await stat(this.abs(join(rel, kept[i].name)));
+          } catch (e) {
+            if (kept[i].isDirectory()) throw e; // a folder that vanished mid-listing: as before, fatal
+            stats[i] = e as NodeJS.ErrnoException;
+          }
+        }),
+      );
     }
+    kept.forEach((d, i) => {
+      const name = d.name;
+      const st = stats[i];
+      if (d.isFile()) files.push(name);
+      else if (d.isDirectory()) dirs.push({ name, st: st as Stats });
+      else if (st instanceof Error || st === null) {
+        const code = st?.code;
+        if (this.isImageName(name) || code === 'ELOOP') this.errors.push({ path: displayBytes(join(rel, name)), reason: code === 'ELOOP' ? 'symlink loop' : 'broken symlink' });
+      } else if (st.isDirectory()) dirs.push({ name, st });
+      else if (st.isFile()) files.push(name);
+    });
     return { dirs, files };
   }
 
