@@ -2,7 +2,8 @@
  * The backbone as the extraction pipeline sees it. onnxruntime-node's `session.run` blocks the
  * calling thread for the whole batch, so by default sessions live in worker threads
  * (`backbone-worker.ts`): the main thread keeps decoding images (sharp) and writing shards while
- * batches run, and pixels/features move between threads as transferred ArrayBuffers (no copies).
+ * batches run, and pixels/features move between threads as transferred ArrayBuffers (no copies); a
+ * batch's pixel buffer comes back with its result, for the pipeline to reuse (util/buffer-pool.ts).
  * `inline` mode keeps the session on the main thread (used to measure the difference).
  *
  * The tap model is prepared once, on the main thread, while the workers start (each worker only
