@@ -1,16 +1,18 @@
 /**
  * The extraction backbone in a worker thread (src/extract/backbone.ts) on a real ONNX model: a
  * batch's pixel buffer is transferred to the worker and back with the result (the pipeline reuses
- * it for later batches), and the outputs equal the same batch run in this thread.
+ * it for later batches), and the outputs equal the same batch run in this thread. And the model's
+ * identity a feature folder records covers external weight files.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { openInlineBackbone, openWorkerBackbone, prepareBackbone } from '../src/extract/backbone.js';
 import { resolveBackbone } from '../src/model/registry.js';
 import { BufferPool } from '../src/util/buffer-pool.js';
-import { makeTinyModel, tmpDir } from './extract-helpers.js';
+import { extractFeatures } from '../src/extract/pipeline.js';
+import { makeDataset, makeExternalModel, makeTinyModel, tmpDir } from './extract-helpers.js';
 
 let dir: string;
 let tiny: { model: string; card: string };
@@ -57,4 +59,27 @@ test('worker backbone: the pixel buffer goes to the worker and back; outputs equ
     await worker.close();
     await inline.close();
   }
+});
+
+test('a feature folder records the model’s external weights: --resume refuses it after they changed, a copy of the model folder resumes', async () => {
+  const model = await makeExternalModel(path.join(dir, 'extmodel'), 1);
+  const data = path.join(dir, 'data');
+  await makeDataset(data, ['a', 'b'], 3);
+  const out = path.join(dir, 'feat-ext');
+  const run = (m: string, resume: boolean) =>
+    extractFeatures({ model: m, card: tiny.card, layers: ['r1'], data, out, resume, overwrite: !resume, device: { device: 'cpu' }, workers: 1, env: {} });
+  const s = await run(model, false);
+  assert.equal(s.images, 6);
+  const meta = JSON.parse(await readFile(path.join(out, 'meta.json'), 'utf8'));
+  assert.match(meta.model.external_sha256, /^[0-9a-f]{64}$/);
+  // The same weights in another folder: the same model.
+  const copy = await makeExternalModel(path.join(dir, 'extmodel-copy'), 1);
+  assert.equal((await run(copy, true)).complete, true);
+  // New weights of the same size: the .onnx file, and its sha256, are unchanged.
+  await makeExternalModel(path.join(dir, 'extmodel'), 2);
+  await assert.rejects(run(model, true), /already holds different features \(external weight files of tiny \(sha256 [0-9a-f]{12} vs sha256 [0-9a-f]{12}\)\)/);
+  // A folder written before external weights were recorded has no field: a model without them still matches it.
+  const plain = path.join(dir, 'feat-plain');
+  await extractFeatures({ model: tiny.model, card: tiny.card, data, out: plain, device: { device: 'cpu' }, workers: 1, env: {} });
+  assert.equal(JSON.parse(await readFile(path.join(plain, 'meta.json'), 'utf8')).model.external_sha256, undefined);
 });

@@ -30,6 +30,30 @@ function rng(seed: number): () => number {
   };
 }
 
+/** A one-conv model whose weights live in `<folder>/w.bin` (version k of them), written to `<folder>/ext.onnx`. */
+export async function makeExternalModel(folder: string, k: number): Promise<string> {
+  await mkdir(folder, { recursive: true });
+  await writeFile(path.join(folder, 'w.bin'), Buffer.from(Float32Array.from({ length: 108 }, (_, i) => Math.sin(i * k)).buffer));
+  const g = emptyGraph('ext');
+  g.input.push(valueInfo('x', DataType.FLOAT, ['N', 3, 32, 32]));
+  g.initializer.push({
+    name: 'w1',
+    dims: [4, 3, 3, 3],
+    dataType: DataType.FLOAT,
+    dataLocation: 1,
+    externalData: [
+      { key: 'location', value: 'w.bin' },
+      { key: 'offset', value: '0' },
+      { key: 'length', value: '432' },
+    ],
+  });
+  g.node.push(node('Conv', ['x', 'w1'], ['c1'], { pads: [1, 1, 1, 1], kernel_shape: [3, 3] }), node('Relu', ['c1'], ['r1']));
+  g.output.push(valueInfo('r1', DataType.FLOAT, ['N', 4, 32, 32]));
+  const model = path.join(folder, 'ext.onnx');
+  await writeOnnxFile(model, makeModel(g));
+  return model;
+}
+
 /**
  * A tiny NCHW backbone on 32×32 RGB input: conv1 (3→4, 3×3, pad 1) → relu1 → conv2 (4→6, 3×3, stride 2) → relu2.
  * Tappable: relu1 [4,32,32], relu2 [6,16,16]. Card default tap relu2 with avg pooling.

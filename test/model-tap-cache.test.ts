@@ -17,7 +17,7 @@ import { prepareTappedBackbone } from '../src/model/prepare.js';
 import { MAX_ENTRIES, tapCacheKey } from '../src/model/tap-cache.js';
 import { buildTapBytes } from '../src/model/tap-model.js';
 import type { TapRequest } from '../src/model/taps.js';
-import { makeTinyModel, tmpDir } from './extract-helpers.js';
+import { makeExternalModel, makeTinyModel, tmpDir } from './extract-helpers.js';
 
 let dir: string;
 let tiny: { model: string; card: string };
@@ -173,33 +173,9 @@ test('a fixed-batch notice from the build is given again on a cache hit', async 
   assert.deepEqual(second, first);
 });
 
-/** A one-conv model whose weights live in `<folder>/w.bin` (version k of them), written to `<folder>/ext.onnx`. */
-async function externalModel(folder: string, k: number): Promise<string> {
-  await mkdir(folder, { recursive: true });
-  await writeFile(path.join(folder, 'w.bin'), Buffer.from(Float32Array.from({ length: 108 }, (_, i) => Math.sin(i * k)).buffer));
-  const g = emptyGraph('ext');
-  g.input.push(valueInfo('x', DataType.FLOAT, ['N', 3, 32, 32]));
-  g.initializer.push({
-    name: 'w1',
-    dims: [4, 3, 3, 3],
-    dataType: DataType.FLOAT,
-    dataLocation: 1,
-    externalData: [
-      { key: 'location', value: 'w.bin' },
-      { key: 'offset', value: '0' },
-      { key: 'length', value: '432' },
-    ],
-  });
-  g.node.push(node('Conv', ['x', 'w1'], ['c1'], { pads: [1, 1, 1, 1], kernel_shape: [3, 3] }), node('Relu', ['c1'], ['r1']));
-  g.output.push(valueInfo('r1', DataType.FLOAT, ['N', 4, 32, 32]));
-  const model = path.join(folder, 'ext.onnx');
-  await writeOnnxFile(model, makeModel(g));
-  return model;
-}
-
 test('a model whose weights live in an external data file misses when that file changes', async () => {
   freshCache('external');
-  const model = await externalModel(path.join(dir, 'ext'), 1);
+  const model = await makeExternalModel(path.join(dir, 'ext'), 1);
   const taps: TapRequest[] = [{ name: 'r1', pool: 'avg' }];
   const first = await prepare(taps, [], model, tiny.card);
   const json = path.join(cache, 'taps', (await entries()).find((f) => f.endsWith('.json'))!);
@@ -222,8 +198,8 @@ test('a model whose weights live in an external data file misses when that file 
 test('the same .onnx bytes in two folders with their own external weights are two entries', async () => {
   freshCache('two-folders');
   const taps: TapRequest[] = [{ name: 'r1', pool: 'avg' }];
-  const a = await externalModel(path.join(dir, 'run1'), 3);
-  const b = await externalModel(path.join(dir, 'run2'), 4);
+  const a = await makeExternalModel(path.join(dir, 'run1'), 3);
+  const b = await makeExternalModel(path.join(dir, 'run2'), 4);
   assert.deepEqual(await readFile(a), await readFile(b), 'identical model files');
   // Named the same way (e.g. `--model ext.onnx` from each folder).
   const open = async (file: string) => prepareTappedBackbone('ext.onnx', { resolved: await resolveBackbone(file, { card: tiny.card }), taps });
@@ -251,4 +227,19 @@ test('a hit counts as a use: an old entry used again outlives newer ones', async
   const metas = (await entries()).filter((f) => f.endsWith('.json'));
   assert.ok(metas.includes(`${await tinyKey(requests[0])}.json`), 'the re-used oldest entry is kept');
   assert.ok(!metas.includes(`${await tinyKey(requests[1])}.json`), 'the least recently used one is gone');
+});
+
+test('the prepared model names its external weights by content: a copy elsewhere agrees, changed weights do not, none is null', async () => {
+  freshCache('digest');
+  const taps: TapRequest[] = [{ name: 'r1', pool: 'avg' }];
+  const a = await makeExternalModel(path.join(dir, 'dig-a'), 5);
+  const copy = await makeExternalModel(path.join(dir, 'dig-copy', 'nested'), 5);
+  const other = await makeExternalModel(path.join(dir, 'dig-b'), 6);
+  const fresh = await prepare(taps, [], a, tiny.card);
+  assert.match(String(fresh.externalSha256), /^[0-9a-f]{64}$/);
+  const hit = await prepare(taps, [], a, tiny.card);
+  assert.equal(hit.externalSha256, fresh.externalSha256, 'a cache hit gives the digest of the build');
+  assert.equal((await prepare(taps, [], copy, tiny.card)).externalSha256, fresh.externalSha256, 'same weights in another folder');
+  assert.notEqual((await prepare(taps, [], other, tiny.card)).externalSha256, fresh.externalSha256, 'other weights');
+  assert.equal((await prepare()).externalSha256, null, 'weights inside the .onnx file');
 });

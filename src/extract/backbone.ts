@@ -71,7 +71,7 @@ function releaseModelBytes(p: PreparedBackbone): void {
 }
 
 export function backboneInfo(b: TappedBackbone): BackboneInfo {
-  return { id: b.id, sha256: b.sha256, file: b.file, card: b.card, outputs: b.outputs, fixedBatch: b.fixedBatch, provider: b.provider };
+  return { id: b.id, sha256: b.sha256, externalSha256: b.externalSha256, file: b.file, card: b.card, outputs: b.outputs, fixedBatch: b.fixedBatch, provider: b.provider };
 }
 
 export type WorkerInMessage =

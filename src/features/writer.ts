@@ -59,7 +59,8 @@ export interface FeatureMeta {
   format: typeof FEATURE_FORMAT;
   format_version: number;
   tool_version: string;
-  model: { id: string; sha256: string; file: string };
+  /** `external_sha256`: of the model's external weight files (onnx/io.ts externalWeightsDigest); absent when it has none. */
+  model: { id: string; sha256: string; file: string; external_sha256?: string };
   card: unknown;
   layers: FeatureLayer[];
   dtype: FeatureDtype;
@@ -170,6 +171,7 @@ export function metaFingerprint(m: Pick<FeatureMeta, 'model' | 'layers' | 'dtype
   }
   return JSON.stringify({
     sha256: m.model.sha256,
+    external: m.model.external_sha256 ?? null,
     layers: m.layers.map((l) => [l.name, l.dir, l.pool, l.shape, l.dtype]),
     dtype: m.dtype,
     preprocessing: m.preprocessing && typeof m.preprocessing === 'object' ? sortedKeys(normalizePlanRecord(m.preprocessing)) : m.preprocessing,
@@ -187,6 +189,10 @@ function sortedKeys(o: Record<string, unknown>): Record<string, unknown> {
 function describeDifference(old: FeatureMeta, neu: FeatureMetaInit): string {
   const d: string[] = [];
   if (old.model?.sha256 !== neu.model.sha256) d.push(`model ${old.model?.id} (sha256 ${String(old.model?.sha256).slice(0, 12)}) vs ${neu.model.id} (sha256 ${neu.model.sha256.slice(0, 12)})`);
+  else if ((old.model?.external_sha256 ?? null) !== (neu.model.external_sha256 ?? null)) {
+    const short = (h: string | undefined) => (h ? `sha256 ${h.slice(0, 12)}` : 'none');
+    d.push(`external weight files of ${neu.model.id} (${short(old.model?.external_sha256)} vs ${short(neu.model.external_sha256)})`);
+  }
   const ol = (old.layers ?? []).map((l) => `${l.name}:${l.pool}`).join(',');
   const nl = neu.layers.map((l) => `${l.name}:${l.pool}`).join(',');
   if (ol !== nl) d.push(`layers ${ol} vs ${nl}`);

@@ -31,7 +31,7 @@ import type { TapBuild } from './tap-model.js';
 
 /** Entries kept (each about the size of the backbone's .onnx file). */
 export const MAX_ENTRIES = 8;
-const FORMAT = 2;
+const FORMAT = 3;
 /** Temp files of writes that never finished (a crash) are removed after this long. */
 const STALE_TEMP_MS = 3600_000;
 
@@ -55,6 +55,7 @@ interface EntryMeta {
   bytes: number;
   sha256: string;
   external: ExternalStamp[];
+  externalSha256: string | null;
 }
 
 /** Whether every external data file is still the one the entry was built from. */
@@ -129,12 +130,13 @@ export async function readTapCache(key: string): Promise<(TapBuild & { notices: 
   try {
     const meta = JSON.parse(await readFile(files.json, 'utf8')) as EntryMeta;
     if (meta.format !== FORMAT || typeof meta.input !== 'string' || !Array.isArray(meta.taps) || !Array.isArray(meta.notices) || !Array.isArray(meta.external)) return null;
+    if (meta.externalSha256 !== null && typeof meta.externalSha256 !== 'string') return null;
     if (!(await externalUnchanged(meta.external))) return null;
     const bytes = await readFile(files.onnx);
     if (bytes.length !== meta.bytes || sha256Hex(bytes) !== meta.sha256) return null;
     const now = new Date();
     await utimes(files.json, now, now).catch(() => {}); // last use, for eviction
-    return { input: meta.input, taps: meta.taps, fixedBatch: meta.fixedBatch, bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length), notices: meta.notices };
+    return { input: meta.input, taps: meta.taps, fixedBatch: meta.fixedBatch, bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length), externalSha256: meta.externalSha256, notices: meta.notices };
   } catch {
     return null;
   }
@@ -150,7 +152,7 @@ export async function writeTapCache(key: string, build: TapBuild, notices: strin
     const dir = await cacheDir('taps');
     const files = entryPaths(key);
     await writeFileAtomic(files.onnx, build.bytes, { fsync: false });
-    const meta: EntryMeta = { format: FORMAT, input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, notices, bytes: build.bytes.length, sha256: sha256Hex(build.bytes), external };
+    const meta: EntryMeta = { format: FORMAT, input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, notices, bytes: build.bytes.length, sha256: sha256Hex(build.bytes), external, externalSha256: build.externalSha256 };
     await writeFileAtomic(files.json, JSON.stringify(meta), { fsync: false });
     await evict(dir, key);
   } catch {

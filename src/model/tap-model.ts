@@ -6,7 +6,7 @@
  */
 import ort from 'onnxruntime-node';
 import { XferError } from '../errors.js';
-import { readOnnxFile, serializeModel, type ExternalStamp } from '../onnx/io.js';
+import { externalWeightsDigest, readOnnxFile, serializeModel, type ExternalStamp } from '../onnx/io.js';
 import type { ModelProto } from '../onnx/proto.js';
 import { pixelAffine, type ModelCard } from './card.js';
 import { inferDtypes, listTensors, realInputs } from './graph.js';
@@ -99,6 +99,8 @@ export interface TapBuild {
   fixedBatch: number | null;
   /** The serialized tap model. */
   bytes: Uint8Array;
+  /** The model's external weights (externalWeightsDigest), null when all are inside its .onnx file. */
+  externalSha256: string | null;
 }
 
 /** A fresh build, with what it was built from: the sha256 of the model file as read, and its external data files (which that sha256 does not cover). */
@@ -111,5 +113,6 @@ export interface TapBuildResult extends TapBuild {
 export async function buildTapBytes(file: string, card: ModelCard, taps: TapRequest[], spec: string, onNotice: (msg: string) => void = () => {}): Promise<TapBuildResult> {
   const loaded = await readOnnxFile(file);
   const { model, taps: resolved, fixedBatch } = await buildTapModel(loaded.model, card, taps, spec, onNotice);
-  return { input: PIXEL_INPUT, taps: resolved, fixedBatch, bytes: serializeModel(model), modelSha256: loaded.sha256, external: loaded.external };
+  const externalSha256 = externalWeightsDigest(loaded.file, loaded.external);
+  return { input: PIXEL_INPUT, taps: resolved, fixedBatch, bytes: serializeModel(model), externalSha256, modelSha256: loaded.sha256, external: loaded.external };
 }

@@ -20,6 +20,8 @@ export interface TapOutput {
 export interface TappedBackbone {
   id: string;
   sha256: string;
+  /** sha256 of the model's external weights (see onnx/io.ts externalWeightsDigest); null when all are in the .onnx file. */
+  externalSha256: string | null;
   file: string;
   card: ModelCard;
   outputs: TapOutput[];
@@ -41,6 +43,7 @@ export interface PreparedBackbone {
   spec: string;
   id: string;
   sha256: string;
+  externalSha256: string | null;
   file: string;
   card: ModelCard;
   taps: ResolvedTap[];
@@ -87,6 +90,7 @@ export async function openPreparedBackbone(p: PreparedBackbone, device: DeviceOp
   return {
     id: p.id,
     sha256: p.sha256,
+    externalSha256: p.externalSha256,
     file,
     card,
     outputs,

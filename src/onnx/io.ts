@@ -22,11 +22,24 @@ export interface LoadedModel {
   external: ExternalStamp[];
 }
 
-/** An external data file as it was when read: absolute path, size and modification time (taken before reading). */
+/** An external data file as it was when read: absolute path, size and modification time (taken before reading), and the sha256 of the bytes read. */
 export interface ExternalStamp {
   file: string;
   size: number;
   mtimeMs: number;
+  sha256: string;
+}
+
+/**
+ * One sha256 for a model's external weights: over each file's name relative to the model's folder
+ * and its content's sha256 (so a copy of the folder elsewhere has the same digest); null for a model
+ * whose weights are all inside its .onnx file. With the .onnx file's sha256 it identifies the model.
+ */
+export function externalWeightsDigest(modelFile: string, stamps: readonly ExternalStamp[]): string | null {
+  if (stamps.length === 0) return null;
+  const dir = path.dirname(modelFile);
+  const parts = stamps.map((s) => [path.relative(dir, s.file).split(path.sep).join('/'), s.sha256]).sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  return sha256Hex(JSON.stringify(parts));
 }
 
 /** Read and decode an ONNX model file, resolving external data. */
@@ -93,8 +106,8 @@ async function inlineExternalData(model: ModelProto, dir: string, file: string):
         const fh = await open(target, 'r');
         try {
           const st = await fh.stat(); // before reading: a change while reading shows as a newer time
-          stamps.push({ file: target, size: st.size, mtimeMs: st.mtimeMs });
           data = await fh.readFile();
+          stamps.push({ file: target, size: st.size, mtimeMs: st.mtimeMs, sha256: sha256Hex(data) });
         } finally {
           await fh.close();
         }
