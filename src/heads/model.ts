@@ -25,7 +25,8 @@ export const HEAD_FORMAT = 'xfer-head';
 export const HEAD_FORMAT_VERSION = 1;
 
 export interface HeadSource {
-  model: { id: string; sha256: string };
+  /** The features' model: its .onnx sha256, and `external_sha256` when its weights live in external data files (absent in heads saved before it was recorded). */
+  model: { id: string; sha256: string; external_sha256?: string };
   layers: { name: string; dir: string; pool: string | null; shape: number[] }[];
   width: number;
   features: string;
@@ -64,7 +65,7 @@ interface HeadJson {
 
 export function sourceOf(f: FeatureFolder, layers: FeatureLayer[], width: number): HeadSource {
   return {
-    model: { id: f.meta.model.id, sha256: f.meta.model.sha256 },
+    model: { id: f.meta.model.id, sha256: f.meta.model.sha256, ...(f.meta.model.external_sha256 ? { external_sha256: f.meta.model.external_sha256 } : {}) },
     layers: layers.map((l) => ({ name: l.name, dir: l.dir, pool: l.pool ?? null, shape: l.shape })),
     width,
     features: path.resolve(f.dir),

@@ -19,21 +19,21 @@
  *            (= decisionFunction), `label` int64 [N] (ArgMax of probabilities, first on ties).
  *
  * metadata_props: xfer.labels (JSON array, head class order), xfer.card (JSON card), xfer.head
- * (kind, params, transforms, layers, backbone id + sha256), xfer.preprocessing (the plan the head's
+ * (kind, params, transforms, layers, backbone id + sha256, and external_sha256 for external weights), xfer.preprocessing (the plan the head's
  * features were extracted with: resize policy, crop_pct, interpolation, ICC handling, background …,
  * as in meta.json), xfer.input / xfer.outputs (descriptions).
  */
 import ort from 'onnxruntime-node';
 import { XferError } from '../errors.js';
 import { floatTensor, node, valueInfo } from '../onnx/builder.js';
-import { readOnnxFile, serializeModel, writeOnnxFile } from '../onnx/io.js';
+import { externalWeightsDigest, readOnnxFile, serializeModel, writeOnnxFile } from '../onnx/io.js';
 import { DataType, type ModelProto, type NodeProto, type TensorProto } from '../onnx/proto.js';
 import type { CardFlags } from '../model/card-flags.js';
 import { buildTapModel } from '../model/tap-model.js';
 import { PIXEL_INPUT } from '../model/taps.js';
 import '../heads/index.js';
 import { loadHead, type TrainedHead } from '../heads/model.js';
-import { headPlan, headPreprocessingRecord, headTaps, resolveHeadBackbone } from './predict.js';
+import { checkExternalWeights, headPlan, headPreprocessingRecord, headTaps, resolveHeadBackbone } from './predict.js';
 import { describePlan } from '../image/plan.js';
 
 export const EXPORT_OUTPUTS = { probabilities: 'probabilities', scores: 'scores', label: 'label' } as const;
@@ -253,6 +253,8 @@ export async function buildExportModel(headDir: string, opts: ExportOptions = {}
   // The card must feed the backbone as it did for the head's features (throws otherwise).
   const plan = headPlan(await headPreprocessingRecord(head), headDir, card);
   const loaded = await readOnnxFile(backbone.file);
+  const externalSha256 = externalWeightsDigest(loaded.file, loaded.external);
+  checkExternalWeights(head, externalSha256, loaded.file, headDir);
   const tapModel = await buildTapModel(loaded.model, card, taps, spec, notice);
   if (tapModel.fixedBatch !== null) notice(`warning: the exported model runs ${tapModel.fixedBatch} image(s) per call (the backbone has a fixed batch)`);
   const graph = tapModel.model.graph;
@@ -289,7 +291,7 @@ export async function buildExportModel(headDir: string, opts: ExportOptions = {}
       probabilistic: head.head.probabilistic,
       transforms: head.transforms.map((t) => (t.kind === 'pca' ? `pca:${t.k}` : t.kind)),
       layers: head.source.layers.map((l) => ({ name: l.name, pool: l.pool, shape: l.shape })),
-      backbone: { id: head.source.model.id, sha256: head.source.model.sha256 },
+      backbone: { id: head.source.model.id, sha256: head.source.model.sha256, ...(externalSha256 ? { external_sha256: externalSha256 } : {}) },
     }),
     'xfer.input': `${PIXEL_INPUT}: uint8 [N, ${Hh}, ${Ww}, 3], ${card.input.channel_order} channel order, resized/cropped as xfer.preprocessing says; normalisation is in the graph`,
     'xfer.preprocessing': JSON.stringify(describePlan(plan)),

@@ -3,8 +3,9 @@
  * backbone tapped at exactly the head's layers and pooling → layer outputs concatenated in the
  * head's order → the head's saved transforms → the head's scores and probabilities → top-k.
  *
- * The backbone must be the one the head was trained on: its sha256 is compared with the one the
- * head recorded (from the feature folder's meta.json) and a different file is refused.
+ * The backbone must be the one the head was trained on: its sha256 (and that of its external weight
+ * files, if any) is compared with the one the head recorded (from the feature folder's meta.json) and
+ * a different model is refused.
  * Unreadable images are reported per image (`{ path, error }`), never thrown.
  */
 import { readFile } from 'node:fs/promises';
@@ -138,6 +139,20 @@ export function checkBackbone(t: TrainedHead, b: Pick<ResolvedBackbone, 'id' | '
   }
 }
 
+/**
+ * Refuse a backbone whose external weight files differ from those the head's features came from
+ * (`externalSha256`: onnx/io.ts externalWeightsDigest of the opened model; null when it has none).
+ * A head saved before external weights were recorded is not checked for them.
+ */
+export function checkExternalWeights(t: TrainedHead, externalSha256: string | null, file: string, headDir: string): void {
+  const want = t.source.model.external_sha256;
+  if (want === undefined || want === externalSha256) return;
+  const short = (h: string | null) => (h ? `sha256 ${h.slice(0, 12)}` : 'none');
+  throw new XferError(`--head ${headDir} was trained on backbone ${t.source.model.id} with external weights ${short(want)}, but ${file} has ${short(externalSha256)}`, {
+    hint: 'use the weight files the head was trained with (next to the .onnx file), or retrain the head on features of these weights',
+  });
+}
+
 /** Resolve the backbone for a head and check it is the head's (sha256). */
 export async function resolveHeadBackbone(t: TrainedHead, headDir: string, opts: Pick<PredictorOptions, 'model' | 'card' | 'cardFlags' | 'onNotice'>): Promise<{ spec: string; backbone: ResolvedBackbone }> {
   const spec = opts.model ?? (await defaultBackboneSpec(t, headDir));
@@ -197,6 +212,7 @@ export async function openPredictor(headDir: string, opts: PredictorOptions = {}
   try {
     // openTappedBackbone resolved the spec again; make sure it is still the same file.
     checkBackbone(head, backbone, headDir);
+    checkExternalWeights(head, backbone.externalSha256, backbone.file, headDir);
     const widths = backbone.outputs.map((o) => o.shape.reduce((a, c) => a * c, 1));
     head.source.layers.forEach((l, i) => {
       const want = l.shape.reduce((a, c) => a * c, 1);
