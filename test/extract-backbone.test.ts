@@ -6,7 +6,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { openInlineBackbone, openWorkerBackbone, prepareBackbone } from '../src/extract/backbone.js';
 import { resolveBackbone } from '../src/model/registry.js';
@@ -78,8 +78,13 @@ test('a feature folder records the model’s external weights: --resume refuses 
   // New weights of the same size: the .onnx file, and its sha256, are unchanged.
   await makeExternalModel(path.join(dir, 'extmodel'), 2);
   await assert.rejects(run(model, true), /already holds different features \(external weight files of tiny \(sha256 [0-9a-f]{12} vs sha256 [0-9a-f]{12}\)\)/);
-  // A folder written before external weights were recorded has no field: a model without them still matches it.
   const plain = path.join(dir, 'feat-plain');
   await extractFeatures({ model: tiny.model, card: tiny.card, data, out: plain, device: { device: 'cpu' }, workers: 1, env: {} });
-  assert.equal(JSON.parse(await readFile(path.join(plain, 'meta.json'), 'utf8')).model.external_sha256, undefined);
+  assert.equal(JSON.parse(await readFile(path.join(plain, 'meta.json'), 'utf8')).model.external_sha256, null, 'null: no external weights');
+  // A folder written before external weights were recorded (no field) is not checked for them.
+  const metaFile = path.join(out, 'meta.json');
+  const old = JSON.parse(await readFile(metaFile, 'utf8'));
+  delete old.model.external_sha256;
+  await writeFile(metaFile, JSON.stringify(old));
+  assert.equal((await run(model, true)).complete, true, 'an older folder resumes');
 });

@@ -6,7 +6,8 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile, rm, truncate, utimes, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { emptyGraph, floatTensor, makeModel, node, valueInfo } from '../src/onnx/builder.js';
@@ -193,6 +194,24 @@ test('a model whose weights live in an external data file misses when that file 
   const second = await prepare(taps, miss, model, tiny.card);
   assert.deepEqual(miss, [], 'changed external data: rebuilt');
   assert.notDeepEqual(Buffer.from(second.bytes), Buffer.from(first.bytes));
+});
+
+test('external weights copied over with their times kept (cp -p, rsync -a) still miss', async () => {
+  freshCache('copy-p');
+  const taps: TapRequest[] = [{ name: 'r1', pool: 'avg' }];
+  const model = await makeExternalModel(path.join(dir, 'cp-p'), 1);
+  const first = await prepare(taps, [], model, tiny.card);
+  const w = path.join(dir, 'cp-p', 'w.bin');
+  const before = await stat(w);
+  const ref = path.join(dir, 'cp-p-times');
+  execFileSync('cp', ['-p', w, ref]); // keeps the times to the nanosecond, as cp -p and rsync -a do
+  await new Promise((r) => setTimeout(r, 20));
+  await writeFile(w, Buffer.from(Float32Array.from({ length: 108 }, (_, i) => Math.cos(i)).buffer)); // same size
+  execFileSync('touch', ['-r', ref, w]);
+  assert.equal((await stat(w)).mtimeMs, before.mtimeMs, 'same size and modification time as before');
+  const second = await prepare(taps, [], model, tiny.card);
+  assert.notDeepEqual(Buffer.from(second.bytes), Buffer.from(first.bytes), 'rebuilt from the new weights');
+  assert.notEqual(second.externalSha256, first.externalSha256);
 });
 
 test('the same .onnx bytes in two folders with their own external weights are two entries', async () => {

@@ -1,7 +1,7 @@
 /**
- * A head trained on a backbone whose weights live in external data files: `predict` and `export`
- * accept the backbone with those weights and refuse it once the weight files changed beside an
- * unchanged .onnx file (whose sha256 alone would not tell).
+ * A head trained on a backbone whose weights live in external data files: `predict`, `export` and
+ * `eval` (features) accept the backbone with those weights and refuse it once the weight files
+ * changed beside an unchanged .onnx file (whose sha256 alone would not tell).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,7 +9,8 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { extractFeatures } from '../src/extract/pipeline.js';
 import { trainHead } from '../src/heads/train.js';
-import { loadHead } from '../src/heads/model.js';
+import { checkCompatible, loadHead } from '../src/heads/model.js';
+import { openFeatures, pickLayers } from '../src/features/reader.js';
 import { openPredictor } from '../src/predict/predict.js';
 import { exportOnnx } from '../src/predict/export.js';
 import { makeDataset, makeExternalModel, makeTinyModel, tmpDir } from './extract-helpers.js';
@@ -51,4 +52,12 @@ test('predict and export refuse a backbone whose external weights changed since 
   const refused = /trained on backbone tiny with external weights sha256 [0-9a-f]{12}, but .*ext\.onnx has sha256 [0-9a-f]{12}/;
   await assert.rejects(openPredictor(headDir, opts), refused);
   await assert.rejects(exportOnnx(headDir, file, { model, card, verify: false }), refused);
+
+  // eval: features of the new weights do not fit the head.
+  const feats2 = path.join(dir, 'feats2');
+  await extractFeatures({ model, card, layers: ['r1'], data, out: feats2, device: { device: 'cpu' }, workers: 1, env: {} });
+  const f2 = await openFeatures(feats2);
+  assert.throws(() => checkCompatible(head, f2, pickLayers(f2), headDir), /with external weights sha256 [0-9a-f]{12} but .*feats2 holds features of it with external weights sha256 [0-9a-f]{12}/);
+  const f1 = await openFeatures(feats);
+  checkCompatible(head, f1, pickLayers(f1), headDir); // its own features still fit
 });

@@ -221,7 +221,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     const { dir: _dir, ...card } = info.card;
     const init: FeatureMetaInit = {
       tool_version: VERSION,
-      model: { id: info.id, sha256: info.sha256, file: info.file, ...(info.externalSha256 ? { external_sha256: info.externalSha256 } : {}) },
+      model: { id: info.id, sha256: info.sha256, file: info.file, external_sha256: info.externalSha256 },
       card,
       layers: info.outputs.map((o, i) => ({ name: o.name, dir: dirs[i], pool: o.pool, shape: o.shape, dtype })),
       dtype,

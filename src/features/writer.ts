@@ -59,8 +59,11 @@ export interface FeatureMeta {
   format: typeof FEATURE_FORMAT;
   format_version: number;
   tool_version: string;
-  /** `external_sha256`: of the model's external weight files (onnx/io.ts externalWeightsDigest); absent when it has none. */
-  model: { id: string; sha256: string; file: string; external_sha256?: string };
+  /**
+   * `external_sha256`: of the model's external weight files (onnx/io.ts externalWeightsDigest), null
+   * when it has none; absent in folders written before it was recorded (then not compared).
+   */
+  model: { id: string; sha256: string; file: string; external_sha256?: string | null };
   card: unknown;
   layers: FeatureLayer[];
   dtype: FeatureDtype;
@@ -171,13 +174,22 @@ export function metaFingerprint(m: Pick<FeatureMeta, 'model' | 'layers' | 'dtype
   }
   return JSON.stringify({
     sha256: m.model.sha256,
-    external: m.model.external_sha256 ?? null,
     layers: m.layers.map((l) => [l.name, l.dir, l.pool, l.shape, l.dtype]),
     dtype: m.dtype,
     preprocessing: m.preprocessing && typeof m.preprocessing === 'object' ? sortedKeys(normalizePlanRecord(m.preprocessing)) : m.preprocessing,
     rows_per_shard: m.counts.rows_per_shard,
     data: m.data.sha256,
   });
+}
+
+/**
+ * Whether two folders' models have the same external weights (the fingerprint above leaves them out):
+ * a folder written before they were recorded (no field) is taken to agree, as the .onnx sha256 did.
+ */
+export function sameExternalWeights(a: Pick<FeatureMeta, 'model'>, b: Pick<FeatureMeta, 'model'>): boolean {
+  const x = a.model?.external_sha256;
+  const y = b.model?.external_sha256;
+  return x === undefined || y === undefined || x === y;
 }
 
 /** The same object with its keys in sorted order (so key order never makes two records differ). */
@@ -189,8 +201,8 @@ function sortedKeys(o: Record<string, unknown>): Record<string, unknown> {
 function describeDifference(old: FeatureMeta, neu: FeatureMetaInit): string {
   const d: string[] = [];
   if (old.model?.sha256 !== neu.model.sha256) d.push(`model ${old.model?.id} (sha256 ${String(old.model?.sha256).slice(0, 12)}) vs ${neu.model.id} (sha256 ${neu.model.sha256.slice(0, 12)})`);
-  else if ((old.model?.external_sha256 ?? null) !== (neu.model.external_sha256 ?? null)) {
-    const short = (h: string | undefined) => (h ? `sha256 ${h.slice(0, 12)}` : 'none');
+  else if (!sameExternalWeights(old, neu)) {
+    const short = (h: string | null | undefined) => (h ? `sha256 ${h.slice(0, 12)}` : 'none');
     d.push(`external weight files of ${neu.model.id} (${short(old.model?.external_sha256)} vs ${short(neu.model.external_sha256)})`);
   }
   const ol = (old.layers ?? []).map((l) => `${l.name}:${l.pool}`).join(',');
@@ -330,7 +342,7 @@ export class FeatureWriter {
     // Key order of meta.json follows docs/feature-format.md.
     const ordered = orderMeta(fresh);
     if (old) {
-      const same = metaFingerprint(old, metaFile) === metaFingerprint(fresh) && JSON.stringify(old.shard) === JSON.stringify(fresh.shard);
+      const same = metaFingerprint(old, metaFile) === metaFingerprint(fresh) && sameExternalWeights(old, fresh) && JSON.stringify(old.shard) === JSON.stringify(fresh.shard);
       if (same && opts.resume) return FeatureWriter.continueFolder(out, old, labels, io);
       if (!opts.overwrite) {
         if (!same) {

@@ -25,8 +25,8 @@ export const HEAD_FORMAT = 'xfer-head';
 export const HEAD_FORMAT_VERSION = 1;
 
 export interface HeadSource {
-  /** The features' model: its .onnx sha256, and `external_sha256` when its weights live in external data files (absent in heads saved before it was recorded). */
-  model: { id: string; sha256: string; external_sha256?: string };
+  /** The features' model: its .onnx sha256 and `external_sha256` (of its external weight files, null when none; absent in heads saved before it was recorded, or trained on such features). */
+  model: { id: string; sha256: string; external_sha256?: string | null };
   layers: { name: string; dir: string; pool: string | null; shape: number[] }[];
   width: number;
   features: string;
@@ -65,7 +65,7 @@ interface HeadJson {
 
 export function sourceOf(f: FeatureFolder, layers: FeatureLayer[], width: number): HeadSource {
   return {
-    model: { id: f.meta.model.id, sha256: f.meta.model.sha256, ...(f.meta.model.external_sha256 ? { external_sha256: f.meta.model.external_sha256 } : {}) },
+    model: { id: f.meta.model.id, sha256: f.meta.model.sha256, ...(f.meta.model.external_sha256 !== undefined ? { external_sha256: f.meta.model.external_sha256 } : {}) },
     layers: layers.map((l) => ({ name: l.name, dir: l.dir, pool: l.pool ?? null, shape: l.shape })),
     width,
     features: path.resolve(f.dir),
@@ -178,6 +178,15 @@ export function checkCompatible(t: TrainedHead, f: FeatureFolder, layers: Featur
   if (s.model.id !== m.id || s.model.sha256 !== m.sha256) {
     throw new XferError(`head ${headDir} was trained on backbone ${s.model.id} (sha256 ${s.model.sha256.slice(0, 12)}) but ${f.dir} holds features of ${m.id} (sha256 ${String(m.sha256).slice(0, 12)})`, {
       hint: 'extract features with the same backbone the head was trained on',
+    });
+  }
+  // External weight files: compared when both recorded them (older heads and folders did not).
+  const hw = s.model.external_sha256;
+  const fw = m.external_sha256;
+  if (hw !== undefined && fw !== undefined && hw !== fw) {
+    const short = (h: string | null) => (h ? `sha256 ${h.slice(0, 12)}` : 'none');
+    throw new XferError(`head ${headDir} was trained on backbone ${s.model.id} with external weights ${short(hw)} but ${f.dir} holds features of it with external weights ${short(fw)}`, {
+      hint: 'extract features with the same weight files the head was trained on',
     });
   }
   const want = s.layers.map((l) => `${l.name}/${l.pool ?? '-'}`).join(', ');

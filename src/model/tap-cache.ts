@@ -10,8 +10,9 @@
  * and onnx/, compiled or run from source, so any change to that code, released or not, misses) and
  * the versions of onnxruntime-node (it probes ranks and batching) and protobufjs (it serializes).
  * It is `<key>.onnx` (the serialized tap model) and `<key>.json` (resolved taps, fixed batch, the
- * build's notices, the bytes' length and sha256, and the size and modification time of every
- * external data file the weights came from, which the model's sha256 does not cover), each written
+ * build's notices, the bytes' length and sha256, the size, mtime, ctime and inode of every external
+ * data file the weights came from, which the model's sha256 does not cover, and the digest of those
+ * files' contents that feature folders and heads record), each written
  * atomically, the JSON last. An entry that is missing, unreadable or inconsistent, or whose external
  * data files changed, is rebuilt; a build whose model file changed since it was resolved is not
  * stored. The MAX_ENTRIES most recently used are kept.
@@ -62,7 +63,7 @@ interface EntryMeta {
 async function externalUnchanged(stamps: ExternalStamp[]): Promise<boolean> {
   for (const e of stamps) {
     const now = await stat(e.file).catch(() => null);
-    if (!now || now.size !== e.size || now.mtimeMs !== e.mtimeMs) return false;
+    if (!now || now.size !== e.size || now.mtimeMs !== e.mtimeMs || now.ctimeMs !== e.ctimeMs || now.ino !== e.ino) return false;
   }
   return true;
 }

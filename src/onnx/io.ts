@@ -22,11 +22,17 @@ export interface LoadedModel {
   external: ExternalStamp[];
 }
 
-/** An external data file as it was when read: absolute path, size and modification time (taken before reading), and the sha256 of the bytes read. */
+/**
+ * An external data file as it was when read: absolute path, size, modification and status-change
+ * times and inode (taken before reading: a copy over it with its times kept, as `cp -p` or
+ * `rsync -a` make, still shows in ctime and usually in the inode), and the sha256 of the bytes read.
+ */
 export interface ExternalStamp {
   file: string;
   size: number;
   mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
   sha256: string;
 }
 
@@ -107,7 +113,7 @@ async function inlineExternalData(model: ModelProto, dir: string, file: string):
         try {
           const st = await fh.stat(); // before reading: a change while reading shows as a newer time
           data = await fh.readFile();
-          stamps.push({ file: target, size: st.size, mtimeMs: st.mtimeMs, sha256: sha256Hex(data) });
+          stamps.push({ file: target, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, sha256: sha256Hex(data) });
         } finally {
           await fh.close();
         }
