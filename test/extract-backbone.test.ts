@@ -12,22 +12,20 @@ import { openInlineBackbone, openWorkerBackbone, prepareBackbone } from '../src/
 import { resolveBackbone } from '../src/model/registry.js';
 import { BufferPool } from '../src/util/buffer-pool.js';
 import { extractFeatures } from '../src/extract/pipeline.js';
-import { makeDataset, makeExternalModel, makeTinyModel, tmpDir } from './extract-helpers.js';
+import { makeDataset, makeExternalModel, makeTinyModel, tmpDir, useCacheIn } from './extract-helpers.js';
 
 let dir: string;
 let tiny: { model: string; card: string };
-let saved: string | undefined;
+let restoreCache: () => void;
 
 before(async () => {
   dir = await tmpDir('xfer-backbone-');
   tiny = await makeTinyModel(dir);
-  saved = process.env.XFER_CACHE;
-  process.env.XFER_CACHE = path.join(dir, 'cache');
+  restoreCache = useCacheIn(dir);
 });
 
 after(async () => {
-  if (saved === undefined) delete process.env.XFER_CACHE;
-  else process.env.XFER_CACHE = saved;
+  restoreCache();
   await rm(dir, { recursive: true, force: true });
 });
 

@@ -21,6 +21,19 @@ export async function tmpDir(prefix = 'xfer-extract-'): Promise<string> {
   return mkdtemp(path.join(os.tmpdir(), prefix));
 }
 
+/**
+ * Point XFER_CACHE at `<dir>/cache` (worker threads copy process.env when they start, so set it
+ * before opening any); returns the function that puts the previous value back.
+ */
+export function useCacheIn(dir: string): () => void {
+  const saved = process.env.XFER_CACHE;
+  process.env.XFER_CACHE = path.join(dir, 'cache');
+  return () => {
+    if (saved === undefined) delete process.env.XFER_CACHE;
+    else process.env.XFER_CACHE = saved;
+  };
+}
+
 /** Deterministic pseudo-random numbers. */
 function rng(seed: number): () => number {
   let s = seed >>> 0;

@@ -13,20 +13,18 @@ import { checkCompatible, loadHead } from '../src/heads/model.js';
 import { openFeatures, pickLayers } from '../src/features/reader.js';
 import { openPredictor } from '../src/predict/predict.js';
 import { exportOnnx } from '../src/predict/export.js';
-import { makeDataset, makeExternalModel, makeTinyModel, tmpDir } from './extract-helpers.js';
+import { makeDataset, makeExternalModel, makeTinyModel, tmpDir, useCacheIn } from './extract-helpers.js';
 
 let dir: string;
-let saved: string | undefined;
+let restoreCache: () => void;
 
 before(async () => {
   dir = await tmpDir('xfer-predict-ext-');
-  saved = process.env.XFER_CACHE;
-  process.env.XFER_CACHE = path.join(dir, 'cache');
+  restoreCache = useCacheIn(dir);
 });
 
 after(async () => {
-  if (saved === undefined) delete process.env.XFER_CACHE;
-  else process.env.XFER_CACHE = saved;
+  restoreCache();
   await rm(dir, { recursive: true, force: true });
 });
 

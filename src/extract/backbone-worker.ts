@@ -6,6 +6,7 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { backboneInfo, serializeError, type WorkerInMessage, type WorkerOutMessage } from './backbone.js';
+import { wholeBuffer } from '../util/buffer-pool.js';
 import type { TappedBackbone } from '../model/tapped.js';
 
 const port = parentPort;
@@ -38,8 +39,7 @@ port.on('message', (m: WorkerInMessage) => {
       (outputs) => {
         // The outputs and the pixel buffer go back as transfers: the caller reuses the pixel buffer
         // for a later batch (nothing is left here for this thread's garbage collector).
-        const whole = (a: Uint8Array | Float32Array) => a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && !(a.buffer instanceof SharedArrayBuffer);
-        const transfer = [...outputs, m.pixels].filter(whole).map((a) => a.buffer as ArrayBuffer);
+        const transfer = [...outputs, m.pixels].map(wholeBuffer).filter((b) => b !== null);
         post({ type: 'result', id: m.id, outputs, pixels: m.pixels }, [...new Set(transfer)]);
       },
       (e: unknown) => post({ type: 'error', id: m.id, error: serializeError(e) }),

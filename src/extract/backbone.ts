@@ -12,6 +12,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { XferError } from '../errors.js';
+import { wholeBuffer } from '../util/buffer-pool.js';
 import type { DeviceOptions, PreparedBackbone, TappedBackbone, TapRequest, Pool } from '../model/runner.js';
 import type { ResolvedBackbone } from '../model/registry.js';
 
@@ -229,8 +230,8 @@ export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: 
             const id = nextId++;
             return new Promise<BatchResult>((resolve, reject) => {
               pending.set(id, { resolve, reject });
-              const transfer = pixels.byteOffset === 0 && pixels.byteLength === pixels.buffer.byteLength && !(pixels.buffer instanceof SharedArrayBuffer) ? [pixels.buffer as ArrayBuffer] : [];
-              worker.postMessage({ type: 'run', id, pixels, n } satisfies WorkerInMessage, transfer);
+              const whole = wholeBuffer(pixels);
+              worker.postMessage({ type: 'run', id, pixels, n } satisfies WorkerInMessage, whole ? [whole] : []);
             });
           },
           close,

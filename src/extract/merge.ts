@@ -11,7 +11,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../errors.js';
-import { FEATURE_FORMAT, FeatureWriter, metaFingerprint, sameExternalWeights, shardFileName, type FeatureMeta } from '../features/writer.js';
+import { FEATURE_FORMAT, FeatureWriter, metaFingerprint, sameFolderWeights, shardFileName, type FeatureMeta } from '../features/writer.js';
 import { writeFileAtomic } from '../util/atomic.js';
 
 export interface MergeSummary {
@@ -90,7 +90,7 @@ export async function mergeFeatureFolders(out: string, dirs: string[], opts: { o
   const n = parts[0].meta.shard?.count ?? 1;
   const fp = metaFingerprint(parts[0].meta);
   for (const p of parts) {
-    if (metaFingerprint(p.meta) !== fp || !sameExternalWeights(p.meta, parts[0].meta)) {
+    if (metaFingerprint(p.meta) !== fp || !sameFolderWeights(p.meta, parts[0].meta)) {
       throw new XferError(`xfer merge: ${p.dir} was extracted with different settings than ${parts[0].dir} (model or its external weights, layers, dtype, preprocessing, rows per shard or input list)`, {
         hint: 'merge only the parts of one `xfer extract --shard i/n` run',
       });
@@ -116,7 +116,7 @@ export async function mergeFeatureFolders(out: string, dirs: string[], opts: { o
     if (old && old.format === FEATURE_FORMAT && old.complete === false && old.shard === null) {
       let same = false;
       try {
-        same = metaFingerprint(old) === fp && sameExternalWeights(old, parts[0].meta);
+        same = metaFingerprint(old) === fp && sameFolderWeights(old, parts[0].meta);
       } catch {
         same = false;
       }

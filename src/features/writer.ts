@@ -20,6 +20,7 @@ import { writeFileAtomic as writeAtomic } from '../util/atomic.js';
 import { npyHeader } from './npy.js';
 import { float32ToFloat16 } from '../util/float16.js';
 import { normalizePlanRecord } from '../image/plan.js';
+import { externalWeightsLabel, sameExternalWeights } from './external-weights.js';
 
 export const FEATURE_FORMAT = 'xfer-features';
 export const FEATURE_FORMAT_VERSION = 1;
@@ -183,13 +184,11 @@ export function metaFingerprint(m: Pick<FeatureMeta, 'model' | 'layers' | 'dtype
 }
 
 /**
- * Whether two folders' models have the same external weights (the fingerprint above leaves them out):
- * a folder written before they were recorded (no field) is taken to agree, as the .onnx sha256 did.
+ * Whether two folders' models have the same external weights (the fingerprint above leaves them out:
+ * a folder written before they were recorded agrees with any; see external-weights.ts).
  */
-export function sameExternalWeights(a: Pick<FeatureMeta, 'model'>, b: Pick<FeatureMeta, 'model'>): boolean {
-  const x = a.model?.external_sha256;
-  const y = b.model?.external_sha256;
-  return x === undefined || y === undefined || x === y;
+export function sameFolderWeights(a: Pick<FeatureMeta, 'model'>, b: Pick<FeatureMeta, 'model'>): boolean {
+  return sameExternalWeights(a.model?.external_sha256, b.model?.external_sha256);
 }
 
 /** The same object with its keys in sorted order (so key order never makes two records differ). */
@@ -201,9 +200,8 @@ function sortedKeys(o: Record<string, unknown>): Record<string, unknown> {
 function describeDifference(old: FeatureMeta, neu: FeatureMetaInit): string {
   const d: string[] = [];
   if (old.model?.sha256 !== neu.model.sha256) d.push(`model ${old.model?.id} (sha256 ${String(old.model?.sha256).slice(0, 12)}) vs ${neu.model.id} (sha256 ${neu.model.sha256.slice(0, 12)})`);
-  else if (!sameExternalWeights(old, neu)) {
-    const short = (h: string | null | undefined) => (h ? `sha256 ${h.slice(0, 12)}` : 'none');
-    d.push(`external weight files of ${neu.model.id} (${short(old.model?.external_sha256)} vs ${short(neu.model.external_sha256)})`);
+  else if (!sameFolderWeights(old, neu)) {
+    d.push(`external weight files of ${neu.model.id} (${externalWeightsLabel(old.model?.external_sha256)} vs ${externalWeightsLabel(neu.model.external_sha256)})`);
   }
   const ol = (old.layers ?? []).map((l) => `${l.name}:${l.pool}`).join(',');
   const nl = neu.layers.map((l) => `${l.name}:${l.pool}`).join(',');
@@ -342,7 +340,7 @@ export class FeatureWriter {
     // Key order of meta.json follows docs/feature-format.md.
     const ordered = orderMeta(fresh);
     if (old) {
-      const same = metaFingerprint(old, metaFile) === metaFingerprint(fresh) && sameExternalWeights(old, fresh) && JSON.stringify(old.shard) === JSON.stringify(fresh.shard);
+      const same = metaFingerprint(old, metaFile) === metaFingerprint(fresh) && sameFolderWeights(old, fresh) && JSON.stringify(old.shard) === JSON.stringify(fresh.shard);
       if (same && opts.resume) return FeatureWriter.continueFolder(out, old, labels, io);
       if (!opts.overwrite) {
         if (!same) {

@@ -20,6 +20,7 @@ import type { FeatureFolder, FeatureLayer } from '../features/reader.js';
 import { headFromState, type Head, type HeadKind, type HeadParams, type HeadState } from './head.js';
 import { applyChain, type TransformState } from './transforms.js';
 import type { Matrix } from './matrix.js';
+import { externalWeightsLabel, sameExternalWeights } from '../features/external-weights.js';
 
 export const HEAD_FORMAT = 'xfer-head';
 export const HEAD_FORMAT_VERSION = 1;
@@ -181,11 +182,8 @@ export function checkCompatible(t: TrainedHead, f: FeatureFolder, layers: Featur
     });
   }
   // External weight files: compared when both recorded them (older heads and folders did not).
-  const hw = s.model.external_sha256;
-  const fw = m.external_sha256;
-  if (hw !== undefined && fw !== undefined && hw !== fw) {
-    const short = (h: string | null) => (h ? `sha256 ${h.slice(0, 12)}` : 'none');
-    throw new XferError(`head ${headDir} was trained on backbone ${s.model.id} with external weights ${short(hw)} but ${f.dir} holds features of it with external weights ${short(fw)}`, {
+  if (!sameExternalWeights(s.model.external_sha256, m.external_sha256)) {
+    throw new XferError(`head ${headDir} was trained on backbone ${s.model.id} with external weights ${externalWeightsLabel(s.model.external_sha256)} but ${f.dir} holds features of it with external weights ${externalWeightsLabel(m.external_sha256)}`, {
       hint: 'extract features with the same weight files the head was trained on',
     });
   }

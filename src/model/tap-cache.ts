@@ -28,7 +28,7 @@ import { sha256Hex } from '../util/hash.js';
 import type { ModelCard } from './card.js';
 import type { ResolvedTap, TapRequest } from './taps.js';
 import type { ExternalStamp } from '../onnx/io.js';
-import type { TapBuild } from './tap-model.js';
+import type { TapBuild, TapBuildResult } from './tap-model.js';
 
 /** Entries kept (each about the size of the backbone's .onnx file). */
 export const MAX_ENTRIES = 8;
@@ -144,16 +144,16 @@ export async function readTapCache(key: string): Promise<(TapBuild & { notices: 
 }
 
 /**
- * Store a build whose weights came from the model file plus the `external` data files (best effort:
+ * Store a build whose weights came from the model file plus its external data files (best effort:
  * a cache that cannot be written is not an error), then evict the least recently used beyond
  * MAX_ENTRIES.
  */
-export async function writeTapCache(key: string, build: TapBuild, notices: string[], external: ExternalStamp[] = []): Promise<void> {
+export async function writeTapCache(key: string, build: TapBuildResult, notices: string[]): Promise<void> {
   try {
     const dir = await cacheDir('taps');
     const files = entryPaths(key);
     await writeFileAtomic(files.onnx, build.bytes, { fsync: false });
-    const meta: EntryMeta = { format: FORMAT, input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, notices, bytes: build.bytes.length, sha256: sha256Hex(build.bytes), external, externalSha256: build.externalSha256 };
+    const meta: EntryMeta = { format: FORMAT, input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, notices, bytes: build.bytes.length, sha256: sha256Hex(build.bytes), external: build.external, externalSha256: build.externalSha256 };
     await writeFileAtomic(files.json, JSON.stringify(meta), { fsync: false });
     await evict(dir, key);
   } catch {
@@ -205,6 +205,6 @@ export async function cachedTapBuild(parts: TapCacheParts, onNotice: (msg: strin
     onNotice(n);
   });
   // (A model file rewritten since it was resolved: the build is of other bytes than the key says.)
-  if (key !== null && build.modelSha256 === parts.sha256) await writeTapCache(key, build, notices, build.external);
+  if (key !== null && build.modelSha256 === parts.sha256) await writeTapCache(key, build, notices);
   return build;
 }

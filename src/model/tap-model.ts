@@ -65,30 +65,15 @@ export async function buildTapModel(
   const inputName = imageInputName(model, card, file);
   const ranks = await tapRanks(model, taps, file);
   const { scale, bias } = pixelAffine(card.input);
-  let fixedBatch: number | null = null;
-  const fixed = hasFixedBatch(model);
-  const base = fixed ? withSymbolicBatch(model) : model;
-  const derived = deriveTapModel(base, taps, {
-    file,
-    ranks,
-    dtypes: inferDtypes(model),
-    pixelInput: { inputName, layout: card.input.layout, dtype: card.input.dtype, scale, bias, height: card.input.size[0], width: card.input.size[1] },
-  });
-  if (fixed) {
-    const problem = await checkBatching(derived.model);
-    if (problem) {
-      onNotice(`warning: ${file} has a fixed batch of 1 that cannot be made symbolic (${problem}); running one image at a time`);
-      const one = deriveTapModel(model, taps, {
-        file,
-        ranks,
-        dtypes: inferDtypes(model),
-        pixelInput: { inputName, layout: card.input.layout, dtype: card.input.dtype, scale, bias, height: card.input.size[0], width: card.input.size[1] },
-      });
-      fixedBatch = 1;
-      return { model: one.model, taps: one.taps, fixedBatch };
-    }
-  }
-  return { ...derived, fixedBatch };
+  const dtypes = inferDtypes(model);
+  const pixelInput = { inputName, layout: card.input.layout, dtype: card.input.dtype, scale, bias, height: card.input.size[0], width: card.input.size[1] };
+  const derive = (m: ModelProto) => deriveTapModel(m, taps, { file, ranks, dtypes, pixelInput });
+  if (!hasFixedBatch(model)) return { ...derive(model), fixedBatch: null };
+  const derived = derive(withSymbolicBatch(model));
+  const problem = await checkBatching(derived.model);
+  if (!problem) return { ...derived, fixedBatch: null };
+  onNotice(`warning: ${file} has a fixed batch of 1 that cannot be made symbolic (${problem}); running one image at a time`);
+  return { ...derive(model), fixedBatch: 1 };
 }
 
 /** A built tap model: what a session needs besides the card. */

@@ -23,6 +23,7 @@ import { cardDifferences, overridesFromRecord, resolvePreprocess, type Preproces
 import '../heads/index.js';
 import { loadHead, type TrainedHead } from '../heads/model.js';
 import { transformFor } from '../heads/model.js';
+import { externalWeightsLabel, sameExternalWeights } from '../features/external-weights.js';
 
 export interface PredictorOptions {
   /** Backbone spec (built-in id or .onnx/.tflite path) overriding the head's recorded backbone. */
@@ -146,9 +147,8 @@ export function checkBackbone(t: TrainedHead, b: Pick<ResolvedBackbone, 'id' | '
  */
 export function checkExternalWeights(t: TrainedHead, externalSha256: string | null, file: string, headDir: string): void {
   const want = t.source.model.external_sha256;
-  if (want === undefined || want === externalSha256) return;
-  const short = (h: string | null) => (h ? `sha256 ${h.slice(0, 12)}` : 'none');
-  throw new XferError(`--head ${headDir} was trained on backbone ${t.source.model.id} with external weights ${short(want)}, but ${file} has ${short(externalSha256)}`, {
+  if (sameExternalWeights(want, externalSha256)) return;
+  throw new XferError(`--head ${headDir} was trained on backbone ${t.source.model.id} with external weights ${externalWeightsLabel(want)}, but ${file} has ${externalWeightsLabel(externalSha256)}`, {
     hint: 'use the weight files the head was trained with (next to the .onnx file), or retrain the head on features of these weights',
   });
 }

@@ -5,6 +5,12 @@
  * dead batch buffers (V8 collects an isolate only after its external memory has grown by ~64 MB),
  * which made peak RSS depend on how long a run lasted.
  */
+/** The ArrayBuffer a view covers whole (so it can be transferred or pooled), else null (a part, shared or detached). */
+export function wholeBuffer(v: ArrayBufferView): ArrayBuffer | null {
+  const b = v.buffer;
+  return b instanceof SharedArrayBuffer || v.byteOffset !== 0 || v.byteLength !== b.byteLength || b.byteLength === 0 ? null : (b as ArrayBuffer);
+}
+
 export class BufferPool {
   private readonly free: Uint8Array[] = [];
 
@@ -26,8 +32,7 @@ export class BufferPool {
    * (a detached one, e.g. transferred away and never returned, has byteLength 0 and is dropped).
    */
   give(b: Uint8Array): void {
-    if (this.free.length >= this.max || b.byteLength !== this.byteLength || b.byteOffset !== 0) return;
-    if (b.buffer instanceof SharedArrayBuffer || b.buffer.byteLength !== this.byteLength) return;
+    if (this.free.length >= this.max || b.byteLength !== this.byteLength || wholeBuffer(b) === null) return;
     if (!this.free.includes(b)) this.free.push(b);
   }
 
