@@ -193,6 +193,7 @@ describe('predict and export with backbone + head', () => {
       try {
         const ex = await runExported(file, p, images);
         const want = await p.predictPixels(ex.pixels, images.length);
+        assert.equal(ex.pixels.byteLength, images.length * p.plan.size[0] * p.plan.size[1] * 3, 'predictPixels leaves the caller its buffer');
         const dp = maxAbsDiff(ex.probs, want.probs);
         const ds = maxAbsDiff(ex.scores, want.scores);
         measured[`export-vs-predict ${kind} probs`] = dp;
@@ -305,6 +306,32 @@ describe('predict and export with backbone + head', () => {
       assert.ok(isPredictError(out[2]), JSON.stringify(out[2]));
     } finally {
       await p.close();
+    }
+    // Streaming keeps input order across batches with skipped images anywhere in them, and gives the
+    // same outcomes as one big batch; onResult sees them in the same order.
+    const goods = CLASSES.flatMap((c) => [2, 5].map((i) => path.join(data, c, `img_${String(i).padStart(2, '0')}.jpg`)));
+    const bad = [path.join(extra, 'text.jpg'), path.join(extra, 'missing.jpg')];
+    const mixed = [bad[0], goods[0], goods[1], bad[1], goods[2], bad[0], bad[1], goods[3], goods[4], goods[5], bad[0]];
+    const seen: string[] = [];
+    const small = await openPredictor(heads.mlp, { batch: 2, device: { device: 'cpu' } });
+    const big = await openPredictor(heads.mlp, { batch: 32, device: { device: 'cpu' }, workers: 1 });
+    try {
+      const a = await small.predict(mixed, (r) => seen.push(r.path));
+      const b = await big.predict(mixed);
+      assert.deepEqual(a.map((r) => r.path), mixed);
+      assert.deepEqual(seen, mixed);
+      a.forEach((r, i) => {
+        assert.equal(isPredictError(r), bad.includes(mixed[i]), `${i}: ${JSON.stringify(r)}`);
+        if (!isPredictError(r)) {
+          assert.equal(r.label, path.basename(path.dirname(mixed[i])));
+          const rb = b[i] as PredictResult;
+          assert.equal(rb.label, r.label);
+          assert.ok(maxAbsDiff(Float32Array.from(r.probs), Float32Array.from(rb.probs)) <= 1e-6, `${mixed[i]}: batch 2 vs 32`);
+        }
+      });
+    } finally {
+      await small.close();
+      await big.close();
     }
     const r = await runXfer(['predict', '--head', heads.linear, '--json', '--top', '2', path.join(data, CLASSES[2]), path.join(extra, 'text.jpg')]);
     assert.equal(r.code, 3, r.stderr);

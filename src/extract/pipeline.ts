@@ -18,15 +18,15 @@ import { discoverDataset, entrySource, type Dataset, type DatasetEntry } from '.
 import { describePlan, resolvePreprocess, type PreprocessOverrides, type PreprocessPlan } from '../image/plan.js';
 import type { DeviceOptions, Pool } from '../model/runner.js';
 import type { CardFlags } from '../model/card-flags.js';
-import { cudaProviderInstalled } from '../model/provider.js';
 import { assignLayerDirs, FeatureWriter, type FeatureDtype, type FeatureMetaInit, type ShardWriter, type WriterIO } from '../features/writer.js';
 import { openInlineBackbone, openWorkerPool, prepareBackbone } from './backbone.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { Channel } from '../util/channel.js';
-import { DEFAULT_BATCH_CPU, DEFAULT_ROWS_PER_SHARD, defaultBatch } from './defaults.js';
+import { DEFAULT_BATCH_CPU, DEFAULT_ROWS_PER_SHARD, defaultBatch, inferencePlan } from './defaults.js';
+import { ReadAhead } from '../util/read-ahead.js';
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
 
-export { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD, defaultBatch } from './defaults.js';
+export { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD, defaultBatch, inferencePlan } from './defaults.js';
 
 export interface ExtractOptions {
   /** Built-in id or path to .onnx/.tflite. */
@@ -119,26 +119,6 @@ interface Batch {
   lastOfShard: boolean;
   /** Inputs this batch accounts for (rows + errors). */
   inputs: number;
-}
-
-/**
- * How inference uses the cores. CPU: two sessions of one thread each on 2 cores (measured: ~10 %
- * more images/s than one session of 1 or 2 threads, because decoding shares the cores), and
- * generally two sessions splitting the cores (one core left for decoding above 4 cores); GPU
- * (`cuda[:id]`, or `auto` where the CUDA provider is installed): one session. `--threads` sets the
- * threads per session, `workers` (API; hidden `--workers`) the number of sessions.
- * `machine` is for tests (default: this machine's cores and CUDA provider).
- */
-export function inferencePlan(
-  opts: Pick<ExtractOptions, 'device' | 'workers' | 'backboneThread'>,
-  machine: { cores?: number; cudaInstalled?: boolean } = {},
-): { workers: number; threads: number } {
-  const cores = machine.cores ?? os.availableParallelism();
-  const dev = opts.device?.device ?? 'auto';
-  const gpu = dev.startsWith('cuda') || (dev === 'auto' && (machine.cudaInstalled ?? cudaProviderInstalled()));
-  const workers = opts.backboneThread === 'inline' ? 1 : (opts.workers ?? (gpu || cores < 2 ? 1 : 2));
-  const threads = opts.device?.threads ?? Math.max(1, Math.floor((cores - (cores > 4 ? 1 : 0)) / workers));
-  return { workers, threads };
 }
 
 /** Run one extraction. Throws XferError on bad input or a failed run; returns a summary otherwise. */
@@ -279,15 +259,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     const endItem = range.firstItem + range.items;
     const window = Math.max(conc * 2, batch * 2);
     async function* batches(): AsyncGenerator<Batch> {
-      const ahead: ReturnType<typeof decode>[] = firstItem === range.firstItem ? prefetched.slice() : [];
-      let next = firstItem + ahead.length;
-      const fill = () => {
-        while (ahead.length < window && next < endItem) {
-          const p = decode(dataset.entries[next++]);
-          p.catch(() => {}); // awaited in order below; a failure must not be an unhandled rejection meanwhile
-          ahead.push(p);
-        }
-      };
+      const ahead = new ReadAhead((i) => decode(dataset.entries[i]), firstItem, endItem, window, firstItem === range.firstItem ? prefetched : []);
       let pos = firstItem;
       while (pos < endItem) {
         const g = Math.floor(pos / R);
@@ -295,8 +267,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
         let cur: Batch = { shard: g, pixels: buffers.take(), rows: [], errors: [], lastOfShard: false, inputs: 0 };
         while (pos < shardEnd) {
           if (producerStopped) return;
-          fill();
-          const r = await ahead.shift()!;
+          const r = await ahead.take();
           const entry = dataset.entries[pos++];
           cur.inputs++;
           if (r.ok) {

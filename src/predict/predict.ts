@@ -2,6 +2,9 @@
  * Predict with backbone + trained head: images → the card's preprocessing (uint8 pixels) → the
  * backbone tapped at exactly the head's layers and pooling → layer outputs concatenated in the
  * head's order → the head's saved transforms → the head's scores and probabilities → top-k.
+ * It streams like `xfer extract`: images decode (sharp, bounded concurrency) ahead of the batch being
+ * assembled while earlier batches run in backbone worker threads (extract/backbone.ts), and outcomes
+ * come out in input order.
  *
  * The backbone must be the one the head was trained on: its sha256 (and that of its external weight
  * files, if any) is compared with the one the head recorded (from the feature folder's meta.json) and
@@ -11,11 +14,12 @@
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import pLimit from 'p-limit';
 import { XferError } from '../errors.js';
 import type { CardFlags } from '../model/card-flags.js';
 import type { ModelCard } from '../model/card.js';
 import { listBuiltinCards, resolveBackbone, type ResolvedBackbone } from '../model/registry.js';
-import { openTappedBackbone, type TappedBackbone } from '../model/runner.js';
+import { prepareTappedBackbone } from '../model/prepare.js';
 import type { DeviceOptions } from '../model/session.js';
 import { POOLS, type Pool, type TapRequest } from '../model/taps.js';
 import { isImageError, loadImagePixels } from '../image/decode.js';
@@ -24,6 +28,10 @@ import '../heads/index.js';
 import { loadHead, type TrainedHead } from '../heads/model.js';
 import { transformFor } from '../heads/model.js';
 import { externalWeightsLabel, sameExternalWeights } from '../features/external-weights.js';
+import { openWorkerPool, type BackboneInfo, type ExtractBackbone } from '../extract/backbone.js';
+import { defaultBatch, inferencePlan } from '../extract/defaults.js';
+import { BufferPool } from '../util/buffer-pool.js';
+import { ReadAhead } from '../util/read-ahead.js';
 
 export interface PredictorOptions {
   /** Backbone spec (built-in id or .onnx/.tflite path) overriding the head's recorded backbone. */
@@ -33,14 +41,16 @@ export interface PredictorOptions {
   /** Card fields from command-line flags. */
   cardFlags?: CardFlags;
   device?: DeviceOptions;
-  /** Images per backbone run (default 32; models with a fixed batch run one image at a time). */
+  /** Images per backbone run (default as for extraction: 2 on CPU, 32 on CUDA; a model with a fixed batch uses it). */
   batch?: number;
   /** Predictions listed in `top` (default 5, at most the number of classes). */
   top?: number;
   /** Preprocessing overrides (background colour, fast decode, ...), as for extraction. */
   preprocess?: PreprocessOverrides;
-  /** Images decoded concurrently (default: number of CPUs, 2..8). */
+  /** Images decoded concurrently (default: number of CPUs + 1, as for extraction). */
   decodeConcurrency?: number;
+  /** Inference sessions (worker threads); default as for extraction (two on a multi-core CPU, one on a GPU). */
+  workers?: number;
   onNotice?: (msg: string) => void;
 }
 
@@ -88,7 +98,8 @@ export interface HeadOutputs {
 
 export interface Predictor {
   readonly head: TrainedHead;
-  readonly backbone: TappedBackbone;
+  /** The backbone as opened (id, sha256, card, tapped outputs, provider). */
+  readonly info: BackboneInfo;
   readonly plan: PreprocessPlan;
   /** Head class index → label. */
   readonly labels: string[];
@@ -207,13 +218,16 @@ export async function openPredictor(headDir: string, opts: PredictorOptions = {}
   const head = await loadHead(headDir);
   const taps = headTaps(head, headDir);
   const notice = opts.onNotice ?? (() => {});
-  const { spec } = await resolveHeadBackbone(head, headDir, opts);
-  const backbone = await openTappedBackbone(spec, { card: opts.card, cardFlags: opts.cardFlags, taps, device: opts.device, onNotice: notice });
+  const { spec, backbone: resolved } = await resolveHeadBackbone(head, headDir, opts);
+  // The tap model is prepared here (cached or built) while the inference threads load onnxruntime.
+  const { workers, threads } = inferencePlan({ device: opts.device, workers: opts.workers });
+  const prepared = prepareTappedBackbone(spec, { resolved, taps, onNotice: notice });
+  prepared.catch(() => {});
+  const backbone = await openWorkerPool(prepared, { ...opts.device, threads }, notice, workers);
   try {
-    // openTappedBackbone resolved the spec again; make sure it is still the same file.
-    checkBackbone(head, backbone, headDir);
-    checkExternalWeights(head, backbone.externalSha256, backbone.file, headDir);
-    const widths = backbone.outputs.map((o) => o.shape.reduce((a, c) => a * c, 1));
+    const info = backbone.info;
+    checkExternalWeights(head, info.externalSha256, info.file, headDir);
+    const widths = info.outputs.map((o) => o.shape.reduce((a, c) => a * c, 1));
     head.source.layers.forEach((l, i) => {
       const want = l.shape.reduce((a, c) => a * c, 1);
       if (widths[i] !== want) {
@@ -226,23 +240,29 @@ export async function openPredictor(headDir: string, opts: PredictorOptions = {}
     if (width !== head.source.width) {
       throw new XferError(`--head ${headDir}: the tapped layers give ${width} features but the head was trained on ${head.source.width}`, { hint: 'use the backbone and card the features were extracted with' });
     }
-    const plan = headPlan(await headPreprocessingRecord(head), headDir, backbone.card, opts.preprocess);
-    return makePredictor(head, backbone, plan, widths, opts);
+    const plan = headPlan(await headPreprocessingRecord(head), headDir, info.card, opts.preprocess);
+    return makePredictor(head, backbone, plan, widths, workers, opts);
   } catch (e) {
     await backbone.close();
     throw e;
   }
 }
 
-function makePredictor(head: TrainedHead, backbone: TappedBackbone, plan: PreprocessPlan, widths: number[], opts: PredictorOptions): Predictor {
+type Decoded = { data: Uint8Array } | { error: string };
+
+function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: PreprocessPlan, widths: number[], workers: number, opts: PredictorOptions): Predictor {
+  const { info } = backbone;
   const K = head.head.nClasses;
   const D = head.source.width;
   const labels = head.classLabels;
   const [H, W] = plan.size;
   const imgBytes = H * W * 3;
-  const B = backbone.fixedBatch ?? Math.max(1, opts.batch ?? 32);
+  const B = info.fixedBatch ?? Math.max(1, opts.batch ?? defaultBatch(info.provider));
   const topK = Math.min(Math.max(1, opts.top ?? 5), K);
-  const conc = Math.max(1, opts.decodeConcurrency ?? Math.min(8, Math.max(2, os.availableParallelism())));
+  const conc = Math.max(1, opts.decodeConcurrency ?? os.availableParallelism() + 1);
+  const limit = pLimit(conc);
+  // Batch buffers go to a backbone worker and come back with its result (util/buffer-pool.ts).
+  const buffers = new BufferPool(B * imgBytes);
 
   const predictFeatures = async (X: Float32Array, n: number): Promise<HeadOutputs> => {
     const Xt = await transformFor(head, { data: X, rows: n, cols: D });
@@ -257,11 +277,13 @@ function makePredictor(head: TrainedHead, backbone: TappedBackbone, plan: Prepro
     return { probs, scores, index };
   };
 
-  const predictPixels = async (pixels: Uint8Array, n: number): Promise<HeadOutputs> => {
-    const outs = await backbone.run(pixels, n);
+  /** Run n images of `pixels` (transferred to a worker meanwhile); the buffer comes back via `done`. */
+  const runPixels = async (pixels: Uint8Array, n: number, done: (px: Uint8Array) => void): Promise<HeadOutputs> => {
+    const { outputs, pixels: back } = await backbone.run(pixels, n);
+    done(back);
     const X = new Float32Array(n * D);
     let col = 0;
-    outs.forEach((o, li) => {
+    outputs.forEach((o, li) => {
       const w = widths[li];
       for (let i = 0; i < n; i++) X.set(o.subarray(i * w, (i + 1) * w), i * D + col);
       col += w;
@@ -269,68 +291,80 @@ function makePredictor(head: TrainedHead, backbone: TappedBackbone, plan: Prepro
     return predictFeatures(X, n);
   };
 
+  const result = (p: string, out: HeadOutputs, i: number): PredictResult => {
+    const probs = Array.from(out.probs.subarray(i * K, (i + 1) * K));
+    const scores = Array.from(out.scores.subarray(i * K, (i + 1) * K));
+    const index = out.index[i];
+    return { path: p, index, label: labels[index], probs, scores, top: topIndices(probs, topK).map((c) => ({ index: c, label: labels[c], prob: probs[c], score: scores[c] })) };
+  };
+
+  // Decodes run ahead of the batch being assembled (at most `window` images) while earlier batches
+  // are at the backbone workers (at most workers + 1); outcomes come out in input order.
   const predict = async (images: PredictInput[], onResult?: (r: PredictOutcome) => void): Promise<PredictOutcome[]> => {
-    const all: PredictOutcome[] = [];
     const items = images.map((im) => (typeof im === 'string' ? { path: im, source: im } : im));
-    const pixels = new Uint8Array(B * imgBytes);
-    for (let s = 0; s < items.length; s += B) {
-      const chunk = items.slice(s, s + B);
-      const decoded: ({ data: Uint8Array } | { error: string })[] = new Array(chunk.length);
-      let next = 0;
-      const worker = async (): Promise<void> => {
-        while (next < chunk.length) {
-          const j = next++;
-          try {
-            decoded[j] = await loadImagePixels(chunk[j].source, plan, { displayPath: chunk[j].path });
-          } catch (e) {
-            if (!isImageError(e)) throw e;
-            decoded[j] = { error: e.reason };
-          }
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(conc, chunk.length) }, worker));
-      const good: number[] = [];
-      decoded.forEach((d, j) => {
-        if ('data' in d) {
-          pixels.set(d.data, good.length * imgBytes);
-          good.push(j);
-        }
-      });
-      const out = good.length > 0 ? await predictPixels(pixels, good.length) : null;
-      const row = new Map(good.map((j, r) => [j, r]));
-      chunk.forEach((img, j) => {
-        const d = decoded[j];
-        let r: PredictOutcome;
-        if ('error' in d) r = { path: img.path, error: d.error };
-        else {
-          const i = row.get(j)!;
-          const probs = Array.from(out!.probs.subarray(i * K, (i + 1) * K));
-          const scores = Array.from(out!.scores.subarray(i * K, (i + 1) * K));
-          const index = out!.index[i];
-          r = {
-            path: img.path,
-            index,
-            label: labels[index],
-            probs,
-            scores,
-            top: topIndices(probs, topK).map((c) => ({ index: c, label: labels[c], prob: probs[c], score: scores[c] })),
-          };
-        }
+    const all: PredictOutcome[] = [];
+    const decode = (i: number): Promise<Decoded> =>
+      limit(() =>
+        loadImagePixels(items[i].source, plan, { displayPath: items[i].path }).then(
+          (d) => ({ data: d.data }),
+          (e: unknown) => {
+            if (isImageError(e)) return { error: e.reason };
+            throw e;
+          },
+        ),
+      );
+    const ahead = new ReadAhead(decode, 0, items.length, Math.max(conc * 2, B * 2));
+    /** A batch: its inputs in order (a row of the result, or why the image could not be used). */
+    type Pending = { slots: { item: number; row: number | null; error?: string }[]; res: Promise<HeadOutputs> | null };
+    const inflight: Pending[] = [];
+    const finish = async (b: Pending): Promise<void> => {
+      const out = b.res === null ? null : await b.res;
+      for (const s of b.slots) {
+        const r: PredictOutcome = s.row === null ? { path: items[s.item].path, error: s.error! } : result(items[s.item].path, out!, s.row);
         all.push(r);
         onResult?.(r);
-      });
+      }
+    };
+    try {
+      let pos = 0;
+      while (pos < items.length) {
+        const pixels = buffers.take();
+        const slots: Pending['slots'] = [];
+        let rows = 0;
+        while (pos < items.length && rows < B) {
+          const item = pos++;
+          const d = await ahead.take();
+          if ('error' in d) slots.push({ item, row: null, error: d.error });
+          else {
+            pixels.set(d.data, rows * imgBytes);
+            slots.push({ item, row: rows++ });
+          }
+        }
+        let res: Promise<HeadOutputs> | null = null;
+        if (rows > 0) {
+          res = runPixels(pixels, rows, (px) => buffers.give(px));
+          res.catch(() => {});
+        } else buffers.give(pixels);
+        inflight.push({ slots, res });
+        while (inflight.length > workers) await finish(inflight.shift()!);
+      }
+      while (inflight.length > 0) await finish(inflight.shift()!);
+    } finally {
+      // After a failure: let the batches still at the backbone end before the caller closes it.
+      for (const b of inflight) await b.res?.catch(() => null);
     }
     return all;
   };
 
   return {
     head,
-    backbone,
+    info,
     plan,
     labels,
     probabilistic: head.head.probabilistic,
     predict,
-    predictPixels,
+    // The caller's buffer stays theirs: a copy goes to the worker.
+    predictPixels: (pixels, n) => runPixels(pixels.slice(0, n * imgBytes), n, () => {}),
     predictFeatures,
     close: () => backbone.close(),
   };
