@@ -31,9 +31,10 @@ export interface InferencePlanOptions {
 }
 
 /**
- * How inference uses the cores (extraction and prediction). CPU: two sessions of one thread each on 2 cores (measured: ~10 %
- * more images/s than one session of 1 or 2 threads, because decoding shares the cores), and
- * generally two sessions splitting the cores (one core left for decoding above 4 cores); GPU
+ * How inference uses the cores (extraction and prediction). CPU: two sessions of one thread each
+ * on 2 cores (measured: ~10 % more images/s than one session of 1 or 2 threads, because decoding
+ * shares the cores), and generally two sessions splitting the cores (one core left for decoding
+ * above 4 cores); GPU
  * (`cuda[:id]`, or `auto` where the CUDA provider is installed): one session. `--threads` sets the
  * threads per session, `workers` (API; hidden `--workers`) the number of sessions.
  * `machine` is for tests (default: this machine's cores and CUDA provider).
