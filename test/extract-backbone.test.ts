@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { openInlineBackbone, openWorkerBackbone, prepareBackbone } from '../src/extract/backbone.js';
+import { BackboneClosedError, openInlineBackbone, openWorkerBackbone, openWorkerPool, prepareBackbone } from '../src/extract/backbone.js';
 import { resolveBackbone } from '../src/model/registry.js';
 import { BufferPool } from '../src/util/buffer-pool.js';
 import { extractFeatures } from '../src/extract/pipeline.js';
@@ -57,6 +57,26 @@ test('worker backbone: the pixel buffer goes to the worker and back; outputs equ
     await worker.close();
     await inline.close();
   }
+});
+
+test('closing a worker pool with batches in flight settles every run (the ones at a session finish, queued ones are refused); later runs are refused', async () => {
+  const resolved = await resolveBackbone(tiny.model, { card: tiny.card });
+  const prepared = prepareBackbone({ model: tiny.model, resolved, layers: null, pool: null }, () => {});
+  const pool = await openWorkerPool(prepared, { device: 'cpu', threads: 1 }, () => {}, 2);
+  const img = 32 * 32 * 3;
+  const runs = Array.from({ length: 6 }, () => pool.run(new Uint8Array(2 * img).fill(7), 2));
+  const closing = pool.close();
+  const outcomes = await Promise.race([
+    Promise.allSettled(runs),
+    new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 10_000).unref()),
+  ]);
+  assert.notEqual(outcomes, 'hung', 'a run was left pending after close()');
+  await closing;
+  const settled = outcomes as PromiseSettledResult<unknown>[];
+  const ok = settled.filter((r) => r.status === 'fulfilled').length;
+  assert.ok(ok >= 1 && ok <= 2, `the batches at the two sessions finish (${ok})`);
+  for (const r of settled) if (r.status === 'rejected') assert.ok(r.reason instanceof BackboneClosedError, String(r.reason));
+  await assert.rejects(pool.run(new Uint8Array(2 * img), 2), BackboneClosedError);
 });
 
 test('a feature folder records the model’s external weights: --resume refuses it after they changed, a copy of the model folder resumes', async () => {

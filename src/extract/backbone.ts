@@ -41,7 +41,16 @@ export interface ExtractBackbone {
   info: BackboneInfo;
   /** Run n images (uint8 NHWC); `pixels` may be transferred meanwhile and comes back in the result. */
   run(pixels: Uint8Array, n: number): Promise<BatchResult>;
+  /** Release the session(s). A run still waiting for a session, or asked for afterwards, is rejected (BackboneClosedError). */
   close(): Promise<void>;
+}
+
+/** A run that could not happen because its backbone was closed first. */
+export class BackboneClosedError extends Error {
+  constructor() {
+    super('backbone closed before the batch ran');
+    this.name = 'BackboneClosedError';
+  }
 }
 
 /** Resolve default taps from the card and prepare the tap model (cached or built, in the calling thread). */
@@ -151,6 +160,7 @@ export async function openWorkerPool(prepared: Promise<PreparedBackbone>, device
 export function firstFree(backbones: ExtractBackbone[]): ExtractBackbone {
   const idle = backbones.slice();
   const queue: { pixels: Uint8Array; n: number; resolve: (r: BatchResult) => void; reject: (e: unknown) => void }[] = [];
+  let closed = false;
   const pump = () => {
     while (idle.length > 0 && queue.length > 0) {
       const b = idle.shift()!;
@@ -166,12 +176,16 @@ export function firstFree(backbones: ExtractBackbone[]): ExtractBackbone {
   return {
     info: backbones[0].info,
     run(pixels, n) {
+      if (closed) return Promise.reject(new BackboneClosedError());
       return new Promise<BatchResult>((resolve, reject) => {
         queue.push({ pixels, n, resolve, reject });
         pump();
       });
     },
     async close() {
+      closed = true;
+      // Batches not yet given to a session never run; those at a session finish (or fail) there.
+      for (const job of queue.splice(0)) job.reject(new BackboneClosedError());
       await Promise.all(backbones.map((b) => b.close()));
     },
   };
@@ -191,6 +205,8 @@ export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: 
   const close = async () => {
     if (closed) return;
     closed = true;
+    // Runs already posted finish first (the worker handles messages in order) and resolve as usual;
+    // whatever is still pending when the worker has gone is rejected below.
     // Let the worker release its ORT session and exit; terminate it if it does not within the timeout.
     try {
       worker.postMessage({ type: 'close' } satisfies WorkerInMessage);
@@ -201,6 +217,8 @@ export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: 
     await Promise.race([exited, new Promise<void>((resolve) => (timer = setTimeout(resolve, WORKER_CLOSE_TIMEOUT_MS)))]);
     clearTimeout(timer);
     await worker.terminate();
+    for (const p of pending.values()) p.reject(new BackboneClosedError());
+    pending.clear();
   };
   return new Promise<ExtractBackbone>((resolveOpen, rejectOpen) => {
     let opened = false;
@@ -227,6 +245,7 @@ export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: 
           info: m.info,
           run(pixels, n) {
             if (fatal) return Promise.reject(fatal);
+            if (closed) return Promise.reject(new BackboneClosedError());
             const id = nextId++;
             return new Promise<BatchResult>((resolve, reject) => {
               pending.set(id, { resolve, reject });

@@ -105,7 +105,7 @@ export interface Predictor {
   readonly labels: string[];
   /** Whether probs are calibrated probabilities (else softmax of uncalibrated scores). */
   readonly probabilistic: boolean;
-  /** Predict images in order; `onResult` sees each outcome as soon as its batch is done. */
+  /** Predict images in input order; `onResult` sees each outcome, in that order, as soon as it and all before it are done. */
   predict(images: PredictInput[], onResult?: (r: PredictOutcome) => void): Promise<PredictOutcome[]>;
   /** Head outputs for n images given as uint8 NHWC pixels (the backbone's `run` input). */
   predictPixels(pixels: Uint8Array, n: number): Promise<HeadOutputs>;
@@ -277,9 +277,12 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
     return { probs, scores, index };
   };
 
-  /** Run n images of `pixels` (transferred to a worker meanwhile); the buffer comes back via `done`. */
-  const runPixels = async (pixels: Uint8Array, n: number, done: (px: Uint8Array) => void): Promise<HeadOutputs> => {
-    const { outputs, pixels: back } = await backbone.run(pixels, n);
+  /**
+   * Head outputs for the first n images of `pixels`, run as a batch of `runN` ≥ n (padding); the
+   * buffer is transferred to a worker meanwhile and comes back via `done`.
+   */
+  const runPixels = async (pixels: Uint8Array, n: number, done: (px: Uint8Array) => void, runN = n): Promise<HeadOutputs> => {
+    const { outputs, pixels: back } = await backbone.run(pixels, runN);
     done(back);
     const X = new Float32Array(n * D);
     let col = 0;
@@ -315,7 +318,7 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
       );
     const ahead = new ReadAhead(decode, 0, items.length, Math.max(conc * 2, B * 2));
     /** A batch: its inputs in order (a row of the result, or why the image could not be used). */
-    type Pending = { slots: { item: number; row: number | null; error?: string }[]; res: Promise<HeadOutputs> | null };
+    type Pending = { slots: { item: number; row: number | null; error?: string }[]; res: Promise<HeadOutputs> | null; settled: boolean };
     const inflight: Pending[] = [];
     const finish = async (b: Pending): Promise<void> => {
       const out = b.res === null ? null : await b.res;
@@ -325,6 +328,11 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
         onResult?.(r);
       }
     };
+    // Outcomes of the batches at the front that are done, without waiting for any other.
+    const flushSettled = async () => {
+      while (inflight.length > 0 && inflight[0].settled) await finish(inflight.shift()!);
+    };
+    const pad = info.provider === 'cuda'; // one input shape on CUDA (no cuDNN re-tuning), as in extraction
     try {
       let pos = 0;
       while (pos < items.length) {
@@ -339,13 +347,20 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
             pixels.set(d.data, rows * imgBytes);
             slots.push({ item, row: rows++ });
           }
+          await flushSettled();
         }
-        let res: Promise<HeadOutputs> | null = null;
+        const b: Pending = { slots, res: null, settled: rows === 0 };
         if (rows > 0) {
-          res = runPixels(pixels, rows, (px) => buffers.give(px));
-          res.catch(() => {});
+          // A reused buffer holds an older batch beyond these rows: a padded batch runs zeros there.
+          if (pad) pixels.fill(0, rows * imgBytes);
+          b.res = runPixels(pixels, rows, (px) => buffers.give(px), pad ? B : rows);
+          const settle = () => {
+            b.settled = true;
+          };
+          b.res.then(settle, settle);
         } else buffers.give(pixels);
-        inflight.push({ slots, res });
+        inflight.push(b);
+        await flushSettled();
         while (inflight.length > workers) await finish(inflight.shift()!);
       }
       while (inflight.length > 0) await finish(inflight.shift()!);

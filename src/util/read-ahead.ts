@@ -1,6 +1,7 @@
 /**
  * In-order results of work started ahead: `take()` returns the result for item `from`, then
- * `from + 1`, … while at most `window` items are started and not yet taken. Used to keep image
+ * `from + 1`, …, and taking item i has started the work for items up to i + window − 1, never
+ * beyond (so at most `window` are in flight, the one being taken included). Used to keep image
  * decodes (bounded by their own concurrency limit) running ahead of the batch being assembled,
  * without letting a slow image pull work or memory ahead without bound.
  */
@@ -28,10 +29,9 @@ export class ReadAhead<T> {
 
   /** The next item's result, in order; fails (rejects) as that item's work did. Call at most `to − from` times. */
   take(): Promise<T> {
-    const p = this.ahead.shift();
-    if (p === undefined) return Promise.reject(new RangeError('ReadAhead: no items left'));
     this.fill();
-    return p;
+    const p = this.ahead.shift();
+    return p ?? Promise.reject(new RangeError('ReadAhead: no items left'));
   }
 
   private fill(): void {
