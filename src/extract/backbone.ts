@@ -205,9 +205,8 @@ export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: 
   const close = async () => {
     if (closed) return;
     closed = true;
-    // Runs already posted finish first (the worker handles messages in order) and resolve as usual;
-    // whatever is still pending when the worker has gone is rejected below.
-    // Let the worker release its ORT session and exit; terminate it if it does not within the timeout.
+    // The worker answers the runs already posted, releases its ORT session and exits; it is
+    // terminated if it does not within the timeout, and whatever is still pending is then rejected.
     try {
       worker.postMessage({ type: 'close' } satisfies WorkerInMessage);
     } catch {

@@ -34,9 +34,8 @@ export interface InferencePlanOptions {
  * How inference uses the cores (extraction and prediction). CPU: two sessions of one thread each
  * on 2 cores (measured: ~10 % more images/s than one session of 1 or 2 threads, because decoding
  * shares the cores), and generally two sessions splitting the cores (one core left for decoding
- * above 4 cores); GPU
- * (`cuda[:id]`, or `auto` where the CUDA provider is installed): one session. `--threads` sets the
- * threads per session, `workers` (API; hidden `--workers`) the number of sessions.
+ * above 4 cores); GPU (`cuda[:id]`, or `auto` where the CUDA provider is installed): one session.
+ * `--threads` sets the threads per session, `workers` (API; hidden `--workers`) the number of sessions.
  * `machine` is for tests (default: this machine's cores and CUDA provider).
  */
 export function inferencePlan(
@@ -50,4 +49,3 @@ export function inferencePlan(
   const threads = opts.device?.threads ?? Math.max(1, Math.floor((cores - (cores > 4 ? 1 : 0)) / workers));
   return { workers, threads };
 }
-

@@ -169,19 +169,8 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   const range = shardRange(dataset.entries.length, R, spec);
   const conc = Math.max(1, opts.decodeConcurrency ?? os.availableParallelism() + 1);
   const limit = pLimit(conc);
-  const { isImageError, loadImagePixels } = dec;
-  // Only an ImageError (this input cannot be used) skips an input; anything else is systematic
-  // (out of memory, a bug, ...) and fails the run instead of skipping every image.
-  const decode = (e: DatasetEntry) =>
-    limit(() =>
-      loadImagePixels(entrySource(e), plan, { displayPath: e.path }).then(
-        (p) => ({ ok: true as const, data: p.data }),
-        (err: unknown) => {
-          if (isImageError(err)) return { ok: false as const, reason: err.reason };
-          throw err;
-        },
-      ),
-    );
+  const { loadPixelsOrSkip } = dec;
+  const decode = (e: DatasetEntry) => limit(() => loadPixelsOrSkip(entrySource(e), plan, { displayPath: e.path }));
   // While the inference sessions load, decode the first images of a fresh run (a resumed run may
   // start later: then these are dropped).
   const prefetchEnd = Math.min(range.firstItem + Math.max(conc * 2, (opts.batch ?? DEFAULT_BATCH_CPU) * 2), range.firstItem + range.items);

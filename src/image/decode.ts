@@ -173,6 +173,24 @@ export async function loadImagePixels(file: string | Buffer, plan: PreprocessPla
   return decodeImageBuffer(buf, plan, { ...opts, displayPath: display });
 }
 
+/** An input's pixels, or why it cannot be used (see loadPixelsOrSkip). */
+export type PixelsOrSkip = { ok: true; data: Uint8Array } | { ok: false; reason: string };
+
+/**
+ * loadImagePixels for a run over many inputs: an ImageError (this input cannot be used) becomes
+ * `{ ok: false, reason }` to record and skip; anything else (out of memory, a bug, …) is systematic
+ * and still throws, so a run fails instead of skipping every image.
+ */
+export function loadPixelsOrSkip(file: string | Buffer, plan: PreprocessPlan, opts: LoadOptions = {}): Promise<PixelsOrSkip> {
+  return loadImagePixels(file, plan, opts).then(
+    (p) => ({ ok: true as const, data: p.data }),
+    (e: unknown) => {
+      if (isImageError(e)) return { ok: false as const, reason: e.reason };
+      throw e;
+    },
+  );
+}
+
 /** As loadImagePixels, from bytes already in memory. */
 export async function decodeImageBuffer(buf: Buffer, plan: PreprocessPlan, opts: LoadOptions = {}): Promise<ImagePixels> {
   const display = opts.displayPath ?? '<buffer>';

@@ -22,7 +22,7 @@ import { listBuiltinCards, resolveBackbone, type ResolvedBackbone } from '../mod
 import { prepareTappedBackbone } from '../model/prepare.js';
 import type { DeviceOptions } from '../model/session.js';
 import { POOLS, type Pool, type TapRequest } from '../model/taps.js';
-import { isImageError, loadImagePixels } from '../image/decode.js';
+import { loadPixelsOrSkip } from '../image/decode.js';
 import { cardDifferences, overridesFromRecord, resolvePreprocess, type PreprocessOverrides, type PreprocessPlan } from '../image/plan.js';
 import '../heads/index.js';
 import { loadHead, type TrainedHead } from '../heads/model.js';
@@ -248,8 +248,6 @@ export async function openPredictor(headDir: string, opts: PredictorOptions = {}
   }
 }
 
-type Decoded = { data: Uint8Array } | { error: string };
-
 function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: PreprocessPlan, widths: number[], workers: number, opts: PredictorOptions): Predictor {
   const { info } = backbone;
   const K = head.head.nClasses;
@@ -306,16 +304,7 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
   const predict = async (images: PredictInput[], onResult?: (r: PredictOutcome) => void): Promise<PredictOutcome[]> => {
     const items = images.map((im) => (typeof im === 'string' ? { path: im, source: im } : im));
     const all: PredictOutcome[] = [];
-    const decode = (i: number): Promise<Decoded> =>
-      limit(() =>
-        loadImagePixels(items[i].source, plan, { displayPath: items[i].path }).then(
-          (d) => ({ data: d.data }),
-          (e: unknown) => {
-            if (isImageError(e)) return { error: e.reason };
-            throw e;
-          },
-        ),
-      );
+    const decode = (i: number) => limit(() => loadPixelsOrSkip(items[i].source, plan, { displayPath: items[i].path }));
     const ahead = new ReadAhead(decode, 0, items.length, Math.max(conc * 2, B * 2));
     /** A batch: its inputs in order (a row of the result, or why the image could not be used). */
     type Pending = { slots: { item: number; row: number | null; error?: string }[]; res: Promise<HeadOutputs> | null; settled: boolean };
@@ -342,7 +331,7 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
         while (pos < items.length && rows < B) {
           const item = pos++;
           const d = await ahead.take();
-          if ('error' in d) slots.push({ item, row: null, error: d.error });
+          if (!d.ok) slots.push({ item, row: null, error: d.reason });
           else {
             pixels.set(d.data, rows * imgBytes);
             slots.push({ item, row: rows++ });
