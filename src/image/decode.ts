@@ -2,7 +2,8 @@
  * Decoding + preprocessing one image with sharp, exactly as a PreprocessPlan says, and the JS-side
  * reference packing of pixels into the model's input tensor.
  *
- * loadImagePixels: read file → sniff → (BMP: own decoder) → sharp: EXIF auto-orient, first frame
+ * loadImagePixels: read file → sniff → (BMP: own decoder) → size and orientation (header.ts for
+ * plain JPEG/PNG headers, else sharp's metadata) → sharp: EXIF auto-orient, first frame
  * only, embedded ICC profile ignored unless plan.applyIcc (see plan.ts), resize with the plan's
  * kernel (shrink-on-load off unless plan.shrinkOnLoad), center crop, flatten alpha onto
  * plan.background, convert to 8-bit sRGB with 3 channels (grey, CMYK, 16-bit, palette all end up
@@ -15,6 +16,7 @@ import type { CreateRaw, Metadata, OutputInfo } from 'sharp';
 import { XferError } from '../errors.js';
 import { toHalfBits } from '../util/float16.js';
 import { BmpError, decodeBmp, isBmp, readBmpHeader } from './bmp.js';
+import { readImageHeader } from './header.js';
 import { resizeGeometry, type PreprocessPlan } from './plan.js';
 
 export type ImageErrorKind =
@@ -219,17 +221,21 @@ export async function decodeImageBuffer(buf: Buffer, plan: PreprocessPlan, opts:
     srcW = bmp.width;
     srcH = bmp.height;
   } else {
-    let meta: Metadata;
-    try {
-      meta = await sharp(buf, { limitInputPixels: false, pages: 1 }).metadata();
-    } catch (e) {
-      throw fromSharpError(display, e, sniffed, plan);
+    // Size and orientation from the bytes when the header is plain (JPEG, PNG), else from sharp.
+    let head = readImageHeader(buf);
+    if (head === null) {
+      let meta: Metadata;
+      try {
+        meta = await sharp(buf, { limitInputPixels: false, pages: 1 }).metadata();
+      } catch (e) {
+        throw fromSharpError(display, e, sniffed, plan);
+      }
+      head = { width: meta.width ?? 0, height: meta.pageHeight ?? meta.height ?? 0, orientation: meta.orientation ?? 1 };
     }
-    const w = meta.width ?? 0;
-    const h = meta.pageHeight ?? meta.height ?? 0;
+    const { width: w, height: h } = head;
     if (w <= 0 || h <= 0) throw new ImageError(display, 'corrupt', `corrupt ${FORMAT_NAME[sniffed] ?? 'image'} (no dimensions)`);
     if (w * h > plan.limitInputPixels) throw tooLarge(display, w, h, plan);
-    const swap = (meta.orientation ?? 1) >= 5;
+    const swap = head.orientation >= 5;
     srcW = swap ? h : w;
     srcH = swap ? w : h;
   }
