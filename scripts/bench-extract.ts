@@ -16,7 +16,10 @@
  *     weights, eager and TorchScript optimize_for_inference, batch 32 and xfer's batch), installing
  *     Debian's python3-torch and python3-torchvision with apt when missing (skip with --no-python,
  *     or --no-apt).
- * Options: --data <dataset dir> --copies 5 --batch <n> --rounds 3 --no-python --no-apt --keep
+ *   - with --ab-decode-cpus <pairs>: that many alternating pairs of end-to-end runs with
+ *     `--decode-cpus off` and with the default (auto), and the median of the paired ratios (this VM
+ *     drifts too much for one pair to tell).
+ * Options: --data <dataset dir> --copies 5 --batch <n> --rounds 3 --no-python --no-apt --keep --ab-decode-cpus <pairs>
  * Not part of the test suite. Run it on a quiet machine.
  */
 import { spawnSync } from 'node:child_process';
@@ -26,6 +29,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findPython } from '../test/helpers/python.js';
+import { allowedCpus } from '../src/util/affinity.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/scripts
 const ROOT = path.resolve(HERE, '..', '..');
@@ -37,22 +41,7 @@ function arg(name: string, def?: string): string | undefined {
 }
 const flag = (name: string) => process.argv.includes(`--${name}`);
 const log = (s: string) => process.stdout.write(`${s}\n`);
-/** The CPU numbers this process may run on (Linux: Cpus_allowed_list; else 0..n-1). */
-function allowedCpus(): number[] {
-  try {
-    const line = /^Cpus_allowed_list:\s*(.+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-    if (line) {
-      return line.split(',').flatMap((r) => {
-        const [a, b] = r.split('-').map(Number);
-        return Array.from({ length: (b ?? a) - a + 1 }, (_, i) => a + i);
-      });
-    }
-  } catch {
-    /* not Linux */
-  }
-  return Array.from({ length: os.availableParallelism() }, (_, i) => i);
-}
-const CPUS = allowedCpus();
+const CPUS = allowedCpus() ?? Array.from({ length: os.availableParallelism() }, (_, i) => i);
 const haveTaskset = spawnSync('taskset', ['-c', String(CPUS[0]), 'true']).status === 0;
 
 // ---------- children: decode-only / infer-only, each meant to run pinned to one core ----------
@@ -164,9 +153,9 @@ function xferCli(): string {
   return probe.status === 0 ? main : path.join(DIST, 'test', 'extract-cli.js');
 }
 
-async function runExtract(cli: string, data: string, out: string, batch: number | null, preload: string): Promise<{ summary: Record<string, number>; maxRssMB: number; wall: number }> {
+async function runExtract(cli: string, data: string, out: string, batch: number | null, preload: string, extra: string[] = []): Promise<{ summary: Record<string, number>; maxRssMB: number; wall: number }> {
   const t = performance.now();
-  const args = ['--import', preload, cli, 'extract', '--model', 'mobilenet_v2', '--data', data, '--out', out, '--overwrite', '--json', ...(batch ? ['--batch', String(batch)] : [])];
+  const args = ['--import', preload, cli, 'extract', '--model', 'mobilenet_v2', '--data', data, '--out', out, '--overwrite', '--json', ...(batch ? ['--batch', String(batch)] : []), ...extra];
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 26 });
   const wall = (performance.now() - t) / 1000;
   if (r.status !== 0 && r.status !== 3) throw new Error(`xfer extract failed (${r.status}): ${r.stderr}`);
@@ -328,6 +317,28 @@ async function main(): Promise<void> {
     `peak RSS (median of runs): ${n1} images ${rss1.toFixed(0)} MB (${fmtMB(rss1Runs)}), ${n5} images ${rss5.toFixed(0)} MB (${fmtMB(per.map((p) => p.rss))}) → ` +
       `${(((rss5 - rss1) / rss1) * 100).toFixed(1)} % (target < 10 %)`,
   );
+
+  const abPairs = Number(arg('ab-decode-cpus', '0'));
+  if (abPairs > 0) {
+    log('');
+    log(`--decode-cpus off vs auto (the default), ${abPairs} alternating pairs on the ${n5} images (img/s whole command / pipeline):`);
+    const ratios: { whole: number; pipe: number }[] = [];
+    for (let i = 0; i < abPairs; i++) {
+      const rate = async (extra: string[]) => {
+        const r = await runExtract(cli, x5, path.join(tmp, 'out5'), batchArg ? batch : null, preload, extra);
+        return { whole: r.summary.imagesThisRun / r.summary.seconds, pipe: r.summary.imagesThisRun / r.summary.pipelineSeconds, confined: r.summary.decodeCpus };
+      };
+      const off = await rate(['--decode-cpus', 'off']);
+      const auto = await rate([]);
+      ratios.push({ whole: auto.whole / off.whole, pipe: auto.pipe / off.pipe });
+      const state = (auto.confined as unknown as { released: string | null } | null) ?? null;
+      log(
+        `  pair ${i + 1}: off ${off.whole.toFixed(1)} / ${off.pipe.toFixed(1)}, auto ${auto.whole.toFixed(1)} / ${auto.pipe.toFixed(1)} → ×${ratios[i].whole.toFixed(3)} / ×${ratios[i].pipe.toFixed(3)}` +
+          (state === null ? ' (auto did not confine here)' : state.released ? ` (released: ${state.released})` : ''),
+      );
+    }
+    log(`  auto / off, median of pairs: ×${med(ratios.map((r) => r.whole)).toFixed(3)} whole command, ×${med(ratios.map((r) => r.pipe)).toFixed(3)} pipeline (range ×${Math.min(...ratios.map((r) => r.pipe)).toFixed(3)}–×${Math.max(...ratios.map((r) => r.pipe)).toFixed(3)})`);
+  }
 
   if (!flag('no-python')) {
     if (ensureTorch()) {

@@ -53,6 +53,7 @@ test('Channel: fail() reaches the consumer after the queued items; cancel() rele
 function fakeBackbone(name: string, ms: number, log: string[]): ExtractBackbone {
   return {
     info: { id: name } as BackboneInfo,
+    inferenceThreads: [name.length],
     async run(pixels, n) {
       log.push(`${name}:${pixels[0]}`);
       await new Promise((r) => setTimeout(r, ms));
@@ -75,6 +76,7 @@ test('firstFree: each batch goes to the first idle session, results return to th
     [0, 1, 2, 3, 4].map((i) => [i, i + 1]),
   );
   assert.deepEqual(log, ['slow:0', 'fast:1', 'fast:2', 'fast:3', 'fast:4']);
+  assert.deepEqual(pool.inferenceThreads, [4, 4], "the pool's inference threads are its sessions'");
   await pool.close();
   assert.deepEqual(log.slice(-2).sort(), ['fast:closed', 'slow:closed']);
 });
@@ -83,6 +85,7 @@ test('firstFree: a failed batch rejects its caller only, and the session takes t
   let calls = 0;
   const flaky: ExtractBackbone = {
     info: { id: 'flaky' } as BackboneInfo,
+    inferenceThreads: [],
     async run(pixels) {
       calls++;
       if (pixels[0] === 1) throw new Error('bad batch');

@@ -275,11 +275,12 @@ test('shard specs: Slurm array step and an ID below MIN', () => {
 
 test('inferencePlan: two single-thread sessions on a 2-core CPU, one session on a GPU, --workers/--threads honoured', () => {
   const cpu2 = { cores: 2, cudaInstalled: false };
-  assert.deepEqual(inferencePlan({ device: { device: 'auto' } }, cpu2), { workers: 2, threads: 1 });
-  assert.deepEqual(inferencePlan({ device: { device: 'cpu' } }, { cores: 8, cudaInstalled: true }), { workers: 2, threads: 3 });
-  assert.deepEqual(inferencePlan({ device: { device: 'auto' } }, { cores: 2, cudaInstalled: true }), { workers: 1, threads: 2 });
+  assert.deepEqual(inferencePlan({ device: { device: 'auto' } }, cpu2), { workers: 2, threads: 1, gpu: false });
+  assert.deepEqual(inferencePlan({ device: { device: 'cpu' } }, { cores: 8, cudaInstalled: true }), { workers: 2, threads: 3, gpu: false });
+  assert.deepEqual(inferencePlan({ device: { device: 'auto' } }, { cores: 2, cudaInstalled: true }), { workers: 1, threads: 2, gpu: true });
   assert.deepEqual(inferencePlan({ device: { device: 'cuda:1' } }, cpu2).workers, 1);
-  assert.deepEqual(inferencePlan({ device: { device: 'auto', threads: 2 }, workers: 1 }, cpu2), { workers: 1, threads: 2 });
-  assert.deepEqual(inferencePlan({ device: { device: 'cpu' }, backboneThread: 'inline' }, cpu2), { workers: 1, threads: 2 });
-  assert.deepEqual(inferencePlan({}, { cores: 1, cudaInstalled: false }), { workers: 1, threads: 1 });
+  assert.deepEqual(inferencePlan({ device: { device: 'cuda:1' } }, cpu2).gpu, true);
+  assert.deepEqual(inferencePlan({ device: { device: 'auto', threads: 2 }, workers: 1 }, cpu2), { workers: 1, threads: 2, gpu: false });
+  assert.deepEqual(inferencePlan({ device: { device: 'cpu' }, backboneThread: 'inline' }, cpu2), { workers: 1, threads: 2, gpu: false });
+  assert.deepEqual(inferencePlan({}, { cores: 1, cudaInstalled: false }), { workers: 1, threads: 1, gpu: false });
 });

@@ -13,6 +13,7 @@ import { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD } from '.
 import type { ExtractOptions, ExtractSummary } from '../extract/pipeline.js';
 import type { ExtractJob } from '../extract/jobs.js';
 import { chooseProgressMode, createProgress } from '../extract/progress.js';
+import { parseDecodeCpus } from '../extract/decode-cpus.js';
 
 export const EXIT_SKIPPED = 3;
 export const EXIT_INTERRUPTED = 130;
@@ -42,6 +43,7 @@ interface ExtractCliOptions {
   backboneThread?: 'worker' | 'inline';
   workers?: string;
   background?: string;
+  decodeCpus: string;
 }
 
 /** `where` names the source of a device value other than --device (e.g. a job file's job). */
@@ -89,6 +91,11 @@ export function registerExtractCommands(program: Command): void {
     .option('--fast-decode', 'allow JPEG shrink-on-load: faster decoding, features not bit-exact with the reference preprocessing')
     .option('--apply-icc', 'convert images with an embedded ICC profile to sRGB through it (default: pixels as stored, like PIL/torchvision)')
     .option('--background <r,g,b>', 'colour transparent pixels are flattened onto (default 255,255,255)')
+    .option(
+      '--decode-cpus <auto|off|list>',
+      'Linux, CPU inference: run image decoding on these CPUs only while inference uses all of them (auto: one of the two on a 2-CPU machine, given up if decoding falls behind; or a list such as 2-3)',
+      'auto',
+    )
     .addOption(new Option('--decode-concurrency <n>', 'images decoded at once').hideHelp())
     .addOption(new Option('--workers <n>', 'inference sessions (measurement)').hideHelp())
     .addOption(new Option('--backbone-thread <where>', 'worker | inline (measurement only)').choices(['worker', 'inline']).hideHelp());
@@ -118,6 +125,7 @@ export function registerExtractCommands(program: Command): void {
         decodeConcurrency: optionalPositiveInt(o.decodeConcurrency, '--decode-concurrency'),
         workers: optionalPositiveInt(o.workers, '--workers'),
         backboneThread: o.backboneThread,
+        decodeCpus: parseDecodeCpus(o.decodeCpus),
       };
       if (o.jobs !== undefined) {
         const clash = ['model', 'layers', 'pool', 'data', 'out', 'card'].filter(explicit).map((c) => `--${c}`);

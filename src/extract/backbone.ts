@@ -39,6 +39,11 @@ export interface BatchResult {
 
 export interface ExtractBackbone {
   info: BackboneInfo;
+  /**
+   * Kernel ids of the threads that run inference: each worker's thread, and the intra-op threads its
+   * session created (decode-cpus.ts keeps them on all CPUs). Empty where unknown (not Linux) or inline.
+   */
+  inferenceThreads: number[];
   /** Run n images (uint8 NHWC); `pixels` may be transferred meanwhile and comes back in the result. */
   run(pixels: Uint8Array, n: number): Promise<BatchResult>;
   /** Release the session(s). A run still waiting for a session, or asked for afterwards, is rejected (BackboneClosedError). */
@@ -89,7 +94,7 @@ export type WorkerInMessage =
   | { type: 'run'; id: number; pixels: Uint8Array; n: number }
   | { type: 'close' };
 export type WorkerOutMessage =
-  | { type: 'ready'; info: BackboneInfo }
+  | { type: 'ready'; info: BackboneInfo; threads: number[] }
   | { type: 'notice'; message: string }
   | { type: 'result'; id: number; outputs: Float32Array[]; pixels: Uint8Array }
   | { type: 'error'; id: number | null; error: SerializedError };
@@ -125,7 +130,7 @@ export async function openInlineBackbone(prepared: Promise<PreparedBackbone>, de
   const p = await prepared;
   const backbone = await openPreparedBackbone(p, device, onNotice);
   releaseModelBytes(p);
-  return { info: backboneInfo(backbone), run: async (px, n) => ({ outputs: await backbone.run(px, n), pixels: px }), close: () => backbone.close() };
+  return { info: backboneInfo(backbone), inferenceThreads: [], run: async (px, n) => ({ outputs: await backbone.run(px, n), pixels: px }), close: () => backbone.close() };
 }
 
 /**
@@ -175,6 +180,7 @@ export function firstFree(backbones: ExtractBackbone[]): ExtractBackbone {
   };
   return {
     info: backbones[0].info,
+    inferenceThreads: backbones.flatMap((b) => b.inferenceThreads),
     run(pixels, n) {
       if (closed) return Promise.reject(new BackboneClosedError());
       return new Promise<BatchResult>((resolve, reject) => {
@@ -242,6 +248,7 @@ export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: 
         opened = true;
         resolveOpen({
           info: m.info,
+          inferenceThreads: m.threads,
           run(pixels, n) {
             if (fatal) return Promise.reject(fatal);
             if (closed) return Promise.reject(new BackboneClosedError());

@@ -35,17 +35,18 @@ export interface InferencePlanOptions {
  * on 2 cores (measured: ~10 % more images/s than one session of 1 or 2 threads, because decoding
  * shares the cores), and generally two sessions splitting the cores (one core left for decoding
  * above 4 cores); GPU (`cuda[:id]`, or `auto` where the CUDA provider is installed): one session.
- * `--threads` sets the threads per session, `workers` (API; hidden `--workers`) the number of sessions.
+ * `--threads` sets the threads per session, `workers` (API; hidden `--workers`) the number of sessions;
+ * `gpu` says whether inference runs on a GPU.
  * `machine` is for tests (default: this machine's cores and CUDA provider).
  */
 export function inferencePlan(
   opts: InferencePlanOptions,
   machine: { cores?: number; cudaInstalled?: boolean } = {},
-): { workers: number; threads: number } {
+): { workers: number; threads: number; gpu: boolean } {
   const cores = machine.cores ?? os.availableParallelism();
   const dev = opts.device?.device ?? 'auto';
   const gpu = dev.startsWith('cuda') || (dev === 'auto' && (machine.cudaInstalled ?? cudaProviderInstalled()));
   const workers = opts.backboneThread === 'inline' ? 1 : (opts.workers ?? (gpu || cores < 2 ? 1 : 2));
   const threads = opts.device?.threads ?? Math.max(1, Math.floor((cores - (cores > 4 ? 1 : 0)) / workers));
-  return { workers, threads };
+  return { workers, threads, gpu };
 }

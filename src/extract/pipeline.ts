@@ -24,6 +24,7 @@ import { BufferPool } from '../util/buffer-pool.js';
 import { Channel } from '../util/channel.js';
 import { DEFAULT_BATCH_CPU, DEFAULT_ROWS_PER_SHARD, defaultBatch, inferencePlan } from './defaults.js';
 import { ReadAhead } from '../util/read-ahead.js';
+import { DecodeConfinement, planDecodeCpus, thisMachine, type CpuSplitState, type DecodeCpusMode } from './decode-cpus.js';
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
 
 export { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD, defaultBatch, inferencePlan } from './defaults.js';
@@ -60,6 +61,13 @@ export interface ExtractOptions {
   decodeConcurrency?: number;
   /** Inference sessions (worker threads) batches are spread over; default see `inferencePlan`. */
   workers?: number;
+  /**
+   * Linux, CPU inference: keep decoding (every thread but the inference sessions) on these CPUs while
+   * the sessions use all of them (decode-cpus.ts). 'auto' does so on 2-CPU machines and gives it up
+   * when decoding cannot keep up; default 'off' here (it sets the affinity of every thread of the
+   * process for the run), 'auto' in the CLI.
+   */
+  decodeCpus?: DecodeCpusMode;
   /** Where the backbone runs: 'worker' (default) or 'inline' (main thread; for measurements). */
   backboneThread?: 'worker' | 'inline';
   /** Environment for scheduler shard detection (default process.env). */
@@ -77,7 +85,9 @@ export type ExtractEvent =
   | { type: 'start'; out: string; total: number; done: number; skippedBefore: number; shards: number; resumed: boolean; provider: string; batch: number; shard: ShardSpec | null }
   | { type: 'progress'; done: number; total: number; images: number; errors: number; elapsed: number; rate: number }
   | { type: 'skip'; path: string; reason: string }
-  | { type: 'shard'; shard: number; rows: number; errors: number };
+  | { type: 'shard'; shard: number; rows: number; errors: number }
+  /** Decoding confined to `decode` (inference on `all`), or given up (`released` says why). */
+  | ({ type: 'cpus' } & CpuSplitState);
 
 export interface ExtractSummary {
   out: string;
@@ -102,6 +112,8 @@ export interface ExtractSummary {
   pipelineSeconds: number;
   /** imagesThisRun / seconds. */
   imagesPerSecond: number;
+  /** Where decoding was confined (see ExtractOptions.decodeCpus); null when it was not. */
+  decodeCpus: CpuSplitState | null;
 }
 
 /** sha256 of the sorted input list (what a shard split and a resume must agree on). */
@@ -139,8 +151,10 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   // once for all of them): that is the path to the first batch; the dataset is listed meanwhile. The
   // decoder (sharp/libvips: ~0.2 s of loading that blocks this thread) loads after the tap model,
   // while the sessions open; then the first images are decoded.
-  const { workers, threads } = inferencePlan(opts);
+  const { workers, threads, gpu } = inferencePlan(opts);
   const device: DeviceOptions = { ...opts.device, threads };
+  // Where decoding will be confined once the sessions are open (an impossible explicit request fails here).
+  const cpuSplit = opts.backboneThread === 'inline' ? null : planDecodeCpus(opts.decodeCpus ?? 'off', thisMachine(gpu)).split;
   const registry = import('../model/registry.js');
   const resolvedP = registry.then(({ resolveBackbone }) => resolveBackbone(opts.model, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice }));
   const prepared = resolvedP.then((resolved) =>
@@ -178,6 +192,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   for (const p of prefetched) p.catch(() => {});
   const backbone = await backboneP;
   let writer: FeatureWriter | null = null;
+  let confinement: DecodeConfinement | null = null;
   let tPipe: number | null = null;
   try {
     const info = backbone.info;
@@ -283,8 +298,12 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     let done = alreadyDone;
     let sw: ShardWriter | null = null;
     let lastEmit = 0;
+    // Confined now, not from the start: the start (loading, sessions opening) uses every CPU.
+    confinement = cpuSplit ? DecodeConfinement.apply(cpuSplit, backbone.inferenceThreads) : null;
+    if (confinement) emit({ type: 'cpus', ...confinement.state() });
     const tRun = performance.now();
     tPipe = tRun;
+    confinement?.watch();
     let runImages = 0;
     // Test hook: slow every batch down so tests can interrupt a run at a chosen point.
     const testDelay = Number(process.env.XFER_TEST_BATCH_DELAY_MS ?? 0);
@@ -298,6 +317,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
       for (const e of b.errors) sw.error(e.path, e.reason);
       done += b.inputs;
       runImages += b.rows.length;
+      if (confinement?.watch()) emit({ type: 'cpus', ...confinement.state() });
       if (b.lastOfShard) {
         const rows = sw.rowCount;
         const errs = sw.errorCount;
@@ -398,9 +418,11 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
         seconds,
         pipelineSeconds: tPipe === null ? 0 : (performance.now() - tPipe) / 1000,
         imagesPerSecond: seconds > 0 ? thisRun / seconds : 0,
+        decodeCpus: confinement?.state() ?? null,
       };
     }
   } finally {
+    await confinement?.restore();
     await writer?.close().catch(() => {});
     await backbone.close().catch(() => {});
   }
