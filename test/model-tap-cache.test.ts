@@ -37,6 +37,11 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/** A prepared tap model's bytes (a cache hit hands over the entry's path). */
+async function bytesOf(p: { model: Uint8Array | string }): Promise<Buffer> {
+  return typeof p.model === 'string' ? readFile(p.model) : Buffer.from(p.model);
+}
+
 /** A fresh, empty cache folder for one test. */
 function freshCache(name: string): string {
   cache = path.join(dir, `cache-${name}`);
@@ -82,13 +87,14 @@ test('the second prepare reads the cached tap model: same bytes and taps as a fr
   assert.deepEqual(notices, ['from the cache'], 'the cached entry was used');
   const resolved = await resolveBackbone(tiny.model, { card: tiny.card });
   const fresh = await buildTapBytes(resolved.file, resolved.card!, [{ name: 'relu2', pool: 'avg' }], tiny.model);
-  assert.deepEqual(Buffer.from(second.bytes), Buffer.from(fresh.bytes));
+  assert.equal(typeof second.model, 'string', 'a hit hands over the checked entry file');
+  assert.deepEqual(await bytesOf(second), Buffer.from(fresh.bytes));
   assert.deepEqual(second.taps, fresh.taps);
   assert.deepEqual(second.taps, first.taps);
   assert.equal(second.fixedBatch, null);
   assert.equal(second.input, first.input);
-  // The cached bytes open and run.
-  const s = await ort.InferenceSession.create(second.bytes);
+  // The cached model opens and runs.
+  const s = await ort.InferenceSession.create(second.model as string);
   const r = await s.run({ [second.input]: new ort.Tensor('uint8', new Uint8Array(2 * 32 * 32 * 3).fill(128), [2, 32, 32, 3]) });
   assert.deepEqual(r[second.taps[0].output].dims, [2, 6]);
   await s.release();
@@ -122,11 +128,44 @@ test('a damaged entry is rebuilt and repaired', async () => {
   const onnx = (await entries()).find((f) => f.endsWith('.onnx'))!;
   await truncate(path.join(cache, 'taps', onnx), 100);
   const again = await prepare();
-  assert.deepEqual(Buffer.from(again.bytes), Buffer.from(good.bytes));
-  assert.equal((await readFile(path.join(cache, 'taps', onnx))).length, good.bytes.length, 'the entry was written again');
+  assert.deepEqual(await bytesOf(again), await bytesOf(good));
+  assert.equal((await readFile(path.join(cache, 'taps', onnx))).length, (await bytesOf(good)).length, 'the entry was written again');
   const json = (await entries()).find((f) => f.endsWith('.json'))!;
   await writeFile(path.join(cache, 'taps', json), '{"format": 1, "taps": [');
-  assert.deepEqual(Buffer.from((await prepare()).bytes), Buffer.from(good.bytes));
+  assert.deepEqual(await bytesOf(await prepare()), await bytesOf(good));
+});
+
+test('an entry is read and checked only when its file changed since the last check: same bytes are trusted again, same-size damage is rebuilt', async () => {
+  freshCache('checked');
+  const good = await bytesOf(await prepare());
+  const onnx = path.join(cache, 'taps', (await entries()).find((f) => f.endsWith('.onnx'))!);
+  const json = onnx.replace(/\.onnx$/, '.json');
+  const mark = async () => writeFile(json, JSON.stringify({ ...JSON.parse(await readFile(json, 'utf8')), notices: ['from the cache'] }));
+  const checked = async () => JSON.parse(await readFile(json, 'utf8')).checked;
+  const stampWritten = await checked();
+  assert.equal(stampWritten.size, good.length, 'the build recorded the file it wrote');
+  // The same bytes written again (a restore from a backup): read, checked, used, and stamped anew.
+  await new Promise((r) => setTimeout(r, 20));
+  await writeFile(onnx, good);
+  await mark();
+  const notices: string[] = [];
+  const again = await prepare(undefined, notices);
+  assert.deepEqual(notices, ['from the cache'], 'a hit');
+  assert.ok(again.model instanceof Uint8Array, 'its bytes were read to be checked');
+  assert.deepEqual(Buffer.from(again.model), good);
+  assert.notDeepEqual(await checked(), stampWritten, 'the new stamp is recorded');
+  const third = await prepare();
+  assert.equal(third.model, onnx, 'then trusted by its stamp, unread');
+  // Damage that keeps the size: the stamp changed, so the bytes are checked and the entry rebuilt.
+  const bad = Buffer.from(good);
+  bad[bad.length >> 1] ^= 0xff;
+  await writeFile(onnx, bad);
+  await mark();
+  const rebuilt: string[] = [];
+  const fixed = await prepare(undefined, rebuilt);
+  assert.deepEqual(rebuilt, [], 'not a hit');
+  assert.deepEqual(await bytesOf(fixed), good);
+  assert.deepEqual(await readFile(onnx), good, 'the entry was written again');
 });
 
 test('a cache that cannot be written only costs speed', async () => {
@@ -136,7 +175,7 @@ test('a cache that cannot be written only costs speed', async () => {
   cache = blocker;
   const p = await prepare();
   assert.deepEqual(p.taps.map((t) => t.tensor), ['relu2']);
-  assert.ok(p.bytes.length > 0);
+  assert.ok(p.model instanceof Uint8Array && p.model.length > 0, 'built, handed over as bytes');
 });
 
 test(`only the ${MAX_ENTRIES} most recently used entries are kept`, async () => {
@@ -193,7 +232,7 @@ test('a model whose weights live in an external data file misses when that file 
   const miss: string[] = [];
   const second = await prepare(taps, miss, model, tiny.card);
   assert.deepEqual(miss, [], 'changed external data: rebuilt');
-  assert.notDeepEqual(Buffer.from(second.bytes), Buffer.from(first.bytes));
+  assert.notDeepEqual(await bytesOf(second), await bytesOf(first));
 });
 
 test('external weights copied over with their times kept (cp -p, rsync -a) still miss', async () => {
@@ -210,7 +249,7 @@ test('external weights copied over with their times kept (cp -p, rsync -a) still
   execFileSync('touch', ['-r', ref, w]);
   assert.equal((await stat(w)).mtimeMs, before.mtimeMs, 'same size and modification time as before');
   const second = await prepare(taps, [], model, tiny.card);
-  assert.notDeepEqual(Buffer.from(second.bytes), Buffer.from(first.bytes), 'rebuilt from the new weights');
+  assert.notDeepEqual(await bytesOf(second), await bytesOf(first), 'rebuilt from the new weights');
   assert.notEqual(second.externalSha256, first.externalSha256);
 });
 
@@ -225,8 +264,8 @@ test('the same .onnx bytes in two folders with their own external weights are tw
   const pa = await open(a);
   const pb = await open(b);
   const fresh = await buildTapBytes(b, (await resolveBackbone(b, { card: tiny.card })).card!, taps, 'ext.onnx');
-  assert.deepEqual(Buffer.from(pb.bytes), Buffer.from(fresh.bytes), "run2's own weights");
-  assert.notDeepEqual(Buffer.from(pa.bytes), Buffer.from(pb.bytes));
+  assert.deepEqual(await bytesOf(pb), Buffer.from(fresh.bytes), "run2's own weights");
+  assert.notDeepEqual(await bytesOf(pa), await bytesOf(pb));
 });
 
 test('a hit counts as a use: an old entry used again outlives newer ones', async () => {

@@ -82,7 +82,7 @@ export async function prepareBackbone(req: BackboneRequest, onNotice: (msg: stri
  * the whole run, and a large backbone's serialized model would stay in memory with it.
  */
 function releaseModelBytes(p: PreparedBackbone): void {
-  p.bytes = new Uint8Array(0);
+  if (typeof p.model !== 'string') p.model = new Uint8Array(0);
 }
 
 export function backboneInfo(b: TappedBackbone): BackboneInfo {

@@ -12,10 +12,14 @@
  * It is `<key>.onnx` (the serialized tap model) and `<key>.json` (resolved taps, fixed batch, the
  * build's notices, the bytes' length and sha256, the size, mtime, ctime and inode of every external
  * data file the weights came from, which the model's sha256 does not cover, and the digest of those
- * files' contents that feature folders and heads record), each written
- * atomically, the JSON last. An entry that is missing, unreadable or inconsistent, or whose external
- * data files changed, is rebuilt; a build whose model file changed since it was resolved is not
- * stored. The MAX_ENTRIES most recently used are kept.
+ * files' contents that feature folders and heads record, and the stamp (size, mtime, ctime, inode) of
+ * the .onnx file when its bytes were last checked against that sha256), each written atomically, the
+ * JSON last. A hit whose .onnx stamp is unchanged is handed over as its path, unread: each session
+ * reads the file itself (this saved reading and hashing the file on the path to the first batch, and
+ * structured-cloning its bytes to every worker: ~80 ms of the start here); otherwise the bytes are
+ * read and checked, and the new stamp recorded. An entry that is missing, unreadable or inconsistent,
+ * or whose external data files changed, is rebuilt; a build whose model file changed since it was
+ * resolved is not stored. The MAX_ENTRIES most recently used are kept.
  * The cache is only an accelerator: when it cannot be read or written, tap models are built as before.
  */
 import { readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
@@ -25,6 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../util/atomic.js';
 import { cacheDir, cacheRoot } from '../util/cache.js';
 import { sha256Hex } from '../util/hash.js';
+import { fileStamp, sameStamp, type FileStamp } from '../util/file-stamp.js';
 import type { ModelCard } from './card.js';
 import type { ResolvedTap, TapRequest } from './taps.js';
 import type { ExternalStamp } from '../onnx/io.js';
@@ -57,14 +62,19 @@ interface EntryMeta {
   sha256: string;
   external: ExternalStamp[];
   externalSha256: string | null;
+  /** The .onnx file as it was when its bytes were last checked against `sha256` (absent: never). */
+  checked?: FileStamp;
 }
+
+/**
+ * A tap model ready to open: the cached file's path (a hit), or the bytes (a fresh build, or an entry
+ * whose bytes had to be read to be checked).
+ */
+export type PreparedTap = Omit<TapBuild, 'bytes'> & { model: Uint8Array | string };
 
 /** Whether every external data file is still the one the entry was built from. */
 async function externalUnchanged(stamps: ExternalStamp[]): Promise<boolean> {
-  for (const e of stamps) {
-    const now = await stat(e.file).catch(() => null);
-    if (!now || now.size !== e.size || now.mtimeMs !== e.mtimeMs || now.ctimeMs !== e.ctimeMs || now.ino !== e.ino) return false;
-  }
+  for (const e of stamps) if (!sameStamp(await fileStamp(e.file), e)) return false;
   return true;
 }
 
@@ -125,19 +135,31 @@ function entryPaths(key: string): { onnx: string; json: string } {
   return { onnx: path.join(dir, `${key}.onnx`), json: path.join(dir, `${key}.json`) };
 }
 
-/** A cached build and its notices, or null (absent, unreadable or inconsistent). */
-export async function readTapCache(key: string): Promise<(TapBuild & { notices: string[] }) | null> {
+/**
+ * A cached build and its notices, or null (absent, unreadable or inconsistent). The bytes are checked
+ * against the entry's length and sha256 when the file's stamp differs from the one recorded at the
+ * last check (then recorded again); while it is unchanged, the entry is its path, unread: the
+ * sessions read the file themselves.
+ */
+export async function readTapCache(key: string): Promise<(PreparedTap & { notices: string[] }) | null> {
   const files = entryPaths(key);
   try {
     const meta = JSON.parse(await readFile(files.json, 'utf8')) as EntryMeta;
     if (meta.format !== FORMAT || typeof meta.input !== 'string' || !Array.isArray(meta.taps) || !Array.isArray(meta.notices) || !Array.isArray(meta.external)) return null;
     if (meta.externalSha256 !== null && typeof meta.externalSha256 !== 'string') return null;
     if (!(await externalUnchanged(meta.external))) return null;
+    const entry = { input: meta.input, taps: meta.taps, fixedBatch: meta.fixedBatch, externalSha256: meta.externalSha256, notices: meta.notices };
+    const now = new Date();
+    const stamp = await fileStamp(files.onnx);
+    if (stamp && sameStamp(stamp, meta.checked)) {
+      await utimes(files.json, now, now).catch(() => {}); // last use, for eviction
+      return { ...entry, model: files.onnx };
+    }
     const bytes = await readFile(files.onnx);
     if (bytes.length !== meta.bytes || sha256Hex(bytes) !== meta.sha256) return null;
-    const now = new Date();
-    await utimes(files.json, now, now).catch(() => {}); // last use, for eviction
-    return { input: meta.input, taps: meta.taps, fixedBatch: meta.fixedBatch, bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length), externalSha256: meta.externalSha256, notices: meta.notices };
+    // (Written again, so its mtime is the last use too.)
+    await writeFileAtomic(files.json, JSON.stringify({ ...meta, checked: stamp ?? undefined }), { fsync: false }).catch(() => {});
+    return { ...entry, model: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length) };
   } catch {
     return null;
   }
@@ -153,7 +175,8 @@ export async function writeTapCache(key: string, build: TapBuildResult, notices:
     const dir = await cacheDir('taps');
     const files = entryPaths(key);
     await writeFileAtomic(files.onnx, build.bytes, { fsync: false });
-    const meta: EntryMeta = { format: FORMAT, input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, notices, bytes: build.bytes.length, sha256: sha256Hex(build.bytes), external: build.external, externalSha256: build.externalSha256 };
+    const checked = (await fileStamp(files.onnx)) ?? undefined;
+    const meta: EntryMeta = { format: FORMAT, input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, notices, bytes: build.bytes.length, sha256: sha256Hex(build.bytes), external: build.external, externalSha256: build.externalSha256, checked };
     await writeFileAtomic(files.json, JSON.stringify(meta), { fsync: false });
     await evict(dir, key);
   } catch {
@@ -186,7 +209,7 @@ async function evict(dir: string, keep: string): Promise<void> {
  * The tap model for `parts`, from the cache or built (model file `file`) and stored. Notices the
  * build gave (e.g. a fixed batch) are given again on a cache hit.
  */
-export async function cachedTapBuild(parts: TapCacheParts, onNotice: (msg: string) => void = () => {}): Promise<TapBuild> {
+export async function cachedTapBuild(parts: TapCacheParts, onNotice: (msg: string) => void = () => {}): Promise<PreparedTap> {
   let key: string | null = null;
   try {
     key = await tapCacheKey(parts);
@@ -206,5 +229,5 @@ export async function cachedTapBuild(parts: TapCacheParts, onNotice: (msg: strin
   });
   // (A model file rewritten since it was resolved: the build is of other bytes than the key says.)
   if (key !== null && build.modelSha256 === parts.sha256) await writeTapCache(key, build, notices);
-  return build;
+  return { input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, externalSha256: build.externalSha256, model: build.bytes };
 }

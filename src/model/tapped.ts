@@ -36,7 +36,8 @@ export interface TappedBackbone {
 /**
  * A tap model built and serialized once, ready to be opened by any number of sessions (in this thread
  * or, structured-cloned, in worker threads): building it (parse, derive, serialize) costs more than
- * creating a session from the bytes, so a pool of sessions builds it once.
+ * creating a session from the bytes, so a pool of sessions builds it once. A checked tap-cache entry
+ * is passed as its path: each session reads the file itself (no copy through this thread).
  */
 export interface PreparedBackbone {
   /** What the user named (id or path), for messages. */
@@ -50,15 +51,15 @@ export interface PreparedBackbone {
   fixedBatch: number | null;
   /** The tap model's uint8 NHWC pixel input. */
   input: string;
-  /** The serialized tap model (uint8 NHWC pixel input, float32 tap outputs). */
-  bytes: Uint8Array;
+  /** The serialized tap model (uint8 NHWC pixel input, float32 tap outputs), or a file holding it. */
+  model: Uint8Array | string;
 }
 
 /** Open a session on a prepared tap model; see TappedBackbone. */
 export async function openPreparedBackbone(p: PreparedBackbone, device: DeviceOptions | undefined, onNotice: (msg: string) => void = () => {}): Promise<TappedBackbone> {
   // (The closures below must not hold `p`: its model bytes are not needed once the session exists.)
   const { taps, fixedBatch, card, file, spec, input } = p;
-  const { session, provider } = await openSession(p.bytes, device, onNotice);
+  const { session, provider } = await openSession(p.model, device, onNotice);
   const [h, w] = card.input.size;
   /** session.run, with ORT failures reported naming the model file. */
   const runSession = async (feeds: Record<string, ort.Tensor>, n: number): Promise<ort.InferenceSession.ReturnType> => {

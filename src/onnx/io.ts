@@ -8,6 +8,7 @@ import path from 'node:path';
 import { XferError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { sha256Hex } from '../util/hash.js';
+import type { FileStamp } from '../util/file-stamp.js';
 import { decodeModel, encodeModel, type ModelProto, type TensorProto } from './proto.js';
 
 export interface LoadedModel {
@@ -27,12 +28,8 @@ export interface LoadedModel {
  * times and inode (taken before reading: a copy over it with its times kept, as `cp -p` or
  * `rsync -a` make, still shows in ctime and usually in the inode), and the sha256 of the bytes read.
  */
-export interface ExternalStamp {
+export interface ExternalStamp extends FileStamp {
   file: string;
-  size: number;
-  mtimeMs: number;
-  ctimeMs: number;
-  ino: number;
   sha256: string;
 }
 
