@@ -16,6 +16,7 @@ interface PredictCliOptions extends CardFlags {
   device: string;
   threads?: number;
   json?: boolean;
+  decodeCpus: string;
 }
 
 interface ExportCliOptions extends CardFlags {
@@ -43,10 +44,13 @@ export function registerPredictCommands(program: Command): void {
     .option('--batch <n>', 'images per backbone run (default: 2 on CPU, 32 on CUDA, as for extract)', positiveIntArg('--batch'))
     .option('--device <dev>', 'auto, cpu, cuda or cuda:<id>', 'auto')
     .option('--threads <n>', 'intra-op threads per inference session (default as for extract: on CPU the cores split between two sessions)', positiveIntArg('--threads'))
-    .option('--json', 'one JSON object per image on stdout: {path, label, index, prob, top:[{index,label,prob,score}]} or {path, error}');
+    .option('--json', 'one JSON object per image on stdout: {path, label, index, prob, top:[{index,label,prob,score}]} or {path, error}')
+    .option('--decode-cpus <auto|off|list>', 'Linux, CPU inference: decode on these CPUs while inference uses all of them, as for extract (auto: on a 2-CPU machine, for 256+ images)', 'auto');
   addCardFlags(predict).action(async (images: string[], opts: PredictCliOptions) => {
     const { isPredictError, openPredictor } = await import('../predict/predict.js');
+    const { parseDecodeCpus } = await import('../extract/decode-cpus.js');
     const p = await openPredictor(opts.head, {
+      decodeCpus: parseDecodeCpus(opts.decodeCpus),
       model: opts.model,
       card: opts.card,
       cardFlags: opts,

@@ -30,6 +30,7 @@ import { transformFor } from '../heads/model.js';
 import { externalWeightsLabel, sameExternalWeights } from '../features/external-weights.js';
 import { openWorkerPool, type BackboneInfo, type ExtractBackbone } from '../extract/backbone.js';
 import { defaultBatch, inferencePlan } from '../extract/defaults.js';
+import { DecodeConfinement, planDecodeCpus, thisMachine, type CpuSplit, type DecodeCpusMode } from '../extract/decode-cpus.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { ReadAhead } from '../util/read-ahead.js';
 
@@ -51,6 +52,12 @@ export interface PredictorOptions {
   decodeConcurrency?: number;
   /** Inference sessions (worker threads); default as for extraction (two on a multi-core CPU, one on a GPU). */
   workers?: number;
+  /**
+   * Keep decoding on these CPUs while a `predict` call of at least CONFINE_MIN_IMAGES images runs
+   * (Linux, CPU inference; extract/decode-cpus.ts). Default 'off' (it sets the affinity of every
+   * thread of the process while a call runs); the CLI uses 'auto'. Calls must not overlap then.
+   */
+  decodeCpus?: DecodeCpusMode;
   onNotice?: (msg: string) => void;
 }
 
@@ -220,7 +227,8 @@ export async function openPredictor(headDir: string, opts: PredictorOptions = {}
   const notice = opts.onNotice ?? (() => {});
   const { spec, backbone: resolved } = await resolveHeadBackbone(head, headDir, opts);
   // The tap model is prepared here (cached or built) while the inference threads load onnxruntime.
-  const { workers, threads } = inferencePlan({ device: opts.device, workers: opts.workers });
+  const { workers, threads, gpu } = inferencePlan({ device: opts.device, workers: opts.workers });
+  const cpuSplit = planDecodeCpus(opts.decodeCpus ?? 'off', thisMachine(gpu)).split;
   const prepared = prepareTappedBackbone(spec, { resolved, taps, onNotice: notice });
   prepared.catch(() => {});
   const backbone = await openWorkerPool(prepared, { ...opts.device, threads }, notice, workers);
@@ -241,14 +249,17 @@ export async function openPredictor(headDir: string, opts: PredictorOptions = {}
       throw new XferError(`--head ${headDir}: the tapped layers give ${width} features but the head was trained on ${head.source.width}`, { hint: 'use the backbone and card the features were extracted with' });
     }
     const plan = headPlan(await headPreprocessingRecord(head), headDir, info.card, opts.preprocess);
-    return makePredictor(head, backbone, plan, widths, workers, opts);
+    return makePredictor(head, backbone, plan, widths, workers, cpuSplit, opts);
   } catch (e) {
     await backbone.close();
     throw e;
   }
 }
 
-function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: PreprocessPlan, widths: number[], workers: number, opts: PredictorOptions): Predictor {
+/** Shorter `predict` calls are not confined to decoding CPUs: the two affinity changes cost ~40 ms here. */
+export const CONFINE_MIN_IMAGES = 256;
+
+function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: PreprocessPlan, widths: number[], workers: number, cpuSplit: CpuSplit | null, opts: PredictorOptions): Predictor {
   const { info } = backbone;
   const K = head.head.nClasses;
   const D = head.source.width;
@@ -322,6 +333,8 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
       while (inflight.length > 0 && inflight[0].settled) await finish(inflight.shift()!);
     };
     const pad = info.provider === 'cuda'; // one input shape on CUDA (no cuDNN re-tuning), as in extraction
+    const confinement = cpuSplit && items.length >= CONFINE_MIN_IMAGES ? DecodeConfinement.apply(cpuSplit, backbone.inferenceThreads) : null;
+    confinement?.watch();
     try {
       let pos = 0;
       while (pos < items.length) {
@@ -351,11 +364,13 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
         inflight.push(b);
         await flushSettled();
         while (inflight.length > workers) await finish(inflight.shift()!);
+        confinement?.watch();
       }
       while (inflight.length > 0) await finish(inflight.shift()!);
     } finally {
       // After a failure: let the batches still at the backbone end before the caller closes it.
       for (const b of inflight) await b.res?.catch(() => null);
+      await confinement?.restore();
     }
     return all;
   };
