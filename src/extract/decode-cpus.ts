@@ -11,8 +11,8 @@
  *
  * When decoding cannot keep up on its CPUs (a cheap backbone or an early tap, large images, a slow
  * disk, a host slowing that CPU down), confinement would cap the run: a watch compares the process's
- * CPU use with the CPUs it may use, and gives the confinement up for the rest of the run when the
- * cores are less than `MIN_UTILIZATION` busy over a window.
+ * CPU use with the CPUs it may use, and gives the confinement up for the rest of the run when they
+ * are too little busy (MIN_UTILIZATION, SUSTAINED_UTILIZATION).
  *
  * Once the inference sessions are open (the start uses every CPU), the whole process is confined with
  * `taskset -a`, then each inference worker moves its own thread, and the threads its session created,
