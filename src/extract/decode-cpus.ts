@@ -97,6 +97,11 @@ export function planDecodeCpus(mode: DecodeCpusMode, m: Machine): { split: CpuSp
   return { split: { decode: mode, all, taskset: m.taskset }, why: 'requested' };
 }
 
+/** The split for `mode` on this machine, or null when decoding stays unconfined (see planDecodeCpus). */
+export function decodeCpuSplit(mode: DecodeCpusMode | undefined, gpu: boolean): CpuSplit | null {
+  return mode === undefined || mode === 'off' ? null : planDecodeCpus(mode, thisMachine(gpu)).split;
+}
+
 /** What a run reports about the split (ExtractEvent 'cpus', ExtractSummary.decodeCpus). */
 export interface CpuSplitState {
   decode: number[];

@@ -24,7 +24,7 @@ import { BufferPool } from '../util/buffer-pool.js';
 import { Channel } from '../util/channel.js';
 import { DEFAULT_BATCH_CPU, DEFAULT_ROWS_PER_SHARD, defaultBatch, inferencePlan } from './defaults.js';
 import { ReadAhead } from '../util/read-ahead.js';
-import { DecodeConfinement, planDecodeCpus, thisMachine, type CpuSplitState, type DecodeCpusMode } from './decode-cpus.js';
+import { DecodeConfinement, decodeCpuSplit, type CpuSplitState, type DecodeCpusMode } from './decode-cpus.js';
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
 
 export { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD, defaultBatch, inferencePlan } from './defaults.js';
@@ -154,7 +154,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   const { workers, threads, gpu } = inferencePlan(opts);
   const device: DeviceOptions = { ...opts.device, threads };
   // Where decoding will be confined once the sessions are open (an impossible explicit request fails here).
-  const cpuSplit = opts.backboneThread === 'inline' ? null : planDecodeCpus(opts.decodeCpus ?? 'off', thisMachine(gpu)).split;
+  const cpuSplit = opts.backboneThread === 'inline' ? null : decodeCpuSplit(opts.decodeCpus, gpu);
   const registry = import('../model/registry.js');
   const resolvedP = registry.then(({ resolveBackbone }) => resolveBackbone(opts.model, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice }));
   const prepared = resolvedP.then((resolved) =>

@@ -30,7 +30,7 @@ import { transformFor } from '../heads/model.js';
 import { externalWeightsLabel, sameExternalWeights } from '../features/external-weights.js';
 import { openWorkerPool, type BackboneInfo, type ExtractBackbone } from '../extract/backbone.js';
 import { defaultBatch, inferencePlan } from '../extract/defaults.js';
-import { DecodeConfinement, planDecodeCpus, thisMachine, type CpuSplit, type DecodeCpusMode } from '../extract/decode-cpus.js';
+import { DecodeConfinement, decodeCpuSplit, type CpuSplit, type DecodeCpusMode } from '../extract/decode-cpus.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { ReadAhead } from '../util/read-ahead.js';
 
@@ -228,7 +228,7 @@ export async function openPredictor(headDir: string, opts: PredictorOptions = {}
   const { spec, backbone: resolved } = await resolveHeadBackbone(head, headDir, opts);
   // The tap model is prepared here (cached or built) while the inference threads load onnxruntime.
   const { workers, threads, gpu } = inferencePlan({ device: opts.device, workers: opts.workers });
-  const cpuSplit = planDecodeCpus(opts.decodeCpus ?? 'off', thisMachine(gpu)).split;
+  const cpuSplit = decodeCpuSplit(opts.decodeCpus, gpu);
   const prepared = prepareTappedBackbone(spec, { resolved, taps, onNotice: notice });
   prepared.catch(() => {});
   const backbone = await openWorkerPool(prepared, { ...opts.device, threads }, notice, workers);
