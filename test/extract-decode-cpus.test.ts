@@ -100,6 +100,9 @@ test('the watch gives the confinement up after one window below MIN_UTILIZATION,
   assert.deepEqual(sustained.reasons.slice(0, 2), [null, null], 'not before RECENT_WINDOWS windows');
   assert.match(sustained.reasons[2] ?? '', /^decoding on CPU 1 only just kept up: the 2 CPUs were 88 % busy \(median of 3 windows of 1\.0 s; < 90 %\)$/);
   assert.equal(RECENT_WINDOWS, 3);
+  const failing = DecodeConfinement.apply({ decode: [1], all: [0, 1], taskset: '/bin/false' }, [123])!;
+  await failing.restore();
+  assert.match(failing.state().released ?? '', /^\/bin\/false could not set the CPU affinity/, 'a taskset that fails is reported, not taken for a confinement');
   const dips = await feed([0.95, 0.88, 0.95, 0.95, 0.86, 0.97]);
   assert.deepEqual(dips.reasons, [null, null, null, null, null, null], 'single dips below SUSTAINED_UTILIZATION are kept');
   assert.equal(dips.state.released, null);

@@ -129,7 +129,11 @@ export class DecodeConfinement {
     private readonly pid: number,
     inferenceThreads: readonly number[],
   ) {
-    this.pending = setCpuAffinities(split.taskset, [{ id: pid, cpus: split.decode, allThreads: true }, ...inferenceThreads.map((id) => ({ id, cpus: split.all }))]);
+    this.pending = setCpuAffinities(split.taskset, [{ id: pid, cpus: split.decode, allThreads: true }, ...inferenceThreads.map((id) => ({ id, cpus: split.all }))]).then((ok) => {
+      // (e.g. a container that forbids sched_setaffinity): say so, and put back what may have changed.
+      if (!ok) this.release(`${split.taskset} could not set the CPU affinity of this process's threads`);
+      return ok;
+    });
   }
 
   /**
