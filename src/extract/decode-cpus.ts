@@ -153,16 +153,18 @@ export class DecodeConfinement {
    * as MIN_UTILIZATION and SUSTAINED_UTILIZATION say. Returns the release reason the one time it
    * happens, else null.
    */
-  watch(now = performance.now(), cpuMicros = cpuTime(), windowMs = WATCH_WINDOW_MS): string | null {
+  watch(now = performance.now(), cpuMicros?: number, windowMs = WATCH_WINDOW_MS): string | null {
     if (this.released !== null) return null;
     if (this.window === null) {
-      this.window = { t: now, cpu: cpuMicros };
+      this.window = { t: now, cpu: cpuMicros ?? cpuTime() };
       return null;
     }
     const dt = now - this.window.t;
     if (dt < windowMs) return null;
-    const util = utilization(cpuMicros - this.window.cpu, dt, this.split.all.length);
-    this.window = { t: now, cpu: cpuMicros };
+    // (CPU time is read only when a window is full: this runs after every batch.)
+    const cpu = cpuMicros ?? cpuTime();
+    const util = utilization(cpu - this.window.cpu, dt, this.split.all.length);
+    this.window = { t: now, cpu };
     this.recent = [...this.recent, util].slice(-RECENT_WINDOWS);
     const median = this.recent.length === RECENT_WINDOWS ? this.recent.slice().sort((a, b) => a - b)[RECENT_WINDOWS >> 1] : 1;
     const on = `decoding on CPU ${formatCpuList(this.split.decode)}`;

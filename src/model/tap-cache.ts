@@ -149,9 +149,9 @@ export async function readTapCache(key: string): Promise<(PreparedTap & { notice
     if (meta.externalSha256 !== null && typeof meta.externalSha256 !== 'string') return null;
     if (!(await externalUnchanged(meta.external))) return null;
     const entry = { input: meta.input, taps: meta.taps, fixedBatch: meta.fixedBatch, externalSha256: meta.externalSha256, notices: meta.notices };
-    const now = new Date();
     const stamp = await fileStamp(files.onnx);
     if (stamp && sameStamp(stamp, meta.checked)) {
+      const now = new Date();
       await utimes(files.json, now, now).catch(() => {}); // last use, for eviction
       return { ...entry, model: files.onnx };
     }
