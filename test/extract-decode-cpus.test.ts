@@ -7,11 +7,12 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../src/errors.js';
-import { allowedCpus, findTaskset, formatCpuList, parseCpuList, threadId } from '../src/util/affinity.js';
+import { AffinityShell, allowedCpus, findTaskset, formatCpuList, parseCpuList, threadId } from '../src/util/affinity.js';
 import { DecodeConfinement, MIN_UTILIZATION, RECENT_WINDOWS, parseDecodeCpus, planDecodeCpus, utilization, type Machine } from '../src/extract/decode-cpus.js';
 import { extractFeatures, type ExtractEvent } from '../src/extract/pipeline.js';
 import { folderBytes, makeDataset, makeTinyModel, tmpDir, useCacheIn } from './extract-helpers.js';
@@ -75,10 +76,11 @@ test('planDecodeCpus: an explicit list is applied as asked, or refused with what
 test('the watch gives the confinement up after one window below MIN_UTILIZATION, or RECENT_WINDOWS whose median is below SUSTAINED_UTILIZATION, once', { skip: process.platform === 'win32' && 'needs /bin/sh' }, async () => {
   assert.equal(utilization(1_800_000, 1000, 2), 0.9);
   assert.equal(utilization(0, 0, 2), 0);
-  assert.equal(DecodeConfinement.apply({ decode: [1], all: [0, 1], taskset: '/bin/true' }, []), null, 'no inference threads to keep apart');
+  const shell = new AffinityShell();
+  assert.equal(DecodeConfinement.apply({ decode: [1], all: [0, 1], taskset: '/bin/true' }, shell, []), null, 'no inference threads to keep apart');
   /** A confinement (with a taskset that does nothing: the decisions only) fed windows of 1 s at these utilizations. */
   const feed = async (utils: number[]) => {
-    const c = DecodeConfinement.apply({ decode: [1], all: [0, 1], taskset: '/bin/true' }, [123])!;
+    const c = DecodeConfinement.apply({ decode: [1], all: [0, 1], taskset: '/bin/true' }, shell, [123])!;
     let t = 0;
     let cpu = 0;
     assert.equal(c.watch(t, cpu), null, 'the first call starts the first window');
@@ -100,12 +102,51 @@ test('the watch gives the confinement up after one window below MIN_UTILIZATION,
   assert.deepEqual(sustained.reasons.slice(0, 2), [null, null], 'not before RECENT_WINDOWS windows');
   assert.match(sustained.reasons[2] ?? '', /^decoding on CPU 1 only just kept up: the 2 CPUs were 88 % busy \(median of 3 windows of 1\.0 s; < 90 %\)$/);
   assert.equal(RECENT_WINDOWS, 3);
-  const failing = DecodeConfinement.apply({ decode: [1], all: [0, 1], taskset: '/bin/false' }, [123])!;
+  const failing = DecodeConfinement.apply({ decode: [1], all: [0, 1], taskset: '/bin/false' }, shell, [123])!;
   await failing.restore();
   assert.match(failing.state().released ?? '', /^\/bin\/false could not set the CPU affinity/, 'a taskset that fails is reported, not taken for a confinement');
   const dips = await feed([0.95, 0.88, 0.95, 0.95, 0.86, 0.97]);
   assert.deepEqual(dips.reasons, [null, null, null, null, null, null], 'single dips below SUSTAINED_UTILIZATION are kept');
   assert.equal(dips.state.released, null);
+  shell.close();
+});
+
+test('AffinityShell: one shell applies changes in order, answers false for a failing step and once closed or gone, never holds Node', { skip: process.platform === 'win32' && 'needs /bin/sh' }, async () => {
+  const shell = new AffinityShell();
+  const tid = threadId();
+  if (taskset && cpus && tid !== null) {
+    const before = threadCpus().get(tid);
+    assert.equal(await shell.set(taskset, [{ id: tid, cpus: [cpus[0]] }]), true, 'a real taskset on this thread');
+    assert.equal(threadCpus().get(tid), String(cpus[0]));
+    assert.equal(await shell.set(taskset, [{ id: tid, cpus }]), true);
+    assert.equal(threadCpus().get(tid), before, 'put back');
+  }
+  assert.equal(await shell.set('/bin/true', []), true, 'nothing to do');
+  // Answers come back to the right callers, in order, whatever each one's outcome.
+  const answers = await Promise.all([shell.set('/bin/true', [{ id: 1, cpus: [0] }]), shell.set('/bin/false', [{ id: 1, cpus: [0] }]), shell.set('/bin/true', [{ id: 1, cpus: [0] }, { id: 2, cpus: [0] }])]);
+  assert.deepEqual(answers, [true, false, true]);
+  assert.equal(await shell.set('/bin/true', [{ id: 1, cpus: [0] }, { id: 2, cpus: [0], allThreads: true }]), true);
+  assert.equal(await shell.set('/no/such/taskset', [{ id: 1, cpus: [0] }]), false, 'a missing taskset is a failure, not an error');
+  // A quote in the path cannot break out of the command line.
+  assert.equal(await shell.set("/bin/true'; exit 3; '", [{ id: 1, cpus: [0] }]), false);
+  assert.equal(await shell.set('/bin/true', [{ id: 1, cpus: [0] }]), true, 'the shell is still there');
+  const last = shell.set('/bin/true', [{ id: 1, cpus: [0] }]);
+  shell.close();
+  assert.equal(await last, true, 'a change written before close still answers');
+  assert.equal(await shell.set('/bin/true', [{ id: 1, cpus: [0] }]), false, 'closed');
+  // A process that starts a shell and never closes it still exits at once.
+  const script = `import { AffinityShell } from ${JSON.stringify(new URL('../src/util/affinity.js', import.meta.url).href)}; const s = new AffinityShell(); console.log(await s.set('/bin/true', [{ id: 1, cpus: [0] }]));`;
+  const t0 = Date.now();
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim(), 'true');
+  assert.ok(Date.now() - t0 < 10_000, 'did not wait for the shell');
+  // A shell that dies answers false to what is pending and to what comes after.
+  const doomed = new AffinityShell();
+  const pending = doomed.set('/bin/sleep', [{ id: 5, cpus: [0] }]);
+  (doomed as unknown as { child: { kill(): void } }).child.kill();
+  assert.equal(await pending, false);
+  assert.equal(await doomed.set('/bin/true', [{ id: 1, cpus: [0] }]), false);
 });
 
 // ---------- a real run ----------

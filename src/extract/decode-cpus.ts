@@ -15,12 +15,14 @@
  * are too little busy (MIN_UTILIZATION, SUSTAINED_UTILIZATION).
  *
  * Once the inference sessions are open (the start uses every CPU), the whole process is confined with
- * `taskset -a`, then each inference worker moves its own thread, and the threads its session created,
- * back to all CPUs (backbone-worker.ts); threads created later inherit their creator's CPUs, so new
- * decoding threads stay confined. The process's CPUs are restored when the run ends.
+ * `taskset -a`, then each inference worker's thread, and the threads its session created (reported by
+ * backbone-worker.ts), go back to all CPUs; threads created later inherit their creator's CPUs, so new
+ * decoding threads stay confined. The process's CPUs are restored when the run ends. The tasksets run
+ * from an AffinityShell the caller starts at the beginning of the run, while the process is small
+ * (forking it later, with the sessions open, costs a copy-on-write fault on every page written next).
  */
 import { XferError } from '../errors.js';
-import { allowedCpus, findTaskset, formatCpuList, parseCpuList, setCpuAffinities } from '../util/affinity.js';
+import { allowedCpus, findTaskset, formatCpuList, parseCpuList, type AffinityShell } from '../util/affinity.js';
 
 /** 'auto': confine on a 2-CPU Linux machine (where it was measured); 'off'; or the CPUs to decode on. */
 export type DecodeCpusMode = 'auto' | 'off' | number[];
@@ -113,7 +115,7 @@ export interface CpuSplitState {
 /**
  * A confinement: the whole process on `split.decode`, the inference threads on `split.all`.
  * `watch()` is called as batches complete; `restore()` when the run ends. The affinity changes run in
- * the background (setCpuAffinities): the pipeline does not wait for them, except `restore()`.
+ * the background (`shell`, which the caller owns): the pipeline does not wait for them, except `restore()`.
  */
 export class DecodeConfinement {
   private released: string | null = null;
@@ -126,10 +128,11 @@ export class DecodeConfinement {
 
   private constructor(
     readonly split: CpuSplit,
+    private readonly shell: AffinityShell,
     private readonly pid: number,
     inferenceThreads: readonly number[],
   ) {
-    this.pending = setCpuAffinities(split.taskset, [{ id: pid, cpus: split.decode, allThreads: true }, ...inferenceThreads.map((id) => ({ id, cpus: split.all }))]).then((ok) => {
+    this.pending = shell.set(split.taskset, [{ id: pid, cpus: split.decode, allThreads: true }, ...inferenceThreads.map((id) => ({ id, cpus: split.all }))]).then((ok) => {
       // (e.g. a container that forbids sched_setaffinity): say so, and put back what may have changed.
       if (!ok) this.release(`${split.taskset} could not set the CPU affinity of this process's threads`);
       return ok;
@@ -140,8 +143,8 @@ export class DecodeConfinement {
    * Confine every thread of process `pid` to `split.decode`, then `inferenceThreads` to `split.all`.
    * Null without inference threads to keep apart (not Linux, inline inference).
    */
-  static apply(split: CpuSplit, inferenceThreads: readonly number[], pid = process.pid): DecodeConfinement | null {
-    return inferenceThreads.length > 0 ? new DecodeConfinement(split, pid, inferenceThreads) : null;
+  static apply(split: CpuSplit, shell: AffinityShell, inferenceThreads: readonly number[], pid = process.pid): DecodeConfinement | null {
+    return inferenceThreads.length > 0 ? new DecodeConfinement(split, shell, pid, inferenceThreads) : null;
   }
 
   state(): CpuSplitState {
@@ -190,7 +193,7 @@ export class DecodeConfinement {
   private unconfine(): void {
     if (this.unconfined) return;
     this.unconfined = true;
-    this.pending = this.pending.then(() => setCpuAffinities(this.split.taskset, [{ id: this.pid, cpus: this.split.all, allThreads: true }]));
+    this.pending = this.pending.then(() => this.shell.set(this.split.taskset, [{ id: this.pid, cpus: this.split.all, allThreads: true }]));
   }
 }
 

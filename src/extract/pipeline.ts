@@ -24,6 +24,7 @@ import { BufferPool } from '../util/buffer-pool.js';
 import { Channel } from '../util/channel.js';
 import { DEFAULT_BATCH_CPU, DEFAULT_ROWS_PER_SHARD, defaultBatch, inferencePlan } from './defaults.js';
 import { ReadAhead } from '../util/read-ahead.js';
+import { AffinityShell } from '../util/affinity.js';
 import { DecodeConfinement, decodeCpuSplit, type CpuSplitState, type DecodeCpusMode } from './decode-cpus.js';
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
 
@@ -148,13 +149,15 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
 
   // The inference threads start first (they load onnxruntime) while this thread resolves the model
   // (a built-in or .tflite converts here, once) and gets the tap model (from the cache, or built
-  // once for all of them): that is the path to the first batch; the dataset is listed meanwhile. The
-  // decoder (sharp/libvips: ~0.2 s of loading that blocks this thread) loads after the tap model,
-  // while the sessions open; then the first images are decoded.
+  // once for all of them): that is the path to the first batch. Then, while the sessions open, the
+  // dataset is listed and the decoder (sharp/libvips: ~0.15 s of loading that blocks this thread)
+  // loads; then the first images are decoded.
   const { workers, threads, gpu } = inferencePlan(opts);
   const device: DeviceOptions = { ...opts.device, threads };
   // Where decoding will be confined once the sessions are open (an impossible explicit request fails here).
   const cpuSplit = opts.backboneThread === 'inline' ? null : decodeCpuSplit(opts.decodeCpus, gpu);
+  // Its shell starts now, while this process is small (see AffinityShell).
+  const affinity = cpuSplit ? new AffinityShell() : null;
   const registry = import('../model/registry.js');
   const resolvedP = registry.then(({ resolveBackbone }) => resolveBackbone(opts.model, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice }));
   const prepared = resolvedP.then((resolved) =>
@@ -173,9 +176,12 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   let dec: typeof import('../image/decode.js');
   try {
     plan = resolvePreprocess((await registry).requireCard(await resolvedP, 'feature extraction'), opts.preprocess ?? {});
+    // The tap model first (the sessions wait for it), then the listing, while they open.
+    await prepared.catch(() => {});
     dataset = await discoverDataset(opts.data);
     dec = await decoder;
   } catch (e) {
+    affinity?.close();
     await backboneP.then((b) => b.close()).catch(() => {});
     throw e;
   }
@@ -190,7 +196,10 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   const prefetchEnd = Math.min(range.firstItem + Math.max(conc * 2, (opts.batch ?? DEFAULT_BATCH_CPU) * 2), range.firstItem + range.items);
   const prefetched = opts.resume ? [] : dataset.entries.slice(range.firstItem, prefetchEnd).map(decode);
   for (const p of prefetched) p.catch(() => {});
-  const backbone = await backboneP;
+  const backbone = await backboneP.catch((e: unknown) => {
+    affinity?.close();
+    throw e;
+  });
   let writer: FeatureWriter | null = null;
   let confinement: DecodeConfinement | null = null;
   let tPipe: number | null = null;
@@ -299,7 +308,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     let sw: ShardWriter | null = null;
     let lastEmit = 0;
     // Confined now, not from the start: the start (loading, sessions opening) uses every CPU.
-    confinement = cpuSplit ? DecodeConfinement.apply(cpuSplit, backbone.inferenceThreads) : null;
+    confinement = cpuSplit ? DecodeConfinement.apply(cpuSplit, affinity!, backbone.inferenceThreads) : null;
     if (confinement) emit({ type: 'cpus', ...confinement.state() });
     const tRun = performance.now();
     tPipe = tRun;
@@ -423,6 +432,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     }
   } finally {
     await confinement?.restore();
+    affinity?.close();
     await writer?.close().catch(() => {});
     await backbone.close().catch(() => {});
   }

@@ -30,6 +30,7 @@ import { transformFor } from '../heads/model.js';
 import { externalWeightsLabel, sameExternalWeights } from '../features/external-weights.js';
 import { openWorkerPool, type BackboneInfo, type ExtractBackbone } from '../extract/backbone.js';
 import { defaultBatch, inferencePlan } from '../extract/defaults.js';
+import { AffinityShell } from '../util/affinity.js';
 import { DecodeConfinement, decodeCpuSplit, type CpuSplit, type DecodeCpusMode } from '../extract/decode-cpus.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { ReadAhead } from '../util/read-ahead.js';
@@ -229,9 +230,14 @@ export async function openPredictor(headDir: string, opts: PredictorOptions = {}
   // The tap model is prepared here (cached or built) while the inference threads load onnxruntime.
   const { workers, threads, gpu } = inferencePlan({ device: opts.device, workers: opts.workers });
   const cpuSplit = decodeCpuSplit(opts.decodeCpus, gpu);
+  // Its shell starts now, while this process is small (see AffinityShell); it ends with the predictor.
+  const affinity = cpuSplit ? { split: cpuSplit, shell: new AffinityShell() } : null;
   const prepared = prepareTappedBackbone(spec, { resolved, taps, onNotice: notice });
   prepared.catch(() => {});
-  const backbone = await openWorkerPool(prepared, { ...opts.device, threads }, notice, workers);
+  const backbone = await openWorkerPool(prepared, { ...opts.device, threads }, notice, workers).catch((e: unknown) => {
+    affinity?.shell.close();
+    throw e;
+  });
   try {
     const info = backbone.info;
     checkExternalWeights(head, info.externalSha256, info.file, headDir);
@@ -249,17 +255,22 @@ export async function openPredictor(headDir: string, opts: PredictorOptions = {}
       throw new XferError(`--head ${headDir}: the tapped layers give ${width} features but the head was trained on ${head.source.width}`, { hint: 'use the backbone and card the features were extracted with' });
     }
     const plan = headPlan(await headPreprocessingRecord(head), headDir, info.card, opts.preprocess);
-    return makePredictor(head, backbone, plan, widths, workers, cpuSplit, opts);
+    return makePredictor(head, backbone, plan, widths, workers, affinity, opts);
   } catch (e) {
+    affinity?.shell.close();
     await backbone.close();
     throw e;
   }
 }
 
-/** Shorter `predict` calls are not confined to decoding CPUs: the two affinity changes cost ~40 ms here. */
+/**
+ * Shorter `predict` calls are not confined to decoding CPUs: the watch that gives a confinement up
+ * when decoding cannot keep up judges windows of 1 s (decode-cpus.ts), and a short call would run
+ * its whole length unjudged.
+ */
 export const CONFINE_MIN_IMAGES = 256;
 
-function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: PreprocessPlan, widths: number[], workers: number, cpuSplit: CpuSplit | null, opts: PredictorOptions): Predictor {
+function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: PreprocessPlan, widths: number[], workers: number, affinity: { split: CpuSplit; shell: AffinityShell } | null, opts: PredictorOptions): Predictor {
   const { info } = backbone;
   const K = head.head.nClasses;
   const D = head.source.width;
@@ -333,7 +344,7 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
       while (inflight.length > 0 && inflight[0].settled) await finish(inflight.shift()!);
     };
     const pad = info.provider === 'cuda'; // one input shape on CUDA (no cuDNN re-tuning), as in extraction
-    const confinement = cpuSplit && items.length >= CONFINE_MIN_IMAGES ? DecodeConfinement.apply(cpuSplit, backbone.inferenceThreads) : null;
+    const confinement = affinity && items.length >= CONFINE_MIN_IMAGES ? DecodeConfinement.apply(affinity.split, affinity.shell, backbone.inferenceThreads) : null;
     confinement?.watch();
     try {
       let pos = 0;
@@ -385,6 +396,9 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
     // The caller's buffer stays theirs: a copy goes to the worker.
     predictPixels: (pixels, n) => runPixels(pixels.slice(0, n * imgBytes), n, () => {}),
     predictFeatures,
-    close: () => backbone.close(),
+    close: () => {
+      affinity?.shell.close();
+      return backbone.close();
+    },
   };
 }
