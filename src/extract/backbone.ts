@@ -11,6 +11,8 @@
  * opening a session) and cached.
  */
 import { Worker } from 'node:worker_threads';
+// (Before any worker opens a session: only this thread's environment reaches ORT.)
+import '../util/ort-telemetry.js';
 import { XferError } from '../errors.js';
 import { wholeBuffer } from '../util/buffer-pool.js';
 import type { DeviceOptions, PreparedBackbone, TappedBackbone, TapRequest, Pool } from '../model/runner.js';

@@ -14,6 +14,8 @@
  * softmax(scores), marked uncalibrated (no log-loss is reported for it).
  */
 import { Worker } from 'node:worker_threads';
+// (Before any worker opens a session: only this thread's environment reaches ORT.)
+import '../util/ort-telemetry.js';
 import { gemm, kernelThreads } from './kernel/matmul.js';
 import type { SvmJob } from './svm-worker.js';
 import { Rng } from './rng.js';

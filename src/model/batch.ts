@@ -3,7 +3,7 @@
  * run shows it is safe (batch-2 outputs have batch 2 and row 0 equals the batch-1 result); otherwise
  * the caller keeps batch 1 and warns.
  */
-import ort from 'onnxruntime-node';
+import ort from './ort.js';
 import { serializeModel } from '../onnx/io.js';
 import type { ModelProto, ValueInfoProto } from '../onnx/proto.js';
 import { realInputs } from './graph.js';

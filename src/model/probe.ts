@@ -2,7 +2,7 @@
  * Running a model on dummy inputs to learn what its declarations do not say: the dtype and shape of
  * every tensor (for `xfer layers`), and whether a fixed batch of 1 can safely become symbolic.
  */
-import ort from 'onnxruntime-node';
+import ort from './ort.js';
 import { serializeModel } from '../onnx/io.js';
 import type { ModelProto, ValueInfoProto } from '../onnx/proto.js';
 import { DataType, dataTypeName } from '../onnx/proto.js';

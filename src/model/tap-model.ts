@@ -4,7 +4,7 @@
  * graph), with a symbolic batch when that is safe. The heavy part of opening a backbone (parse,
  * derive, serialize); prepare.ts caches its result on disk.
  */
-import ort from 'onnxruntime-node';
+import ort from './ort.js';
 import { XferError } from '../errors.js';
 import { externalWeightsDigest, readOnnxFile, serializeModel, type ExternalStamp } from '../onnx/io.js';
 import type { ModelProto } from '../onnx/proto.js';

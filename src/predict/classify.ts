@@ -11,7 +11,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import ort from 'onnxruntime-node';
+import ort from '../model/ort.js';
 import { XferError } from '../errors.js';
 import type { ModelCard } from '../model/card.js';
 import { openSession, type DeviceOptions } from '../model/session.js';

@@ -23,7 +23,7 @@
  * features were extracted with: resize policy, crop_pct, interpolation, ICC handling, background …,
  * as in meta.json), xfer.input / xfer.outputs (descriptions).
  */
-import ort from 'onnxruntime-node';
+import ort from '../model/ort.js';
 import { XferError } from '../errors.js';
 import { floatTensor, node, valueInfo } from '../onnx/builder.js';
 import { externalWeightsDigest, readOnnxFile, serializeModel, writeOnnxFile } from '../onnx/io.js';

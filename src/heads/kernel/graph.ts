@@ -3,7 +3,7 @@
  * plus JavaScript elementwise loops): sessions are built once per key with the same options as the
  * Gemm kernel (no spinning, `kernelThreads()` intra-op threads) and reused.
  */
-import ort from 'onnxruntime-node';
+import ort from '../../model/ort.js';
 import { serializeModel } from '../../onnx/io.js';
 import type { ModelProto } from '../../onnx/proto.js';
 import { addReleaseHook, kernelThreads, SINGLE_THREAD_FLOPS } from './matmul.js';

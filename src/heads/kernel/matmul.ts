@@ -11,7 +11,7 @@
  * Inputs are never copied on the JS side: ORT wraps the Float32Array's memory directly.
  */
 import os from 'node:os';
-import ort from 'onnxruntime-node';
+import ort from '../../model/ort.js';
 import { node, valueInfo, makeModel, emptyGraph } from '../../onnx/builder.js';
 import { DataType } from '../../onnx/proto.js';
 import { serializeModel } from '../../onnx/io.js';
