@@ -29,6 +29,8 @@ import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../util/atomic.js';
 import { cacheDir, cacheRoot } from '../util/cache.js';
 import { sha256Hex } from '../util/hash.js';
+import { cpuSignature } from '../util/cpu-signature.js';
+import { digestByStamps } from '../util/stamp-digest.js';
 import { fileStamp, sameStamp, type FileStamp } from '../util/file-stamp.js';
 import type { ModelCard } from './card.js';
 import type { ResolvedTap, TapRequest } from './taps.js';
@@ -70,7 +72,11 @@ interface EntryMeta {
  * A tap model ready to open: the cached file's path (a hit), or the bytes (a fresh build, or an entry
  * whose bytes had to be read to be checked).
  */
-export type PreparedTap = Omit<TapBuild, 'bytes'> & { model: Uint8Array | string };
+export type PreparedTap = Omit<TapBuild, 'bytes'> & {
+  model: Uint8Array | string;
+  /** Where the entry's CPU-optimized form for this kind of CPU is kept (session.ts createCpu), or null. */
+  optimized: string | null;
+};
 
 /** Whether every external data file is still the one the entry was built from. */
 async function externalUnchanged(stamps: ExternalStamp[]): Promise<boolean> {
@@ -94,16 +100,20 @@ function canonical(v: unknown): string {
 
 let codeHash: Promise<string> | null = null;
 
-/** sha256 over the names and bytes of the model/ and onnx/ modules (this file's folder and its sibling; .js and .ts). */
+/**
+ * sha256 over the names and bytes of the model/ and onnx/ modules (this file's folder and its
+ * sibling; .js and .ts), remembered by the files' stamps (util/stamp-digest.ts).
+ */
 export function tapCodeHash(): Promise<string> {
   codeHash ??= (async () => {
     const here = path.dirname(fileURLToPath(import.meta.url));
-    const parts: string[] = [];
-    for (const dir of [here, path.join(here, '..', 'onnx')]) {
-      const files = (await readdir(dir)).filter((f) => /\.(js|ts)$/.test(f)).sort();
-      for (const f of files) parts.push(`${path.basename(dir)}/${f}\n${sha256Hex(await readFile(path.join(dir, f)))}\n`);
-    }
-    return sha256Hex(parts.join(''));
+    const dirs = [here, path.join(here, '..', 'onnx')];
+    const files = (await Promise.all(dirs.map(async (dir) => (await readdir(dir)).filter((f) => /\.(js|ts)$/.test(f)).sort().map((f) => path.join(dir, f))))).flat();
+    return digestByStamps(`tap-code:${here}`, files, async () => {
+      const parts: string[] = [];
+      for (const f of files) parts.push(`${path.basename(path.dirname(f))}/${path.basename(f)}\n${sha256Hex(await readFile(f))}\n`);
+      return sha256Hex(parts.join(''));
+    });
   })();
   // A failure (e.g. too many open files) is not kept: the next call tries again.
   codeHash.catch(() => (codeHash = null));
@@ -136,6 +146,15 @@ function entryPaths(key: string): { onnx: string; json: string } {
 }
 
 /**
+ * The entry's ORT-optimized form for this kind of CPU (`<key>.cpu-<signature>.onnx`, written and
+ * checked by session.ts), for entries whose weights are all in the .onnx file (an optimized copy of
+ * a model with external data would need its own). Evicted with the entry.
+ */
+function optimizedPath(key: string, external: readonly unknown[]): string | null {
+  return external.length === 0 ? path.join(cacheRoot(), 'taps', `${key}.cpu-${cpuSignature()}.onnx`) : null;
+}
+
+/**
  * A cached build and its notices, or null (absent, unreadable or inconsistent). The bytes are checked
  * against the entry's length and sha256 when the file's stamp differs from the one recorded at the
  * last check (then recorded again); while it is unchanged, the entry is its path, unread: the
@@ -148,7 +167,7 @@ export async function readTapCache(key: string): Promise<(PreparedTap & { notice
     if (meta.format !== FORMAT || typeof meta.input !== 'string' || !Array.isArray(meta.taps) || !Array.isArray(meta.notices) || !Array.isArray(meta.external)) return null;
     if (meta.externalSha256 !== null && typeof meta.externalSha256 !== 'string') return null;
     if (!(await externalUnchanged(meta.external))) return null;
-    const entry = { input: meta.input, taps: meta.taps, fixedBatch: meta.fixedBatch, externalSha256: meta.externalSha256, notices: meta.notices };
+    const entry = { input: meta.input, taps: meta.taps, fixedBatch: meta.fixedBatch, externalSha256: meta.externalSha256, notices: meta.notices, optimized: optimizedPath(key, meta.external) };
     const stamp = await fileStamp(files.onnx);
     if (stamp && sameStamp(stamp, meta.checked)) {
       const now = new Date();
@@ -170,7 +189,7 @@ export async function readTapCache(key: string): Promise<(PreparedTap & { notice
  * a cache that cannot be written is not an error), then evict the least recently used beyond
  * MAX_ENTRIES.
  */
-export async function writeTapCache(key: string, build: TapBuildResult, notices: string[]): Promise<void> {
+export async function writeTapCache(key: string, build: TapBuildResult, notices: string[]): Promise<boolean> {
   try {
     const dir = await cacheDir('taps');
     const files = entryPaths(key);
@@ -179,8 +198,9 @@ export async function writeTapCache(key: string, build: TapBuildResult, notices:
     const meta: EntryMeta = { format: FORMAT, input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, notices, bytes: build.bytes.length, sha256: sha256Hex(build.bytes), external: build.external, externalSha256: build.externalSha256, checked };
     await writeFileAtomic(files.json, JSON.stringify(meta), { fsync: false });
     await evict(dir, key);
+    return true;
   } catch {
-    /* build again next time */
+    return false; // build again next time
   }
 }
 
@@ -194,6 +214,11 @@ async function evict(dir: string, keep: string): Promise<void> {
   const metas = keyed('.json');
   // A model without its JSON is a write that did not finish (a crash, or one in progress elsewhere: it is then rebuilt).
   for (const k of keyed('.onnx')) if (!metas.has(k) && k !== keep) await rm(entryPaths(k).onnx, { force: true });
+  // Optimized forms (any kind of CPU) of entries that are gone.
+  for (const f of names) {
+    const m = /^([0-9a-f]{64})\.cpu-[0-9a-f]+\.onnx(\.json)?$/.exec(f);
+    if (m && !metas.has(m[1]) && m[1] !== keep) await rm(path.join(dir, f), { force: true });
+  }
   const entries = await Promise.all(
     [...metas].filter((k) => k !== keep).map(async (key) => ({ key, used: (await stat(entryPaths(key).json).catch(() => null))?.mtimeMs ?? 0 })),
   );
@@ -202,6 +227,7 @@ async function evict(dir: string, keep: string): Promise<void> {
     const files = entryPaths(e.key);
     await rm(files.json, { force: true });
     await rm(files.onnx, { force: true });
+    for (const f of names.filter((n) => n.startsWith(`${e.key}.cpu-`))) await rm(path.join(dir, f), { force: true });
   }
 }
 
@@ -228,6 +254,6 @@ export async function cachedTapBuild(parts: TapCacheParts, onNotice: (msg: strin
     onNotice(n);
   });
   // (A model file rewritten since it was resolved: the build is of other bytes than the key says.)
-  if (key !== null && build.modelSha256 === parts.sha256) await writeTapCache(key, build, notices);
-  return { input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, externalSha256: build.externalSha256, model: build.bytes };
+  const stored = key !== null && build.modelSha256 === parts.sha256 && (await writeTapCache(key, build, notices));
+  return { input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, externalSha256: build.externalSha256, model: build.bytes, optimized: stored ? optimizedPath(key!, build.external) : null };
 }

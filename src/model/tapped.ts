@@ -2,7 +2,7 @@
  * Opening a prepared tap model (built by runner.ts) on a session: the part of a tapped backbone a
  * worker thread needs, so a worker loads onnxruntime and this file only (no ONNX parsing/building).
  */
-import ort from 'onnxruntime-node';
+import ort from './ort.js';
 import { XferError } from '../errors.js';
 import type { ModelCard } from './card.js';
 import { openSession, type DeviceOptions } from './session.js';
@@ -53,13 +53,15 @@ export interface PreparedBackbone {
   input: string;
   /** The serialized tap model (uint8 NHWC pixel input, float32 tap outputs), or a file holding it. */
   model: Uint8Array | string;
+  /** Where a CPU session keeps and finds the tap model's ORT-optimized form for this kind of CPU (session.ts), or null. */
+  optimized?: string | null;
 }
 
 /** Open a session on a prepared tap model; see TappedBackbone. */
 export async function openPreparedBackbone(p: PreparedBackbone, device: DeviceOptions | undefined, onNotice: (msg: string) => void = () => {}): Promise<TappedBackbone> {
   // (The closures below must not hold `p`: its model bytes are not needed once the session exists.)
   const { taps, fixedBatch, card, file, spec, input } = p;
-  const { session, provider } = await openSession(p.model, device, onNotice);
+  const { session, provider } = await openSession(p.model, device, onNotice, p.optimized ?? null);
   const [h, w] = card.input.size;
   /** session.run, with ORT failures reported naming the model file. */
   const runSession = async (feeds: Record<string, ort.Tensor>, n: number): Promise<ort.InferenceSession.ReturnType> => {
