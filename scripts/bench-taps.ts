@@ -7,7 +7,7 @@
  *     [--early block_2_add] [--mid block_6_expand_relu]
  */
 import { parseArgs } from 'node:util';
-import ort from 'onnxruntime-node';
+import ort from '../src/model/ort.js';
 import { openTappedBackbone } from '../src/model/runner.js';
 import { resolveBackbone, requireCard } from '../src/model/registry.js';
 import { pixelAffine } from '../src/model/card.js';
