@@ -8,7 +8,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { openSession } from '../src/model/session.js';
@@ -118,6 +118,17 @@ test('an optimized file is used while its stamp is the recorded one; a changed, 
   const blocked = path.join(dir, 'blocked');
   await writeFile(blocked, 'a file');
   assert.deepEqual(await run(await open(p, path.join(blocked, 'x.onnx')), pixels, 2, 32, 32), plain);
+  assert.deepEqual(await run(await open(p, path.join(dir, 'no-such-folder', 'x.onnx')), pixels, 2, 32, 32), plain, 'a folder that is not there');
+  assert.equal(existsSync(path.join(dir, 'no-such-folder')), false);
+  // A folder this user cannot write (a cache baked read-only into an image): a plain session, nothing tried.
+  if (process.getuid?.() !== 0) {
+    const ro = path.join(dir, 'read-only');
+    await mkdir(ro);
+    await chmod(ro, 0o555);
+    assert.deepEqual(await run(await open(p, path.join(ro, 'x.onnx')), pixels, 2, 32, 32), plain);
+    assert.deepEqual(await readdir(ro), []);
+    await chmod(ro, 0o755);
+  }
   // And a model ORT cannot open still fails with ORT's own reason, not a cache error.
   await assert.rejects(openSession(Buffer.from('garbage'), { device: 'cpu' }, () => {}, path.join(dir, 'g.onnx')), /protobuf|parse|Load model/i);
   assert.equal(existsSync(path.join(dir, 'g.onnx')), false);

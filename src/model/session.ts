@@ -4,7 +4,9 @@
  * so xfer decides: `auto` uses CUDA when its provider library is installed and loads, else CPU with a
  * one-line notice; `cuda[:id]` fails with an actionable message when it cannot be used.
  */
-import { readFile, rename, rm } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, readFile, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
 import ort from './ort.js';
 import { tempNameFor, writeFileAtomic } from '../util/atomic.js';
 import { fileStamp, sameStamp, type FileStamp } from '../util/file-stamp.js';
@@ -98,6 +100,9 @@ async function createCpu(model: Uint8Array | string, so: ort.InferenceSession.Se
   } catch {
     /* none yet, unreadable, or ORT refused it: written again below */
   }
+  // (A folder this process cannot write, e.g. a cache baked read-only into an image: a plain session,
+  // rather than one that fails to save and is created again on every start.)
+  if (!(await access(path.dirname(optimized), constants.W_OK).then(() => true, () => false))) return create(model, cpu);
   const tmp = tempNameFor(optimized);
   let session: ort.InferenceSession;
   try {

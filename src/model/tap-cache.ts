@@ -145,13 +145,16 @@ function entryPaths(key: string): { onnx: string; json: string } {
   return { onnx: path.join(dir, `${key}.onnx`), json: path.join(dir, `${key}.json`) };
 }
 
+/** Tap models larger than this get no optimized copy (ORT cannot save a protobuf of 2 GB or more). */
+export const MAX_OPTIMIZED_BYTES = 1 << 30;
+
 /**
  * The entry's ORT-optimized form for this kind of CPU (`<key>.cpu-<signature>.onnx`, written and
- * checked by session.ts), for entries whose weights are all in the .onnx file (an optimized copy of
- * a model with external data would need its own). Evicted with the entry.
+ * checked by session.ts), for entries whose weights are all in their .onnx file (an optimized copy of
+ * a model with external data would need its own) and under MAX_OPTIMIZED_BYTES. Evicted with the entry.
  */
-function optimizedPath(key: string, external: readonly unknown[]): string | null {
-  return external.length === 0 ? path.join(cacheRoot(), 'taps', `${key}.cpu-${cpuSignature()}.onnx`) : null;
+function optimizedPath(key: string, external: readonly unknown[], bytes: number): string | null {
+  return external.length === 0 && bytes < MAX_OPTIMIZED_BYTES ? path.join(cacheRoot(), 'taps', `${key}.cpu-${cpuSignature()}.onnx`) : null;
 }
 
 /**
@@ -167,7 +170,7 @@ export async function readTapCache(key: string): Promise<(PreparedTap & { notice
     if (meta.format !== FORMAT || typeof meta.input !== 'string' || !Array.isArray(meta.taps) || !Array.isArray(meta.notices) || !Array.isArray(meta.external)) return null;
     if (meta.externalSha256 !== null && typeof meta.externalSha256 !== 'string') return null;
     if (!(await externalUnchanged(meta.external))) return null;
-    const entry = { input: meta.input, taps: meta.taps, fixedBatch: meta.fixedBatch, externalSha256: meta.externalSha256, notices: meta.notices, optimized: optimizedPath(key, meta.external) };
+    const entry = { input: meta.input, taps: meta.taps, fixedBatch: meta.fixedBatch, externalSha256: meta.externalSha256, notices: meta.notices, optimized: optimizedPath(key, meta.external, meta.bytes) };
     const stamp = await fileStamp(files.onnx);
     if (stamp && sameStamp(stamp, meta.checked)) {
       const now = new Date();
@@ -255,5 +258,5 @@ export async function cachedTapBuild(parts: TapCacheParts, onNotice: (msg: strin
   });
   // (A model file rewritten since it was resolved: the build is of other bytes than the key says.)
   const stored = key !== null && build.modelSha256 === parts.sha256 && (await writeTapCache(key, build, notices));
-  return { input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, externalSha256: build.externalSha256, model: build.bytes, optimized: stored ? optimizedPath(key!, build.external) : null };
+  return { input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, externalSha256: build.externalSha256, model: build.bytes, optimized: stored ? optimizedPath(key!, build.external, build.bytes.length) : null };
 }
