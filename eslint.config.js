@@ -9,4 +9,15 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
     },
   },
+  {
+    // onnxruntime-node is loaded through src/model/ort.ts, which turns ORT's telemetry off first.
+    files: ['**/*.ts'],
+    ignores: ['src/model/ort.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        { paths: [{ name: 'onnxruntime-node', message: "import ort from src/model/ort.js (it turns onnxruntime's telemetry off first)", allowTypeImports: true }] },
+      ],
+    },
+  },
 );

@@ -18,7 +18,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import ort from 'onnxruntime-node';
+import ort from '../src/model/ort.js';
 import { readOnnxFile, serializeModel } from '../src/onnx/io.js';
 import { valueInfo } from '../src/onnx/builder.js';
 import { DataType, type ModelProto } from '../src/onnx/proto.js';

@@ -9,7 +9,7 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Builder } from 'flatbuffers';
-import ort from 'onnxruntime-node';
+import ort from '../src/model/ort.js';
 import sharp from 'sharp';
 import { XferError } from '../src/errors.js';
 import { importTflite, readTfliteModel, tfliteToOnnxCached, convertTflite, tfliteCard } from '../src/import/tflite/index.js';

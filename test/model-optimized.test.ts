@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import ort from 'onnxruntime-node';
+import ort from '../src/model/ort.js';
 import { openSession } from '../src/model/session.js';
 import { prepareTappedBackbone } from '../src/model/prepare.js';
 import { resolveBackbone } from '../src/model/registry.js';

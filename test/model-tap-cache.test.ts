@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import ort from 'onnxruntime-node';
+import ort from '../src/model/ort.js';
 import { emptyGraph, floatTensor, makeModel, node, valueInfo } from '../src/onnx/builder.js';
 import { writeOnnxFile } from '../src/onnx/io.js';
 import { DataType } from '../src/onnx/proto.js';

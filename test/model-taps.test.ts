@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import ort from 'onnxruntime-node';
+import ort from '../src/model/ort.js';
 import { readOnnxFile, serializeModel } from '../src/onnx/io.js';
 import { emptyGraph, floatTensor, makeModel, node, valueInfo } from '../src/onnx/builder.js';
 import { DataType, type ModelProto } from '../src/onnx/proto.js';

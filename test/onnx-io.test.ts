@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, writeFile, readFile, mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import ort from 'onnxruntime-node';
+import ort from '../src/model/ort.js';
 import { readOnnxFile, serializeModel, writeOnnxFile } from '../src/onnx/io.js';
 import { emptyGraph, floatTensor, makeModel, node, valueInfo } from '../src/onnx/builder.js';
 import { DataType, type ModelProto } from '../src/onnx/proto.js';

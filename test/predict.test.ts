@@ -14,7 +14,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
-import ort from 'onnxruntime-node';
+import ort from '../src/model/ort.js';
 import { extractFeatures } from '../src/extract/pipeline.js';
 import { loadRows, openFeatures, pickLayers } from '../src/features/reader.js';
 import { trainHead, type TrainOptions } from '../src/heads/train.js';
