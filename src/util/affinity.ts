@@ -117,7 +117,8 @@ export class AffinityShell {
     this.child = child;
     if (!child) return;
     child.on('error', () => this.end());
-    child.on('exit', () => this.end());
+    // ('close', not 'exit': after its stdout is read to the end, so answers written before it exited still count.)
+    child.on('close', () => this.end());
     child.stdin.on('error', () => this.end());
     let buf = '';
     child.stdout.setEncoding('utf8');
