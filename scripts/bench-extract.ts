@@ -153,6 +153,13 @@ function xferCli(): string {
   return probe.status === 0 ? main : path.join(DIST, 'test', 'extract-cli.js');
 }
 
+/** What a run's summary says of decoding on its own CPUs. */
+function describeCpus(d: unknown): string {
+  const c = d as { decode?: number[]; released?: string | null } | null | undefined;
+  if (!c || !Array.isArray(c.decode)) return 'decoding unconfined';
+  return c.released ? `decoding confined to CPU ${c.decode.join(',')}, given up: ${c.released}` : `decoding on CPU ${c.decode.join(',')}`;
+}
+
 async function runExtract(cli: string, data: string, out: string, batch: number | null, preload: string, extra: string[] = []): Promise<{ summary: Record<string, number>; maxRssMB: number; wall: number }> {
   const t = performance.now();
   const args = ['--import', preload, cli, 'extract', '--model', 'mobilenet_v2', '--data', data, '--out', out, '--overwrite', '--json', ...(batch ? ['--batch', String(batch)] : []), ...extra];
@@ -283,7 +290,8 @@ async function main(): Promise<void> {
     per.push({ dec: mean(both.dec), inf: mean(both.inf), bound, bound0, e2e: r5.summary.imagesThisRun / r5.summary.seconds, steady: r5.summary.imagesThisRun / r5.summary.pipelineSeconds, process: r5.summary.imagesThisRun / r5.wall, rss: r5.maxRssMB });
     log(
       `round ${i + 1}: decode ${fmtCores(before.dec)}→${fmtCores(after.dec)}, infer ${fmtCores(before.inf)}→${fmtCores(after.inf)} (per core), bound ${bound.toFixed(1)} (${bound0.toFixed(1)} from the first core alone), ` +
-        `end to end ${per[i].e2e.toFixed(1)} (pipeline ${per[i].steady.toFixed(1)}) img/s → ratio ${(per[i].e2e / bound).toFixed(2)} (${(per[i].steady / bound).toFixed(2)})`,
+        `end to end ${per[i].e2e.toFixed(1)} (pipeline ${per[i].steady.toFixed(1)}) img/s → ratio ${(per[i].e2e / bound).toFixed(2)} (${(per[i].steady / bound).toFixed(2)}); ` +
+        `start ${(r5.summary.seconds - r5.summary.pipelineSeconds).toFixed(2)} s; ${describeCpus(r5.summary.decodeCpus)}`,
     );
     before = after;
   }
