@@ -9,22 +9,21 @@ import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
-import { makeDataset, tmpDir } from './extract-helpers.js';
+import { keepCacheEnv, makeDataset, tmpDir } from './extract-helpers.js';
 import { extractFeatures } from '../src/extract/pipeline.js';
 import { openFeatures } from '../src/features/reader.js';
 import { readOnnxFile } from '../src/onnx/io.js';
 
 let dir: string;
-let saved: string | undefined;
+let restoreCache: () => void;
 
 before(async () => {
   dir = await tmpDir('xfer-cache-');
-  saved = process.env.XFER_CACHE;
+  restoreCache = keepCacheEnv();
 });
 
 after(async () => {
-  if (saved === undefined) delete process.env.XFER_CACHE;
-  else process.env.XFER_CACHE = saved;
+  restoreCache();
   await rm(dir, { recursive: true, force: true });
 });
 

@@ -21,17 +21,23 @@ export async function tmpDir(prefix = 'xfer-extract-'): Promise<string> {
   return mkdtemp(path.join(os.tmpdir(), prefix));
 }
 
+/** Remember XFER_CACHE as it is now; returns the function that puts that value back. */
+export function keepCacheEnv(): () => void {
+  const saved = process.env.XFER_CACHE;
+  return () => {
+    if (saved === undefined) delete process.env.XFER_CACHE;
+    else process.env.XFER_CACHE = saved;
+  };
+}
+
 /**
  * Point XFER_CACHE at `<dir>/cache` (worker threads copy process.env when they start, so set it
  * before opening any); returns the function that puts the previous value back.
  */
 export function useCacheIn(dir: string): () => void {
-  const saved = process.env.XFER_CACHE;
+  const restore = keepCacheEnv();
   process.env.XFER_CACHE = path.join(dir, 'cache');
-  return () => {
-    if (saved === undefined) delete process.env.XFER_CACHE;
-    else process.env.XFER_CACHE = saved;
-  };
+  return restore;
 }
 
 /** Deterministic pseudo-random numbers. */

@@ -20,23 +20,22 @@ import type { TapRequest } from '../src/model/taps.js';
 import { resolvePreprocess } from '../src/image/plan.js';
 import { loadImagePixels } from '../src/image/decode.js';
 import { cpuSignature, cpuinfoIdentity } from '../src/util/cpu-signature.js';
-import { makeDataset, makeExternalModel, makeTinyModel, tmpDir } from './extract-helpers.js';
+import { keepCacheEnv, makeDataset, makeExternalModel, makeTinyModel, tmpDir } from './extract-helpers.js';
 
 const SHARED_IMAGES = path.resolve('..', 'shared', 'images');
 
 let dir: string;
 let tiny: { model: string; card: string };
-let saved: string | undefined;
+let restoreCache: () => void;
 
 before(async () => {
   dir = await tmpDir('xfer-optimized-');
   tiny = await makeTinyModel(dir);
-  saved = process.env.XFER_CACHE;
+  restoreCache = keepCacheEnv();
 });
 
 after(async () => {
-  if (saved === undefined) delete process.env.XFER_CACHE;
-  else process.env.XFER_CACHE = saved;
+  restoreCache();
   await rm(dir, { recursive: true, force: true });
 });
 

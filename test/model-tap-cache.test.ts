@@ -18,22 +18,21 @@ import { prepareTappedBackbone } from '../src/model/prepare.js';
 import { MAX_ENTRIES, tapCacheKey } from '../src/model/tap-cache.js';
 import { buildTapBytes } from '../src/model/tap-model.js';
 import type { TapRequest } from '../src/model/taps.js';
-import { makeExternalModel, makeTinyModel, tmpDir } from './extract-helpers.js';
+import { keepCacheEnv, makeExternalModel, makeTinyModel, tmpDir } from './extract-helpers.js';
 
 let dir: string;
 let tiny: { model: string; card: string };
-let saved: string | undefined;
+let restoreCache: () => void;
 let cache: string;
 
 before(async () => {
   dir = await tmpDir('xfer-tapcache-');
   tiny = await makeTinyModel(dir);
-  saved = process.env.XFER_CACHE;
+  restoreCache = keepCacheEnv();
 });
 
 after(async () => {
-  if (saved === undefined) delete process.env.XFER_CACHE;
-  else process.env.XFER_CACHE = saved;
+  restoreCache();
   await rm(dir, { recursive: true, force: true });
 });
 

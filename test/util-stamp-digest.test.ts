@@ -9,20 +9,18 @@ import { createHash } from 'node:crypto';
 import { readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { RACY_MS, digestByStamps, sha256FileRemembered } from '../src/util/stamp-digest.js';
-import { tmpDir } from './extract-helpers.js';
+import { tmpDir, useCacheIn } from './extract-helpers.js';
 
 let dir: string;
-let saved: string | undefined;
+let restoreCache: () => void;
 
 before(async () => {
   dir = await tmpDir('xfer-digest-');
-  saved = process.env.XFER_CACHE;
-  process.env.XFER_CACHE = path.join(dir, 'cache');
+  restoreCache = useCacheIn(dir);
 });
 
 after(async () => {
-  if (saved === undefined) delete process.env.XFER_CACHE;
-  else process.env.XFER_CACHE = saved;
+  restoreCache();
   await rm(dir, { recursive: true, force: true });
 });
 
