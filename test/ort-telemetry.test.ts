@@ -39,11 +39,20 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/**
+ * Variables by which onnxruntime recognises a CI build and then collects nothing, whatever
+ * ORT_DISABLE_TELEMETRY says (the list is in libonnxruntime's strings; `CI` measured too). They are
+ * removed from both runs so that ORT behaves as on a user's machine, or the control proves nothing.
+ */
+const CI_MARKERS = ['CI', 'TF_BUILD', 'GITHUB_ACTIONS', 'GITLAB_CI', 'CIRCLECI', 'TRAVIS', 'JENKINS_URL', 'CODEBUILD_BUILD_ID', 'BUILDKITE', 'TEAMCITY_VERSION', 'APPVEYOR', 'BITBUCKET_BUILD_NUMBER'];
+
 /** Run `xfer extract` with a home of its own; what ORT left there and in /tmp. */
 async function extractWithHome(name: string, telemetryVar: string | undefined): Promise<{ database: boolean; debugLog: boolean }> {
   const home = path.join(dir, name);
   const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, XDG_CACHE_HOME: path.join(home, '.cache'), XFER_CACHE: path.join(home, 'xfer-cache') };
-  delete env[ORT_TELEMETRY_VAR];
+  // undefined, not delete: spawnCli lays env over process.env, and spawn leaves undefined values out.
+  env[ORT_TELEMETRY_VAR] = undefined;
+  for (const marker of CI_MARKERS) env[marker] = undefined;
   if (telemetryVar !== undefined) env[ORT_TELEMETRY_VAR] = telemetryVar;
   const child = spawnCli(['extract', '--model', tiny.model, '--card', tiny.card, '--data', data, '--out', path.join(dir, `${name}-out`), '--quiet'], env);
   let stderr = '';
@@ -56,7 +65,13 @@ async function extractWithHome(name: string, telemetryVar: string | undefined): 
   return found;
 }
 
-test('an extraction leaves no ORT telemetry database or debug log; with ORT_DISABLE_TELEMETRY=0 (the user allowing it) ORT writes them', { skip: process.platform === 'win32' && 'ORT reports through ETW on Windows' }, async () => {
+test('an extraction leaves no ORT telemetry database or debug log; with ORT_DISABLE_TELEMETRY=0 (the user allowing it) ORT writes them', { skip: process.platform === 'win32' && 'ORT reports through ETW on Windows' }, async (t) => {
   assert.deepEqual(await extractWithHome('off', undefined), { database: false, debugLog: false });
-  assert.deepEqual(await extractWithHome('allowed', '0'), { database: true, debugLog: true }, 'the control: this onnxruntime does collect telemetry when allowed');
+  const control = await extractWithHome('allowed', '0');
+  if (!control.database && !control.debugLog) {
+    // Some other trait of this machine stops ORT's telemetry; the check above then shows nothing.
+    t.skip('onnxruntime wrote no telemetry here even when allowed (a CI marker not in CI_MARKERS?), so the off-run proves nothing on this machine');
+    return;
+  }
+  assert.deepEqual(control, { database: true, debugLog: true }, 'the control: this onnxruntime does collect telemetry when allowed');
 });
