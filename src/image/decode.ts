@@ -11,13 +11,13 @@
  * ImageError with a short reason; nothing else escapes.
  */
 import { readFile } from 'node:fs/promises';
-import sharp from 'sharp';
 import type { CreateRaw, Metadata, OutputInfo } from 'sharp';
 import { XferError } from '../errors.js';
 import { toHalfBits } from '../util/float16.js';
 import { BmpError, decodeBmp, isBmp, readBmpHeader } from './bmp.js';
 import { readImageHeader } from './header.js';
 import { resizeGeometry, type PreprocessPlan } from './plan.js';
+import sharp from './sharp.js';
 
 export type ImageErrorKind =
   | 'not-found'
