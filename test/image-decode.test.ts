@@ -4,7 +4,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -266,6 +266,17 @@ test('a directory named x.jpg → not-a-file', async () => {
 
 test('missing file → not-found', async () => {
   await rejectsWith(path.join(dir, 'nope.jpg'), 'not-found', /^file not found$/);
+});
+
+test('image-named symlinks (listed unresolved by discovery): broken → not-found "broken symlink", to a folder → not-a-file, a loop → not-a-file', async () => {
+  await symlink(path.join(dir, 'nowhere.jpg'), path.join(dir, 'broken-link.jpg'));
+  await rejectsWith(path.join(dir, 'broken-link.jpg'), 'not-found', /^broken symlink$/);
+  await mkdir(path.join(dir, 'a-folder'));
+  await symlink(path.join(dir, 'a-folder'), path.join(dir, 'folder-link.jpg'));
+  await rejectsWith(path.join(dir, 'folder-link.jpg'), 'not-a-file', /^is a directory, not an image file$/);
+  await symlink(path.join(dir, 'loop-b.jpg'), path.join(dir, 'loop-a.jpg'));
+  await symlink(path.join(dir, 'loop-a.jpg'), path.join(dir, 'loop-b.jpg'));
+  await rejectsWith(path.join(dir, 'loop-a.jpg'), 'not-a-file', /^symlink loop$/);
 });
 
 test('unreadable file (chmod 000) → permission denied', { skip: process.getuid?.() === 0 && 'running as root: chmod 000 files stay readable (the directory case above covers unreadable paths)' }, async () => {

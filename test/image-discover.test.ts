@@ -100,11 +100,33 @@ test('symlinks are followed once: a loop back to the root does not recurse forev
   await symlink(root, path.join(root, 'cats', 'loop'));
   await symlink(target, path.join(root, 'cats', 'ext'));
   await symlink(path.join(root, 'cats', 'a.jpg'), path.join(root, 'elsewhere', 'linked.jpg'));
-  await symlink(path.join(root, 'nowhere.jpg'), path.join(root, 'elsewhere', 'broken.jpg'));
+  await symlink(path.join(root, 'nowhere'), path.join(root, 'elsewhere', 'broken'));
+  await symlink(path.join(root, 'elsewhere', 'self'), path.join(root, 'elsewhere', 'self'));
   const ds = await discoverDataset(root);
   assert.deepEqual(ds.entries.map((e) => e.path), ['cats/a.jpg', 'cats/ext/x.jpg', 'elsewhere/b.jpg', 'elsewhere/linked.jpg']);
   assert.ok(ds.warnings.some((w) => /already visited/.test(w)));
-  assert.deepEqual(ds.errors, [{ path: 'elsewhere/broken.jpg', reason: 'broken symlink' }]);
+  // A broken link without an image name is nothing to use (no error); a looping one is recorded.
+  assert.deepEqual(ds.errors, [{ path: 'elsewhere/self', reason: 'symlink loop' }]);
+});
+
+test('a symlink named like an image is listed unresolved: broken or pointing at a folder, it is an entry its decode reports', async () => {
+  const root = await tree('image-links', ['cats/a.jpg', 'dogs/b.jpg', 'folder/c.jpg']);
+  await symlink(path.join(root, 'nowhere.jpg'), path.join(root, 'cats', 'broken.jpg'));
+  await symlink(path.join(root, 'folder'), path.join(root, 'dogs', 'folder-link.jpg'));
+  await symlink(path.join(root, 'cats', 'a.jpg'), path.join(root, 'dogs', 'linked.JPG'));
+  const ds = await discoverDataset(root);
+  assert.deepEqual(
+    ds.entries.map((e) => [e.path, e.label]),
+    [
+      ['cats/a.jpg', 'cats'],
+      ['cats/broken.jpg', 'cats'],
+      ['dogs/b.jpg', 'dogs'],
+      ['dogs/folder-link.jpg', 'dogs'],
+      ['dogs/linked.JPG', 'dogs'],
+      ['folder/c.jpg', 'folder'],
+    ],
+  );
+  assert.deepEqual(ds.errors, []);
 });
 
 test('non-UTF-8 file and class names are kept (\\xNN in path, exact bytes in absBytes)', async () => {

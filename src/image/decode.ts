@@ -10,7 +10,7 @@
  * here), then reorder to the model's channel order. Every failure becomes an
  * ImageError with a short reason; nothing else escapes.
  */
-import { readFile } from 'node:fs/promises';
+import { lstat, readFile } from 'node:fs/promises';
 import type { CreateRaw, Metadata, OutputInfo } from 'sharp';
 import { XferError } from '../errors.js';
 import { toHalfBits } from '../util/float16.js';
@@ -108,6 +108,13 @@ export function sniffFormat(buf: Uint8Array): Sniffed {
   return 'unknown';
 }
 
+async function isSymlink(file: string | Buffer): Promise<boolean> {
+  return lstat(file).then(
+    (st) => st.isSymbolicLink(),
+    () => false,
+  );
+}
+
 async function readImageFile(file: string | Buffer, display: string): Promise<Buffer> {
   try {
     return await readFile(file);
@@ -115,7 +122,8 @@ async function readImageFile(file: string | Buffer, display: string): Promise<Bu
     const code = (e as NodeJS.ErrnoException).code;
     switch (code) {
       case 'ENOENT':
-        throw new ImageError(display, 'not-found', 'file not found', e);
+        // Discovery lists image-named symlinks without resolving them (discover.ts): say which it is.
+        throw new ImageError(display, 'not-found', (await isSymlink(file)) ? 'broken symlink' : 'file not found', e);
       case 'EACCES':
       case 'EPERM':
         throw new ImageError(display, 'permission', 'permission denied', e);
