@@ -81,6 +81,43 @@ test('firstFree: each batch goes to the first idle session, results return to th
   assert.deepEqual(log.slice(-2).sort(), ['fast:closed', 'slow:closed']);
 });
 
+test('firstFree with depth 2: each session holds its next batch (fewest outstanding first, then the longest waiting), never more than 2', async () => {
+  const log: string[] = [];
+  const busy = new Map<string, { now: number; max: number }>();
+  const counted = (name: string, ms: number): ExtractBackbone => {
+    const inner = fakeBackbone(name, ms, log);
+    const c = { now: 0, max: 0 };
+    busy.set(name, c);
+    return {
+      ...inner,
+      async run(pixels, n) {
+        c.max = Math.max(c.max, ++c.now);
+        // One at a time inside, as a worker runs its batches.
+        const prev = chains.get(name) ?? Promise.resolve();
+        const mine = prev.then(() => inner.run(pixels, n));
+        chains.set(name, mine.catch(() => {}));
+        try {
+          return await mine;
+        } finally {
+          c.now--;
+        }
+      },
+    };
+  };
+  const chains = new Map<string, Promise<unknown>>();
+  const pool = firstFree([counted('slow', 60), counted('fast', 5)], 2);
+  const results = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => pool.run(Uint8Array.of(i), 1)));
+  assert.deepEqual(
+    results.map((r) => r.outputs[0][0]),
+    [0, 1, 2, 3, 4, 5],
+  );
+  // slow takes 0, fast 1; both hold one, so slow (waiting longer) holds 2 and fast 3; then every
+  // batch goes to fast as it frees a place.
+  assert.deepEqual(log, ['slow:0', 'fast:1', 'fast:3', 'fast:4', 'fast:5', 'slow:2']);
+  assert.deepEqual([busy.get('slow')!.max, busy.get('fast')!.max], [2, 2]);
+  assert.throws(() => firstFree([], 0), /depth must be a positive integer/);
+});
+
 test('firstFree: a failed batch rejects its caller only, and the session takes the next one', async () => {
   let calls = 0;
   const flaky: ExtractBackbone = {

@@ -2,7 +2,7 @@
  * The extraction run: discover → decode/preprocess (sharp, bounded concurrency, in input order) →
  * batches (on CUDA the last batch of each shard is padded to the batch size) → backbone (worker
  * threads) → shard writer. Queues are bounded (a window of decodes ahead, two assembled batches, at
- * most `workers + 1` batches at the backbone), so memory does not grow with the dataset.
+ * most `workers × WORKER_DEPTH + 1` batches at the backbone), so memory does not grow with the dataset.
  *
  * Determinism: shard g holds inputs [g·R, (g+1)·R) of the sorted list; batches never cross a shard,
  * so a resumed or sharded run feeds the backbone exactly the same batches as a single run and
@@ -19,7 +19,7 @@ import { describePlan, resolvePreprocess, type PreprocessOverrides, type Preproc
 import type { DeviceOptions, Pool } from '../model/runner.js';
 import type { CardFlags } from '../model/card-flags.js';
 import { assignLayerDirs, FeatureWriter, type FeatureDtype, type FeatureMetaInit, type ShardWriter, type WriterIO } from '../features/writer.js';
-import { openInlineBackbone, openWorkerPool, prepareBackbone } from './backbone.js';
+import { WORKER_DEPTH, openInlineBackbone, openWorkerPool, prepareBackbone } from './backbone.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { Channel } from '../util/channel.js';
 import { DEFAULT_BATCH_CPU, DEFAULT_ROWS_PER_SHARD, defaultBatch, inferencePlan } from './defaults.js';
@@ -343,8 +343,9 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     };
 
     // The producer decodes and assembles batches into a bounded channel on its own, so decoding
-    // never waits for a batch result; the consumer keeps at most `workers + 1` batches at the
-    // backbone (each goes to the first free session) and writes results in order. On CUDA every
+    // never waits for a batch result; the consumer keeps at most `workers × WORKER_DEPTH + 1` batches
+    // at the backbone (each session runs one and holds the next: see firstFree) and writes results
+    // in order. On CUDA every
     // batch is padded to the batch size (one input shape: no cuDNN re-tuning); on CPU only the
     // real rows run (padding would be wasted compute; a batch's composition is fixed by the input
     // order, so resumed and sharded runs still feed identical batches).
@@ -363,7 +364,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     })();
     const pad = info.provider === 'cuda';
     const inflight: { b: Batch; res: Promise<Float32Array[] | null> }[] = [];
-    const maxInflight = workers + 1;
+    const maxInflight = workers * WORKER_DEPTH + 1;
     // --strict: stop once the shard holding the first unusable input is committed.
     const strictDone = () => strictShard !== null && w.counts.shards > strictShard - range.firstShard;
     try {

@@ -28,7 +28,7 @@ import '../heads/index.js';
 import { loadHead, type TrainedHead } from '../heads/model.js';
 import { transformFor } from '../heads/model.js';
 import { externalWeightsLabel, sameExternalWeights } from '../features/external-weights.js';
-import { openWorkerPool, type BackboneInfo, type ExtractBackbone } from '../extract/backbone.js';
+import { WORKER_DEPTH, openWorkerPool, type BackboneInfo, type ExtractBackbone } from '../extract/backbone.js';
 import { defaultBatch, inferencePlan } from '../extract/defaults.js';
 import { AffinityShell } from '../util/affinity.js';
 import { DecodeConfinement, decodeCpuSplit, type CpuSplit, type DecodeCpusMode } from '../extract/decode-cpus.js';
@@ -322,7 +322,7 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
   };
 
   // Decodes run ahead of the batch being assembled (at most `window` images) while earlier batches
-  // are at the backbone workers (at most workers + 1); outcomes come out in input order.
+  // are at the backbone workers (up to WORKER_DEPTH each); outcomes come out in input order.
   const predict = async (images: PredictInput[], onResult?: (r: PredictOutcome) => void): Promise<PredictOutcome[]> => {
     const items = images.map((im) => (typeof im === 'string' ? { path: im, source: im } : im));
     const all: PredictOutcome[] = [];
@@ -374,7 +374,7 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
         } else buffers.give(pixels);
         inflight.push(b);
         await flushSettled();
-        while (inflight.length > workers) await finish(inflight.shift()!);
+        while (inflight.length > workers * WORKER_DEPTH) await finish(inflight.shift()!);
         confinement?.watch();
       }
       while (inflight.length > 0) await finish(inflight.shift()!);
