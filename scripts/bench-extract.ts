@@ -11,7 +11,7 @@
  *     ratio end-to-end / bound;
  *   - how two concurrent inference streams scale on this machine (the bound assumes ×cores);
  *   - peak RSS of `xfer extract` on 1× and 5× the images, medians of three runs each after a warm-up
- *     run (should differ by < 10 %);
+ *     run (should differ by < 10 %), and one run on 10× (whether it keeps growing past 5×);
  *   - the Python anchor (torchvision ImageFolder + DataLoader with 2 workers, mobilenet_v2 with random
  *     weights, eager and TorchScript optimize_for_inference, batch 32 and xfer's batch), installing
  *     Debian's python3-torch and python3-torchvision with apt when missing (skip with --no-python,
@@ -306,6 +306,11 @@ async function main(): Promise<void> {
   // The stage bound assumes two cores deliver twice one core's rate; measure what two concurrent
   // inference streams actually get on this machine (shared memory bandwidth, VM host contention).
   const inf2 = cores >= 2 ? await concurrentInfer(batch) : NaN;
+  // Twice the images once more: whether peak RSS keeps growing past 5× or has levelled off (what is
+  // left between 1× and 5× is the allocators warming up: README, Performance).
+  const x2n = path.join(tmp, `copies-${copies * 2}`);
+  const n2n = await buildTree(shared ?? path.join(tmp, 'gen'), x2n, copies * 2);
+  const rss2n = (await runExtract(cli, x2n, path.join(tmp, 'out2n'), batchArg ? batch : null, preload)).maxRssMB;
   log('');
   log(`medians over ${rounds} round(s):`);
   log(`decode only (sharp, 1 stream, 1 core):        ${dec.toFixed(1)} img/s  (${(1000 / dec).toFixed(2)} ms/img; mean of ${measured.length} core(s))`);
@@ -325,6 +330,7 @@ async function main(): Promise<void> {
     `peak RSS (median of runs): ${n1} images ${rss1.toFixed(0)} MB (${fmtMB(rss1Runs)}), ${n5} images ${rss5.toFixed(0)} MB (${fmtMB(per.map((p) => p.rss))}) → ` +
       `${(((rss5 - rss1) / rss1) * 100).toFixed(1)} % (target < 10 %)`,
   );
+  log(`peak RSS at ${n2n} images (one run): ${rss2n.toFixed(0)} MB, ${rss2n >= rss5 ? '+' : ''}${(((rss2n - rss5) / rss5) * 100).toFixed(1)} % from ${n5} images`);
 
   const abPairs = Number(arg('ab-decode-cpus', '0'));
   if (abPairs > 0) {
