@@ -137,8 +137,8 @@ export async function openInlineBackbone(prepared: Promise<PreparedBackbone>, de
 
 /**
  * Open `workers` backbone workers (each its own ORT session) and give each batch to the least busy
- * session, each holding up to WORKER_DEPTH batches (see firstFree). The workers start (load onnxruntime) while `prepared` is being built, then
- * open their sessions from its bytes. On CPU, two single-threaded sessions beat one two-threaded
+ * session, each holding up to WORKER_DEPTH batches (see firstFree). The workers start (load
+ * onnxruntime) while `prepared` is being built, then open their sessions from its bytes. On CPU, two single-threaded sessions beat one two-threaded
  * session when images are decoded on the same cores: each batch runs without intra-op barriers, so a
  * decode thread taking a core never stalls the other half of an op. Results are identical whichever
  * session runs a batch.

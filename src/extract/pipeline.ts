@@ -345,10 +345,10 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     // The producer decodes and assembles batches into a bounded channel on its own, so decoding
     // never waits for a batch result; the consumer keeps at most `workers × WORKER_DEPTH + 1` batches
     // at the backbone (each session runs one and holds the next: see firstFree) and writes results
-    // in order. On CUDA every
-    // batch is padded to the batch size (one input shape: no cuDNN re-tuning); on CPU only the
-    // real rows run (padding would be wasted compute; a batch's composition is fixed by the input
-    // order, so resumed and sharded runs still feed identical batches).
+    // in order. On CUDA every batch is padded to the batch size (one input shape: no cuDNN
+    // re-tuning); on CPU only the real rows run (padding would be wasted compute; a batch's
+    // composition is fixed by the input order, so resumed and sharded runs still feed identical
+    // batches).
     // The consumer stops the producer when it leaves (done, interrupted, --strict, an error): it then
     // decodes nothing more than the image it is waiting for.
     let producerStopped = false;

@@ -15,8 +15,9 @@
  * Hidden files and folders (name starting with '.', e.g. .ipynb_checkpoints, ._foo.jpg) are skipped
  * unless includeHidden. Symlinks are followed; each real folder is walked at most once (loops and
  * repeated links are skipped with a warning). A symlink with an image extension is listed as an image
- * without being resolved: if it is broken or points at a folder, decoding that entry reports it. Names that are not valid UTF-8 are kept: `path` shows
- * the bad bytes as \xNN, and `absBytes` holds the exact bytes to open (use `entrySource(e)`).
+ * without being resolved: if it is broken or points at a folder, decoding that entry reports it.
+ * Names that are not valid UTF-8 are kept: `path` shows the bad bytes as \xNN, and `absBytes` holds
+ * the exact bytes to open (use `entrySource(e)`).
  * Order: entries sorted by the bytes of their relative path, so the list (and --shard i/n splits)
  * is the same on every machine and locale.
  */
