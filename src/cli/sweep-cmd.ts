@@ -1,0 +1,132 @@
+/**
+ * `xfer sweep` (probe accuracy per tap), `xfer advise` (what to train, from measurements) and
+ * `xfer neighbors` (nearest images by feature): thin shells over src/sweep/.
+ */
+import type { Command } from 'commander';
+import { addCardFlags, type CardFlags } from '../model/card-flags.js';
+import { parseDevice } from '../model/device.js';
+import { parseDecodeCpus } from '../extract/decode-cpus.js';
+import type { Pool } from '../model/taps.js';
+import type { DeviceOptions } from '../model/session.js';
+import type { SweepOptions, SweepRow } from '../sweep/sweep.js';
+import { optionalPositiveInt, parseNonNegativeInt, parsePositiveInt } from './args.js';
+import { parseNumber } from '../heads/sweep.js';
+import { notice } from './output.js';
+
+function list(v: string): string[] {
+  return v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+const pct = (v: number | null): string => (v === null ? '—' : `${(100 * v).toFixed(1)}%`);
+
+interface CommonFlags extends CardFlags {
+  card?: string;
+  model?: string;
+  data?: string;
+  features?: string;
+  out?: string;
+  layers?: string;
+  pool: string;
+  head: string;
+  folds: string;
+  transform?: string;
+  grid?: string;
+  concurrency?: string;
+  seed: string;
+  batch?: string;
+  device?: string;
+  decodeCpus: string;
+  overwrite?: boolean;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+function addSweepFlags(cmd: Command, headDefault: string): Command {
+  return addCardFlags(
+    cmd
+      .option('--model <id|file>', 'backbone: built-in id or .onnx/.tflite path')
+      .option('--card <file>', 'model card for --model')
+      .option('--data <dir>', 'labelled dataset (ImageFolder tree or list file)')
+      .option('--features <dir>', 'reuse a feature folder written by `xfer extract` instead of extracting')
+      .option('--layers <taps>', "auto (from the graph), recommended (the card's) or comma-separated tap names; default: recommended when the card has them, else auto")
+      .option('--pool <list>', 'pooling(s) to compare: avg, max, avgmax (comma-separated; several come from one avgmax pass)', 'avg')
+      .option('--head <list>', 'probe head(s): linear, svm, svm-rbf, knn (comma-separated)', headDefault)
+      .option('--folds <k>', 'k-fold CV on train choosing C (k for knn) and the best probe', '5')
+      .option('--transform <list>', "transforms for every probe (standardize, l2, pca:K, none); default each head's own")
+      .option('--grid <values>', 'candidates for C (k for knn), comma-separated; default 1e-3,0.01,0.1,1,10,100 (knn: 1,5,10,20)')
+      .option('--concurrency <n>', 'taps fitted at once (default: CPUs, at most 4)')
+      .option('--seed <n>', 'seed for the val carve-out and folds', '0')
+      .option('--batch <n>', 'images per backbone run (extraction)')
+      .option('--device <device>', 'auto | cpu | cuda[:id] (extraction)')
+      .option('--decode-cpus <auto|off|list>', 'Linux: keep decoding on these CPUs while extracting (see xfer extract --help)', 'auto')
+      .option('--overwrite', 'replace an existing <out>/features folder')
+      .option('--json', 'print the result as JSON on stdout')
+      .option('--quiet', 'no progress on stderr'),
+  );
+}
+
+function sweepOptions(o: CommonFlags, out: string): SweepOptions {
+  const layers = o.layers === undefined ? undefined : o.layers === 'auto' || o.layers === 'recommended' ? o.layers : list(o.layers);
+  if (o.device !== undefined) parseDevice(o.device);
+  return {
+    model: o.model,
+    card: o.card,
+    cardFlags: o,
+    data: o.data,
+    features: o.features,
+    out,
+    layers,
+    pools: list(o.pool) as Pool[],
+    heads: list(o.head),
+    folds: parsePositiveInt(o.folds, '--folds'),
+    transforms: o.transform,
+    grid: o.grid === undefined ? undefined : list(o.grid).map((v) => parseNumber(v, '--grid')),
+    concurrency: optionalPositiveInt(o.concurrency, '--concurrency'),
+    seed: parseNonNegativeInt(o.seed, '--seed'),
+    extract: {
+      batch: optionalPositiveInt(o.batch, '--batch'),
+      device: o.device ? { device: o.device as DeviceOptions['device'] } : undefined,
+      decodeCpus: parseDecodeCpus(o.decodeCpus),
+      overwrite: o.overwrite,
+      onEvent: o.quiet || o.json ? undefined : (e) => {
+        if (e.type === 'progress' && process.stderr.isTTY) process.stderr.write(`\r\x1b[Kextract ${e.done}/${e.total} (${e.rate.toFixed(0)} img/s)`);
+        if (e.type === 'notice') notice(e.message);
+      },
+    },
+    onProbe: o.quiet || o.json ? undefined : (r: SweepRow, done: number, total: number) => {
+      process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : ''}probe ${done}/${total}: ${r.tap} ${r.pool} ${r.head} CV ${pct(r.cv.mean)} ± ${pct(r.cv.std)}, val ${pct(r.val)} (${r.seconds.toFixed(1)} s)${process.stderr.isTTY ? '' : '\n'}`);
+    },
+    warn: (m) => process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : ''}warning: ${m}\n`),
+  };
+}
+
+export function registerSweepCommands(program: Command): void {
+  addSweepFlags(
+    program
+      .command('sweep')
+      .description('probe accuracy per tap: one extraction with every tap, a linear/SVM/k-NN probe per tap (C by CV), plot + best probe as a head')
+      .requiredOption('--out <dir>', 'output folder: sweep.json, sweep.md, sweep.png, best/ (head), features/'),
+    'linear',
+  ).action(async (o: CommonFlags) => {
+    const { runSweep } = await import('../sweep/sweep.js');
+    const { releaseKernel } = await import('../heads/kernel/matmul.js');
+    try {
+      const r = await runSweep(sweepOptions(o, o.out!));
+      if (process.stderr.isTTY && !o.quiet && !o.json) process.stderr.write('\r\x1b[K');
+      if (o.json) {
+        process.stdout.write(JSON.stringify({ ok: true, ...r }) + '\n');
+        return;
+      }
+      const b = r.best;
+      process.stdout.write(`${r.results.length} probes over ${r.taps.length} taps (${r.folds}-fold CV on ${r.rows.train} training rows; val ${r.rows.val}${r.rows.valCarved ? ' carved from train' : ''})\n`);
+      process.stdout.write(`best: ${b.tap} (depth ${b.depth.toFixed(2)}, ${b.pool}, ${b.head}) CV ${pct(b.cv.mean)} ± ${pct(b.cv.std)}, val ${pct(b.val)}${b.test !== null ? `, test ${pct(b.test)}` : ''}\n`);
+      process.stdout.write(`last tap: ${r.last.tap} CV ${pct(r.last.cv.mean)}, val ${pct(r.last.val)}\n`);
+      process.stdout.write(`written: ${r.out}/sweep.md, sweep.json, sweep.png; best probe as a head: ${r.bestHead} (xfer predict --head ${r.bestHead} ...) in ${r.seconds.total.toFixed(1)} s\n`);
+    } finally {
+      await releaseKernel();
+    }
+  });
+}
