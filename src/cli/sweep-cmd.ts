@@ -3,6 +3,7 @@
  * `xfer neighbors` (nearest images by feature): thin shells over src/sweep/.
  */
 import type { Command } from 'commander';
+import { XferError } from '../errors.js';
 import { addCardFlags, type CardFlags } from '../model/card-flags.js';
 import { parseDevice } from '../model/device.js';
 import { parseDecodeCpus } from '../extract/decode-cpus.js';
@@ -125,6 +126,34 @@ export function registerSweepCommands(program: Command): void {
       process.stdout.write(`best: ${b.tap} (depth ${b.depth.toFixed(2)}, ${b.pool}, ${b.head}) CV ${pct(b.cv.mean)} ± ${pct(b.cv.std)}, val ${pct(b.val)}${b.test !== null ? `, test ${pct(b.test)}` : ''}\n`);
       process.stdout.write(`last tap: ${r.last.tap} CV ${pct(r.last.cv.mean)}, val ${pct(r.last.val)}\n`);
       process.stdout.write(`written: ${r.out}/sweep.md, sweep.json, sweep.png; best probe as a head: ${r.bestHead} (xfer predict --head ${r.bestHead} ...) in ${r.seconds.total.toFixed(1)} s\n`);
+    } finally {
+      await releaseKernel();
+    }
+  });
+
+  addSweepFlags(
+    program
+      .command('advise')
+      .description('measure dataset size and similarity to the backbone\'s source data, print the 2×2 scenario and one recipe with its commands')
+      .option('--out <dir>', 'output folder (sweep, features, advice.json)', 'advise'),
+    'linear',
+  ).action(async (o: CommonFlags) => {
+    const { advise, formatAdvice, checkAdviseInput } = await import('../sweep/advise.js');
+    const { releaseKernel } = await import('../heads/kernel/matmul.js');
+    const { writeFile } = await import('node:fs/promises');
+    const path = await import('node:path');
+    checkAdviseInput(o);
+    if (o.features !== undefined) throw new XferError('xfer advise: --features is not supported (advise extracts BatchNorm inputs and the classifier output in the same pass)', { hint: 'pass --model and --data' });
+    if (o.head !== 'linear' || o.pool !== 'avg') throw new XferError('xfer advise: --head and --pool are fixed (linear probes on avg-pooled taps)', { hint: 'use xfer sweep to compare heads and poolings' });
+    try {
+      const opts = sweepOptions(o, o.out!);
+      const a = await advise({ ...opts, model: o.model!, data: o.data! });
+      if (process.stderr.isTTY && !o.quiet && !o.json) process.stderr.write('\r\x1b[K');
+      const { sweep, ...rest } = a;
+      await writeFile(path.join(o.out!, 'advice.json'), JSON.stringify({ ...rest, sweep: { out: sweep.out, best: sweep.best, last: sweep.last, taps: sweep.taps } }, null, 2) + '\n');
+      await writeFile(path.join(o.out!, 'advice.txt'), formatAdvice(a) + '\n');
+      if (o.json) process.stdout.write(JSON.stringify({ ok: true, ...rest, sweep: { out: sweep.out, best: sweep.best, last: sweep.last } }) + '\n');
+      else process.stdout.write(formatAdvice(a) + '\n');
     } finally {
       await releaseKernel();
     }
