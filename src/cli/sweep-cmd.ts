@@ -158,4 +158,38 @@ export function registerSweepCommands(program: Command): void {
       await releaseKernel();
     }
   });
+
+  program
+    .command('neighbors')
+    .description('nearest images by feature (retrieval, near-duplicates): a list, --json, and a contact sheet (PNG or HTML)')
+    .argument('<queries...>', 'row numbers or image paths of the --features folder')
+    .requiredOption('--features <dir>', 'feature folder holding the queries')
+    .option('--index <dir>', 'feature folder to search (default: --features, leaving each query itself out)')
+    .option('--layer <name>', 'layer to compare (default: the folder\'s last)')
+    .option('--k <n>', 'neighbours per query', '10')
+    .option('--metric <m>', 'cosine | euclidean', 'cosine')
+    .option('--sheet <file>', 'contact sheet of each query and its neighbours: .png (thumbnails) or .html')
+    .option('--json', 'print the result as JSON on stdout')
+    .action(async (queries: string[], o: { features: string; index?: string; layer?: string; k: string; metric: string; sheet?: string; json?: boolean }) => {
+      const { findNeighbors, neighborsHtml, neighborsPng } = await import('../sweep/neighbors.js');
+      const { releaseKernel } = await import('../heads/kernel/matmul.js');
+      if (o.sheet !== undefined && !/\.(png|html?)$/i.test(o.sheet)) throw new XferError(`--sheet ${o.sheet}: expected a .png or .html file name`, { hint: 'e.g. --sheet neighbours.png' });
+      try {
+        const r = await findNeighbors({ features: o.features, index: o.index, queries, k: parsePositiveInt(o.k, '--k'), layer: o.layer, metric: o.metric as 'cosine' | 'euclidean' });
+        if (o.sheet) {
+          if (/\.png$/i.test(o.sheet)) await neighborsPng(r, o.sheet);
+          else await (await import('node:fs/promises')).writeFile(o.sheet, neighborsHtml(r));
+        }
+        if (o.json) process.stdout.write(JSON.stringify(r) + '\n');
+        else {
+          for (const q of r.queries) {
+            process.stdout.write(`${q.path}${q.label ? ` (${q.label})` : ''}\n`);
+            q.neighbors.forEach((n, i) => process.stdout.write(`  ${String(i + 1).padStart(2)}  ${n.score.toFixed(4)}  ${n.path}${n.label ? ` (${n.label})` : ''}\n`));
+          }
+          if (o.sheet) process.stdout.write(`contact sheet: ${o.sheet}\n`);
+        }
+      } finally {
+        await releaseKernel();
+      }
+    });
 }
