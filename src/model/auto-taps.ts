@@ -1,9 +1,10 @@
 /**
  * Taps for a sweep over depth, found from the graph alone (any ONNX, card or not):
  *
- * - CNNs (rank-4 activations): the last tensor at each spatial resolution (stage boundaries),
+ * - CNNs (rank-4 activations): per spatial resolution, the last block output (residual sum or
+ *   Concat; else the last tensor) at it — the stage boundaries —, the deepest feature map, the other
  *   residual sums (Add/Sum of two computed tensors) and Concat block outputs, and the pooled tensor
- *   in front of the classifier (the first rank-2 activation after the last rank-4 one).
+ *   in front of the classifier (the rank-2 input of the first MatMul/Gemm after the feature maps).
  * - Transformers (rank-3 token activations, no rank-4 stages): the block outputs, i.e. every second
  *   residual sum (attention + MLP per block), and the pooled tensor in front of the classifier.
  *
@@ -27,8 +28,11 @@ function rank(r: LayerRow): number {
   return r.shape ? r.shape.length : -1;
 }
 
+/** Ops that only move or relabel values: never a tap of their own (a layout change is not a stage). */
+const LAYOUT = new Set(['Transpose', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Pad', 'Cast', 'Identity', 'Dropout', 'Shape', 'Slice', 'Gather', 'Split']);
+
 function known(r: LayerRow): boolean {
-  return !!r.shape && r.shape.slice(1).every((d) => typeof d === 'number' && d > 0) && (r.dtype === null || r.dtype === 'float' || r.dtype === 'float16');
+  return !LAYOUT.has(r.op) && !!r.shape && r.shape.slice(1).every((d) => typeof d === 'number' && d > 0) && (r.dtype === null || r.dtype === 'float' || r.dtype === 'float16');
 }
 
 /** Evenly pick `n` items of `xs` (keeps the last). */
@@ -62,12 +66,19 @@ export function autoTaps(model: ModelProto, rows: LayerRow[], opts: { min?: numb
   };
   let lastDeep = -1;
   if (r4.length > 0) {
-    // stage boundaries: the last rank-4 tensor at each spatial size before it shrinks
+    // stage boundaries: per spatial size, the last block output (residual sum or Concat) at that size,
+    // else the last tensor at it (branches of Inception-style blocks interleave sizes in topological order)
     const area = (r: LayerRow): number => (r.shape![2] as number) * (r.shape![3] as number);
-    for (let i = 0; i < r4.length; i++) {
-      const next = r4.slice(i + 1).find((r) => r.op !== 'Pad');
-      if ((!next || area(next) < area(r4[i])) && r4[i].op !== 'Pad' && area(r4[i]) > 1) add(r4[i], 'stage', true);
+    const lastAt = new Map<number, LayerRow>();
+    const lastBlockAt = new Map<number, LayerRow>();
+    for (const r of r4) {
+      lastAt.set(area(r), r);
+      if (isResidual(r) || r.op === 'Concat') lastBlockAt.set(area(r), r);
     }
+    for (const [a, r] of lastAt) if (a > 1) add(lastBlockAt.get(a) ?? r, 'stage', true);
+    // and the deepest feature map itself (e.g. the 1×1-conv expansion before pooling)
+    const deepest = r4.filter((r) => area(r) > 1).pop();
+    if (deepest) add(deepest, 'stage', true);
     for (const r of r4) if (isResidual(r)) add(r, 'residual');
     for (const r of r4) if (r.op === 'Concat') add(r, 'concat');
     lastDeep = r4[r4.length - 1].index;
@@ -78,10 +89,15 @@ export function autoTaps(model: ModelProto, rows: LayerRow[], opts: { min?: numb
     if (blocks.length) add(blocks[blocks.length - 1], 'block', true);
     lastDeep = r3.length ? r3[r3.length - 1].index : -1;
   }
-  // pre-classifier pooled tensor: the first rank-2 activation after the last deep one, before any MatMul/Gemm output
-  const pooled = usable.find((r) => r.index > lastDeep && rank(r) === 2 && !['MatMul', 'Gemm', 'Softmax'].includes(r.op));
-  if (pooled) add(pooled, 'pooled', true);
-
+  // pre-classifier pooled tensor: the rank-2 input of the first MatMul/Gemm after the last deep tensor
+  const byName = new Map(usable.map((r) => [r.name, r]));
+  const order = new Map(rows.map((r) => [r.name, r.index]));
+  const firstDense = model.graph.node
+    .filter((n) => (n.opType === 'MatMul' || n.opType === 'Gemm') && (order.get(n.output[0]) ?? -1) > lastDeep)
+    .sort((a, b) => order.get(a.output[0])! - order.get(b.output[0])!)[0];
+  const pooledName = firstDense?.input[0];
+  const pooledRow = pooledName ? rows.find((r) => r.name === pooledName && rank(r) === 2) : undefined;
+  if (pooledRow && (byName.has(pooledRow.name) || LAYOUT.has(pooledRow.op))) add(pooledRow, 'pooled', true);
   let out = [...picked.values()].sort((a, b) => a.depth - b.depth);
   if (out.length > max) {
     const keep = out.filter((t) => must.has(t.name));
