@@ -111,6 +111,28 @@ test('auto taps on the built-in MobileNetV2: 8-16 taps over depth, stage ends, t
   assert.ok(taps.every((t) => rows.find((r) => r.name === t.name)!.op !== 'Transpose'));
 });
 
+test('auto taps on a transformer-shaped graph: every block output (second residual sum) and the pooled tokens', async () => {
+  // 3 pre-norm-style blocks on [N, 16 tokens, 8 dims]: x + x·A, then + relu(·)·B; mean over tokens; classifier
+  const g = emptyGraph('tiny_vit');
+  g.input.push(valueInfo('x', DataType.FLOAT, ['N', 16, 8]));
+  const w = (name: string, seed: number) => g.initializer.push(floatTensor(name, [8, 8], Float32Array.from({ length: 64 }, (_, i) => Math.sin(i * seed) / 8)));
+  let cur = 'x';
+  for (let b = 0; b < 3; b++) {
+    w(`A${b}`, b + 1);
+    w(`B${b}`, b + 5);
+    g.node.push(node('MatMul', [cur, `A${b}`], [`attn${b}`]), node('Add', [cur, `attn${b}`], [`res${b}a`]));
+    g.node.push(node('Relu', [`res${b}a`], [`act${b}`]), node('MatMul', [`act${b}`, `B${b}`], [`mlp${b}`]), node('Add', [`res${b}a`, `mlp${b}`], [`block${b}`]));
+    cur = `block${b}`;
+  }
+  g.node.push(node('ReduceMean', [cur], ['pooled'], { axes: [1], keepdims: 0 }));
+  g.initializer.push(floatTensor('W', [8, 3], new Float32Array(24).fill(0.1)));
+  g.node.push(node('MatMul', ['pooled', 'W'], ['logits']));
+  g.output.push(valueInfo('logits', DataType.FLOAT, ['N', 3]));
+  const model = makeModel(g, { opset: 13 });
+  const taps = autoTaps(model, await describeLayers(model, null), { min: 4 });
+  assert.deepEqual(taps.map((t) => t.name), ['block0', 'block1', 'block2', 'pooled']);
+});
+
 test('sweep splits: a class with fewer training images than folds reduces the folds with a warning; one class is refused', () => {
   const mk = (labels: string[], rows: [number, string | null][]): FeatureFolder =>
     ({ dir: 'F', labels, meta: {} as FeatureFolder['meta'], index: rows.map(([l, split], i) => ({ row: i, path: `${i}.jpg`, label: labels[l], label_index: l, split, shard: 0, shard_row: i })) }) as FeatureFolder;
