@@ -1,6 +1,6 @@
 /**
  * `npm run bench:sweep` — `xfer sweep` against the hand-run it replaces (`xfer extract` with every
- * tap, then one `xfer train` per tap with the same C grid and folds), both end to end as CLI
+ * tap, then one `xfer train` per tap with the same C grid, folds and transform), both end to end as CLI
  * processes in the same run, on the same machine state:
  *
  *   node dist/scripts/bench-sweep.js [--data ../shared/datasets/hymenoptera]
@@ -85,7 +85,7 @@ async function runCase(c: Case, out: string): Promise<void> {
     const feat = path.join(out, 'hand-features');
     handExtract = xfer(['extract', '--model', 'mobilenet_v2', '--data', c.data, '--out', feat, '--layers', c.taps.join(','), '--quiet']);
     hand = handExtract;
-    for (const t of c.taps) hand += xfer(['train', '--features', feat, '--layers', t, '--head', 'linear', '--sweep', `C=${c.grid.join(',')}`, '--folds', String(c.folds), '--quiet', '--out', path.join(out, 'hand-heads', t.replace(/[^\w.-]/g, '_'))]);
+    for (const t of c.taps) hand += xfer(['train', '--features', feat, '--layers', t, '--head', 'linear', '--transform', 'standardize', '--sweep', `C=${c.grid.join(',')}`, '--folds', String(c.folds), '--quiet', '--out', path.join(out, 'hand-heads', t.replace(/[^\w.-]/g, '_'))]);
   }
   const handCpu = cpu;
   const budget = c.budget;

@@ -21,6 +21,7 @@ import { loadRows, openFeatures } from '../features/reader.js';
 import { HEAD_KINDS } from '../heads/head.js';
 import { runProbe } from '../heads/probe.js';
 import { stratifiedSplit } from '../heads/split.js';
+import { parseTransforms } from '../heads/transforms.js';
 import { runSweep, sweepSplits, type SweepOptions, type SweepResult, type SweepRow } from './sweep.js';
 
 /** Training images per class at or above which the dataset counts as large (fine-tuning pays). */
@@ -139,7 +140,7 @@ export async function advise(o: AdviseOptions): Promise<Advice> {
     }
     const r = await runProbe({ X, y: sp.y, nTrain: sp.nTrain, nVal: sp.nVal, nTest: 0, K: sp.classes.length }, {
       kind: 'linear',
-      transforms: [],
+      transforms: parseTransforms(o.transforms ?? 'standardize'),
       grid: { param: 'C', values: [Number(best.params.C)] },
       folds: Math.min(3, fewest),
       seed: o.seed,

@@ -257,7 +257,9 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
   }
   const folds = o.folds ?? 5;
   if (!Number.isInteger(folds) || folds < 2) throw new XferError(`--folds: must be an integer ≥ 2, got ${folds}`, { hint: 'e.g. --folds 5' });
-  const specs = (h: string): TransformSpec[] => parseTransforms(o.transforms ?? (h === 'linear' || h === 'knn' ? 'none' : 'standardize'));
+  // Probes standardise by default (knn: none, its cosine is per row): raw activations of different
+  // taps differ in scale by orders of magnitude, and one C grid then fits every tap.
+  const specs = (h: string): TransformSpec[] => parseTransforms(o.transforms ?? (h === 'knn' ? 'none' : 'standardize'));
   for (const h of heads) specs(h);
   if (o.grid) for (const h of heads) if (!(defaultGrid(h).param in headDefaults(h))) throw new XferError(`--grid: head ${h} has no parameter ${defaultGrid(h).param}`);
   if (!o.features && !(o.model && o.data)) throw new XferError('xfer sweep: pass --model and --data (or --features <folder> to reuse extracted features)', { hint: 'e.g. xfer sweep --model mobilenet_v2 --data images/ --out sweep/' });
