@@ -273,7 +273,7 @@ export function formatAdvice(a: Advice): string {
   L.push(`xfer advise: ${s.model.id} on ${s.rows.train + s.rows.val + s.rows.test} images, ${a.size.classes} classes`);
   L.push('', 'size');
   L.push(row('training images per class', `median ${a.size.perClassMedian}, min ${a.size.perClassMin} (large from ${LARGE_PER_CLASS}) → ${a.size.large ? 'LARGE' : 'SMALL'}`));
-  L.push(row(`learning curve (${s.best.tap}, val)`, a.size.curve.map((p) => `${Math.round(p.fraction * 100)} %: ${pct(p.val)}`).join(', ')));
+  L.push(row('learning curve (best tap, val)', a.size.curve.map((p) => `${Math.round(p.fraction * 100)} %: ${pct(p.val)}`).join(', ')));
   L.push(row('gain from the last half of the data', `${(100 * a.size.gainLastHalf).toFixed(1)} points${a.size.gainLastHalf > 0.01 ? ' (still rising: more data helps)' : ' (flat)'}`));
   L.push('', 'similarity to the source data');
   L.push(row('best tap', `${s.best.tap}, depth ${a.similarity.bestDepth.toFixed(2)} of ${a.similarity.lastDepth.toFixed(2)} (${(100 * a.similarity.relativeDepth).toFixed(0)} % of the last tap)`));
