@@ -56,7 +56,7 @@ function addSweepFlags(cmd: Command, headDefault: string): Command {
       .option('--pool <list>', 'pooling(s) to compare: avg, max, avgmax (comma-separated; several come from one avgmax pass)', 'avg')
       .option('--head <list>', 'probe head(s): linear, svm, svm-rbf, knn (comma-separated)', headDefault)
       .option('--folds <k>', 'k-fold CV on train choosing C (k for knn) and the best probe', '5')
-      .option('--transform <list>', "transforms for every probe (standardize, l2, pca:K, none); default each head's own")
+      .option('--transform <list>', "transforms for every probe (standardize, l2, pca:K, none); default standardize (knn: none)")
       .option('--grid <values>', 'candidates for C (k for knn), comma-separated; default 1e-3,0.01,0.1,1,10,100 (knn: 1,5,10,20)')
       .option('--concurrency <n>', 'taps fitted at once (default: CPUs, at most 4)')
       .option('--seed <n>', 'seed for the val carve-out and folds', '0')

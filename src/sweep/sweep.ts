@@ -47,7 +47,7 @@ export interface SweepOptions {
   pools?: Pool[];
   heads?: string[];
   folds?: number;
-  /** Transforms for every probe; default: each head's own default. */
+  /** Transforms for every probe; default standardize (knn: none). */
   transforms?: string;
   /** Candidates of the head's selected parameter (C, or k for knn); default per head (probe.ts). */
   grid?: number[];
