@@ -10,9 +10,12 @@
  *               channel means of the new images against the network's own BN running statistics;
  *               the source classifier's confidence (max probability, normalised entropy)
  */
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../errors.js';
 import { resolveBackbone } from '../model/registry.js';
+import type { ModelCard } from '../model/card.js';
+import { mapLabels } from '../predict/classify.js';
 import { readOnnxFile } from '../onnx/io.js';
 import { DataType, type ModelProto, type TensorProto } from '../onnx/proto.js';
 import { describeLayers } from '../model/layers.js';
@@ -187,19 +190,24 @@ export async function advise(o: AdviseOptions): Promise<Advice> {
     let mp = 0;
     let ent = 0;
     const topCount = new Float64Array(K);
+    // per image: the classifier's probabilities (softmax first when the card says it outputs logits)
+    const p = new Float64Array(K);
     for (let i = 0; i < r.n; i++) {
-      let best = 0;
-      let h = 0;
+      const row = r.X.subarray(i * r.d, i * r.d + K);
+      let m = -Infinity;
+      for (const v of row) if (v > m) m = v;
       let sum = 0;
-      for (let c = 0; c < K; c++) sum += r.X[i * r.d + c];
+      for (let c = 0; c < K; c++) sum += p[c] = b.card?.output_is_probability ? Math.max(row[c], 0) : Math.exp(row[c] - m);
+      let top = 0;
+      let h = 0;
       for (let c = 0; c < K; c++) {
-        const p = r.X[i * r.d + c] / (sum || 1);
-        if (p > r.X[i * r.d + best] / (sum || 1)) best = c;
-        if (p > 0) h -= p * Math.log(p);
+        p[c] /= sum || 1;
+        if (p[c] > p[top]) top = c;
+        if (p[c] > 0) h -= p[c] * Math.log(p[c]);
       }
-      mp += r.X[i * r.d + best] / (sum || 1);
+      mp += p[top];
       ent += h / Math.log(K);
-      topCount[best]++;
+      topCount[top]++;
     }
     const names = await cardLabels(b.card, K);
     const top = [...topCount].map((n, c) => ({ label: names[c] ?? String(c), share: n / r.n })).sort((a, b) => b.share - a.share).slice(0, 3);
@@ -254,12 +262,11 @@ function fineTuneFrom(s: SweepResult): string {
   return t.name;
 }
 
-async function cardLabels(card: { labels?: string; dir?: string; label_offset?: number } | null, K: number): Promise<string[]> {
+async function cardLabels(card: ModelCard | null, K: number): Promise<string[]> {
   if (!card?.labels || !card.dir) return [];
   try {
-    const { readFile } = await import('node:fs/promises');
     const lines = (await readFile(path.join(card.dir, card.labels), 'utf8')).split('\n').map((s) => s.trim()).filter(Boolean);
-    return lines.slice(card.label_offset ?? 0, (card.label_offset ?? 0) + K);
+    return mapLabels(lines, K, { label_offset: card.label_offset, labels_skip: card.labels_skip });
   } catch {
     return [];
   }
