@@ -111,6 +111,14 @@ test('auto taps on the built-in MobileNetV2: 8-16 taps over depth, stage ends, t
   assert.ok(taps.every((t) => rows.find((r) => r.name === t.name)!.op !== 'Transpose'));
 });
 
+test('auto taps on SqueezeNet 1.1 (fp16, ../shared): stage ends at 111/55/27/13 px and the Fire concats', { skip: NO_SHARED }, async () => {
+  const { model } = await readOnnxFile(shared('models', 'squeezenet1.1-fp16.onnx'));
+  const taps = autoTaps(model, await describeLayers(model, null));
+  const names = taps.map((t) => t.name);
+  assert.ok(taps.length >= 8 && taps.length <= 16, names.join(', '));
+  for (const n of ['fire3/concat_1', 'fire5/concat_1', 'fire9/concat_1', 'conv10_2']) assert.ok(names.includes(n), `${n} in ${names.join(', ')}`);
+});
+
 test('auto taps on a transformer-shaped graph: every block output (second residual sum) and the pooled tokens', async () => {
   // 3 pre-norm-style blocks on [N, 16 tokens, 8 dims]: x + x·A, then + relu(·)·B; mean over tokens; classifier
   const g = emptyGraph('tiny_vit');
