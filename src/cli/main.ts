@@ -11,6 +11,7 @@ import { registerClassifyCommand } from './classify-cmd.js';
 import { registerExtractCommands } from './extract-cmd.js';
 import { registerTrainCommands } from './train-cmd.js';
 import { registerPredictCommands } from './predict-cmd.js';
+import { registerPullCommands } from './pull-cmd.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
     .description('Transfer learning with frozen ONNX backbones: list and tap layers, extract CNN codes to disk, fit heads, classify.')
     .version(VERSION)
     .option('--verbose', 'print stack traces and extra diagnostics')
+    .option('--offline', 'never download: a catalog model missing from the cache is an error saying which file to fetch (same as XFER_OFFLINE=1)')
     .showHelpAfterError('(run with --help for usage)')
     .configureHelp({ sortSubcommands: false });
   registerModelCommands(program);
@@ -27,6 +29,11 @@ export function buildProgram(): Command {
   registerExtractCommands(program);
   registerTrainCommands(program);
   registerPredictCommands(program);
+  registerPullCommands(program);
+  // The CLI is the process: it may set the environment that library calls read (model resolution reads XFER_OFFLINE).
+  program.hook('preAction', (root) => {
+    if ((root.opts() as { offline?: boolean }).offline) process.env.XFER_OFFLINE = '1';
+  });
   return program;
 }
 
