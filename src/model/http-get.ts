@@ -24,6 +24,8 @@ export interface GetResponse {
   /** The URL that answered, after redirects. */
   url: string;
   body: http.IncomingMessage;
+  /** Whether the stall timeout ended the connection (the body then fails with a plain "aborted"). */
+  stalled: () => boolean;
 }
 
 /** An error a retry may cure (5xx, connection reset, stall); others (404, DNS failure) move on to the next URL. */
@@ -100,7 +102,7 @@ function tunnel(proxy: URL, url: URL, stallMs: number): Promise<Duplex> {
   });
 }
 
-async function requestOnce(url: URL, opts: GetOptions): Promise<http.IncomingMessage> {
+async function requestOnce(url: URL, opts: GetOptions): Promise<{ res: http.IncomingMessage; stalled: () => boolean }> {
   const env = opts.env ?? process.env;
   const proxy = proxyFor(url, env);
   const headers = { 'User-Agent': 'xfer', ...opts.headers };
@@ -113,12 +115,16 @@ async function requestOnce(url: URL, opts: GetOptions): Promise<http.IncomingMes
   } else {
     req = (url.protocol === 'https:' ? https : http).request(url, { headers });
   }
+  let stalled = false;
   return new Promise((resolve, reject) => {
-    req.setTimeout(opts.stallMs, () => req.destroy(new HttpError(`${url.host}: no data for ${opts.stallMs / 1000} s (stalled)`, true)));
+    req.setTimeout(opts.stallMs, () => {
+      stalled = true;
+      req.destroy(new HttpError(`${url.host}: no data for ${opts.stallMs / 1000} s (stalled)`, true));
+    });
     req.on('error', (e) => reject(classify(e, url)));
     req.on('response', (res) => {
       // The stall timer keeps watching the body: the socket's idle timeout stays armed while it streams.
-      resolve(res);
+      resolve({ res, stalled: () => stalled });
     });
     req.end();
   });
@@ -137,7 +143,7 @@ export async function httpGet(href: string, opts: GetOptions): Promise<GetRespon
   let url = new URL(href);
   const max = opts.maxRedirects ?? 10;
   for (let hop = 0; ; hop++) {
-    const res = await requestOnce(url, opts);
+    const { res, stalled } = await requestOnce(url, opts);
     const status = res.statusCode ?? 0;
     if (status >= 300 && status < 400 && res.headers.location) {
       res.resume();
@@ -145,9 +151,9 @@ export async function httpGet(href: string, opts: GetOptions): Promise<GetRespon
       url = new URL(res.headers.location, url);
       continue;
     }
-    if (status >= 200 && status < 300) return { status, headers: res.headers, url: url.href, body: res };
+    if (status >= 200 && status < 300) return { status, headers: res.headers, url: url.href, body: res, stalled };
     res.resume();
-    if (status === 416) return { status, headers: res.headers, url: url.href, body: res };
+    if (status === 416) return { status, headers: res.headers, url: url.href, body: res, stalled };
     throw new HttpError(`${url.href}: HTTP ${status}${res.statusMessage ? ` ${res.statusMessage}` : ''}`, status >= 500 || status === 429 || status === 408, status);
   }
 }

@@ -123,7 +123,8 @@ async function fetchInto(url: string, part: string, f: CatalogFile, opts: PullOp
   } catch (e) {
     if (e instanceof XferError || e instanceof HttpError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
-    throw new HttpError(`${url}: ${(e as Error).message}${code ? ` (${code})` : ''} after ${formatSize(pos)}`, true);
+    const what = res.stalled() ? `no data for ${stallMs(opts) / 1000} s (stalled)` : `${(e as Error).message}${code ? ` (${code})` : ''}`;
+    throw new HttpError(`${url}: ${what} after ${formatSize(pos)}`, true);
   } finally {
     await fh.close();
   }

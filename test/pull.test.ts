@@ -1,0 +1,410 @@
+/**
+ * `xfer pull` and catalog models on first use, against a local HTTP server on 127.0.0.1 that serves
+ * the files in ../shared/models (whose sha256 match the catalog's Coral entries) through XFER_MIRROR:
+ * plain, redirected, stalled, cut in the middle then resumed, wrong bytes, 404, 5xx then success,
+ * through a proxy, two pulls at once, a full disk; never the internet.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { XferError } from '../src/errors.js';
+import { cachedPath, candidateUrls, isPresent, listCatalog, type CatalogEntry } from '../src/model/catalog.js';
+import { noProxy, proxyFor } from '../src/model/http-get.js';
+import { pullEntry, registerLocalFile } from '../src/model/pull.js';
+import { builtinCardDir, resolveBackbone } from '../src/model/registry.js';
+import { sha256File } from '../src/util/hash.js';
+import { NO_SHARED, REPO_ROOT, shared } from './helpers/paths.js';
+
+const V2 = 'mobilenet_v2_1.0_224_quant.tflite';
+const FILES: Record<string, string> = {
+  [V2]: shared('models', 'tflite', V2),
+  'mobilenet_v1_1.0_224_quant_embedding_extractor.tflite': shared('models', 'tflite', 'mobilenet_v1_1.0_224_quant_embedding_extractor.tflite'),
+  'imagenet_labels.txt': shared('models', 'tflite', 'imagenet_labels.txt'),
+  // Stand-ins for the test-only resnet18-v1 override (see the last tests).
+  'resnet18-v1-7.onnx': shared('models', 'squeezenet1.1-fp16.onnx'),
+  'synset.txt': shared('models', 'tflite', 'imagenet_labels.txt'),
+};
+
+interface Served {
+  url: string;
+  range?: string;
+}
+
+/**
+ * The test server. The first path segment picks the behaviour (the rest is the upstream path the
+ * mirror serves); behaviours that misbehave once count their calls in `hits`.
+ */
+async function startServer() {
+  const log: Served[] = [];
+  const hits = new Map<string, number>();
+  const stalled: http.ServerResponse[] = [];
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url!, 'http://x');
+    const [, mode, ...rest] = url.pathname.split('/');
+    log.push({ url: url.pathname, range: req.headers.range });
+    const n = (hits.get(url.pathname) ?? 0) + 1;
+    hits.set(url.pathname, n);
+    const name = rest[rest.length - 1];
+    const file = FILES[name];
+    if (mode === 'redirect') {
+      res.writeHead(302, { Location: `/ok/${rest.join('/')}` }).end();
+      return;
+    }
+    if (!file || mode === 'missing') {
+      res.writeHead(404).end('not found');
+      return;
+    }
+    if (mode === 'flaky' && n <= 2) {
+      res.writeHead(503).end('busy');
+      return;
+    }
+    const bytes = mode === 'wrong' ? readFileSync(shared('models', 'tflite', 'tf2_mobilenet_v2_1.0_224_ptq.tflite')).subarray(0, statSync(file).size) : readFileSync(file);
+    const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    const start = m ? Number(m[1]) : 0;
+    if (start >= bytes.length && m) {
+      res.writeHead(416).end();
+      return;
+    }
+    const body = bytes.subarray(start);
+    res.writeHead(m ? 206 : 200, { 'Content-Length': body.length, ...(m ? { 'Content-Range': `bytes ${start}-${bytes.length - 1}/${bytes.length}` } : {}) });
+    if ((mode === 'cut' || mode === 'stall') && n === 1) {
+      // Half the body, then the connection dies (cut) or goes silent (stall).
+      res.write(body.subarray(0, body.length >> 1), () => {
+        if (mode === 'cut') res.destroy();
+        else stalled.push(res);
+      });
+      return;
+    }
+    res.end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    base: `http://127.0.0.1:${port}`,
+    log,
+    close: async () => {
+      for (const r of stalled) r.destroy();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+type Server = Awaited<ReturnType<typeof startServer>>;
+
+async function withEnv<T>(env: Record<string, string | undefined>, fn: () => Promise<T>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+  for (const [k, v] of Object.entries(env)) if (v === undefined) delete process.env[k];
+  else process.env[k] = v;
+  try {
+    return await fn();
+  } finally {
+    for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+}
+
+async function coral(id = 'mobilenet-v2-quant'): Promise<CatalogEntry> {
+  const e = (await listCatalog(builtinCardDir())).find((x) => x.id === id);
+  assert.ok(e, `${id} in the catalog`);
+  return e;
+}
+
+/** A fresh cache and the server, torn down after. */
+async function session(fn: (srv: Server, cache: string) => Promise<void>): Promise<void> {
+  const cache = await mkdtemp(path.join(os.tmpdir(), 'xfer-pull-'));
+  const srv = await startServer();
+  try {
+    await withEnv({ XFER_CACHE: cache, HTTP_PROXY: undefined, http_proxy: undefined, XFER_OFFLINE: undefined }, () => fn(srv, cache));
+  } finally {
+    await srv.close();
+    await rm(cache, { recursive: true, force: true });
+  }
+}
+
+const FAST = { stallMs: 2000, backoffMs: 1, retries: 3 };
+
+async function assertVerified(e: CatalogEntry): Promise<void> {
+  assert.ok(isPresent(e));
+  for (const f of e.catalog.files) assert.equal(await sha256File(cachedPath(e, f)), f.sha256);
+  const leftovers = (await readdir(path.dirname(cachedPath(e, e.catalog.files[0])))).filter((n) => n.endsWith('.part') || n.endsWith('.lock'));
+  assert.deepEqual(leftovers, []);
+}
+
+test('catalog: every entry has sha256, size or an unverified note, a licence and a valid card', async () => {
+  const entries = await listCatalog(builtinCardDir());
+  assert.deepEqual(entries.map((e) => e.id).sort(), ['dinov2-small', 'efficientnet-lite4', 'mobilenet-v1-embed', 'mobilenet-v2-quant', 'mobilenetv2-7', 'resnet18-v1', 'resnet50-v2']);
+  for (const e of entries) {
+    assert.ok(e.card.license && e.card.license !== 'unknown', `${e.id} licence`);
+    for (const f of e.catalog.files) {
+      assert.match(f.sha256, /^[0-9a-f]{64}$/);
+      if (f.size === null) assert.ok(e.catalog.unverified?.some((u) => u.includes('size')), `${e.id}: unknown size is marked unverified`);
+      assert.ok(f.urls.every((u) => u.startsWith('https://')));
+      assert.ok(!f.name.endsWith('_edgetpu.tflite'), 'no Edge TPU builds');
+    }
+  }
+  // Hugging Face URLs to model repos pin a commit; the legacy_models mirror's revision is marked unverified.
+  for (const e of entries) for (const u of e.catalog.files.flatMap((f) => f.urls)) if (u.includes('/resolve/main/')) assert.ok(e.catalog.unverified?.some((x) => x.includes("'main'") || x.includes('main')), `${e.id}: unpinned revision is marked`);
+});
+
+test('XFER_MIRROR keeps the upstream path on the mirror host', () => {
+  const f = { role: 'model' as const, name: 'a.onnx', urls: ['https://huggingface.co/r/resolve/abc/onnx/a.onnx', 'https://raw.githubusercontent.com/o/r/c/a.onnx'], sha256: '0'.repeat(64), size: 1 };
+  assert.deepEqual(candidateUrls(f, 'http://artifacts.local/proxy/'), ['http://artifacts.local/proxy/r/resolve/abc/onnx/a.onnx', 'http://artifacts.local/proxy/o/r/c/a.onnx']);
+  assert.deepEqual(candidateUrls(f, ''), f.urls);
+});
+
+test('NO_PROXY and HTTPS_PROXY / HTTP_PROXY pick the proxy per URL', () => {
+  const env = { HTTPS_PROXY: 'http://proxy:3128', HTTP_PROXY: 'proxy2:8080', NO_PROXY: 'localhost,.internal.example,example.org:8443' };
+  assert.equal(proxyFor(new URL('https://huggingface.co/x'), env)?.href, 'http://proxy:3128/');
+  assert.equal(proxyFor(new URL('http://huggingface.co/x'), env)?.host, 'proxy2:8080');
+  assert.equal(proxyFor(new URL('https://a.internal.example/x'), env), null);
+  assert.equal(proxyFor(new URL('https://example.org:8443/x'), env), null);
+  assert.ok(proxyFor(new URL('https://example.org/x'), env));
+  assert.ok(noProxy(new URL('http://anything'), { no_proxy: '*' }));
+});
+
+test('pull through the mirror: progress, sha256 verified, atomic, then "already present"', { skip: NO_SHARED }, async () => {
+  await session(async (srv) => {
+    const e = await coral();
+    const progress: number[] = [];
+    const r = await withEnv({ XFER_MIRROR: `${srv.base}/ok` }, () => pullEntry(e, { ...FAST, onProgress: (_f, got) => progress.push(got) }));
+    assert.equal(r.downloaded.length, 2);
+    assert.equal(r.bytes, 3610798 + 21686);
+    assert.ok(progress.length > 2 && progress.includes(3610798));
+    await assertVerified(e);
+    const again = await withEnv({ XFER_MIRROR: `${srv.base}/ok` }, () => pullEntry(e, FAST));
+    assert.deepEqual(again.downloaded, []);
+    assert.equal(srv.log.length, 2, 'no request once present');
+  });
+});
+
+test('pull follows a redirect (Hugging Face answers with one to its CDN)', { skip: NO_SHARED }, async () => {
+  await session(async (srv) => {
+    const e = await coral('mobilenet-v1-embed');
+    await withEnv({ XFER_MIRROR: `${srv.base}/redirect` }, () => pullEntry(e, FAST));
+    await assertVerified(e);
+    assert.deepEqual(srv.log.map((l) => l.url.split('/')[1]), ['redirect', 'ok']);
+  });
+});
+
+test('a body cut in the middle resumes with a Range request', { skip: NO_SHARED }, async () => {
+  await session(async (srv) => {
+    const e = await coral('mobilenet-v1-embed');
+    const notices: string[] = [];
+    await withEnv({ XFER_MIRROR: `${srv.base}/cut` }, () => pullEntry(e, { ...FAST, onNotice: (m) => notices.push(m) }));
+    await assertVerified(e);
+    assert.equal(srv.log.length, 2);
+    // The resume starts where the received bytes end (at most the half the server sent before dying).
+    const from = Number(/^bytes=(\d+)-$/.exec(srv.log[1].range ?? '')?.[1]);
+    assert.ok(from > 0 && from <= 3251736 >> 1, srv.log[1].range);
+    assert.ok(notices.some((n) => n.includes('connection closed') || n.includes('aborted')), notices.join('\n'));
+    assert.ok(notices.some((n) => n.startsWith('resuming')));
+  });
+});
+
+test('a stalled connection times out and the download resumes', { skip: NO_SHARED }, async () => {
+  await session(async (srv) => {
+    const e = await coral('mobilenet-v1-embed');
+    const notices: string[] = [];
+    await withEnv({ XFER_MIRROR: `${srv.base}/stall` }, () => pullEntry(e, { ...FAST, stallMs: 300, onNotice: (m) => notices.push(m) }));
+    await assertVerified(e);
+    assert.ok(notices.some((n) => n.includes('stalled')), notices.join('\n'));
+    assert.equal(srv.log[1].range, `bytes=${3251736 >> 1}-`);
+  });
+});
+
+test('5xx answers are retried with backoff, then succeed', { skip: NO_SHARED }, async () => {
+  await session(async (srv) => {
+    const e = await coral('mobilenet-v1-embed');
+    const notices: string[] = [];
+    await withEnv({ XFER_MIRROR: `${srv.base}/flaky` }, () => pullEntry(e, { ...FAST, onNotice: (m) => notices.push(m) }));
+    await assertVerified(e);
+    assert.equal(srv.log.length, 3);
+    assert.equal(notices.filter((n) => n.includes('HTTP 503') && n.includes('retrying')).length, 2);
+  });
+});
+
+test('wrong bytes: deleted, never used, the error shows expected and received sha256', { skip: NO_SHARED }, async () => {
+  await session(async (srv) => {
+    const e = await coral('mobilenet-v1-embed');
+    const err = await withEnv({ XFER_MIRROR: `${srv.base}/wrong` }, () => pullEntry(e, FAST)).then(
+      () => assert.fail('wrong bytes accepted'),
+      (x: unknown) => x,
+    );
+    assert.ok(err instanceof XferError);
+    assert.match(err.message, new RegExp(`expected sha256 ${e.catalog.files[0].sha256}`));
+    assert.match(err.message, /received sha256 [0-9a-f]{64}/);
+    assert.match(err.hint ?? '', /xfer pull mobilenet-v1-embed --file/);
+    const dir = path.dirname(cachedPath(e, e.catalog.files[0]));
+    assert.deepEqual((await readdir(dir)).filter((n) => !n.endsWith('.lock')), []);
+    assert.ok(!isPresent(e));
+  });
+});
+
+test('404 on the first URL: the next URL (mirror) is tried in order', { skip: NO_SHARED }, async () => {
+  await session(async (srv) => {
+    const base = await coral('mobilenet-v1-embed');
+    const f = base.catalog.files[0];
+    const e: CatalogEntry = { ...base, catalog: { ...base.catalog, files: [{ ...f, urls: [`${srv.base}/missing/${f.name}`, `${srv.base}/ok/${f.name}`] }] } };
+    await pullEntry(e, FAST);
+    await assertVerified(e);
+    assert.deepEqual(srv.log.map((l) => l.url.split('/')[1]), ['missing', 'ok']);
+    // Only 404s: one line naming the status, with the manual route as hint.
+    const gone: CatalogEntry = { ...base, catalog: { ...base.catalog, files: [{ ...f, urls: [`${srv.base}/missing/${f.name}`] }] } };
+    await rm(cachedPath(e, f));
+    await assert.rejects(pullEntry(gone, FAST), (x: XferError) => /HTTP 404/.test(x.message) && /--file/.test(x.hint ?? '') && x.exitCode === 1);
+  });
+});
+
+test('HTTP_PROXY: the download goes through the proxy (absolute-URI request)', { skip: NO_SHARED }, async () => {
+  await session(async (srv) => {
+    const seen: string[] = [];
+    const proxy = http.createServer((req, res) => {
+      seen.push(req.url!);
+      const target = new URL(req.url!);
+      const up = http.request({ host: '127.0.0.1', port: new URL(srv.base).port, path: target.pathname, headers: req.headers }, (r) => {
+        res.writeHead(r.statusCode!, r.headers);
+        r.pipe(res);
+      });
+      req.pipe(up);
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    try {
+      const e = await coral('mobilenet-v1-embed');
+      const port = (proxy.address() as net.AddressInfo).port;
+      // The mirror's host name exists only for the proxy.
+      await withEnv({ XFER_MIRROR: 'http://artifacts.invalid/ok', HTTP_PROXY: `http://127.0.0.1:${port}`, NO_PROXY: 'localhost' }, () => pullEntry(e, FAST));
+      await assertVerified(e);
+      assert.equal(seen.length, 1);
+      assert.match(seen[0], /^http:\/\/artifacts\.invalid\/ok\/google-coral\/test_data\//);
+    } finally {
+      proxy.closeAllConnections();
+      await new Promise((r) => proxy.close(r));
+    }
+  });
+});
+
+test('two pulls of one model at once make one download', { skip: NO_SHARED }, async () => {
+  await session(async (srv) => {
+    const e = await coral();
+    const waits: string[] = [];
+    const [a, b] = await withEnv({ XFER_MIRROR: `${srv.base}/ok` }, () =>
+      Promise.all([pullEntry(e, { ...FAST, onNotice: (m) => waits.push(m) }), pullEntry(e, { ...FAST, onNotice: (m) => waits.push(m) })]),
+    );
+    await assertVerified(e);
+    assert.equal(srv.log.length, 2, 'each file fetched once');
+    assert.equal(a.downloaded.length + b.downloaded.length, 2);
+    assert.ok(waits.some((w) => w.startsWith('waiting for process')));
+  });
+});
+
+test('a stale lock (dead owner) is taken over', { skip: NO_SHARED }, async () => {
+  await session(async (srv) => {
+    const e = await coral('mobilenet-v1-embed');
+    const dest = cachedPath(e, e.catalog.files[0]);
+    await mkdir(path.dirname(dest), { recursive: true });
+    // A pid that cannot be alive: above the kernel's pid_max.
+    await writeFile(`${dest}.lock`, JSON.stringify({ pid: 2 ** 22 + 1, host: os.hostname(), token: 'dead' }));
+    await withEnv({ XFER_MIRROR: `${srv.base}/ok` }, () => pullEntry(e, FAST));
+    await assertVerified(e);
+  });
+});
+
+test('disk full: one-line error, the partial download is kept for the next pull', { skip: NO_SHARED }, async () => {
+  await session(async (srv) => {
+    const e = await coral('mobilenet-v1-embed');
+    let written = 0;
+    const full = async (fh: import('node:fs/promises').FileHandle, data: Uint8Array, pos: number) => {
+      if (written > 1_000_000) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+      await fh.write(data, 0, data.length, pos);
+      written += data.length;
+    };
+    await assert.rejects(
+      withEnv({ XFER_MIRROR: `${srv.base}/ok` }, () => pullEntry(e, { ...FAST, write: full })),
+      (x: XferError) => x instanceof XferError && /^disk full writing .*\.part \(the file needs 3\.3 MB\)$/.test(x.message) && x.exitCode === 1,
+    );
+    assert.ok(!isPresent(e));
+    const part = `${cachedPath(e, e.catalog.files[0])}.part`;
+    assert.ok(statSync(part).size > 1_000_000);
+    await withEnv({ XFER_MIRROR: `${srv.base}/ok` }, () => pullEntry(e, FAST));
+    await assertVerified(e);
+    assert.match(srv.log[1].range ?? '', /^bytes=\d+-$/);
+  });
+});
+
+test('pull --file registers a local copy after the sha256 check, and refuses another file', { skip: NO_SHARED }, async () => {
+  await session(async () => {
+    const e = await coral();
+    await assert.rejects(registerLocalFile(e, FILES['imagenet_labels.txt']), /expected sha256 7aad0c74.*received sha256 b8aaeb56/);
+    await registerLocalFile(e, FILES[V2]);
+    assert.ok(!isPresent(e), 'labels still missing');
+    await registerLocalFile(e, FILES['imagenet_labels.txt'], 'labels');
+    await assertVerified(e);
+  });
+});
+
+/** A catalog folder with a resnet18-v1 entry whose bytes are the shared SqueezeNet (test-only XFER_CATALOG override). */
+async function standInCatalog(dir: string): Promise<void> {
+  const entry = JSON.parse(readFileSync(path.join(REPO_ROOT, 'models', 'resnet18-v1.json'), 'utf8')) as Record<string, any>;
+  const sq = FILES['resnet18-v1-7.onnx'];
+  entry.catalog.files[0].sha256 = await sha256File(sq);
+  entry.catalog.files[0].size = statSync(sq).size;
+  entry.catalog.files[1].sha256 = await sha256File(FILES['synset.txt']);
+  entry.catalog.files[1].size = statSync(FILES['synset.txt']).size;
+  // SqueezeNet's own input (fp16 data_0, Caffe BGR means) so the model can run.
+  entry.input = JSON.parse(readFileSync(path.join(REPO_ROOT, 'test', 'fixtures', 'cards', 'squeezenet1.1.json'), 'utf8')).input;
+  await mkdir(dir, { recursive: true });
+  await writeFile(path.join(dir, 'resnet18-v1.json'), JSON.stringify(entry));
+}
+
+function runCli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [path.join(REPO_ROOT, 'bin', 'xfer.js'), ...args], { env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+test('--model resnet18-v1 pulls on first use through the mirror; offline it says what to fetch', { skip: NO_SHARED }, async () => {
+  await session(async (srv, cache) => {
+    const catalogDir = path.join(cache, 'catalog-override');
+    await standInCatalog(catalogDir);
+    const env = { XFER_CACHE: cache, XFER_CATALOG: catalogDir, XFER_MIRROR: `${srv.base}/ok` };
+    const off = await runCli(['layers', 'resnet18-v1', '--no-probe', '--json', '--offline'], env);
+    assert.equal(off.code, 2, off.stderr);
+    assert.match(off.stderr, /resnet18-v1 is not downloaded yet.*fetch https:\/\/huggingface\.co\/onnxmodelzoo\/legacy_models\/resolve\/main\/validated\/vision\/classification\/resnet\/model\/resnet18-v1-7\.onnx/);
+    assert.match(off.stderr, /hint: then register: xfer pull resnet18-v1 --file <path of resnet18-v1-7\.onnx>/);
+    assert.equal(srv.log.length, 0, 'offline: no request');
+    const on = await runCli(['layers', 'resnet18-v1', '--no-probe', '--json'], env);
+    assert.equal(on.code, 0, on.stderr);
+    assert.match(on.stderr, /resnet18-v1 is not in the cache: pulling it/);
+    const out = JSON.parse(on.stdout) as { model: string; layers: { name: string; mark: string | null }[] };
+    assert.equal(out.model, 'resnet18-v1');
+    // Default tap found from the graph: SqueezeNet's last global pooling.
+    const def = out.layers.find((l) => l.mark === 'default');
+    assert.ok(def, 'a default tap was found');
+    assert.equal(srv.log.length, 2);
+    // Library use: the resolved card labels point at the pulled labels file.
+    const b = await withEnv({ XFER_CATALOG: catalogDir, XFER_MIRROR: `${srv.base}/ok` }, () => resolveBackbone('resnet18-v1'));
+    assert.equal(b.card?.labels, path.join(cache, 'catalog', 'resnet18-v1', 'synset.txt'));
+    assert.equal(b.card?.taps?.default, def.name);
+    assert.equal(srv.log.length, 2, 'second use: no download');
+  });
+});
+
+test('a TFLite catalog entry converts through the importer on first use', { skip: NO_SHARED }, async () => {
+  await session(async (srv) => {
+    const b = await withEnv({ XFER_MIRROR: `${srv.base}/ok` }, () => resolveBackbone('mobilenet-v1-embed'));
+    assert.match(b.file, /\.onnx$/);
+    assert.equal(b.card?.taps?.default, 'MobilenetV1/Logits/AvgPool_1a/AvgPool');
+  });
+});
