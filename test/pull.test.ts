@@ -351,7 +351,7 @@ test('pull --file registers a local copy after the sha256 check, and refuses ano
 
 /** A catalog folder with a resnet18-v1 entry whose bytes are the shared SqueezeNet (test-only XFER_CATALOG override). */
 async function standInCatalog(dir: string): Promise<void> {
-  const entry = JSON.parse(readFileSync(path.join(REPO_ROOT, 'models', 'resnet18-v1.json'), 'utf8')) as Record<string, any>;
+  const entry = JSON.parse(readFileSync(path.join(REPO_ROOT, 'models', 'resnet18-v1.json'), 'utf8')) as { input: unknown; catalog: { files: { sha256: string; size: number }[] } };
   const sq = FILES['resnet18-v1-7.onnx'];
   entry.catalog.files[0].sha256 = await sha256File(sq);
   entry.catalog.files[0].size = statSync(sq).size;
