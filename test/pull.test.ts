@@ -330,7 +330,7 @@ test('disk full: one-line error, the partial download is kept for the next pull'
       (x: XferError) => x instanceof XferError && /^disk full writing .*\.part \(the file needs 3\.3 MB\)$/.test(x.message) && x.exitCode === 1,
     );
     assert.ok(!isPresent(e));
-    const part = `${cachedPath(e, e.catalog.files[0])}.part`;
+    const part = `${cachedPath(e, e.catalog.files[0])}.${e.catalog.files[0].sha256.slice(0, 12)}.part`;
     assert.ok(statSync(part).size > 1_000_000);
     await withEnv({ XFER_MIRROR: `${srv.base}/ok` }, () => pullEntry(e, FAST));
     await assertVerified(e);
@@ -408,3 +408,25 @@ test('a TFLite catalog entry converts through the importer on first use', { skip
     assert.equal(b.card?.taps?.default, 'MobilenetV1/Logits/AvgPool_1a/AvgPool');
   });
 });
+
+test('xfer pull and xfer models on the command line: download, "already present", the present column, failures exit 1', { skip: NO_SHARED }, async () => {
+  await session(async (srv, cache) => {
+    const env = { XFER_CACHE: cache, XFER_MIRROR: `${srv.base}/ok` };
+    const first = await runCli(['pull', 'mobilenet-v1-embed'], env);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, /^mobilenet-v1-embed: downloaded 3\.3 MB, sha256 verified/);
+    assert.match(first.stderr, /100 %/);
+    const again = await runCli(['pull', 'mobilenet-v1-embed'], env);
+    assert.match(again.stdout, /^mobilenet-v1-embed: already present/);
+    const models = await runCli(['models'], env);
+    assert.match(models.stdout, /mobilenet-v1-embed\s+yes\s+tflite/);
+    assert.match(models.stdout, /resnet18-v1\s+no\s+onnx/);
+    const bad = await runCli(['pull', 'mobilenet-v2-quant'], { ...env, XFER_MIRROR: `${srv.base}/missing` });
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /^error: mobilenet-v2-quant: could not download mobilenet_v2_1\.0_224_quant\.tflite: .*HTTP 404/);
+    const usage = await runCli(['pull', 'no-such-model'], env);
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /"no-such-model" is not in the catalog/);
+  });
+});
+

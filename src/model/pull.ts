@@ -1,6 +1,6 @@
 /**
  * `xfer pull`: fetch a catalog entry's files into the cache, verified. Each file downloads to
- * `<name>.part` (kept between tries and runs, so an interrupted download resumes with an HTTP Range
+ * `<name>.<sha256 prefix>.part` (kept between tries and runs, so an interrupted download resumes with an HTTP Range
  * request), is checked for size and sha256, and only then renamed to its final name: a file under
  * its final name is always a verified one. A lock file makes concurrent pulls of one entry share a
  * single download.
@@ -134,7 +134,8 @@ async function fetchInto(url: string, part: string, f: CatalogFile, opts: PullOp
 /** Download one file through its URLs in order, with retries and backoff; returns bytes transferred. */
 async function downloadFile(entry: CatalogEntry, f: CatalogFile, opts: PullOptions): Promise<number> {
   const dest = cachedPath(entry, f);
-  const part = `${dest}.part`;
+  // The sha in the name: a catalog update never resumes onto another version's bytes.
+  const part = `${dest}.${f.sha256.slice(0, 12)}.part`;
   const urls = candidateUrls(f, opts.mirror ?? process.env.XFER_MIRROR);
   const retries = opts.retries ?? 4;
   const backoff = opts.backoffMs ?? 1000;
