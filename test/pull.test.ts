@@ -9,7 +9,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -40,11 +42,11 @@ interface Served {
  * The test server. The first path segment picks the behaviour (the rest is the upstream path the
  * mirror serves); behaviours that misbehave once count their calls in `hits`.
  */
-async function startServer() {
+async function startServer(tlsOpts?: { key: Buffer; cert: Buffer }) {
   const log: Served[] = [];
   const hits = new Map<string, number>();
   const stalled: http.ServerResponse[] = [];
-  const server = http.createServer((req, res) => {
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const url = new URL(req.url!, 'http://x');
     const [, mode, ...rest] = url.pathname.split('/');
     log.push({ url: url.pathname, range: req.headers.range });
@@ -82,11 +84,12 @@ async function startServer() {
       return;
     }
     res.end(body);
-  });
+  };
+  const server = tlsOpts ? https.createServer(tlsOpts, handler) : http.createServer(handler);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as net.AddressInfo).port;
   return {
-    base: `http://127.0.0.1:${port}`,
+    base: `${tlsOpts ? 'https://localhost' : 'http://127.0.0.1'}:${port}`,
     log,
     close: async () => {
       for (const r of stalled) r.destroy();
@@ -409,15 +412,13 @@ test('a TFLite catalog entry converts through the importer on first use', { skip
   });
 });
 
-test('xfer pull and xfer models on the command line: download, "already present", the present column, failures exit 1', { skip: NO_SHARED }, async () => {
+test('xfer pull and xfer models on the command line: download, the present column, failures exit 1, unknown ids exit 2', { skip: NO_SHARED }, async () => {
   await session(async (srv, cache) => {
     const env = { XFER_CACHE: cache, XFER_MIRROR: `${srv.base}/ok` };
     const first = await runCli(['pull', 'mobilenet-v1-embed'], env);
     assert.equal(first.code, 0, first.stderr);
     assert.match(first.stdout, /^mobilenet-v1-embed: downloaded 3\.3 MB, sha256 verified/);
     assert.match(first.stderr, /100 %/);
-    const again = await runCli(['pull', 'mobilenet-v1-embed'], env);
-    assert.match(again.stdout, /^mobilenet-v1-embed: already present/);
     const models = await runCli(['models'], env);
     assert.match(models.stdout, /mobilenet-v1-embed\s+yes\s+tflite/);
     assert.match(models.stdout, /resnet18-v1\s+no\s+onnx/);
@@ -427,6 +428,86 @@ test('xfer pull and xfer models on the command line: download, "already present"
     const usage = await runCli(['pull', 'no-such-model'], env);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /"no-such-model" is not in the catalog/);
+  });
+});
+
+test('HTTPS_PROXY: an https download goes through a CONNECT tunnel', { skip: NO_SHARED }, async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-tls-'));
+  try {
+    const key = path.join(dir, 'key.pem');
+    const cert = path.join(dir, 'cert.pem');
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'], { stdio: 'ignore' });
+    if (made.status !== 0) {
+      t.skip('openssl not available to make a test certificate');
+      return;
+    }
+    const srv = await startServer({ key: readFileSync(key), cert: readFileSync(cert) });
+    const tunnels: string[] = [];
+    const proxy = http.createServer((_req, res) => res.writeHead(405).end());
+    const sockets: net.Socket[] = [];
+    proxy.on('connect', (req: http.IncomingMessage, client: net.Socket) => {
+      tunnels.push(req.url!);
+      sockets.push(client);
+      const up = net.connect(Number(req.url!.split(':')[1]), '127.0.0.1', () => {
+        client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        up.pipe(client);
+        client.pipe(up);
+      });
+      sockets.push(up);
+      up.on('error', () => client.destroy());
+      client.on('error', () => up.destroy());
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const cache = path.join(dir, 'cache');
+    try {
+      const port = (proxy.address() as net.AddressInfo).port;
+      const r = await runCli(['pull', 'mobilenet-v1-embed', '--quiet'], {
+        XFER_CACHE: cache,
+        XFER_MIRROR: `${srv.base}/ok`,
+        HTTPS_PROXY: `http://127.0.0.1:${port}`,
+        NO_PROXY: '',
+        NODE_EXTRA_CA_CERTS: cert,
+      });
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(tunnels, [`localhost:${new URL(srv.base).port}`]);
+      assert.equal(await sha256File(path.join(cache, 'catalog', 'mobilenet-v1-embed', 'mobilenet_v1_1.0_224_quant_embedding_extractor.tflite')), 'f409ef4f73fcbb9667841965623c5c8524aac33d41b9bf5f3667161fb4a76319');
+    } finally {
+      // Tunnelled sockets belong to no HTTP request: closeAllConnections does not see them.
+      for (const so of sockets) so.destroy();
+      proxy.closeAllConnections();
+      await new Promise((r) => proxy.close(r));
+      await srv.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('an entry of unknown size (DINOv2-like, a tiny ViT standing in) pulls, verifies by sha256 and extracts cls+mean by default', { skip: NO_SHARED }, async () => {
+  await session(async (srv, cache) => {
+    const vit = path.join(REPO_ROOT, 'test', 'fixtures', 'tiny-vit.onnx');
+    const entry = JSON.parse(readFileSync(path.join(REPO_ROOT, 'models', 'dinov2-small.json'), 'utf8')) as { input: { size: number[] }; catalog: { files: { sha256: string; size: number | null }[] } };
+    assert.equal(entry.catalog.files[0].size, null);
+    entry.catalog.files[0].sha256 = await sha256File(vit);
+    entry.input.size = [32, 32];
+    const catalogDir = path.join(cache, 'catalog-override');
+    await mkdir(catalogDir, { recursive: true });
+    await writeFile(path.join(catalogDir, 'dinov2-small.json'), JSON.stringify(entry));
+    FILES['model.onnx'] = vit;
+    const data = path.join(cache, 'imgs');
+    for (const cls of ['ants', 'bees']) {
+      await mkdir(path.join(data, cls), { recursive: true });
+      const first = (await readdir(shared('datasets', 'hymenoptera', 'val', cls))).sort()[0];
+      await writeFile(path.join(data, cls, first), readFileSync(shared('datasets', 'hymenoptera', 'val', cls, first)));
+    }
+    try {
+      const r = await runCli(['extract', '--model', 'dinov2-small', '--data', data, '--out', path.join(cache, 'feats'), '--quiet'], { XFER_CACHE: cache, XFER_CATALOG: catalogDir, XFER_MIRROR: `${srv.base}/ok` });
+      assert.equal(r.code, 0, r.stderr);
+      const meta = JSON.parse(readFileSync(path.join(cache, 'feats', 'meta.json'), 'utf8')) as { layers: { name: string; pool: string; shape: number[] }[] };
+      assert.deepEqual(meta.layers.map((l) => [l.name, l.pool, l.shape]), [['last_hidden_state', 'cls+mean', [64]]]);
+    } finally {
+      delete FILES['model.onnx'];
+    }
   });
 });
 
