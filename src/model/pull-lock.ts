@@ -1,9 +1,10 @@
 /**
  * A lock file for downloads: created with O_EXCL (atomic on local file systems), holding the owner's
- * pid and host. A lock whose owner on this host is no longer alive is stale and taken over; a live
- * owner's lock is waited for, so two pulls of one model make one download.
+ * pid and host, and touched by its owner every 15 s. A lock whose owner on this host is no longer
+ * alive, or (any host, e.g. a shared cache on NFS) that nobody touched for 2 minutes, is stale and
+ * taken over; a live owner's lock is waited for, so two pulls of one model make one download.
  */
-import { open, readFile, rm } from 'node:fs/promises';
+import { open, readFile, rm, stat, utimes } from 'node:fs/promises';
 import os from 'node:os';
 
 export interface LockOptions {
@@ -11,6 +12,17 @@ export interface LockOptions {
   onWait?: (pid: number) => void;
   /** Poll interval while waiting (default 200 ms). */
   pollMs?: number;
+}
+
+const HEARTBEAT_MS = 15_000;
+const STALE_MS = 120_000;
+
+async function ageMs(file: string): Promise<number> {
+  try {
+    return Date.now() - (await stat(file)).mtimeMs;
+  } catch {
+    return 0;
+  }
 }
 
 interface Owner {
@@ -54,7 +66,7 @@ export async function withLock<T>(file: string, fn: () => Promise<T>, opts: Lock
     }
     const owner = await readOwner(file);
     // A lock being written right now reads as empty; only a lock that stays unreadable is stale.
-    const stale = owner === null ? ++unreadable > 25 : owner.host === os.hostname() && !alive(owner.pid);
+    const stale = owner === null ? ++unreadable > 25 : (owner.host === os.hostname() && !alive(owner.pid)) || (await ageMs(file)) > STALE_MS;
     if (stale) {
       await rm(file, { force: true });
       continue;
@@ -65,9 +77,15 @@ export async function withLock<T>(file: string, fn: () => Promise<T>, opts: Lock
     }
     await new Promise((r) => setTimeout(r, opts.pollMs ?? 200));
   }
+  const beat = setInterval(() => {
+    const now = new Date();
+    utimes(file, now, now).catch(() => {});
+  }, HEARTBEAT_MS);
+  beat.unref();
   try {
     return await fn();
   } finally {
+    clearInterval(beat);
     const owner = await readOwner(file);
     if (owner?.token === token) await rm(file, { force: true });
   }
