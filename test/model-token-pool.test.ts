@@ -29,28 +29,32 @@ function formulaInput(shape: number[]): Float32Array {
   return x;
 }
 
-test('token poolings of a ViT match PyTorch (cls, mean, patch-mean, cls+mean)', async () => {
-  const { model } = await readOnnxFile(VIT);
-  const pools: Pool[] = ['cls', 'mean', 'patch-mean', 'cls+mean'];
-  const derived = deriveTapModel(model, pools.map((pool) => ({ name: 'last_hidden_state', pool })), { ranks: new Map([['last_hidden_state', 3]]) });
-  const s = await ort.InferenceSession.create(serializeModel(derived.model));
-  try {
-    const out = await s.run({ pixel_values: new ort.Tensor('float32', formulaInput(REF.input_shape), REF.input_shape) });
-    pools.forEach((pool, i) => {
-      const want = REF[pool] as number[][];
-      const got = out[derived.taps[i].output];
-      assert.deepEqual(got.dims, [REF.input_shape[0], pool === 'cls+mean' ? 2 * REF.dim : REF.dim], pool);
-      const data = got.data as Float32Array;
-      let worst = 0;
-      want.flat().forEach((v, j) => (worst = Math.max(worst, Math.abs(v - data[j]))));
-      assert.ok(worst < 1e-4, `${pool}: max abs diff ${worst}`);
-    });
-    // The poolings really differ (cls is not the mean), so the check above can fail.
-    assert.ok(Math.abs((REF.cls as number[][])[0][0] - (REF.mean as number[][])[0][0]) > 1e-3);
-  } finally {
-    await s.release();
-  }
-});
+for (const opset of [17, 18]) {
+  test(`token poolings of a ViT match PyTorch (cls, mean, patch-mean, cls+mean), opset ${opset}`, async () => {
+    const { model: exported } = await readOnnxFile(VIT);
+    // Opset 18 moved ReduceMean's axes from an attribute to an input; the fixture's ops mean the same in both.
+    const model = { ...exported, opsetImport: [{ domain: '', version: opset }] };
+    const pools: Pool[] = ['cls', 'mean', 'patch-mean', 'cls+mean'];
+    const derived = deriveTapModel(model, pools.map((pool) => ({ name: 'last_hidden_state', pool })), { ranks: new Map([['last_hidden_state', 3]]) });
+    const s = await ort.InferenceSession.create(serializeModel(derived.model));
+    try {
+      const out = await s.run({ pixel_values: new ort.Tensor('float32', formulaInput(REF.input_shape), REF.input_shape) });
+      pools.forEach((pool, i) => {
+        const want = REF[pool] as number[][];
+        const got = out[derived.taps[i].output];
+        assert.deepEqual(got.dims, [REF.input_shape[0], pool === 'cls+mean' ? 2 * REF.dim : REF.dim], pool);
+        const data = got.data as Float32Array;
+        let worst = 0;
+        want.flat().forEach((v, j) => (worst = Math.max(worst, Math.abs(v - data[j]))));
+        assert.ok(worst < 1e-4, `${pool}: max abs diff ${worst}`);
+      });
+      // The poolings really differ (cls is not the mean), so the check above can fail.
+      assert.ok(Math.abs((REF.cls as number[][])[0][0] - (REF.mean as number[][])[0][0]) > 1e-3);
+    } finally {
+      await s.release();
+    }
+  });
+}
 
 test('token poolings refuse tensors that are not rank 3; every pooling is documented', async () => {
   const { model } = await readOnnxFile(VIT);

@@ -134,7 +134,7 @@ export function deriveTapModel(model: ModelProto, taps: TapRequest[], opts: Deri
         hint: 'use avg, max, avgmax or flatten for conv feature maps; token pools are for transformer outputs',
       });
     }
-    const pooled = poolNodes(cur, out, tap.pool, inits, opts.ranks?.get(info.name));
+    const pooled = poolNodes(cur, out, tap.pool, inits, opts.ranks?.get(info.name), opsetOf(model));
     newNodes.push(...pooled);
     if (pooled.length === 0) newNodes.push(node('Identity', [cur], [out]));
     outputs.push({ name: out });
@@ -154,8 +154,21 @@ export function deriveTapModel(model: ModelProto, taps: TapRequest[], opts: Deri
   return { model: { ...model, graph: pruned, functions: model.functions }, taps: resolved };
 }
 
+/** The model's default-domain opset version. */
+function opsetOf(model: ModelProto): number {
+  return Number(model.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 17);
+}
+
+/** A Reduce* node over `axes` without kept dims: axes as an attribute before opset 18, as an input from 18 on. */
+function reduce(op: 'ReduceMean' | 'ReduceMax', src: string, dst: string, axes: number[], inits: TensorProto[], opset: number): NodeProto {
+  if (opset < 18) return node(op, [src], [dst], { axes, keepdims: 0 });
+  const name = `xfer_axes_${axes.join('_')}`;
+  if (!inits.some((t) => t.name === name)) inits.push(int64Tensor(name, [axes.length], axes));
+  return node(op, [src, name], [dst], { keepdims: 0 });
+}
+
 /** Pooling nodes from `src` into `out` (empty for 'none'). Rank-agnostic where ONNX allows. */
-function poolNodes(src: string, out: string, pool: Pool, inits: TensorProto[], rank?: number): NodeProto[] {
+function poolNodes(src: string, out: string, pool: Pool, inits: TensorProto[], rank: number | undefined, opset: number): NodeProto[] {
   switch (pool) {
     case 'none':
       return [];
@@ -163,28 +176,28 @@ function poolNodes(src: string, out: string, pool: Pool, inits: TensorProto[], r
       return [node('Flatten', [src], [out], { axis: 1 })];
     case 'avg':
     case 'max':
-      return globalPool(pool, src, out, inits, rank);
+      return globalPool(pool, src, out, inits, rank, opset);
     case 'cls':
     case 'mean':
     case 'patch-mean':
     case 'cls+mean':
-      return tokenPool(pool, src, out, inits);
+      return tokenPool(pool, src, out, inits, opset);
     case 'avgmax': {
-      const a = globalPool('avg', src, `${out}/avg`, inits, rank);
-      const m = globalPool('max', src, `${out}/max`, inits, rank);
+      const a = globalPool('avg', src, `${out}/avg`, inits, rank, opset);
+      const m = globalPool('max', src, `${out}/max`, inits, rank, opset);
       return [...a, ...m, node('Concat', [`${out}/avg`, `${out}/max`], [out], { axis: 1 })];
     }
   }
 }
 
 /** Token poolings of [N,T,C]: token 0 (Gather), mean of tokens 0.. or 1.. (Slice + ReduceMean over axis 1), or both concatenated. */
-function tokenPool(pool: 'cls' | 'mean' | 'patch-mean' | 'cls+mean', src: string, out: string, inits: TensorProto[]): NodeProto[] {
+function tokenPool(pool: 'cls' | 'mean' | 'patch-mean' | 'cls+mean', src: string, out: string, inits: TensorProto[], opset: number): NodeProto[] {
   const constant = (name: string, values: number[], dims: number[]) => {
     if (!inits.some((t) => t.name === name)) inits.push(int64Tensor(name, dims, values));
     return name;
   };
   const cls = (dst: string) => node('Gather', [src, constant('xfer_token0', [0], [])], [dst], { axis: 1 });
-  const mean = (from: string, dst: string) => node('ReduceMean', [from], [dst], { axes: [1], keepdims: 0 });
+  const mean = (from: string, dst: string) => reduce('ReduceMean', from, dst, [1], inits, opset);
   const patches = (dst: string) =>
     node('Slice', [src, constant('xfer_token_start', [1], [1]), constant('xfer_token_end', [Number.MAX_SAFE_INTEGER], [1]), constant('xfer_token_axis', [1], [1])], [dst]);
   switch (pool) {
@@ -204,7 +217,7 @@ function tokenPool(pool: 'cls' | 'mean' | 'patch-mean' | 'cls+mean', src: string
  * NCHW conv output) use GlobalAveragePool/GlobalMaxPool, which onnxruntime runs in its blocked
  * NCHWc layout without a reorder; other ranks reshape to [N, C, -1] and reduce axis 2 (rank 2: identity).
  */
-function globalPool(pool: 'avg' | 'max', src: string, out: string, inits: TensorProto[], rank?: number): NodeProto[] {
+function globalPool(pool: 'avg' | 'max', src: string, out: string, inits: TensorProto[], rank: number | undefined, opset: number): NodeProto[] {
   if (rank === 4) {
     return [node(pool === 'avg' ? 'GlobalAveragePool' : 'GlobalMaxPool', [src], [`${out}/g`]), node('Flatten', [`${out}/g`], [out], { axis: 1 })];
   }
@@ -212,7 +225,7 @@ function globalPool(pool: 'avg' | 'max', src: string, out: string, inits: Tensor
   if (!inits.some((t) => t.name === shapeName)) inits.push(int64Tensor(shapeName, [3], [0, 0, -1]));
   return [
     node('Reshape', [src, shapeName], [`${out}/flat`]),
-    node(pool === 'avg' ? 'ReduceMean' : 'ReduceMax', [`${out}/flat`], [out], { axes: [2], keepdims: 0 }),
+    reduce(pool === 'avg' ? 'ReduceMean' : 'ReduceMax', `${out}/flat`, out, [2], inits, opset),
   ];
 }
 
