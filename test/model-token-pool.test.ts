@@ -17,10 +17,22 @@ import { deriveTapModel, POOLS, POOL_HELP, type Pool } from '../src/model/taps.j
 import { findDefaultTap } from '../src/model/default-tap.js';
 import { cardFromPreprocessor, cardFromPreprocessorFile } from '../src/model/hf-card.js';
 import { pixelAffine } from '../src/model/card.js';
+import { resolveBackbone } from '../src/model/registry.js';
 import { NO_SHARED, REPO_ROOT, shared } from './helpers/paths.js';
 
 const VIT = path.join(REPO_ROOT, 'test', 'fixtures', 'tiny-vit.onnx');
 const REF = JSON.parse(readFileSync(path.join(REPO_ROOT, 'test', 'fixtures', 'tiny-vit.json'), 'utf8')) as Record<string, unknown> & { input_shape: number[]; tokens: number; dim: number };
+
+async function withEnv<T>(key: string, value: string, fn: () => Promise<T>): Promise<T> {
+  const saved = process.env[key];
+  process.env[key] = value;
+  try {
+    return await fn();
+  } finally {
+    if (saved === undefined) delete process.env[key];
+    else process.env[key] = saved;
+  }
+}
 
 function formulaInput(shape: number[]): Float32Array {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -100,6 +112,16 @@ test('xfer card --from-hf: BitImageProcessor (DINOv2), ViT squash, ConvNeXt crop
   // Normalisation before the flip: the card's (BGR-order) mean is the processor's reversed.
   const flipped = cardFromPreprocessor({ do_flip_channel_order: true, image_mean: [0.1, 0.2, 0.3], image_std: [1, 2, 3], size: { height: 32, width: 32 } }, 'f');
   assert.deepEqual([flipped.input.mean, flipped.input.std], [[0.3, 0.2, 0.1], [3, 2, 1]]);
+  // A user's model by path with a card that names no taps: the default tap comes from the graph.
+  const dir0 = await mkdtemp(path.join(os.tmpdir(), 'xfer-vitcard-'));
+  try {
+    const cardFile = path.join(dir0, 'tiny.card.json');
+    await writeFile(cardFile, JSON.stringify(cardFromPreprocessor({ size: { height: 32, width: 32 }, image_mean: [0.5, 0.5, 0.5], image_std: [0.5, 0.5, 0.5] }, 'tiny-vit')));
+    const b = await withEnv('XFER_CACHE', dir0, () => resolveBackbone(VIT, { card: cardFile }));
+    assert.deepEqual([b.card?.taps?.default, b.card?.taps?.pool], ['last_hidden_state', 'cls']);
+  } finally {
+    await rm(dir0, { recursive: true, force: true });
+  }
   assert.throws(() => cardFromPreprocessor({ size: { shortest_edge: 224 }, resample: 3 }, 'x'), /varying size/);
   assert.throws(() => cardFromPreprocessor({ size: 224, resample: 4 }, 'x'), /BOX/);
   const dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-hf-'));

@@ -1,7 +1,6 @@
 /**
  * Using a catalog id as `--model`: pull it on first use (unless offline), check the cached bytes
- * against the catalog's sha256, and give back the model file and its card (with default taps found
- * from the graph when the entry has none written by hand).
+ * against the catalog's sha256, and give back the model file and its card.
  */
 import { XferError } from '../errors.js';
 import { sha256FileRemembered } from '../util/stamp-digest.js';
@@ -47,13 +46,7 @@ export async function resolveCatalogModel(id: string, builtinDir: string, onNoti
       exitCode: 1,
     });
   }
-  let card = pulledCard(entry);
-  if (!card.taps && entry.catalog.format === 'onnx') {
-    const { cachedDefaultTap } = await import('./default-tap.js');
-    const tap = await cachedDefaultTap(file, sha);
-    if (tap) card = { ...card, taps: { recommended: [], default: tap.tensor, pool: tap.pool } };
-  }
-  return { entry, file, card };
+  return { entry, file, card: pulledCard(entry) };
 }
 
 /** Ids of catalog entries (for hints). */

@@ -2,10 +2,13 @@
  * Default taps found from the graph, for models whose card names none: the last global pooling
  * before the classifier (CNNs), or the token tensor a transformer outputs (pooled to its CLS token).
  */
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { readOnnxFile } from '../onnx/io.js';
 import type { ModelProto, NodeProto } from '../onnx/proto.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { cacheRoot } from '../util/cache.js';
+import type { ModelCard } from './card.js';
 import { listTensors, topoSort } from './graph.js';
 import type { Pool } from './taps.js';
 
@@ -84,17 +87,24 @@ export function findDefaultTap(model: ModelProto): FoundTap | null {
   return null;
 }
 
-/** findDefaultTap for a model file, remembered beside it by the file's sha256 (a large graph parses once). */
+/** findDefaultTap for a model file, remembered in the cache by the file's sha256 (a large graph parses once). */
 export async function cachedDefaultTap(file: string, sha256: string): Promise<FoundTap | null> {
-  const memo = `${file}.default-tap.json`;
+  const memo = path.join(cacheRoot(), 'default-taps', `${sha256}.json`);
   try {
-    const m = JSON.parse(await readFile(memo, 'utf8')) as { sha256: string; tap: FoundTap | null };
-    if (m.sha256 === sha256) return m.tap;
+    return (JSON.parse(await readFile(memo, 'utf8')) as { tap: FoundTap | null }).tap;
   } catch {
     // absent or unreadable: find it again
   }
   const { model } = await readOnnxFile(file);
   const tap = findDefaultTap(model);
-  await writeFileAtomic(memo, JSON.stringify({ sha256, tap }), { fsync: false });
+  await mkdir(path.dirname(memo), { recursive: true });
+  await writeFileAtomic(memo, JSON.stringify({ file, tap }), { fsync: false });
   return tap;
+}
+
+/** The card with default taps from the graph when it names none (unchanged when it has taps, or no tap is found). */
+export async function withDefaultTaps(card: ModelCard, file: string, sha256: string): Promise<ModelCard> {
+  if (card.taps) return card;
+  const tap = await cachedDefaultTap(file, sha256);
+  return tap ? { ...card, taps: { recommended: [], default: tap.tensor, pool: tap.pool } } : card;
 }

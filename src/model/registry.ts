@@ -62,6 +62,13 @@ export async function resolveBackbone(spec: string, opts: ResolveOptions = {}): 
 }
 
 async function resolveFile(spec: string, opts: ResolveOptions): Promise<ResolvedBackbone> {
+  const b = await resolveSpec(spec, opts);
+  // Cards without hand-written taps get the default tap found from the graph (catalog entries, user cards).
+  if (b.card && !b.card.taps) b.card = await (await import('./default-tap.js')).withDefaultTaps(b.card, b.file, b.sha256);
+  return b;
+}
+
+async function resolveSpec(spec: string, opts: ResolveOptions): Promise<ResolvedBackbone> {
   const builtins = await listBuiltinCards();
   const builtin = builtins.find((c) => c.id === spec);
   if (builtin && !looksLikePath(spec)) {
