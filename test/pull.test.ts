@@ -67,7 +67,8 @@ async function startServer(tlsOpts?: { key: Buffer; cert: Buffer }) {
       return;
     }
     const bytes = mode === 'wrong' ? readFileSync(shared('models', 'tflite', 'tf2_mobilenet_v2_1.0_224_ptq.tflite')).subarray(0, statSync(file).size) : readFileSync(file);
-    const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    // 'norange': a server (or proxy) that ignores Range and always sends the whole file.
+    const m = mode === 'norange' ? null : /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
     const start = m ? Number(m[1]) : 0;
     if (start >= bytes.length && m) {
       res.writeHead(416).end();
@@ -75,10 +76,10 @@ async function startServer(tlsOpts?: { key: Buffer; cert: Buffer }) {
     }
     const body = bytes.subarray(start);
     res.writeHead(m ? 206 : 200, { 'Content-Length': body.length, ...(m ? { 'Content-Range': `bytes ${start}-${bytes.length - 1}/${bytes.length}` } : {}) });
-    if ((mode === 'cut' || mode === 'stall') && n === 1) {
+    if ((mode === 'cut' || mode === 'stall' || mode === 'norange') && n === 1) {
       // Half the body, then the connection dies (cut) or goes silent (stall).
       res.write(body.subarray(0, body.length >> 1), () => {
-        if (mode === 'cut') res.destroy();
+        if (mode !== 'stall') res.destroy();
         else stalled.push(res);
       });
       return;
@@ -208,6 +209,34 @@ test('a body cut in the middle resumes with a Range request', { skip: NO_SHARED 
     assert.ok(from > 0 && from <= 3251736 >> 1, srv.log[1].range);
     assert.ok(notices.some((n) => n.includes('connection closed') || n.includes('aborted')), notices.join('\n'));
     assert.ok(notices.some((n) => n.startsWith('resuming')));
+  });
+});
+
+test('a server that ignores Range: the download starts over and still verifies', { skip: NO_SHARED }, async () => {
+  await session(async (srv) => {
+    const e = await coral('mobilenet-v1-embed');
+    await withEnv({ XFER_MIRROR: `${srv.base}/norange` }, () => pullEntry(e, FAST));
+    await assertVerified(e);
+    assert.equal(srv.log.length, 2);
+    assert.match(srv.log[1].range ?? '', /^bytes=\d+-$/, 'it asked to resume');
+  });
+});
+
+test('no server listening (no network): retried, then one line with the manual route', { skip: NO_SHARED }, async () => {
+  await session(async () => {
+    const e = await coral('mobilenet-v1-embed');
+    // A port nobody listens on: take one from the OS and close it.
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const port = (probe.address() as net.AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    const notices: string[] = [];
+    await assert.rejects(
+      withEnv({ XFER_MIRROR: `http://127.0.0.1:${port}` }, () => pullEntry(e, { ...FAST, onNotice: (m) => notices.push(m) })),
+      (x: XferError) => x instanceof XferError && /ECONNREFUSED/.test(x.message) && /xfer pull mobilenet-v1-embed --file/.test(x.hint ?? ''),
+    );
+    assert.equal(notices.filter((n) => n.includes('retrying')).length, FAST.retries - 1);
+    assert.ok(!isPresent(e));
   });
 });
 
