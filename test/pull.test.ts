@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import http from 'node:http';
@@ -459,8 +459,15 @@ test('xfer pull and xfer models on the command line: download, the present colum
     assert.match(models.stdout, /mobilenet-v1-embed\s+yes\s+tflite/);
     assert.match(models.stdout, /resnet18-v1\s+no\s+onnx/);
     const bad = await runCli(['pull', 'mobilenet-v2-quant'], { ...env, XFER_MIRROR: `${srv.base}/missing` });
+    assert.ok(!existsSync(path.join(cache, 'catalog', 'mobilenet-v2-quant', V2)));
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /^error: mobilenet-v2-quant: could not download mobilenet_v2_1\.0_224_quant\.tflite: .*HTTP 404/);
+    // --all goes on past failures (here: only the Coral files are served) and exits 1 at the end.
+    const all = await runCli(['pull', '--all', '--quiet'], env);
+    assert.equal(all.code, 1);
+    assert.match(all.stdout, /^mobilenet-v1-embed: already present$/m);
+    assert.match(all.stdout, /^mobilenet-v2-quant: downloaded 3\.6 MB/m);
+    assert.match(all.stderr, /xfer pull --all: 5 of 7 entries could not be downloaded: dinov2-small, efficientnet-lite4, mobilenetv2-7, resnet18-v1, resnet50-v2/);
     const usage = await runCli(['pull', 'no-such-model'], env);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /"no-such-model" is not in the catalog/);

@@ -5,7 +5,7 @@
  */
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { XferError } from '../errors.js';
+import { formatError, XferError } from '../errors.js';
 import { notice } from './output.js';
 
 interface PullOpts {
@@ -40,9 +40,11 @@ async function runPull(ids: string[], opts: PullOpts): Promise<void> {
   }
   const cliProgress = (await import('cli-progress')).default;
   const useBar = !opts.quiet && process.stderr.isTTY;
+  const failed: string[] = [];
   for (const e of entries) {
     let bar: InstanceType<typeof cliProgress.SingleBar> | null = null;
     let lastPct = -1;
+    let barFile = '';
     const result = await pullEntry(e, {
       onNotice: (m) => {
         if (bar) bar.stop();
@@ -52,26 +54,48 @@ async function runPull(ids: string[], opts: PullOpts): Promise<void> {
       onProgress: (f, received, total) => {
         if (opts.quiet) return;
         if (useBar) {
+          if (bar && barFile !== f.name) {
+            bar.stop();
+            bar = null;
+          }
+          barFile = f.name;
           if (!bar) {
             bar = new cliProgress.SingleBar({ format: `${f.name} [{bar}] {percentage}% | {value}/{total} MB`, stream: process.stderr, hideCursor: false }, cliProgress.Presets.shades_classic);
-            bar.start(total === null ? 0 : Number((total / 1e6).toFixed(1)), 0);
+            bar.start(total === null ? 0 : Number((total / 1e6).toFixed(2)), 0);
           }
-          bar.update(Number((received / 1e6).toFixed(1)));
+          bar.update(Number((received / 1e6).toFixed(2)));
           return;
         }
         const pct = total ? Math.floor((10 * received) / total) * 10 : -1;
+        if (barFile !== f.name) lastPct = -2;
+        barFile = f.name;
         if (pct !== lastPct) {
           lastPct = pct;
           notice(`${f.name}: ${total ? `${pct} %` : formatSize(received)} of ${formatSize(total)}`);
         }
       },
+    }).catch((err: unknown) => {
+      // --all goes on with the other entries and fails at the end; one id fails at once.
+      if (!opts.all || !(err instanceof XferError)) throw err;
+      (bar as InstanceType<typeof cliProgress.SingleBar> | null)?.stop();
+      bar = null;
+      notice(formatError(err));
+      failed.push(e.id);
+      return null;
     });
     (bar as InstanceType<typeof cliProgress.SingleBar> | null)?.stop();
+    if (result === null) continue;
     process.stdout.write(
       result.downloaded.length > 0
         ? `${e.id}: downloaded ${formatSize(result.bytes)}, sha256 verified (${e.catalog.files.map((f) => f.name).join(', ')})\n`
         : `${e.id}: already present\n`,
     );
+  }
+  if (failed.length > 0) {
+    throw new XferError(`xfer pull --all: ${failed.length} of ${entries.length} entries could not be downloaded: ${failed.join(', ')}`, {
+      hint: 'the errors above say why and how to fetch each by other means',
+      exitCode: 1,
+    });
   }
 }
 
