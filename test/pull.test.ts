@@ -474,7 +474,7 @@ test('xfer pull and xfer models on the command line: download, the present colum
   });
 });
 
-test('HTTPS_PROXY: an https download goes through a CONNECT tunnel', { skip: NO_SHARED }, async (t) => {
+test('https: direct when NO_PROXY matches, else through the HTTPS_PROXY CONNECT tunnel', { skip: NO_SHARED }, async (t) => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-tls-'));
   try {
     const key = path.join(dir, 'key.pem');
@@ -504,6 +504,16 @@ test('HTTPS_PROXY: an https download goes through a CONNECT tunnel', { skip: NO_
     const cache = path.join(dir, 'cache');
     try {
       const port = (proxy.address() as net.AddressInfo).port;
+      // NO_PROXY=localhost: straight to the https server, no tunnel.
+      const direct = await runCli(['pull', 'mobilenet-v1-embed', '--quiet'], {
+        XFER_CACHE: path.join(dir, 'direct'),
+        XFER_MIRROR: `${srv.base}/ok`,
+        HTTPS_PROXY: `http://127.0.0.1:${port}`,
+        NO_PROXY: 'localhost',
+        NODE_EXTRA_CA_CERTS: cert,
+      });
+      assert.equal(direct.code, 0, direct.stderr);
+      assert.deepEqual(tunnels, []);
       const r = await runCli(['pull', 'mobilenet-v1-embed', '--quiet'], {
         XFER_CACHE: cache,
         XFER_MIRROR: `${srv.base}/ok`,
