@@ -5,8 +5,6 @@
  * its final name is always a verified one. A lock file makes concurrent pulls of one entry share a
  * single download.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../errors.js';
@@ -62,12 +60,6 @@ async function sizeOf(file: string): Promise<number> {
   }
 }
 
-async function hashStream(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
 function diskError(e: unknown, file: string, need: number | null): XferError | null {
   const code = (e as NodeJS.ErrnoException).code;
   if (code !== 'ENOSPC' && code !== 'EDQUOT') return null;
@@ -80,8 +72,12 @@ function diskError(e: unknown, file: string, need: number | null): XferError | n
 
 /** One try at one URL: append to `part` from its current size (Range), until the body ends. */
 async function fetchInto(url: string, part: string, f: CatalogFile, opts: PullOptions): Promise<number> {
-  const have = await sizeOf(part);
+  let have = await sizeOf(part);
   if (f.size !== null && have === f.size) return 0;
+  if (f.size !== null && have > f.size) {
+    await rm(part, { force: true });
+    have = 0;
+  }
   const headers: Record<string, string> = have > 0 ? { Range: `bytes=${have}-` } : {};
   const res = await httpGet(url, { headers, stallMs: stallMs(opts) });
   if (res.status === 416) {
@@ -158,7 +154,7 @@ async function downloadFile(entry: CatalogEntry, f: CatalogFile, opts: PullOptio
         break;
       }
       const size = await sizeOf(part);
-      const sha = await hashStream(part);
+      const sha = await sha256File(part);
       if ((f.size !== null && size !== f.size) || sha !== f.sha256) {
         await rm(part, { force: true });
         const msg = `${url}: wrong bytes for ${f.name}: expected sha256 ${f.sha256}${f.size !== null ? ` (${f.size} bytes)` : ''}, received sha256 ${sha} (${size} bytes); deleted`;
