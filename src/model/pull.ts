@@ -102,7 +102,8 @@ async function fetchInto(url: string, part: string, f: CatalogFile, opts: PullOp
       const buf = chunk as Buffer;
       if (f.size !== null && pos + buf.length > f.size) {
         res.body.destroy();
-        throw new HttpError(`${url}: the server sent more than the catalog's ${f.size} bytes`, false);
+        await rm(part, { force: true });
+        throw new HttpError(`${url}: the server sent more than the catalog's ${f.size} bytes; deleted`, false);
       }
       try {
         await write(fh, buf, pos);
