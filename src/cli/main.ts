@@ -11,6 +11,7 @@ import { registerClassifyCommand } from './classify-cmd.js';
 import { registerExtractCommands } from './extract-cmd.js';
 import { registerTrainCommands } from './train-cmd.js';
 import { registerPredictCommands } from './predict-cmd.js';
+import { registerSweepCommands } from './sweep-cmd.js';
 import { registerPullCommands } from './pull-cmd.js';
 
 export function buildProgram(): Command {
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   registerExtractCommands(program);
   registerTrainCommands(program);
   registerPredictCommands(program);
+  registerSweepCommands(program);
   registerPullCommands(program);
   // The CLI is the process: it may set the environment that library calls read (model resolution reads XFER_OFFLINE).
   program.hook('preAction', (root) => {
