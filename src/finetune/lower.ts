@@ -147,9 +147,19 @@ export class Lowering {
           const dbf = em.op('ReduceSum', [dz, em.i64([0, 2, 3])], { keepdims: 0 }, `d/${out}/b`);
           const dWf = this.convWeightGrad(x, xs, dz, zs, wShape, attrs, out);
           if (bn) {
+            // dγ = Σ dz·x̂. From the folded weights, Σ(dW'·W) − μ·Σdz, it loses digits when |μ| ≫ σ
+            // (1e-4 seen on MobileNetV2's depthwise layers); from the output, x̂ = (z − β)/γ, it does
+            // not, so that form is used wherever γ is not ~0.
             const corr = em.op('Sub', [em.op('ReduceSum', [em.op('Mul', [dWf, W]), em.i64([1, 2, 3])], { keepdims: 0 }), em.op('Mul', [mean!, dbf])]);
             const corr2 = bias ? em.op('Add', [corr, em.op('Mul', [bias, dbf])]) : corr;
-            this.paramGrads.set(gammaName!, em.op('Mul', [corr2, invstd!], {}, `d/${gammaName}`));
+            const viaWeights = em.op('Mul', [corr2, invstd!]);
+            const gamma = this.w(gammaName!);
+            const beta = this.w(bn.input[2]);
+            const dzz = em.op('ReduceSum', [em.op('Mul', [dz, out]), em.i64([0, 2, 3])], { keepdims: 0 });
+            const big = em.op('Greater', [em.op('Abs', [gamma]), em.f32([1e-6])]);
+            const safe = em.op('Where', [big, gamma, em.f32([1])]);
+            const viaOutput = em.op('Div', [em.op('Sub', [dzz, em.op('Mul', [beta, dbf])]), safe]);
+            this.paramGrads.set(gammaName!, em.op('Where', [big, viaOutput, viaWeights], {}, `d/${gammaName}`));
             this.paramGrads.set(bn.input[2], dbf);
             this.paramGrads.set(n.input[1], em.op('Mul', [dWf, s4!], {}, `d/${n.input[1]}`));
             if (n.input[2]) this.paramGrads.set(n.input[2], em.op('Mul', [dbf, s!], {}, `d/${n.input[2]}`));
@@ -254,8 +264,14 @@ export class Lowering {
         const lo = n.input[1] ? inputs[1] : n.attribute?.some((a) => a.name === 'min') ? em.f32([attrFloat(n, 'min', 0)]) : '';
         const hi = n.input[2] ? inputs[2] : n.attribute?.some((a) => a.name === 'max') ? em.f32([attrFloat(n, 'max', 0)]) : '';
         em.op('Clip', [x, lo, hi].slice(0, hi ? 3 : lo ? 2 : 1), {}, 'Clip', out);
-        // Inside the bounds the output equals the input: one comparison gives the mask.
-        return rec((dy) => [{ input: x, grad: em.op('Where', [em.op('Equal', [out, x]), dy, zero()], {}, `d/${x}`) }]);
+        // PyTorch's hardtanh/clamp mask (lo < x < hi), read from the output so that the input need
+        // not be kept. (Equal(out, x) is one op less but wrong: ORT may compute a Conv+Clip output
+        // by a fused kernel that differs from the unfused input by an ulp.)
+        return rec((dy) => {
+          const inside = [lo ? em.op('Greater', [out, lo]) : '', hi ? em.op('Less', [out, hi]) : ''].filter((t) => t);
+          const mask = inside.length === 2 ? em.op('And', inside) : inside[0];
+          return [{ input: x, grad: mask ? em.op('Where', [mask, dy, zero()], {}, `d/${x}`) : dy }];
+        });
       }
       case 'Sigmoid':
         copy();
@@ -337,24 +353,6 @@ export class Lowering {
       case 'Reshape':
         copy();
         return rec((dy) => [{ input: x, grad: em.op('Reshape', [dy, em.i64([0, ...this.shape(x)])], {}, `d/${x}`) }]);
-      case 'Gemm':
-      case 'MatMul': {
-        const B = n.input[1];
-        const C = n.opType === 'Gemm' ? n.input[2] : undefined;
-        const transB = n.opType === 'Gemm' ? attrInt(n, 'transB', 0) : 0;
-        em.op('Gemm', C ? [x, inputs[1], inputs[2]] : [x, inputs[1]], { transB }, 'Gemm', out);
-        const params = [B, ...(C ? [C] : [])];
-        return rec((dy, want) => {
-          if (this.trainable.has(B)) {
-            this.paramGrads.set(B, transB ? em.op('Gemm', [dy, x], { transA: 1 }, `d/${B}`) : em.op('Gemm', [x, dy], { transA: 1 }, `d/${B}`));
-            if (C) {
-              const cs = (this.part.consts.get(C)!.dims ?? []).map(Number);
-              this.paramGrads.set(C, em.op('ReduceSum', [dy, em.i64([0])], { keepdims: cs.length === 2 ? 1 : 0 }, `d/${C}`));
-            }
-          }
-          return want(x) ? [{ input: x, grad: em.op('Gemm', [dy, inputs[1]], { transB: transB ? 0 : 1 }, `d/${x}`) }] : [];
-        }, params);
-      }
       default:
         throw new Error(`fine-tune: no lowering for ${n.opType}`);
     }
