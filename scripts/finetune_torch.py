@@ -4,7 +4,7 @@ mulberry32 is the twin of src/finetune/rng.ts (vectorised: its state advances by
 i-th draw depends on seed + (i + 1) * 0x6D2B79F5 only). OnnxTop runs the trainable part of an ONNX
 model (from a tensor to the pooled features) as a torch module whose parameters are the model's
 Conv and BatchNormalization weights (BN in eval mode), plus a new nn.Linear classifier, all in
-float64 (the references are then exact to well below the float32 graph's rounding).
+float64 by default (the references are then exact to well below the float32 graph's rounding).
 """
 import numpy as np
 import onnx
@@ -53,11 +53,13 @@ def part_nodes(graph, frm, to):
 
 
 class OnnxTop(torch.nn.Module):
-    def __init__(self, model_path, frm, to, n_classes, head_seed):
+    def __init__(self, model_path, frm, to, n_classes, head_seed, dtype=torch.float64):
         super().__init__()
+        self.dtype = dtype
         m = onnx.load(model_path)
         arrays = {t.name: numpy_helper.to_array(t).copy() for t in m.graph.initializer}
-        self.consts = {k: torch.from_numpy(v.astype(np.float64) if v.dtype == np.float32 else v) for k, v in arrays.items()}
+        np_dtype = np.float64 if dtype == torch.float64 else np.float32
+        self.consts = {k: torch.from_numpy(v.astype(np_dtype) if v.dtype == np.float32 else v) for k, v in arrays.items()}
         self.nodes = part_nodes(m.graph, frm, to)
         self.frm, self.to = frm, to
         self.params = torch.nn.ParameterDict()
@@ -81,7 +83,7 @@ class OnnxTop(torch.nn.Module):
     def make_head(self, feature_dim):
         b = 1 / np.sqrt(feature_dim)
         v = uniform(self.head_seed, self.n_classes * feature_dim + self.n_classes, -b, b)
-        self.head = torch.nn.Linear(feature_dim, self.n_classes, dtype=torch.float64)
+        self.head = torch.nn.Linear(feature_dim, self.n_classes, dtype=self.dtype)
         with torch.no_grad():
             self.head.weight.copy_(torch.from_numpy(v[: self.n_classes * feature_dim].reshape(self.n_classes, feature_dim)))
             self.head.bias.copy_(torch.from_numpy(v[self.n_classes * feature_dim:]))

@@ -25,11 +25,18 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'test', 'fi
 SETTINGS = {'label_smoothing': 0.1, 'lr_head': 0.01, 'lr_backbone': 0.001, 'momentum': 0.9, 'sgd_wd': 1e-4, 'adamw_wd': 0.01, 'steps': 2, 'head_seed': 7}
 
 
-def summary(a, k):
-    a = a.detach().double().numpy().ravel()
+def summary(a, k, rows=False):
+    """Norm, dot with a mulberry32 probe, 8 sampled entries; with rows, the norm of every row
+    (output channel) too, so that an error in one channel shows."""
+    a = a.detach().double().numpy()
+    r = np.sqrt((a.reshape(a.shape[0], -1) ** 2).sum(1)) if a.ndim > 1 else np.abs(a)
+    a = a.ravel()
     probe = mulberry32(1000 + k, a.size) * 2 - 1
     idx = np.floor(mulberry32(2000 + k, 8) * a.size).astype(np.int64)
-    return {'norm': float(np.linalg.norm(a)), 'dot': float(a @ probe), 'maxabs': float(np.abs(a).max()), 'idx': idx.tolist(), 'val': a[idx].tolist()}
+    out = {'norm': float(np.linalg.norm(a)), 'dot': float(a @ probe), 'maxabs': float(np.abs(a).max()), 'idx': idx.tolist(), 'val': a[idx].tolist()}
+    if rows:
+        out['rows'] = [float('%.9g' % v) for v in r]
+    return out
 
 
 def run(make, x, y, n_classes):
@@ -41,7 +48,7 @@ def run(make, x, y, n_classes):
     loss = F.cross_entropy(logits, y, label_smoothing=s['label_smoothing'])
     loss.backward()
     named = model.named_trainables()
-    out = {'loss': float(loss), 'params': [n for n, _ in named], 'grads': {n: summary(p.grad, k) for k, (n, p) in enumerate(named)}}
+    out = {'loss': float(loss), 'params': [n for n, _ in named], 'grads': {n: summary(p.grad, k, rows=True) for k, (n, p) in enumerate(named)}}
     for opt_name in ('sgd', 'adamw'):
         model = make().double()
         model.eval()

@@ -16,7 +16,7 @@ import type { ModelProto } from '../src/onnx/proto.js';
 const FIX = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures', 'finetune');
 const REF = JSON.parse(readFileSync(path.join(FIX, 'reference.json'), 'utf8')) as Reference;
 
-interface Summary { norm: number; dot: number; maxabs: number; idx: number[]; val: number[] }
+interface Summary { norm: number; dot: number; maxabs: number; idx: number[]; val: number[]; rows?: number[] }
 interface Case {
   from: string; n: number; classes: number; x: { seed: number; lo: number; hi: number };
   loss: number; params: string[]; grads: Record<string, Summary>;
@@ -47,6 +47,17 @@ function check(what: string, a: Float32Array, ref: Summary, k: number, floor = 0
   const noise = floor * Math.sqrt(a.length);
   assert.ok(Math.abs(norm - ref.norm) <= TOL * scale + noise, `${what}: norm ${norm} vs PyTorch ${ref.norm}`);
   assert.ok(Math.abs(dot - ref.dot) <= (TOL * scale + noise) * Math.sqrt(probeNorm), `${what}: probe ${dot} vs PyTorch ${ref.dot}`);
+  if (ref.rows) {
+    // Per output channel: |row| (the value itself for 1-D parameters) within TOL of the largest.
+    const width = a.length / ref.rows.length;
+    const top = Math.max(...ref.rows);
+    ref.rows.forEach((want, r) => {
+      let s = 0;
+      for (let i = r * width; i < (r + 1) * width; i++) s += a[i] * a[i];
+      const got = width === 1 ? Math.abs(a[r]) : Math.sqrt(s);
+      assert.ok(Math.abs(got - want) <= TOL * top, `${what} row ${r}: |row| ${got} vs PyTorch ${want}`);
+    });
+  }
   ref.idx.forEach((j, i) => {
     assert.ok(Math.abs(a[j] - ref.val[i]) <= TOL * Math.max(ref.maxabs, 1e-12) + floor, `${what}[${j}]: ${a[j]} vs PyTorch ${ref.val[i]}`);
   });

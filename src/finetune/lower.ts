@@ -147,19 +147,10 @@ export class Lowering {
           const dbf = em.op('ReduceSum', [dz, em.i64([0, 2, 3])], { keepdims: 0 }, `d/${out}/b`);
           const dWf = this.convWeightGrad(x, xs, dz, zs, wShape, attrs, out);
           if (bn) {
-            // dγ = Σ dz·x̂. From the folded weights, Σ(dW'·W) − μ·Σdz, it loses digits when |μ| ≫ σ
-            // (1e-4 seen on MobileNetV2's depthwise layers); from the output, x̂ = (z − β)/γ, it does
-            // not, so that form is used wherever γ is not ~0.
+            // dγ = Σ dz·x̂ = (Σ dW'·W − μ·Σdz)/σ: from the folded weights' gradient, no pass over activations.
             const corr = em.op('Sub', [em.op('ReduceSum', [em.op('Mul', [dWf, W]), em.i64([1, 2, 3])], { keepdims: 0 }), em.op('Mul', [mean!, dbf])]);
             const corr2 = bias ? em.op('Add', [corr, em.op('Mul', [bias, dbf])]) : corr;
-            const viaWeights = em.op('Mul', [corr2, invstd!]);
-            const gamma = this.w(gammaName!);
-            const beta = this.w(bn.input[2]);
-            const dzz = em.op('ReduceSum', [em.op('Mul', [dz, out]), em.i64([0, 2, 3])], { keepdims: 0 });
-            const big = em.op('Greater', [em.op('Abs', [gamma]), em.f32([1e-6])]);
-            const safe = em.op('Where', [big, gamma, em.f32([1])]);
-            const viaOutput = em.op('Div', [em.op('Sub', [dzz, em.op('Mul', [beta, dbf])]), safe]);
-            this.paramGrads.set(gammaName!, em.op('Where', [big, viaOutput, viaWeights], {}, `d/${gammaName}`));
+            this.paramGrads.set(gammaName!, em.op('Mul', [corr2, invstd!], {}, `d/${gammaName}`));
             this.paramGrads.set(bn.input[2], dbf);
             this.paramGrads.set(n.input[1], em.op('Mul', [dWf, s4!], {}, `d/${n.input[1]}`));
             if (n.input[2]) this.paramGrads.set(n.input[2], em.op('Mul', [dbf, s!], {}, `d/${n.input[2]}`));
@@ -186,12 +177,13 @@ export class Lowering {
     const group = attrs.group as number;
     const pointwise = kh === 1 && kw === 1 && stride.every((v) => v === 1) && pads.every((v) => v === 0) && group === 1;
     if (pointwise) {
+      // One GEMM over all N·H·W positions: channels first, [O, N·HW]·[I, N·HW]ᵀ (two transposes of
+      // activations cost less than a per-sample [O, I] product summed over the batch).
       const hw = zs[1] * zs[2];
-      const dz3 = em.op('Reshape', [dz, em.i64([0, O, hw])]);
-      const x3 = em.op('Reshape', [x, em.i64([0, Ig, hw])]);
-      const prod = em.msOp('FusedMatMul', [dz3, x3], { transB: 1 }, `d/${hint}/Wn`);
-      const sum = em.op('ReduceSum', [prod, em.i64([0])], { keepdims: 0 });
-      return em.op('Reshape', [sum, em.i64([O, Ig, 1, 1])], {}, `d/${hint}/W'`);
+      const dzT = em.op('Reshape', [em.op('Transpose', [em.op('Reshape', [dz, em.i64([0, O, hw])])], { perm: [1, 0, 2] }), em.i64([O, -1])]);
+      const xT = em.op('Reshape', [em.op('Transpose', [em.op('Reshape', [x, em.i64([0, Ig, hw])])], { perm: [1, 0, 2] }), em.i64([Ig, -1])]);
+      const dW = em.op('Gemm', [dzT, xT], { transB: 1 }, `d/${hint}/Wg`);
+      return em.op('Reshape', [dW, em.i64([O, Ig, 1, 1])], {}, `d/${hint}/W'`);
     }
     const xT = em.op('Transpose', [x], { perm: [1, 0, 2, 3] });
     const dzT = em.op('Transpose', [dz], { perm: [1, 0, 2, 3] });
