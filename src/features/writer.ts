@@ -21,6 +21,8 @@ import { npyHeader } from './npy.js';
 import { float32ToFloat16 } from '../util/float16.js';
 import { normalizePlanRecord } from '../image/plan.js';
 import { externalWeightsLabel, sameExternalWeights } from './external-weights.js';
+import { isLockEntry } from '../util/lock.js';
+import { checkFeatureFolderPaths } from './paths.js';
 
 export const FEATURE_FORMAT = 'xfer-features';
 export const FEATURE_FORMAT_VERSION = 1;
@@ -309,7 +311,8 @@ export class FeatureWriter {
     let old: FeatureMeta | null = null;
     let entries: string[] = [];
     try {
-      entries = await readdir(out);
+      // The run's lock (util/lock.ts) lives in the folder too; it is not content.
+      entries = (await readdir(out)).filter((f) => !isLockEntry(f));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'ENOENT') {
@@ -328,6 +331,8 @@ export class FeatureWriter {
         throw new XferError(`${metaFile}: unreadable (${(e as Error).message})`, { hint: 'choose another --out, or delete the folder' });
       }
       if (old.format !== FEATURE_FORMAT) throw new XferError(`${metaFile}: not an xfer feature folder (format ${JSON.stringify(old.format)})`, { hint: 'choose another --out' });
+      // Before anything is compared, trimmed or deleted: every path it names stays inside `out`.
+      await checkFeatureFolderPaths(out, old, metaFile);
     }
     const fresh: FeatureMeta = {
       format: FEATURE_FORMAT,
