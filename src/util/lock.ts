@@ -69,6 +69,18 @@ async function readHolder(lockDir: string): Promise<Holder | null> {
   return { owner, mtimeMs };
 }
 
+/**
+ * The holder of `lockDir`, waiting (up to 1 s) for a holder that has just created it to write its
+ * owner.json, so that a refusal can name it. null when the lock is gone.
+ */
+async function ownerWritten(lockDir: string): Promise<Holder | null> {
+  for (let i = 0; ; i++) {
+    const h = await readHolder(lockDir);
+    if (!h || h.owner || i >= 100 || Date.now() - h.mtimeMs > HEARTBEAT_MS) return h;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -129,7 +141,7 @@ export async function lockFolder(dir: string, command: string, flag = '--out'): 
   try {
     for (let attempt = 0; attempt < 4; attempt++) {
       if (await tryMkdir(lockDir)) return await own(abs, lockDir, mine, created);
-      const h = await readHolder(lockDir);
+      const h = await ownerWritten(lockDir);
       if (!h) continue; // released meanwhile: try again
       if (!isStale(h)) throw refuse(h);
       const took = await takeOver(abs, lockDir, h, mine, created);
