@@ -18,8 +18,11 @@ interface Run {
   stderr: string;
 }
 
+/** The extract CLI under test: XFER_STRESS_CLI points at another build's dist/test/extract-cli.js (e.g. one without the lock, to see it fail). */
+const cli = process.env.XFER_STRESS_CLI ?? CLI;
+
 function run(args: string[], env: NodeJS.ProcessEnv = {}): { done: Promise<Run>; kill: () => void } {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, XFER_NO_AUTO_SHARD: '1', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [cli, ...args], { env: { ...process.env, XFER_NO_AUTO_SHARD: '1', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   return { done: new Promise((r) => child.on('close', (code) => r({ code, stderr }))), kill: () => child.kill('SIGKILL') };
