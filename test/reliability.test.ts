@@ -310,6 +310,15 @@ describe('adversarial inputs', () => {
     const r = await extract(out, '--overwrite');
     assert.equal(r.code, 0, r.stderr);
     assert.equal(existsSync(path.join(out, LOCK_DIR)), false, 'released');
+    // A run that stalled past the stale time on another host and lost its lock stops at its next
+    // commit (the writer calls assertHeld), and leaves the new holder's lock alone.
+    const lostDir = path.join(dir, 'lost');
+    const lost = await lockFolder(lostDir, 'xfer test');
+    await writeFile(path.join(lostDir, LOCK_DIR, 'owner.json'), JSON.stringify({ pid: 1, host: 'elsewhere', since: new Date().toISOString(), command: 'xfer extract', token: 'theirs' }));
+    assert.throws(() => lost.assertHeld(), (e: unknown) => e instanceof XferError && e.exitCode === 1 && /lost: another process took this folder's lock over/.test(e.message));
+    await lost.release();
+    assert.equal(lost.lost, true);
+    assert.ok(existsSync(path.join(lostDir, LOCK_DIR, 'owner.json')), "release leaves another holder's lock alone");
     // xfer train locks its head folder too.
     const hd = path.join(dir, 'locked-head');
     const hl = await lockFolder(hd, 'xfer test');

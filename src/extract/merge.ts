@@ -13,7 +13,7 @@ import path from 'node:path';
 import { XferError } from '../errors.js';
 import { FEATURE_FORMAT, FeatureWriter, metaFingerprint, sameFolderWeights, shardFileName, type FeatureMeta } from '../features/writer.js';
 import { writeFileAtomic } from '../util/atomic.js';
-import { withFolderLock } from '../util/lock.js';
+import { withFolderLock, type FolderLock } from '../util/lock.js';
 import { checkFeatureFolderPaths } from '../features/paths.js';
 
 export interface MergeSummary {
@@ -84,10 +84,10 @@ export async function mergeFeatureFolders(out: string, dirs: string[], opts: { o
   if (dirs.length === 0) throw new XferError('xfer merge: no part folders given', { hint: 'xfer merge <out> <part0> <part1> ...' });
   const outAbs = path.resolve(out);
   // <out> is locked for the whole merge (util/lock.ts): a second writer is refused.
-  return withFolderLock(outAbs, 'xfer merge', () => mergeLocked(out, outAbs, dirs, opts), '');
+  return withFolderLock(outAbs, 'xfer merge', (lock) => mergeLocked(out, outAbs, dirs, opts, lock), '');
 }
 
-async function mergeLocked(out: string, outAbs: string, dirs: string[], opts: { overwrite?: boolean }): Promise<MergeSummary> {
+async function mergeLocked(out: string, outAbs: string, dirs: string[], opts: { overwrite?: boolean }, lock: FolderLock): Promise<MergeSummary> {
   const parts: Part[] = [];
   for (const d of dirs) {
     const abs = path.resolve(d);
@@ -148,7 +148,7 @@ async function mergeLocked(out: string, outAbs: string, dirs: string[], opts: { 
       batch: first.batch,
     },
     labels,
-    { overwrite, discoveryErrors: parts[0].errors.filter((e) => e.shard === null).map((e) => ({ path: String(e.path), reason: String(e.reason) })) },
+    { overwrite, guard: () => lock.assertHeld(), discoveryErrors: parts[0].errors.filter((e) => e.shard === null).map((e) => ({ path: String(e.path), reason: String(e.reason) })) },
   );
   // Copy the shards in global order and commit each like an extraction would.
   let g = 0;

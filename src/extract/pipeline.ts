@@ -27,7 +27,7 @@ import { ReadAhead } from '../util/read-ahead.js';
 import { AffinityShell } from '../util/affinity.js';
 import { DecodeConfinement, decodeCpuSplit, type CpuSplitState, type DecodeCpusMode } from './decode-cpus.js';
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
-import { withFolderLock } from '../util/lock.js';
+import { withFolderLock, type FolderLock } from '../util/lock.js';
 import { checkBatchMemory, formedBatch } from './batch-bound.js';
 
 export { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD, defaultBatch, inferencePlan } from './defaults.js';
@@ -142,10 +142,10 @@ interface Batch {
  */
 export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSummary> {
   const out = path.resolve(expandOutPattern(opts.out, resolveShardSpec(opts.shard, opts.env ?? process.env)));
-  return withFolderLock(out, 'xfer extract', () => runExtraction(opts));
+  return withFolderLock(out, 'xfer extract', (lock) => runExtraction(opts, lock));
 }
 
-async function runExtraction(opts: ExtractOptions): Promise<ExtractSummary> {
+async function runExtraction(opts: ExtractOptions, lock: FolderLock): Promise<ExtractSummary> {
   const t0 = performance.now();
   const emit = opts.onEvent ?? (() => {});
   const notice = (message: string) => emit({ type: 'notice', message });
@@ -240,7 +240,7 @@ async function runExtraction(opts: ExtractOptions): Promise<ExtractSummary> {
     };
     // Listing errors belong to the whole run: recorded once, by the unsharded run or part 0.
     const discoveryErrors = !spec || spec.index === 0 ? dataset.errors : [];
-    writer = await FeatureWriter.open(out, init, dataset.labels, { resume: opts.resume, overwrite: opts.overwrite, io: opts.io, discoveryErrors });
+    writer = await FeatureWriter.open(out, init, dataset.labels, { resume: opts.resume, overwrite: opts.overwrite, io: opts.io, discoveryErrors, guard: () => lock.assertHeld() });
     const w = writer;
     if (w.resumed && w.metadata.batch !== batch) {
       notice(

@@ -259,6 +259,8 @@ export interface OpenWriterOptions {
   io?: WriterIO;
   /** Errors found while listing the inputs (written once, when the folder is created). */
   discoveryErrors?: { path: string; reason: string }[];
+  /** Called before each commit; throws to stop (the folder's lock was lost: util/lock.ts `assertHeld`). */
+  guard?: () => void;
 }
 
 export interface ResumeState {
@@ -279,6 +281,7 @@ export class FeatureWriter {
   private current: ShardWriter | null = null;
   /** Set when the folder already existed and is being continued. */
   readonly resumed: ResumeState | null;
+  private guard: () => void = () => {};
 
   private constructor(out: string, meta: FeatureMeta, labels: string[], io: WriterIO, resumed: ResumeState | null) {
     this.out = out;
@@ -306,6 +309,13 @@ export class FeatureWriter {
    * Refuses a folder holding other features (different model/layers/inputs) unless `overwrite`.
    */
   static async open(out: string, init: FeatureMetaInit, labels: string[], opts: OpenWriterOptions = {}): Promise<FeatureWriter> {
+    opts.guard?.();
+    const w = await FeatureWriter.openUnguarded(out, init, labels, opts);
+    if (opts.guard) w.guard = opts.guard;
+    return w;
+  }
+
+  private static async openUnguarded(out: string, init: FeatureMetaInit, labels: string[], opts: OpenWriterOptions): Promise<FeatureWriter> {
     const io = opts.io ?? defaultIO;
     const metaFile = path.join(out, 'meta.json');
     let old: FeatureMeta | null = null;
@@ -442,6 +452,7 @@ export class FeatureWriter {
 
   /** @internal called by ShardWriter.commit after its .npy files are durable. */
   async _commitShard(k: number, rows: RowInput[], errors: { path: string; reason: string }[]): Promise<void> {
+    this.guard();
     const c = this.meta.counts;
     const base = c.images;
     const idx = rows
@@ -488,6 +499,7 @@ export class FeatureWriter {
   /** Mark the folder complete (all shards committed). */
   async finish(): Promise<void> {
     if (this.current) throw new Error('finish: a shard is still open');
+    this.guard();
     const next = orderMeta({ ...this.meta, complete: true });
     try {
       await writeFileAtomic(path.join(this.out, 'meta.json'), JSON.stringify(next, null, 2) + '\n', this.io);

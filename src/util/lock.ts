@@ -14,6 +14,7 @@
  * (graceful-fs) process-wide, which a library must not do to its caller, and it records no holder.
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, rmdir, stat, utimes } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -43,6 +44,11 @@ export interface FolderLock {
   readonly dir: string;
   /** Set when another process took the lock over while this one held it (it stalled past STALE_MS). */
   readonly lost: boolean;
+  /**
+   * Throw (exit 1) if the lock is no longer this process's: writers call it before each commit, so a
+   * run that stalled past STALE_MS and lost the folder to another host stops before writing more.
+   */
+  assertHeld(): void;
   /** Remove the lock (and the folder, when the lock created it and nothing else was written). */
   release(): Promise<void>;
 }
@@ -201,6 +207,21 @@ async function own(abs: string, lockDir: string, mine: LockOwner, created: strin
     get lost() {
       return lost;
     },
+    assertHeld() {
+      let token: unknown = null;
+      try {
+        token = (JSON.parse(readFileSync(path.join(lockDir, OWNER), 'utf8')) as Partial<LockOwner>).token;
+      } catch {
+        token = null;
+      }
+      if (token !== mine.token) {
+        lost = true;
+        throw new XferError(`${abs}: another process took this folder's lock over (this run had no heartbeat for ${STALE_MS / 1000} s); stopping before writing more`, {
+          hint: 'make sure only one run writes the folder, then check it (xfer extract --resume)',
+          exitCode: 1,
+        });
+      }
+    },
     async release() {
       if (released) return;
       released = true;
@@ -230,11 +251,11 @@ async function removeCreated(abs: string, created: string | undefined): Promise<
  * Run `fn` holding the lock on `dir`; the lock is released however `fn` ends. A lock lost meanwhile
  * (this process stalled past STALE_MS and another took the folder over) fails the run (exit 1).
  */
-export async function withFolderLock<T>(dir: string, command: string, fn: () => Promise<T>, flag = '--out'): Promise<T> {
+export async function withFolderLock<T>(dir: string, command: string, fn: (lock: FolderLock) => Promise<T>, flag = '--out'): Promise<T> {
   const lock = await lockFolder(dir, command, flag);
   let result: T;
   try {
-    result = await fn();
+    result = await fn(lock);
   } finally {
     await lock.release();
   }
