@@ -169,9 +169,17 @@ export async function lockFolder(dir: string, command: string, flag = '--out'): 
 async function takeOver(abs: string, lockDir: string, seen: Holder, mine: LockOwner, created: string | undefined): Promise<FolderLock | null> {
   const breakDir = path.join(abs, BREAK_DIR);
   if (!(await tryMkdir(breakDir))) {
-    // Another run is taking over; a break folder left by a run that died inside it (a few ms) expires.
-    const st = await stat(breakDir).catch(() => null);
-    if (st && Date.now() - st.mtimeMs > HEARTBEAT_MS) await rmdir(breakDir).catch(() => {});
+    // Another run is taking over (a few ms): wait for it (up to 1 s), so that the caller's next look
+    // finds, and names, the new holder. A break folder left by a run that died inside it expires.
+    for (let i = 0; i < 100; i++) {
+      const st = await stat(breakDir).catch(() => null);
+      if (!st) break;
+      if (Date.now() - st.mtimeMs > HEARTBEAT_MS) {
+        await rmdir(breakDir).catch(() => {});
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
     return null;
   }
   try {
