@@ -55,6 +55,8 @@ function headSpec(file: string, json: HeadJsonShape): Spec {
         rho: { dtype: 'float32', shape: [P] },
       };
     }
+    case 'knn':
+      return { X: { dtype: 'float32', shape: [null, F] }, y: { dtype: 'int32', shape: [a.X?.shape?.[0] ?? null] } };
     case 'mlp': {
       const spec: Spec = {};
       let L = 0;
@@ -147,6 +149,10 @@ export function checkHeadValues(file: string, json: HeadJsonShape, arrays: Recor
     for (const [name, a] of Object.entries(ta)) finite(`transforms[${i}] array ${name}`, a);
     if (ta.scale) for (let j = 0; j < ta.scale.length; j++) if (ta.scale[j] === 0) throw fail(file, `transforms[${i}] array scale is 0 at position ${j}`);
   });
+  if (json.kind === 'knn') {
+    const y = arrays.y as Int32Array;
+    for (let i = 0; i < y.length; i++) if (y[i] < 0 || y[i] >= json.n_classes) throw fail(file, `array y holds class ${y[i]} at position ${i}, outside the ${json.n_classes} classes`);
+  }
   if (json.kind === 'svm-rbf') {
     const ps = arrays.pairStart as Int32Array;
     const sv = arrays.pairSv as Int32Array;
