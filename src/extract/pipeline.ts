@@ -27,6 +27,8 @@ import { ReadAhead } from '../util/read-ahead.js';
 import { AffinityShell } from '../util/affinity.js';
 import { DecodeConfinement, decodeCpuSplit, type CpuSplitState, type DecodeCpusMode } from './decode-cpus.js';
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
+import { withFolderLock, type FolderLock } from '../util/lock.js';
+import { checkBatchMemory, formedBatch } from './batch-bound.js';
 
 export { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD, defaultBatch, inferencePlan } from './defaults.js';
 
@@ -134,8 +136,16 @@ interface Batch {
   inputs: number;
 }
 
-/** Run one extraction. Throws XferError on bad input or a failed run; returns a summary otherwise. */
+/**
+ * Run one extraction. Throws XferError on bad input or a failed run; returns a summary otherwise.
+ * The output folder is locked for the whole run (util/lock.ts): a second writer is refused.
+ */
 export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSummary> {
+  const out = path.resolve(expandOutPattern(opts.out, resolveShardSpec(opts.shard, opts.env ?? process.env)));
+  return withFolderLock(out, 'xfer extract', (lock) => runExtraction(opts, lock));
+}
+
+async function runExtraction(opts: ExtractOptions, lock: FolderLock): Promise<ExtractSummary> {
   const t0 = performance.now();
   const emit = opts.onEvent ?? (() => {});
   const notice = (message: string) => emit({ type: 'notice', message });
@@ -193,7 +203,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   const decode = (e: DatasetEntry) => limit(() => loadPixelsOrSkip(entrySource(e), plan, { displayPath: e.path }));
   // While the inference sessions load, decode the first images of a fresh run (a resumed run may
   // start later: then these are dropped).
-  const prefetchEnd = Math.min(range.firstItem + Math.max(conc * 2, (opts.batch ?? DEFAULT_BATCH_CPU) * 2), range.firstItem + range.items);
+  const prefetchEnd = Math.min(range.firstItem + Math.max(conc * 2, Math.min(opts.batch ?? DEFAULT_BATCH_CPU, R) * 2), range.firstItem + range.items);
   const prefetched = opts.resume ? [] : dataset.entries.slice(range.firstItem, prefetchEnd).map(decode);
   for (const p of prefetched) p.catch(() => {});
   const backbone = await backboneP.catch((e: unknown) => {
@@ -210,6 +220,8 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
       notice(`model has a fixed batch of ${info.fixedBatch}; using --batch ${info.fixedBatch}`);
       batch = info.fixedBatch;
     }
+    const padded = info.provider === 'cuda';
+    checkBatchMemory(formedBatch(batch, R, range.items, padded), plan.size[0] * plan.size[1] * 3, workers * WORKER_DEPTH + 4, workers);
     const dirs = assignLayerDirs(info.outputs.map((o) => o.name));
     const { dir: _dir, ...card } = info.card;
     const init: FeatureMetaInit = {
@@ -228,7 +240,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     };
     // Listing errors belong to the whole run: recorded once, by the unsharded run or part 0.
     const discoveryErrors = !spec || spec.index === 0 ? dataset.errors : [];
-    writer = await FeatureWriter.open(out, init, dataset.labels, { resume: opts.resume, overwrite: opts.overwrite, io: opts.io, discoveryErrors });
+    writer = await FeatureWriter.open(out, init, dataset.labels, { resume: opts.resume, overwrite: opts.overwrite, io: opts.io, discoveryErrors, guard: () => lock.assertHeld() });
     const w = writer;
     if (w.resumed && w.metadata.batch !== batch) {
       notice(
@@ -253,7 +265,8 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     const [H, W] = plan.size;
     const imgBytes = H * W * 3;
     // Batch buffers go round: producer → backbone (a worker, and back) → here → producer.
-    const buffers = new BufferPool(batch * imgBytes);
+    const formed = formedBatch(batch, R, range.items - alreadyDone, padded);
+    const buffers = new BufferPool(formed * imgBytes);
 
     let stop = false;
     let strictShard: number | null = null;
@@ -270,7 +283,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     // Producer: decodes in input order with a bounded look-ahead window, yields batches.
     const firstItem = range.firstItem + alreadyDone;
     const endItem = range.firstItem + range.items;
-    const window = Math.max(conc * 2, batch * 2);
+    const window = Math.max(conc * 2, formed * 2);
     async function* batches(): AsyncGenerator<Batch> {
       const ahead = new ReadAhead((i) => decode(dataset.entries[i]), firstItem, endItem, window, firstItem === range.firstItem ? prefetched : []);
       let pos = firstItem;

@@ -22,6 +22,8 @@ import { float32ToFloat16 } from '../util/float16.js';
 import { normalizePlanRecord } from '../image/plan.js';
 import { externalWeightsLabel, sameExternalWeights } from './external-weights.js';
 import type { Pool } from '../model/taps.js';
+import { isLockEntry } from '../util/lock.js';
+import { checkFeatureFolderPaths } from './paths.js';
 
 export const FEATURE_FORMAT = 'xfer-features';
 export const FEATURE_FORMAT_VERSION = 1;
@@ -258,6 +260,8 @@ export interface OpenWriterOptions {
   io?: WriterIO;
   /** Errors found while listing the inputs (written once, when the folder is created). */
   discoveryErrors?: { path: string; reason: string }[];
+  /** Called before each commit; throws to stop (the folder's lock was lost: util/lock.ts `assertHeld`). */
+  guard?: () => void;
 }
 
 export interface ResumeState {
@@ -278,6 +282,7 @@ export class FeatureWriter {
   private current: ShardWriter | null = null;
   /** Set when the folder already existed and is being continued. */
   readonly resumed: ResumeState | null;
+  private guard: () => void = () => {};
 
   private constructor(out: string, meta: FeatureMeta, labels: string[], io: WriterIO, resumed: ResumeState | null) {
     this.out = out;
@@ -305,12 +310,20 @@ export class FeatureWriter {
    * Refuses a folder holding other features (different model/layers/inputs) unless `overwrite`.
    */
   static async open(out: string, init: FeatureMetaInit, labels: string[], opts: OpenWriterOptions = {}): Promise<FeatureWriter> {
+    opts.guard?.();
+    const w = await FeatureWriter.openUnguarded(out, init, labels, opts);
+    if (opts.guard) w.guard = opts.guard;
+    return w;
+  }
+
+  private static async openUnguarded(out: string, init: FeatureMetaInit, labels: string[], opts: OpenWriterOptions): Promise<FeatureWriter> {
     const io = opts.io ?? defaultIO;
     const metaFile = path.join(out, 'meta.json');
     let old: FeatureMeta | null = null;
     let entries: string[] = [];
     try {
-      entries = await readdir(out);
+      // The run's lock (util/lock.ts) lives in the folder too; it is not content.
+      entries = (await readdir(out)).filter((f) => !isLockEntry(f));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'ENOENT') {
@@ -329,6 +342,8 @@ export class FeatureWriter {
         throw new XferError(`${metaFile}: unreadable (${(e as Error).message})`, { hint: 'choose another --out, or delete the folder' });
       }
       if (old.format !== FEATURE_FORMAT) throw new XferError(`${metaFile}: not an xfer feature folder (format ${JSON.stringify(old.format)})`, { hint: 'choose another --out' });
+      // Before anything is compared, trimmed or deleted: every path it names stays inside `out`.
+      await checkFeatureFolderPaths(out, old, metaFile);
     }
     const fresh: FeatureMeta = {
       format: FEATURE_FORMAT,
@@ -438,6 +453,7 @@ export class FeatureWriter {
 
   /** @internal called by ShardWriter.commit after its .npy files are durable. */
   async _commitShard(k: number, rows: RowInput[], errors: { path: string; reason: string }[]): Promise<void> {
+    this.guard();
     const c = this.meta.counts;
     const base = c.images;
     const idx = rows
@@ -484,6 +500,7 @@ export class FeatureWriter {
   /** Mark the folder complete (all shards committed). */
   async finish(): Promise<void> {
     if (this.current) throw new Error('finish: a shard is still open');
+    this.guard();
     const next = orderMeta({ ...this.meta, complete: true });
     try {
       await writeFileAtomic(path.join(this.out, 'meta.json'), JSON.stringify(next, null, 2) + '\n', this.io);

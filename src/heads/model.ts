@@ -21,6 +21,7 @@ import { headFromState, type Head, type HeadKind, type HeadParams, type HeadStat
 import { applyChain, type TransformState } from './transforms.js';
 import type { Matrix } from './matrix.js';
 import { externalWeightsLabel, sameExternalWeights } from '../features/external-weights.js';
+import { checkArrayFile, checkHeadJson, checkHeadValues } from './validate.js';
 
 export const HEAD_FORMAT = 'xfer-head';
 export const HEAD_FORMAT_VERSION = 1;
@@ -133,8 +134,9 @@ export async function saveHead(dir: string, t: TrainedHead): Promise<string> {
   return file;
 }
 
-async function readArray(dir: string, ref: ArrayRef): Promise<Float32Array | Int32Array> {
+async function readArray(dir: string, ref: ArrayRef, headFile: string): Promise<Float32Array | Int32Array> {
   const a = await readNpy(path.join(dir, ref.file));
+  checkArrayFile(headFile, path.join(dir, ref.file), ref.shape, a.shape);
   const copy = new Uint8Array(a.bytes.byteLength);
   copy.set(a.bytes);
   if (a.dtype === 'int32') return new Int32Array(copy.buffer);
@@ -154,21 +156,24 @@ export async function loadHead(dir: string): Promise<TrainedHead> {
       cause: e,
     });
   }
-  if (json.format !== HEAD_FORMAT) throw new XferError(`${file}: not an xfer head (format '${json.format}')`, { hint: 'pass the --out folder of `xfer train`' });
+  if (json?.format !== HEAD_FORMAT) throw new XferError(`${file}: not an xfer head (format '${json?.format}')`, { hint: 'pass the --out folder of `xfer train`' });
   if (json.format_version > HEAD_FORMAT_VERSION) throw new XferError(`${file}: head format ${json.format_version} is newer than this xfer understands`, { hint: 'upgrade xfer' });
+  // Shapes, labels and array paths (validate.ts), before any file is read; values after.
+  await checkHeadJson(dir, file, json);
   const arrays: HeadState['arrays'] = {};
   const shapes: HeadState['shapes'] = {};
   for (const [name, ref] of Object.entries(json.arrays)) {
-    arrays[name] = await readArray(dir, ref);
+    arrays[name] = await readArray(dir, ref, file);
     shapes[name] = ref.shape;
   }
-  const head = headFromState({ kind: json.kind, params: json.params, nClasses: json.n_classes, nFeatures: json.n_features, info: json.info, arrays, shapes });
   const transforms: TransformState[] = [];
   for (const t of json.transforms) {
     const ta: Record<string, Float32Array> = {};
-    for (const [name, ref] of Object.entries(t.arrays)) ta[name] = (await readArray(dir, ref)) as Float32Array;
+    for (const [name, ref] of Object.entries(t.arrays)) ta[name] = (await readArray(dir, ref, file)) as Float32Array;
     transforms.push({ kind: t.kind, k: t.k, dIn: t.dIn, dOut: t.dOut, arrays: ta });
   }
+  checkHeadValues(file, json, arrays, transforms.map((t) => t.arrays));
+  const head = headFromState({ kind: json.kind, params: json.params, nClasses: json.n_classes, nFeatures: json.n_features, info: json.info, arrays, shapes });
   return { head, transforms, classLabels: json.labels, source: json.source };
 }
 

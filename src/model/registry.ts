@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { XferError } from '../errors.js';
 import { sha256FileRemembered } from '../util/stamp-digest.js';
 import { loadCard, type ModelCard } from './card.js';
+import { looksLikeOnnxFile } from '../onnx/io.js';
 import { applyCardFlags, hasCardFlags, type CardFlags } from './card-flags.js';
 
 /** The package's models/ folder (built-in cards and label files). */
@@ -21,7 +22,7 @@ export function builtinCardDir(): string {
 export async function listBuiltinCards(): Promise<ModelCard[]> {
   const dir = builtinCardDir();
   const files = (await readdir(dir)).filter((f) => f.endsWith('.json')).sort();
-  const cards = await Promise.all(files.map((f) => loadCard(path.join(dir, f))));
+  const cards = await Promise.all(files.map((f) => loadCard(path.join(dir, f), { containPaths: true })));
   return cards.filter((c) => c.builtin);
 }
 
@@ -92,7 +93,8 @@ async function resolveSpec(spec: string, opts: ResolveOptions): Promise<Resolved
   const abs = path.resolve(spec);
   if (!existsSync(abs)) throw new XferError(`${spec}: model file not found`, { hint: 'check the path, or run `xfer models` for the built-in ids' });
   const cardFile = opts.card ?? cardBeside(abs);
-  const card = cardFile ? await loadCard(cardFile) : null;
+  // A card found beside the model came with it: its paths stay in its folder. One named with --card is the user's.
+  const card = cardFile ? await loadCard(cardFile, { containPaths: opts.card === undefined }) : null;
   const id = card?.id ?? path.basename(abs).replace(/\.(onnx|tflite)$/i, '');
   if (/\.tflite$/i.test(abs)) {
     const { tfliteToOnnxCached } = await import('../import/tflite/index.js');
@@ -106,6 +108,8 @@ async function resolveSpec(spec: string, opts: ResolveOptions): Promise<Resolved
 /** The card or a clear error saying how to supply one. */
 export function requireCard(b: ResolvedBackbone, what: string): ModelCard {
   if (b.card) return b.card;
+  // A file that is no model at all is that error, not a missing card.
+  if (!looksLikeOnnxFile(b.file)) throw new XferError(`${b.file}: not an ONNX model`, { hint: 'pass an .onnx file (TFLite files: `xfer import`, or --model file.tflite)' });
   throw new XferError(`${b.file}: no model card, needed for ${what}`, {
     hint: `pass --card <card.json>, card flags (--size, --layout, --channel-order, --range, --mean, --std, ...), or put ${path.basename(b.file)}.card.json beside the model (docs/model-cards.md)`,
   });
