@@ -39,6 +39,10 @@ export { createHead, headFromState, HEAD_KINDS, type Head, type HeadKind, type H
 export { trainHead, evalHead, saveHead, loadHead, checkCompatible, computeMetrics, parseSweep, type TrainOptions, type TrainResult, type EvalResult, type TrainedHead } from './heads/index.js';
 export { openFeatures, pickLayers, loadRows } from './features/reader.js';
 
+// fine-tuning (importing it registers the finetune head kind)
+export { finetune, OPTIMIZERS, type FinetuneOptions, type FinetuneResult, type FinetuneEvent, type Optimizer } from './finetune/fit.js';
+export { FinetuneHead } from './finetune/head.js';
+
 // prediction
 export { Classifier } from './predict/classify.js';
 export { openPredictor, type Predictor, type PredictorOptions, type PredictResult, type PredictError, type PredictOutcome } from './predict/predict.js';

@@ -9,7 +9,8 @@
 import { XferError } from '../errors.js';
 import type { Matrix } from './matrix.js';
 
-export const HEAD_KINDS = ['linear', 'svm', 'svm-rbf', 'mlp'] as const;
+/** `finetune` heads are trained by src/finetune/ (they register themselves when it is loaded). */
+export const HEAD_KINDS = ['linear', 'svm', 'svm-rbf', 'mlp', 'finetune'] as const;
 export type HeadKind = (typeof HEAD_KINDS)[number];
 
 export type ParamValue = number | string | boolean | number[] | null;
@@ -40,6 +41,8 @@ export interface HeadState {
   /** Learned arrays (saved as .npy). */
   arrays: Record<string, Float32Array | Int32Array>;
   shapes: Record<string, number[]>;
+  /** Opaque files saved as they are beside head.json (a fine-tuned head's ONNX graph). */
+  files?: Record<string, Uint8Array>;
 }
 
 export interface Head {

@@ -60,6 +60,8 @@ interface HeadJson {
   source: HeadSource;
   transforms: { kind: TransformState['kind']; k?: number; dIn: number; dOut: number; arrays: Record<string, ArrayRef> }[];
   arrays: Record<string, ArrayRef>;
+  /** Opaque files of the head (name → file in the folder), absent when it has none. */
+  files?: Record<string, string>;
   info: Record<string, unknown>;
   created: string;
 }
@@ -90,8 +92,9 @@ async function ownedArrays(dir: string): Promise<string[]> {
   }
   if (json.format !== HEAD_FORMAT) return [];
   const refs = [...Object.values(json.arrays ?? {}), ...(json.transforms ?? []).flatMap((t) => Object.values(t.arrays ?? {}))];
-  // only plain .npy names inside the folder: never follow a path out of it
-  return refs.map((r) => r.file).filter((f) => typeof f === 'string' && f.endsWith('.npy') && path.basename(f) === f);
+  // only plain .npy (and the head's own) names inside the folder: never follow a path out of it
+  const own = Object.values(json.files ?? {}).filter((f) => typeof f === 'string' && path.basename(f) === f);
+  return [...refs.map((r) => r.file).filter((f) => typeof f === 'string' && f.endsWith('.npy') && path.basename(f) === f), ...own];
 }
 
 export async function saveHead(dir: string, t: TrainedHead): Promise<string> {
@@ -113,6 +116,12 @@ export async function saveHead(dir: string, t: TrainedHead): Promise<string> {
     }
     transforms.push({ kind: tr.kind, k: tr.k, dIn: tr.dIn, dOut: tr.dOut, arrays: refs });
   }
+  const files: Record<string, string> = {};
+  for (const [name, bytes] of Object.entries(st.files ?? {})) {
+    if (path.basename(name) !== name || name === 'head.json') throw new Error(`saveHead: bad file name '${name}'`);
+    await writeFileAtomic(path.join(dir, name), bytes);
+    files[name] = name;
+  }
   const json: HeadJson = {
     format: HEAD_FORMAT,
     format_version: HEAD_FORMAT_VERSION,
@@ -124,11 +133,12 @@ export async function saveHead(dir: string, t: TrainedHead): Promise<string> {
     source: t.source,
     transforms,
     arrays,
+    ...(Object.keys(files).length ? { files } : {}),
     info: st.info,
     created: new Date().toISOString(),
   };
   await writeFileAtomic(file, JSON.stringify(json, null, 2) + '\n');
-  const used = new Set([...Object.values(arrays), ...transforms.flatMap((tr) => Object.values(tr.arrays))].map((r) => r.file));
+  const used = new Set([...[...Object.values(arrays), ...transforms.flatMap((tr) => Object.values(tr.arrays))].map((r) => r.file), ...Object.values(files)]);
   for (const old of previous) if (!used.has(old)) await rm(path.join(dir, old), { force: true });
   return file;
 }
@@ -162,7 +172,16 @@ export async function loadHead(dir: string): Promise<TrainedHead> {
     arrays[name] = await readArray(dir, ref);
     shapes[name] = ref.shape;
   }
-  const head = headFromState({ kind: json.kind, params: json.params, nClasses: json.n_classes, nFeatures: json.n_features, info: json.info, arrays, shapes });
+  const files: Record<string, Uint8Array> = {};
+  for (const [name, file] of Object.entries(json.files ?? {})) {
+    if (path.basename(file) !== file) throw new XferError(`${path.join(dir, 'head.json')}: file '${file}' is outside the head folder`, { hint: 'the head folder is damaged; train it again' });
+    try {
+      files[name] = await readFile(path.join(dir, file));
+    } catch (e) {
+      throw new XferError(`${path.join(dir, file)}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`, { hint: 'the head folder is damaged; train it again', cause: e });
+    }
+  }
+  const head = headFromState({ kind: json.kind, params: json.params, nClasses: json.n_classes, nFeatures: json.n_features, info: json.info, arrays, shapes, ...(json.files ? { files } : {}) });
   const transforms: TransformState[] = [];
   for (const t of json.transforms) {
     const ta: Record<string, Float32Array> = {};
