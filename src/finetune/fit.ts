@@ -315,7 +315,7 @@ export async function finetune(opts: FinetuneOptions): Promise<FinetuneResult> {
     const base = blockRates(plan.blocks.length, spec, R.freeze);
 
     const training = buildTrainingModel(data.backbone.model, plan, { optimizer: R.optimizer, momentum: R.momentum, weightDecay: R.weightDecay, labelSmoothing: R.labelSmoothing });
-    session = await TrainingSession.open(training, plan, initialWeights(data.backbone.model, plan, R.seed), { threads: opts.threads, device: opts.device });
+    session = await TrainingSession.open(training, plan, initialWeights(data.backbone.model, plan, R.seed), { threads: opts.threads, device: opts.device ?? 'auto' });
 
     let ck: Checkpoint = { config, epoch: 0, batch: 0, step: 0, sessionStep: 0, history: [], best: null, stale: 0, lossSum: 0, lossCount: 0, state: new Map(), bestWeights: null };
     if (opts.resume) {
