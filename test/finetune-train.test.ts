@@ -36,6 +36,8 @@ let dir: string;
 let data: string;
 let feats: string;
 let pooled: string;
+/** The first test's run (two epochs of base()): the uninterrupted reference for the resume test. */
+let fullRun: Awaited<ReturnType<typeof finetune>> | null = null;
 const base = (): Omit<FinetuneOptions, 'out'> => ({ features: feats, from: FROM, epochs: 2, batch: 4, lr: 1e-3, seed: 1, threads: 1 });
 
 /** `n` photos per class and split, linked from hymenoptera (sorted, so the same every run). */
@@ -68,6 +70,7 @@ describe('fine-tuning from block_13 (built-in backbone, hymenoptera photos)', { 
     const events: FinetuneEvent[] = [];
     const r = await finetune({ ...base(), out, progress: (e) => events.push(e) });
     await r.head.close();
+    fullRun = r;
     const epochs = events.filter((e) => e.event === 'epoch');
     assert.equal(epochs.length, 2);
     assert.ok(events.some((e) => e.event === 'step' && e.batches === 3), 'three steps of 4 per epoch over 12 rows');
@@ -119,7 +122,7 @@ describe('fine-tuning from block_13 (built-in backbone, hymenoptera photos)', { 
   });
 
   test('Ctrl-C (abort) writes a checkpoint; --resume ends where an uninterrupted run ends', async () => {
-    const full = await finetune({ ...base(), out: path.join(dir, 'h-full') });
+    const full = fullRun ?? (await finetune({ ...base(), out: path.join(dir, 'h-full') }));
     await full.head.close();
     const out = path.join(dir, 'h-resume');
     const ac = new AbortController();

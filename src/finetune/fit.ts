@@ -65,6 +65,8 @@ export interface FinetuneOptions {
   seed?: number;
   threads?: number;
   device?: string;
+  /** Use at most this many training rows (a stratified subset; benchmarks of memory and speed). */
+  maxTrain?: number;
   /** Augmentations for `--from input` (default hflip,crop). */
   augment?: string;
   /** Continue from `<out>/checkpoint.xfer`. */
@@ -157,7 +159,7 @@ export function resolveFinetuneOptions(o: FinetuneOptions): Resolved {
 }
 
 /** Stratified val carve + head classes, shared by both sources. */
-export function splitExamples(all: { train: Example[]; val: Example[]; test: Example[] }, labels: string[], valFrac: number | undefined, seed: number, what: string): Pick<FinetuneData, 'train' | 'val' | 'test' | 'classes' | 'carvedSeed'> {
+export function splitExamples(all: { train: Example[]; val: Example[]; test: Example[] }, labels: string[], valFrac: number | undefined, seed: number, what: string, maxTrain?: number): Pick<FinetuneData, 'train' | 'val' | 'test' | 'classes' | 'carvedSeed'> {
   let { train, val } = all;
   const { test } = all;
   let carvedSeed: number | null = null;
@@ -166,6 +168,10 @@ export function splitExamples(all: { train: Example[]; val: Example[]; test: Exa
     val = s.val.map((i) => train[i]);
     train = s.train.map((i) => train[i]);
     carvedSeed = seed;
+  }
+  if (maxTrain !== undefined && maxTrain < train.length) {
+    const keep = stratifiedSplit(train.map((e) => e.label), 1 - maxTrain / train.length, seed).train;
+    train = keep.map((i) => train[i]);
   }
   if (train.length === 0) throw new XferError(`${what}: no training rows`, { hint: 'the data has only val/test rows; use data with a train split' });
   const classes = [...new Set(train.map((e) => e.label))].sort((a, b) => a - b);
@@ -203,7 +209,7 @@ export async function openFeatureData(o: FinetuneOptions, seed: number): Promise
     val: labelled.filter((r) => r.split === 'val').map(ex),
     test: labelled.filter((r) => r.split === 'test').map(ex),
   };
-  const split = splitExamples(parts, f.labels, o.val, seed, `--features ${f.dir}`);
+  const split = splitExamples(parts, f.labels, o.val, seed, `--features ${f.dir}`, o.maxTrain);
   const backbone = await featureBackbone(f, o.model, o.card);
   const source = new FeatureRowSource(f, layer);
   return { ...split, source, labels: f.labels, from: layer.name, backbone, headSource: sourceOf(f, [layer], source.rowSize), origin: path.resolve(f.dir) };
@@ -314,9 +320,6 @@ export async function finetune(opts: FinetuneOptions): Promise<FinetuneResult> {
     const spec: LrSpec = { lr: R.lr, lrBackbone: R.lrBackbone, layerDecay: R.layerDecay, warmupSteps: Math.round(R.warmup * stepsPerEpoch), totalSteps: R.epochs * stepsPerEpoch };
     const base = blockRates(plan.blocks.length, spec, R.freeze);
 
-    const training = buildTrainingModel(data.backbone.model, plan, { optimizer: R.optimizer, momentum: R.momentum, weightDecay: R.weightDecay, labelSmoothing: R.labelSmoothing });
-    session = await TrainingSession.open(training, plan, initialWeights(data.backbone.model, plan, R.seed), { threads: opts.threads, device: opts.device ?? 'auto' });
-
     let ck: Checkpoint = { config, epoch: 0, batch: 0, step: 0, sessionStep: 0, history: [], best: null, stale: 0, lossSum: 0, lossCount: 0, state: new Map(), bestWeights: null };
     if (opts.resume) {
       const prev = await loadCheckpoint(ckptFile);
@@ -325,8 +328,10 @@ export async function finetune(opts: FinetuneOptions): Promise<FinetuneResult> {
         throw new XferError(`--resume: ${ckptFile} was written by a run with other ${diff.join(', ')}`, { hint: 'resume with the same data and options (only --epochs and --patience may change), or start again without --resume' });
       }
       ck = { ...prev, config };
-      await session.setState({ step: prev.sessionStep, tensors: prev.state });
     }
+    const training = buildTrainingModel(data.backbone.model, plan, { optimizer: R.optimizer, momentum: R.momentum, weightDecay: R.weightDecay, labelSmoothing: R.labelSmoothing });
+    session = await TrainingSession.open(training, plan, initialWeights(data.backbone.model, plan, R.seed), { threads: opts.threads, device: opts.device ?? 'auto' });
+    if (opts.resume) await session.setState({ step: ck.sessionStep, tensors: ck.state });
     const save = async (epoch: number, batch: number): Promise<void> => {
       const st = await session!.state();
       ck = { ...ck, epoch, batch, sessionStep: st.step, state: st.tensors };

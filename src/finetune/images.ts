@@ -141,7 +141,7 @@ export async function openImageData(o: FinetuneOptions, seed: number): Promise<F
     val: idx.filter((i) => labelled[i].split === 'val').map(ex),
     test: idx.filter((i) => labelled[i].split === 'test').map(ex),
   };
-  const split = splitExamples(parts, ds.labels, o.val, seed, `--data ${o.data}`);
+  const split = splitExamples(parts, ds.labels, o.val, seed, `--data ${o.data}`, o.maxTrain);
   const source = new ImageSource(files, plan, parseAugment(o.augment));
   return {
     ...split,
