@@ -158,6 +158,31 @@ describe('fine-tuning from block_13 (built-in backbone, hymenoptera photos)', { 
     await assert.rejects(finetune({ ...base(), optimizer: 'sgd', lr: 1e30, lrBackbone: 1e30, warmup: 0, out }), (e: unknown) => e instanceof XferError && e.exitCode === 1 && /loss is (NaN|Infinity) at step \d+ \(epoch 1, batch \d\)/.test(e.message));
   });
 
+  test('extract --views 2 --augment: two differing views per training image; fine-tuning uses one per epoch', async () => {
+    const vf = path.join(dir, 'views');
+    await extractFeatures({ model: 'mobilenet_v2', layers: [FROM], pool: 'none', data, out: vf, views: 2, augment: 'hflip,crop', dtype: 'float16' });
+    const f = await openFeatures(vf);
+    const tr = f.index.filter((r) => r.split === 'train');
+    assert.equal(tr.length, 24);
+    assert.deepEqual(tr.slice(0, 2).map((r) => [r.path, r.view]), [[tr[0].path, 0], [tr[0].path, 1]]);
+    assert.ok(f.index.filter((r) => r.split === 'val').every((r) => r.view === undefined));
+    assert.deepEqual(f.meta.views, { k: 2, augment: ['hflip', 'crop'], seed: 0 });
+    const src = new FeatureRowSource(f, pickLayers(f, [FROM])[0]);
+    const two = new Float32Array(2 * src.rowSize);
+    await src.fill(tr.slice(0, 2).map((r) => ({ id: r.row, shard: r.shard, shardRow: r.shard_row, y: 0, label: 0 })), two);
+    await src.close();
+    let diff = 0;
+    for (let i = 0; i < src.rowSize; i++) diff = Math.max(diff, Math.abs(two[i] - two[src.rowSize + i]));
+    assert.ok(diff > 0.1, 'views differ');
+    const events: FinetuneEvent[] = [];
+    const r = await finetune({ ...base(), features: vf, epochs: 1, out: path.join(dir, 'h-views'), progress: (e) => events.push(e) });
+    await r.head.close();
+    assert.equal(r.report.rows.train, 12);
+    assert.equal(r.report.rows.train_views, 24);
+    assert.ok(events.some((e) => e.event === 'step' && e.batches === 3), 'an epoch is one view of each of the 12 images');
+    await assert.rejects(extractFeatures({ model: 'mobilenet_v2', layers: [FROM], pool: 'none', data, out: path.join(dir, 'v2'), augment: 'hflip' }), /--augment needs --views/);
+  });
+
   test('float16 features are read as their float32 values (rounded to half)', async () => {
     const half = path.join(dir, 'half');
     await extractFeatures({ model: 'mobilenet_v2', layers: [FROM], pool: 'none', data, out: half, dtype: 'float16' });

@@ -26,6 +26,32 @@ export interface Example {
   y: number;
   /** The folder's label index (for metrics). */
   label: number;
+  /** Augmented view number (`xfer extract --views`) and the image it is a view of (its first row). */
+  view?: number;
+  group?: number;
+}
+
+/** One view of every image per epoch (drawn from (seed, epoch)); rows that are not views stay. */
+export function oneViewPerImage(items: readonly Example[], seed: number, epoch: number): Example[] {
+  if (!items.some((e) => e.group !== undefined)) return [...items];
+  const rng = new Rng((seed * 31 + epoch * 1_000_033 + 5) >>> 0);
+  const groups = new Map<number, Example[]>();
+  const out: Example[] = [];
+  for (const e of items) {
+    if (e.group === undefined) out.push(e);
+    else {
+      let g = groups.get(e.group);
+      if (!g) groups.set(e.group, (g = []));
+      g.push(e);
+    }
+  }
+  for (const g of groups.values()) out.push(g[rng.int(g.length)]);
+  return out;
+}
+
+/** Images among `items` (views of one image count once). */
+export function imageCount(items: readonly Example[]): number {
+  return items.filter((e) => e.group === undefined || e.view === 0).length;
 }
 
 /** Fills `out` (n × rowSize float32) with the examples' inputs; `augment` picks a random view (training only). */

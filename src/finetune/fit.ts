@@ -21,7 +21,7 @@ import { saveHead, sourceOf, type HeadSource } from '../heads/model.js';
 import { writeReport, type Report } from '../heads/report.js';
 import type { WriteFn } from '../util/atomic.js';
 import { buildInferenceModel, buildTrainingModel, initialWeights, planFinetune, TrainingSession, type FinetunePlan } from './index.js';
-import { epochOrder, FeatureRowSource, pickFromLayer, type Example, type ExampleSource } from './data.js';
+import { epochOrder, FeatureRowSource, imageCount, oneViewPerImage, pickFromLayer, type Example, type ExampleSource } from './data.js';
 import { blockRates, checkRate, ratesAt, type LrSpec } from './schedule.js';
 import { CHECKPOINT_FILE, loadCheckpoint, saveCheckpoint, type Checkpoint, type EpochRecord } from './checkpoint.js';
 import { FinetuneHead } from './head.js';
@@ -161,18 +161,29 @@ export function resolveFinetuneOptions(o: FinetuneOptions): Resolved {
 /** Stratified val carve + head classes, shared by both sources. */
 export function splitExamples(all: { train: Example[]; val: Example[]; test: Example[] }, labels: string[], valFrac: number | undefined, seed: number, what: string, maxTrain?: number): Pick<FinetuneData, 'train' | 'val' | 'test' | 'classes' | 'carvedSeed'> {
   let { train, val } = all;
-  const { test } = all;
+  const test = all.test.filter((e) => e.group === undefined || e.view === 0);
   let carvedSeed: number | null = null;
+  // Carving and subsetting pick images: all views of an image go the same way (a carved val image
+  // keeps its first view only).
+  const reps = train.filter((e) => e.group === undefined || e.view === 0);
+  const byImage = (keep: Set<Example>): Example[] => {
+    const groups = new Set([...keep].map((e) => e.group));
+    return train.filter((e) => (e.group === undefined ? keep.has(e) : groups.has(e.group)));
+  };
   if (val.length === 0) {
-    const s = stratifiedSplit(train.map((e) => e.label), valFrac ?? 0.2, seed);
-    val = s.val.map((i) => train[i]);
-    train = s.train.map((i) => train[i]);
+    const s = stratifiedSplit(reps.map((e) => e.label), valFrac ?? 0.2, seed);
+    val = s.val.map((i) => reps[i]);
+    train = byImage(new Set(s.train.map((i) => reps[i])));
     carvedSeed = seed;
   }
-  if (maxTrain !== undefined && maxTrain < train.length) {
-    const keep = stratifiedSplit(train.map((e) => e.label), 1 - maxTrain / train.length, seed).train;
-    train = keep.map((i) => train[i]);
+  const images = imageCount(train);
+  if (maxTrain !== undefined && maxTrain < images) {
+    const r = train.filter((e) => e.group === undefined || e.view === 0);
+    const keep = stratifiedSplit(r.map((e) => e.label), 1 - maxTrain / images, seed).train;
+    train = byImage(new Set(keep.map((i) => r[i])));
   }
+  // val/test rows that are views (a folder whose val split was extracted with views): the first view
+  val = val.filter((e) => e.group === undefined || e.view === 0);
   if (train.length === 0) throw new XferError(`${what}: no training rows`, { hint: 'the data has only val/test rows; use data with a train split' });
   const classes = [...new Set(train.map((e) => e.label))].sort((a, b) => a - b);
   if (classes.length < 2) {
@@ -203,7 +214,16 @@ export async function openFeatureData(o: FinetuneOptions, seed: number): Promise
   const layer = pickFromLayer(f, o.from);
   const labelled = f.index.filter((r) => r.label_index !== null && r.label_index !== undefined);
   if (labelled.length === 0) throw new XferError(`--features ${f.dir}: no labelled rows in index.jsonl`, { hint: 'training needs labels (an imagefolder dataset or a list file with labels)' });
-  const ex = (r: (typeof labelled)[number]): Example => ({ id: r.row, shard: r.shard, shardRow: r.shard_row, y: -1, label: r.label_index as number });
+  const firstRow = new Map<string, number>();
+  const ex = (r: (typeof labelled)[number]): Example => {
+    const e: Example = { id: r.row, shard: r.shard, shardRow: r.shard_row, y: -1, label: r.label_index as number };
+    if (typeof r.view === 'number') {
+      if (!firstRow.has(r.path)) firstRow.set(r.path, r.row);
+      e.view = r.view;
+      e.group = firstRow.get(r.path);
+    }
+    return e;
+  };
   const parts = {
     train: labelled.filter((r) => r.split !== 'val' && r.split !== 'test').map(ex),
     val: labelled.filter((r) => r.split === 'val').map(ex),
@@ -316,7 +336,8 @@ export async function finetune(opts: FinetuneOptions): Promise<FinetuneResult> {
       rows: { train: train.length, val: val.length },
       ...R,
     };
-    const stepsPerEpoch = Math.ceil(train.length / R.batch);
+    const trainImages = imageCount(train);
+    const stepsPerEpoch = Math.ceil(trainImages / R.batch);
     const spec: LrSpec = { lr: R.lr, lrBackbone: R.lrBackbone, layerDecay: R.layerDecay, warmupSteps: Math.round(R.warmup * stepsPerEpoch), totalSteps: R.epochs * stepsPerEpoch };
     const base = blockRates(plan.blocks.length, spec, R.freeze);
 
@@ -346,7 +367,7 @@ export async function finetune(opts: FinetuneOptions): Promise<FinetuneResult> {
     const isStale = (): boolean => R.patience > 0 && ck.stale >= R.patience && val.length > 0;
     if (ck.epoch >= R.epochs || isStale()) stopReason = ck.epoch >= R.epochs ? 'all epochs done' : `no better validation accuracy for ${ck.stale} epochs`;
     for (let epoch = ck.epoch; epoch < R.epochs && !stopReason; epoch++) {
-      const order = epochOrder(train, R.seed, epoch);
+      const order = epochOrder(oneViewPerImage(train, R.seed, epoch), R.seed, epoch);
       const rng = new Rng((R.seed * 7 + epoch * 1_000_003 + 17) >>> 0);
       const te = performance.now();
       let seen = 0;
@@ -456,13 +477,13 @@ export async function finetune(opts: FinetuneOptions): Promise<FinetuneResult> {
       layers: [data.from],
       model: { id: data.backbone.id, sha256: data.backbone.sha256 },
       transforms: [],
-      rows: { train: train.length, val: val.length, test: test.length, fit: train.length, ...(data.carvedSeed !== null ? { val_carved_seed: data.carvedSeed } : {}) },
+      rows: { train: trainImages, ...(trainImages !== train.length ? { train_views: train.length } : {}), val: val.length, test: test.length, fit: trainImages, ...(data.carvedSeed !== null ? { val_carved_seed: data.carvedSeed } : {}) },
       selection: {
         method: val.length ? `early stopping on val: best epoch ${ck.best?.epoch ?? '?'} by validation accuracy (patience ${R.patience || 'off'})` : 'no validation rows: the last epoch',
         refit: 'train',
         refitDefault: true,
-        fitRows: train.length,
-        fitOn: `train (${train.length} rows)`,
+        fitRows: trainImages,
+        fitOn: `train (${trainImages} images${trainImages !== train.length ? `, ${train.length} views` : ''})`,
         ...(val.length ? { holdout: `val (${val.length} rows) chose the epoch; ${test.length ? `test (${test.length} rows) is the hold-out` : 'no test split'}` } : {}),
       },
       metrics,
