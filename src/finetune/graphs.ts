@@ -122,24 +122,23 @@ export function buildTrainingModel(model: ModelProto, plan: FinetunePlan, opts: 
     for (const s of state) inputs.push(valueInfo(s, DataType.FLOAT, p.shape));
     const lr = IO.lr(groupOf(p));
     if (opts.outputGradients) outputs.push(valueInfo(em.op('Identity', [g], {}, '', IO.grad(p.name)), DataType.FLOAT, p.shape));
-    const out = (t: string, v: string): void => {
-      outputs.push(valueInfo(em.op('Identity', [v], {}, '', IO.next(t)), DataType.FLOAT, p.shape));
+    // The last op of each update writes the output itself (an Identity there would be a copy).
+    const declare = (t: string): string => {
+      outputs.push(valueInfo(IO.next(t), DataType.FLOAT, p.shape));
+      return IO.next(t);
     };
     if (opts.optimizer === 'sgd') {
       // PyTorch SGD: g += wd·p; buf = μ·buf + g; p -= lr·buf.
       const gw = wd !== 0 ? em.op('Add', [g, em.op('Mul', [p.name, em.f32([wd])])]) : g;
-      const buf = opts.momentum !== 0 ? em.op('Add', [em.op('Mul', [state[0], em.f32([opts.momentum])]), gw]) : gw;
-      out(p.name, em.op('Sub', [p.name, em.op('Mul', [buf, lr])]));
-      if (opts.momentum !== 0) out(state[0], buf);
+      const buf = opts.momentum !== 0 ? em.op('Add', [em.op('Mul', [state[0], em.f32([opts.momentum])]), gw], {}, '', declare(state[0])) : gw;
+      em.op('Sub', [p.name, em.op('Mul', [buf, lr])], {}, '', declare(p.name));
     } else {
       // PyTorch AdamW: p *= 1 − lr·wd; m, v moments; p −= lr/(1−β1^t) · m / (√v/√(1−β2^t) + ε).
       const p1 = wd !== 0 ? em.op('Mul', [p.name, IO.decay(groupOf(p))]) : p.name;
-      const m = em.op('Add', [em.op('Mul', [state[0], em.f32([b1])]), em.op('Mul', [g, em.f32([1 - b1])])]);
-      const v = em.op('Add', [em.op('Mul', [state[1], em.f32([b2])]), em.op('Mul', [em.op('Mul', [g, g]), em.f32([1 - b2])])]);
+      const m = em.op('Add', [em.op('Mul', [state[0], em.f32([b1])]), em.op('Mul', [g, em.f32([1 - b1])])], {}, '', declare(state[0]));
+      const v = em.op('Add', [em.op('Mul', [state[1], em.f32([b2])]), em.op('Mul', [em.op('Mul', [g, g]), em.f32([1 - b2])])], {}, '', declare(state[1]));
       const denom = em.op('Add', [em.op('Div', [em.op('Sqrt', [v]), IO.bc2]), em.f32([eps])]);
-      out(p.name, em.op('Sub', [p1, em.op('Mul', [em.op('Div', [m, denom]), lr])]));
-      out(state[0], m);
-      out(state[1], v);
+      em.op('Sub', [p1, em.op('Mul', [em.op('Div', [m, denom]), lr])], {}, '', declare(p.name));
     }
   }
   const m = finish(model, lw, inputs, outputs, 'xfer-finetune-train');

@@ -147,6 +147,7 @@ export class Lowering {
           const dbf = em.op('ReduceSum', [dz, em.i64([0, 2, 3])], { keepdims: 0 }, `d/${out}/b`);
           const dWf = this.convWeightGrad(x, xs, dz, zs, wShape, attrs, out);
           if (bn) {
+            // dγ = Σ dz·x̂ = (Σ dW'·W − μ·Σdz)/σ: from the folded weights' gradient, no pass over activations.
             const corr = em.op('Sub', [em.op('ReduceSum', [em.op('Mul', [dWf, W]), em.i64([1, 2, 3])], { keepdims: 0 }), em.op('Mul', [mean!, dbf])]);
             const corr2 = bias ? em.op('Add', [corr, em.op('Mul', [bias, dbf])]) : corr;
             this.paramGrads.set(gammaName!, em.op('Mul', [corr2, invstd!], {}, `d/${gammaName}`));
@@ -176,12 +177,13 @@ export class Lowering {
     const group = attrs.group as number;
     const pointwise = kh === 1 && kw === 1 && stride.every((v) => v === 1) && pads.every((v) => v === 0) && group === 1;
     if (pointwise) {
+      // One GEMM over all N·H·W positions: channels first, [O, N·HW]·[I, N·HW]ᵀ (two transposes of
+      // activations cost less than a per-sample [O, I] product summed over the batch).
       const hw = zs[1] * zs[2];
-      const dz3 = em.op('Reshape', [dz, em.i64([0, O, hw])]);
-      const x3 = em.op('Reshape', [x, em.i64([0, Ig, hw])]);
-      const prod = em.msOp('FusedMatMul', [dz3, x3], { transB: 1 }, `d/${hint}/Wn`);
-      const sum = em.op('ReduceSum', [prod, em.i64([0])], { keepdims: 0 });
-      return em.op('Reshape', [sum, em.i64([O, Ig, 1, 1])], {}, `d/${hint}/W'`);
+      const dzT = em.op('Reshape', [em.op('Transpose', [em.op('Reshape', [dz, em.i64([0, O, hw])])], { perm: [1, 0, 2] }), em.i64([O, -1])]);
+      const xT = em.op('Reshape', [em.op('Transpose', [em.op('Reshape', [x, em.i64([0, Ig, hw])])], { perm: [1, 0, 2] }), em.i64([Ig, -1])]);
+      const dW = em.op('Gemm', [dzT, xT], { transB: 1 }, `d/${hint}/Wg`);
+      return em.op('Reshape', [dW, em.i64([O, Ig, 1, 1])], {}, `d/${hint}/W'`);
     }
     const xT = em.op('Transpose', [x], { perm: [1, 0, 2, 3] });
     const dzT = em.op('Transpose', [dz], { perm: [1, 0, 2, 3] });
@@ -254,8 +256,14 @@ export class Lowering {
         const lo = n.input[1] ? inputs[1] : n.attribute?.some((a) => a.name === 'min') ? em.f32([attrFloat(n, 'min', 0)]) : '';
         const hi = n.input[2] ? inputs[2] : n.attribute?.some((a) => a.name === 'max') ? em.f32([attrFloat(n, 'max', 0)]) : '';
         em.op('Clip', [x, lo, hi].slice(0, hi ? 3 : lo ? 2 : 1), {}, 'Clip', out);
-        // Inside the bounds the output equals the input: one comparison gives the mask.
-        return rec((dy) => [{ input: x, grad: em.op('Where', [em.op('Equal', [out, x]), dy, zero()], {}, `d/${x}`) }]);
+        // PyTorch's hardtanh/clamp mask (lo < x < hi), read from the output so that the input need
+        // not be kept. (Equal(out, x) is one op less but wrong: ORT may compute a Conv+Clip output
+        // by a fused kernel that differs from the unfused input by an ulp.)
+        return rec((dy) => {
+          const inside = [lo ? em.op('Greater', [out, lo]) : '', hi ? em.op('Less', [out, hi]) : ''].filter((t) => t);
+          const mask = inside.length === 2 ? em.op('And', inside) : inside[0];
+          return [{ input: x, grad: mask ? em.op('Where', [mask, dy, zero()], {}, `d/${x}`) : dy }];
+        });
       }
       case 'Sigmoid':
         copy();
@@ -337,24 +345,6 @@ export class Lowering {
       case 'Reshape':
         copy();
         return rec((dy) => [{ input: x, grad: em.op('Reshape', [dy, em.i64([0, ...this.shape(x)])], {}, `d/${x}`) }]);
-      case 'Gemm':
-      case 'MatMul': {
-        const B = n.input[1];
-        const C = n.opType === 'Gemm' ? n.input[2] : undefined;
-        const transB = n.opType === 'Gemm' ? attrInt(n, 'transB', 0) : 0;
-        em.op('Gemm', C ? [x, inputs[1], inputs[2]] : [x, inputs[1]], { transB }, 'Gemm', out);
-        const params = [B, ...(C ? [C] : [])];
-        return rec((dy, want) => {
-          if (this.trainable.has(B)) {
-            this.paramGrads.set(B, transB ? em.op('Gemm', [dy, x], { transA: 1 }, `d/${B}`) : em.op('Gemm', [x, dy], { transA: 1 }, `d/${B}`));
-            if (C) {
-              const cs = (this.part.consts.get(C)!.dims ?? []).map(Number);
-              this.paramGrads.set(C, em.op('ReduceSum', [dy, em.i64([0])], { keepdims: cs.length === 2 ? 1 : 0 }, `d/${C}`));
-            }
-          }
-          return want(x) ? [{ input: x, grad: em.op('Gemm', [dy, inputs[1]], { transB: transB ? 0 : 1 }, `d/${x}`) }] : [];
-        }, params);
-      }
       default:
         throw new Error(`fine-tune: no lowering for ${n.opType}`);
     }

@@ -45,7 +45,6 @@ export const HEAD_BIAS = 'head.bias';
 export const SUPPORTED_OPS = new Set([
   'Conv', 'BatchNormalization', 'Relu', 'Clip', 'Sigmoid', 'HardSigmoid', 'HardSwish', 'Add', 'Sum', 'Mul',
   'Pad', 'AveragePool', 'GlobalAveragePool', 'ReduceMean', 'Transpose', 'Flatten', 'Reshape', 'Identity', 'Dropout',
-  'Gemm', 'MatMul',
 ]);
 
 interface Graph {
@@ -115,13 +114,6 @@ function opProblem(n: NodeProto, g: Graph, inPart: Set<NodeProto>, isAct: (t: st
     case 'ReduceMean':
       if (!reduceAxes(n, c, 4)) return `${label(n)}: axes are not constants`;
       return null;
-    case 'Gemm':
-      if (!c.has(n.input[1]) || (n.input[2] && !c.has(n.input[2]))) return `${label(n)}: weights are not constants`;
-      if (attrInt(n, 'transA', 0) !== 0 || attrFloatIs(n, 'alpha', 1) === false || attrFloatIs(n, 'beta', 1) === false) return `${label(n)}: only Gemm with transA 0, alpha 1, beta 1 is supported`;
-      return null;
-    case 'MatMul':
-      if (!c.has(n.input[1]) || (c.get(n.input[1])!.dims ?? []).length !== 2) return `${label(n)}: only MatMul by a constant 2-D matrix is supported`;
-      return null;
     case 'Mul':
     case 'Add':
     case 'Sum':
@@ -138,10 +130,6 @@ function opProblem(n: NodeProto, g: Graph, inPart: Set<NodeProto>, isAct: (t: st
   }
 }
 
-function attrFloatIs(n: NodeProto, name: string, v: number): boolean {
-  const a = n.attribute?.find((x) => x.name === name);
-  return a?.f === undefined || a.f === v;
-}
 
 function analyze(g: Graph, model: ModelProto, from: string): Analysis {
   const reach = new Set([from]);
@@ -246,9 +234,13 @@ function blocksOf(nodes: NodeProto[], g: Graph, isAct: (t: string) => boolean): 
       if (m) key = m[1];
       else if (n.opType === 'Conv') key = name;
     } else if (closeAfter !== null) {
+      // A residual unit ends after its Add, and after an activation applied to the sum.
       const unary = ['Relu', 'Clip', 'HardSwish', 'Sigmoid'].includes(n.opType) && n.input[0] === closeAfter;
-      if (!unary) key = `#${names.length}`;
-      closeAfter = null;
+      if (unary) closeAfter = ''; // (no tensor is named '': the next node starts a block)
+      else {
+        key = `#${names.length}`;
+        closeAfter = null;
+      }
     }
     if (names.length === 0) names.push(key ?? (keras ? name : '#0'));
     else if (key !== null && key !== names[names.length - 1]) names.push(key);
@@ -288,10 +280,6 @@ export function paramInputs(n: NodeProto, g: { consts: Map<string, TensorProto> 
       return [n.input[1], n.input[2]].filter(c);
     case 'BatchNormalization':
       return [n.input[1], n.input[2]].filter(c);
-    case 'Gemm':
-      return [n.input[1], n.input[2]].filter(c);
-    case 'MatMul':
-      return [n.input[1]].filter(c);
     default:
       return [];
   }
