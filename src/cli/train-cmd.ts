@@ -109,7 +109,7 @@ export function registerTrainCommands(program: Command): void {
     .description('fit a head (linear | svm | svm-rbf | mlp) on a feature folder written by `xfer extract`, or fine-tune the backbone (--head finetune)')
     .option('--features <dir>', 'feature folder (required unless --head finetune --from input)')
     .option('--layers <names>', 'layer(s) to use, comma-separated (several are concatenated)', list)
-    .option('--head <kind>', `head: ${HEAD_KINDS.join(' | ')}`, 'linear')
+    .option('--head <kind>', `head: ${HEAD_KINDS.join(' | ')} | finetune`, 'linear')
     .option('--C <value>', 'regularisation C (as in scikit-learn)')
     .option('--param <key=value>', 'other head parameter (repeatable), e.g. hidden=512,128 epochs=50 kernel=poly', collect, [])
     .option('--transform <list>', 'standardize, l2, pca:K (comma list) or none; default: standardize for svm/svm-rbf/mlp, none for linear')

@@ -9,9 +9,9 @@
 import { XferError } from '../errors.js';
 import type { Matrix } from './matrix.js';
 
-/** `finetune` heads are trained by src/finetune/ (they register themselves when it is loaded). */
-export const HEAD_KINDS = ['linear', 'svm', 'svm-rbf', 'mlp', 'finetune'] as const;
-export type HeadKind = (typeof HEAD_KINDS)[number];
+export const HEAD_KINDS = ['linear', 'svm', 'svm-rbf', 'mlp'] as const;
+/** Heads fitted on features, plus `finetune` (trained by src/finetune/, registered when that is loaded). */
+export type HeadKind = (typeof HEAD_KINDS)[number] | 'finetune';
 
 export type ParamValue = number | string | boolean | number[] | null;
 export type HeadParams = Record<string, ParamValue>;
@@ -70,7 +70,8 @@ export function registerHead(kind: HeadKind, f: Factory): void {
 
 function factory(kind: string): Factory {
   const f = registry.get(kind as HeadKind);
-  if (!f) throw new XferError(`--head: unknown head '${kind}'`, { hint: `use one of ${HEAD_KINDS.join(', ')}` });
+  if (!f && kind === 'finetune') throw new XferError("head 'finetune' is trained by finetune() / `xfer train --head finetune --from <tap>`", { hint: "import { finetune } from 'xfer' (it also registers the kind for loading)" });
+  if (!f) throw new XferError(`--head: unknown head '${kind}'`, { hint: `use one of ${HEAD_KINDS.join(', ')}, or finetune` });
   return f;
 }
 
