@@ -16,8 +16,8 @@
  *     accuracy of the restored best epoch, training time.
  * Hymenoptera (../shared; train → val, no test split): the same, scored on val (the probe's best C
  * and the fine-tune's best epoch are both picked on val).
- * --rss: fine-tunes one epoch on a quarter and on all training rows in child processes and prints
- * both peak RSS (streaming: it must not grow with the dataset).
+ * --rss [--rss-rows a,b]: fine-tunes one epoch on a quarter and on all training rows (or a and b
+ * rows) in child processes and prints both peak RSS (streaming: it must not grow with the dataset).
  * Then ft-core's step-time benchmark (scripts/bench-finetune-step.ts) when it is there.
  * Targets (issue 18): fine-tune ≥ probe + 3 points on Fashion-MNIST; ≥ probe − 1 on hymenoptera.
  */
@@ -148,7 +148,7 @@ function rssRun(features: string, limit: number): string {
 async function main(): Promise<void> {
   await mkdir(OUT, { recursive: true });
   process.stderr.write(`bench:finetune — ${os.cpus().length} CPUs, train ${TRAIN} / test ${TEST}, ${EPOCHS} epochs, batch ${BATCH}, lr ${LR}, from ${FROM}\n`);
-  let fmFeatures: string | null = null;
+  const fmFeatures = path.join(OUT, `fashion-mnist-${TRAIN}-${TEST}-features`);
   if (!flag('no-fashion')) {
     const src = process.env.FASHION_MNIST_DIR ?? '/usr/share/datasets/fashion-mnist';
     if (!existsSync(path.join(src, 'train-images-idx3-ubyte.gz'))) {
@@ -157,7 +157,6 @@ async function main(): Promise<void> {
       const images = path.join(OUT, `fashion-mnist-${TRAIN}-${TEST}`);
       const p = spawnSync(process.execPath, [path.join(HERE, 'prepare-fashion-mnist.js'), '--out', images, '--train', String(TRAIN), '--test', String(TEST)], { stdio: 'inherit' });
       if (p.status !== 0) throw new Error('prepare-fashion-mnist failed');
-      fmFeatures = `${images}-features`;
       await compare('Fashion-MNIST', images, fmFeatures, 'train', 'test', 0.1, 3);
     }
   }
@@ -170,9 +169,11 @@ async function main(): Promise<void> {
   process.stdout.write(`\nbench:finetune (${os.cpus().length} CPUs${THREADS ? `, ${THREADS} threads` : ''}; machine shared with other work: times are indicative)\n`);
   process.stdout.write('| data | train / scored rows | best frozen probe (time) | fine-tuned from ' + FROM + ' (time) | Δ points | target |\n| --- | --- | --- | --- | --- | --- |\n');
   process.stdout.write(rows.join('\n') + '\n');
-  if (flag('rss') && fmFeatures) {
-    const quarter = Math.max(BATCH, Math.floor(TRAIN / 4));
-    process.stdout.write(`peak RSS, one epoch: ${quarter} training rows ${rssRun(fmFeatures, quarter)}, ${TRAIN} rows ${rssRun(fmFeatures, TRAIN)}\n`);
+  if (flag('rss')) {
+    // --rss-rows a,b: the two sizes (default a quarter of --train, and --train)
+    const [small, large] = opt('rss-rows', `${Math.max(BATCH, Math.floor(TRAIN / 4))},${TRAIN}`).split(',').map(Number);
+    if (!existsSync(path.join(fmFeatures, 'meta.json'))) process.stdout.write(`peak RSS: no ${fmFeatures} (run once without --no-fashion)\n`);
+    else process.stdout.write(`peak RSS, one epoch from ${FROM}: ${small} training rows ${rssRun(fmFeatures, small)}, ${large} rows ${rssRun(fmFeatures, large)}\n`);
   }
   const step = path.join(HERE, 'bench-finetune-step.js');
   if (existsSync(step)) {
