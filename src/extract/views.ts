@@ -7,8 +7,7 @@
 import { createHash } from 'node:crypto';
 import { XferError } from '../errors.js';
 import type { DatasetEntry } from '../image/discover.js';
-import { augmentPixels, parseAugment, type Augment } from '../image/augment.js';
-import { Rng } from '../heads/rng.js';
+import { augmentPixels, parseAugment, type Augment, type AugmentRng } from '../image/augment.js';
 
 export interface ViewSpec {
   k: number;
@@ -43,9 +42,15 @@ export function expandViews(entries: readonly DatasetEntry[], spec: ViewSpec): V
   return out;
 }
 
+/** Draws for one view: sha256 of (seed, path, view, draw number), so nothing depends on order or timing. */
+function viewRng(spec: ViewSpec, e: ViewEntry): AugmentRng {
+  let k = 0;
+  const next = (): number => createHash('sha256').update(`${spec.seed}\n${e.path}\n${e.view}\n${k++}`).digest().readUInt32LE(0) / 2 ** 32;
+  return { next, int: (n) => Math.floor(next() * n) };
+}
+
 /** Augment decoded pixels in place when the entry is a view. */
 export function applyView(e: ViewEntry, px: Uint8Array, size: readonly [number, number] | number[], spec: ViewSpec | null): void {
   if (!spec || e.view === undefined) return;
-  const h = createHash('sha256').update(`${spec.seed}\n${e.path}\n${e.view}`).digest();
-  augmentPixels(px, size[1], size[0], spec.augment, new Rng(h.readUInt32LE(0)));
+  augmentPixels(px, size[1], size[0], spec.augment, viewRng(spec, e));
 }
