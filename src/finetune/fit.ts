@@ -377,6 +377,8 @@ export async function finetune(opts: FinetuneOptions): Promise<FinetuneResult> {
         ck.lossCount = 0;
       }
       const batchAt = (b: number): Example[] => order.slice(b * R.batch, (b + 1) * R.batch);
+      // a resumed epoch draws the augmentations of the batches it skips, so it sees the same views
+      if (fromInput) for (let i = 0; i < Math.min(order.length, startBatch * R.batch); i++) rng.int(2 ** 31);
       let next: Promise<{ x: Float32Array; y: Int32Array; n: number }> | null = startBatch < stepsPerEpoch ? loadBatch(source, batchAt(startBatch), fromInput ? { rng } : null) : null;
       for (let b = startBatch; b < stepsPerEpoch; b++) {
         const cur = await next!;
