@@ -5,6 +5,7 @@
  *
  * <headdir>/head.json      everything small (format below)
  * <headdir>/<array>.npy    each learned array (head arrays by name, transforms as t<i>_<name>.npy)
+ * <headdir>/<file>         a head's opaque files, listed in head.json "files" (finetune.onnx)
  *
  * Saving over an existing head: the old head.json is removed first, every array is written
  * atomically (temp file, fsync, rename), head.json is written last (atomically), and only then are
