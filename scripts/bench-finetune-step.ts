@@ -3,7 +3,7 @@
  * xfer's ONNX training graph against a PyTorch loop (eval-mode BN, same thread count, channels-first
  * and channels-last, the faster one) measured in the same run; prints the ratio.
  *
- * usage: npm run bench:finetune-step [-- --threads 1,2 --batch 32 --steps 10 --from block_13_expand_relu]
+ * usage: npm run bench:finetune-step [-- --threads 1,2 --batch 32 --steps 10 --rounds 3 --from block_13_expand_relu]
  * PyTorch comes from $XFER_PYTHON (default python3); without it only xfer's times are printed.
  */
 import { spawnSync } from 'node:child_process';
@@ -19,12 +19,15 @@ export interface StepBenchOptions {
   threads?: number[];
   steps?: number;
   classes?: number;
+  /** Alternate xfer and PyTorch this many times per thread count (the load of a shared machine drifts). */
+  rounds?: number;
   python?: string;
   log?: (line: string) => void;
 }
 
 export interface StepBenchRow {
   threads: number;
+  round: number;
   xferMs: number;
   torchMs: number | null;
   torchLayout: string | null;
@@ -53,25 +56,30 @@ export async function benchFinetuneStep(opts: StepBenchOptions = {}): Promise<St
   const script = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'scripts', 'bench_finetune_step.py');
   for (const threads of opts.threads ?? [1, 2]) {
     const sess = await TrainingSession.open(train, plan, initialWeights(model, plan, 1), { threads, device: 'cpu' });
-    const times: number[] = [];
-    for (let i = 0; i < steps + 3; i++) {
-      const t0 = performance.now();
-      await sess.step(x, y, n, lr);
-      if (i >= 3) times.push(performance.now() - t0);
+    for (let i = 0; i < 3; i++) await sess.step(x, y, n, lr);
+    for (let round = 1; round <= (opts.rounds ?? 3); round++) {
+      const times: number[] = [];
+      for (let i = 0; i < steps; i++) {
+        const t0 = performance.now();
+        await sess.step(x, y, n, lr);
+        times.push(performance.now() - t0);
+      }
+      const xferMs = median(times);
+      const r = spawnSync(py, [script, file, from, plan.to, String(K), String(n), String(threads), String(steps), ...plan.fromShape.map(String)], { encoding: 'utf8' });
+      let torchMs: number | null = null;
+      let torchLayout: string | null = null;
+      if (r.status === 0) {
+        const t = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, number>;
+        [torchLayout, torchMs] = Object.entries(t).sort((a, b) => a[1] - b[1])[0];
+        log(`threads ${threads}, round ${round}: xfer ${xferMs.toFixed(1)} ms/step, PyTorch ${Object.entries(t).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')} ms/step → ratio ${(xferMs / torchMs).toFixed(2)}× (vs ${torchLayout})`);
+      } else {
+        log(`threads ${threads}, round ${round}: xfer ${xferMs.toFixed(1)} ms/step; PyTorch anchor failed (${py}: ${(r.stderr || String(r.error)).trim().split('\n').pop()}) — set XFER_PYTHON to a python with torch`);
+      }
+      rows.push({ threads, round, xferMs, torchMs, torchLayout, ratio: torchMs ? xferMs / torchMs : null });
     }
     await sess.close();
-    const xferMs = median(times);
-    const r = spawnSync(py, [script, file, from, plan.to, String(K), String(n), String(threads), String(steps), ...plan.fromShape.map(String)], { encoding: 'utf8' });
-    let torchMs: number | null = null;
-    let torchLayout: string | null = null;
-    if (r.status === 0) {
-      const t = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, number>;
-      [torchLayout, torchMs] = Object.entries(t).sort((a, b) => a[1] - b[1])[0];
-      log(`threads ${threads}: xfer ${xferMs.toFixed(1)} ms/step, PyTorch ${Object.entries(t).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')} ms/step → ratio ${(xferMs / torchMs).toFixed(2)}× (vs ${torchLayout}; min xfer ${Math.min(...times).toFixed(1)})`);
-    } else {
-      log(`threads ${threads}: xfer ${xferMs.toFixed(1)} ms/step; PyTorch anchor failed (${py}: ${(r.stderr || String(r.error)).trim().split('\n').pop()}) — set XFER_PYTHON to a python with torch`);
-    }
-    rows.push({ threads, xferMs, torchMs, torchLayout, ratio: torchMs ? xferMs / torchMs : null });
+    const ratios = rows.filter((r) => r.threads === threads && r.ratio !== null).map((r) => r.ratio!);
+    if (ratios.length > 0) log(`threads ${threads}: ratio median ${median(ratios).toFixed(2)}×, range ${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}× over ${ratios.length} rounds`);
   }
   return rows;
 }
@@ -88,5 +96,6 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     batch: arg('batch') ? Number(arg('batch')) : undefined,
     steps: arg('steps') ? Number(arg('steps')) : undefined,
     threads: arg('threads')?.split(',').map(Number),
+    rounds: arg('rounds') ? Number(arg('rounds')) : undefined,
   });
 }

@@ -126,7 +126,24 @@ class OnnxTop(torch.nn.Module):
             else:
                 raise ValueError(f'OnnxTop: op {op} not supported')
             env[n.output[0]] = y
+        self.last = env
         return torch.flatten(env[self.to], 1)
+
+    def kink_margin(self):
+        """Smallest distance of a Relu/Clip input from its kinks in the last forward (exact kink
+        values excluded: both sides agree on those). The float32 graph and a float64 reference pick
+        different sides of a kink closer than float32 rounding, so references need a margin."""
+        out = np.inf
+        for n in self.nodes:
+            if n.op_type not in ('Clip', 'Relu'):
+                continue
+            z = self.last[n.input[0]].detach().double().numpy()
+            for k in ([0.0] if n.op_type == 'Relu' else [float(self.param(n.input[1])), float(self.param(n.input[2]))]):
+                d = np.abs(z - k)
+                d = d[d > 0]
+                if d.size:
+                    out = min(out, float(d.min()))
+        return out
 
     def forward(self, x):
         f = self.features(x)

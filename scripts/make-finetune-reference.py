@@ -142,11 +142,22 @@ def main():
     torch.set_num_threads(1)
     os.makedirs(OUT, exist_ok=True)
     cases = {}
-    n, k = 3, 3
-    x = torch.from_numpy(uniform(11, n * 576 * 14 * 14, 0, 6).reshape(n, 576, 14, 14))
+    n, k = 2, 3
+    make = lambda: OnnxTop(sys.argv[1], 'block_13_expand_relu', 'flatten_1', k, SETTINGS['head_seed'])  # noqa: E731
+    # An input whose ReLU6 inputs all stay clear of the kinks by more than float32 rounding (else
+    # the float32 graph and this float64 reference may take different sides of one; seen once).
+    probe = make()
+    for seed in range(11, 60):
+        x = torch.from_numpy(uniform(seed, n * 576 * 14 * 14, 0, 6).reshape(n, 576, 14, 14))
+        with torch.no_grad():
+            probe.features(x.double())
+        margin = probe.kink_margin()
+        print(f'mobilenet_v2: input seed {seed}, kink margin {margin:.2e}', file=sys.stderr)
+        if margin > 3e-6:
+            break
     y = torch.arange(n) % k
-    cases['mobilenet_v2'] = {'from': 'block_13_expand_relu', 'n': n, 'classes': k, 'x': {'seed': 11, 'lo': 0, 'hi': 6},
-                             **run(lambda: OnnxTop(sys.argv[1], 'block_13_expand_relu', 'flatten_1', k, SETTINGS['head_seed']), x, y, k)}
+    cases['mobilenet_v2'] = {'from': 'block_13_expand_relu', 'n': n, 'classes': k, 'x': {'seed': seed, 'lo': 0, 'hi': 6}, 'kink_margin': margin,
+                             **run(make, x, y, k)}
     n, k = 3, 4
     x = torch.from_numpy(uniform(12, n * 32 * 8 * 8, -1, 1).reshape(n, 32, 8, 8))
     y = torch.arange(n) % k

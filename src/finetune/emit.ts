@@ -28,13 +28,6 @@ export class Emitter {
     return o;
   }
 
-  /** A contrib op (domain com.microsoft). */
-  msOp(opType: string, inputs: string[], attrs: Record<string, AttrValue> = {}, hint = opType): string {
-    const o = this.fresh(hint);
-    this.nodes.push({ ...node(opType, inputs, [o], attrs, o), domain: 'com.microsoft' });
-    return o;
-  }
-
   /** A float constant (scalar when dims is []). */
   f32(values: number[] | Float32Array, dims: number[] = [], hint = 'const'): string {
     const small = values.length <= 16;

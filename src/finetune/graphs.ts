@@ -50,7 +50,6 @@ function opsetOf(model: ModelProto): number {
 
 function finish(model: ModelProto, lw: Lowering, inputs: ReturnType<typeof valueInfo>[], outputs: ReturnType<typeof valueInfo>[], name: string, initializers: TensorProto[] = []): ModelProto {
   const m = makeModel({ name, node: lw.em.nodes, initializer: [...lw.em.inits, ...initializers], input: inputs, output: outputs, valueInfo: [] }, { opset: opsetOf(model) });
-  if (lw.em.nodes.some((n) => n.domain === 'com.microsoft')) m.opsetImport.push({ domain: 'com.microsoft', version: 1 });
   return m;
 }
 

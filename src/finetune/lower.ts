@@ -251,7 +251,9 @@ export class Lowering {
     switch (n.opType) {
       case 'Relu':
         copy();
-        return rec((dy) => [{ input: x, grad: em.op('Where', [em.op('Greater', [out, zero()]), dy, zero()], {}, `d/${x}`) }]);
+        // y ≥ 0, so Sign(y) is the mask y > 0 as a float: two plain elementwise ops (ORT's Where
+        // with a broadcast scalar is several times slower than a Mul).
+        return rec((dy) => [{ input: x, grad: em.op('Mul', [dy, em.op('Sign', [out])], {}, `d/${x}`) }]);
       case 'Clip': {
         const lo = n.input[1] ? inputs[1] : n.attribute?.some((a) => a.name === 'min') ? em.f32([attrFloat(n, 'min', 0)]) : '';
         const hi = n.input[2] ? inputs[2] : n.attribute?.some((a) => a.name === 'max') ? em.f32([attrFloat(n, 'max', 0)]) : '';
@@ -259,7 +261,12 @@ export class Lowering {
         // PyTorch's hardtanh/clamp mask (lo < x < hi), read from the output so that the input need
         // not be kept. (Equal(out, x) is one op less but wrong: ORT may compute a Conv+Clip output
         // by a fused kernel that differs from the unfused input by an ulp.)
+        const loValue = lo ? readConst(this.part.consts.get(n.input[1]) ?? { dims: [], dataType: 1, floatData: [attrFloat(n, 'min', 0)] }).f32?.[0] : undefined;
         return rec((dy) => {
+          if (loValue === 0 && hi) {
+            // ReLU6 and the like: y ∈ [0, hi], so y·(hi − y) > 0 exactly inside; its Sign is the mask.
+            return [{ input: x, grad: em.op('Mul', [dy, em.op('Sign', [em.op('Mul', [out, em.op('Sub', [hi, out])])])], {}, `d/${x}`) }];
+          }
           const inside = [lo ? em.op('Greater', [out, lo]) : '', hi ? em.op('Less', [out, hi]) : ''].filter((t) => t);
           const mask = inside.length === 2 ? em.op('And', inside) : inside[0];
           return [{ input: x, grad: mask ? em.op('Where', [mask, dy, zero()], {}, `d/${x}`) : dy }];

@@ -9,7 +9,7 @@
 import { XferError } from '../errors.js';
 import type { Matrix } from './matrix.js';
 
-export const HEAD_KINDS = ['linear', 'svm', 'svm-rbf', 'mlp'] as const;
+export const HEAD_KINDS = ['linear', 'svm', 'svm-rbf', 'mlp', 'knn'] as const;
 /** Heads fitted on features, plus `finetune` (trained by src/finetune/, registered when that is loaded). */
 export type HeadKind = (typeof HEAD_KINDS)[number] | 'finetune';
 
