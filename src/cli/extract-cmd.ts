@@ -14,6 +14,7 @@ import type { ExtractOptions, ExtractSummary } from '../extract/pipeline.js';
 import type { ExtractJob } from '../extract/jobs.js';
 import { chooseProgressMode, createProgress } from '../extract/progress.js';
 import { parseDecodeCpus } from '../extract/decode-cpus.js';
+import { POOLS, POOL_HELP } from '../model/taps.js';
 
 export const EXIT_SKIPPED = 3;
 export const EXIT_INTERRUPTED = 130;
@@ -74,7 +75,7 @@ export function registerExtractCommands(program: Command): void {
     .description('extract CNN codes of a dataset to a feature folder (docs/feature-format.md): streaming, resumable, shardable')
     .option('--model <id|path>', 'backbone: built-in id (`xfer models`) or path to an .onnx / .tflite file')
     .option('--layers <names>', "comma-separated tensor names to tap (`xfer layers <model>`); default: the card's default tap")
-    .addOption(new Option('--pool <pool>', "pooling of each tap (default: the card's for its default tap, else avg)").choices(['avg', 'max', 'avgmax', 'flatten', 'none']))
+    .addOption(new Option('--pool <pool>', `pooling of each tap (default: the card's for its default tap, else avg): ${POOLS.map((p) => `${p} = ${POOL_HELP[p]}`).join('; ')}`).choices(POOLS))
     .option('--data <dir|list>', 'image folder (root/<class>/*.jpg, root/<split>/<class>/..., or flat) or a CSV/JSONL list file')
     .option('--out <featdir>', 'output feature folder ({shard} is replaced by the shard index)')
     .option('--batch <n>', `images per backbone run (default ${DEFAULT_BATCH_CUDA} on CUDA, where the last batch of each shard is padded to it; ${DEFAULT_BATCH_CPU} on CPU, where results are the same at any batch)`)

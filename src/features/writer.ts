@@ -21,12 +21,13 @@ import { npyHeader } from './npy.js';
 import { float32ToFloat16 } from '../util/float16.js';
 import { normalizePlanRecord } from '../image/plan.js';
 import { externalWeightsLabel, sameExternalWeights } from './external-weights.js';
+import type { Pool } from '../model/taps.js';
 
 export const FEATURE_FORMAT = 'xfer-features';
 export const FEATURE_FORMAT_VERSION = 1;
 
 export type FeatureDtype = 'float32' | 'float16';
-export type LayerPool = 'avg' | 'max' | 'avgmax' | 'flatten' | 'none';
+export type LayerPool = Pool;
 
 export interface FeatureLayer {
   /** ONNX tensor name tapped. */

@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../errors.js';
+import type { Pool } from './taps.js';
 
 export type Layout = 'NCHW' | 'NHWC';
 export type ChannelOrder = 'RGB' | 'BGR';
@@ -42,7 +43,7 @@ export interface CardTaps {
   /** The pre-classifier pooled (or poolable) tensor: the usual "CNN code". */
   default: string;
   /** Default pooling for `default`. */
-  pool?: 'avg' | 'max' | 'avgmax' | 'flatten' | 'none';
+  pool?: Pool;
 }
 
 export interface ModelCard {

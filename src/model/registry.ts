@@ -62,6 +62,13 @@ export async function resolveBackbone(spec: string, opts: ResolveOptions = {}): 
 }
 
 async function resolveFile(spec: string, opts: ResolveOptions): Promise<ResolvedBackbone> {
+  const b = await resolveSpec(spec, opts);
+  // Cards without hand-written taps get the default tap found from the graph (catalog entries, user cards).
+  if (b.card && !b.card.taps) b.card = await (await import('./default-tap.js')).withDefaultTaps(b.card, b.file, b.sha256);
+  return b;
+}
+
+async function resolveSpec(spec: string, opts: ResolveOptions): Promise<ResolvedBackbone> {
   const builtins = await listBuiltinCards();
   const builtin = builtins.find((c) => c.id === spec);
   if (builtin && !looksLikePath(spec)) {
@@ -71,8 +78,15 @@ async function resolveFile(spec: string, opts: ResolveOptions): Promise<Resolved
     return { id: builtin.id, file, sha256: await sha256FileRemembered(file), card };
   }
   if (!looksLikePath(spec)) {
-    throw new XferError(`unknown model "${spec}": not a built-in id and not a path to an .onnx/.tflite file`, {
-      hint: `built-in ids: ${builtins.map((c) => c.id).join(', ')}; or pass a path like ./model.onnx`,
+    const { resolveCatalogModel, catalogIds } = await import('./catalog-use.js');
+    const pulled = await resolveCatalogModel(spec, builtinCardDir(), opts.onNotice);
+    if (pulled) {
+      const card = opts.card ? await loadCard(opts.card) : pulled.card;
+      const file = /\.tflite$/i.test(pulled.file) ? await (await import('../import/tflite/index.js')).tfliteToOnnxCached(pulled.file) : pulled.file;
+      return { id: pulled.entry.id, file, sha256: await sha256FileRemembered(file), card };
+    }
+    throw new XferError(`unknown model "${spec}": not a built-in id, not a catalog id and not a path to an .onnx/.tflite file`, {
+      hint: `built-in ids: ${builtins.map((c) => c.id).join(', ')}; catalog ids (downloaded on first use): ${(await catalogIds(builtinCardDir())).join(', ')}; or pass a path like ./model.onnx`,
     });
   }
   const abs = path.resolve(spec);
