@@ -52,6 +52,10 @@ export { autoTaps, type AutoTap } from './model/auto-taps.js';
 export { KnnHead, knnOnnx } from './heads/knn.js';
 export { runProbe, type ProbeData, type ProbeOptions, type ProbeResult } from './heads/probe.js';
 
+// fine-tuning (importing it registers the finetune head kind)
+export { finetune, OPTIMIZERS, type FinetuneOptions, type FinetuneResult, type FinetuneEvent, type Optimizer } from './finetune/fit.js';
+export { FinetuneHead } from './finetune/head.js';
+
 // prediction
 export { Classifier } from './predict/classify.js';
 export { openPredictor, type Predictor, type PredictorOptions, type PredictResult, type PredictError, type PredictOutcome } from './predict/predict.js';

@@ -29,6 +29,8 @@ interface ExtractCliOptions {
   device?: string;
   threads?: string;
   dtype: 'float32' | 'float16';
+  views?: string;
+  augment?: string;
   resume?: boolean;
   overwrite?: boolean;
   shard?: string;
@@ -80,6 +82,8 @@ export function registerExtractCommands(program: Command): void {
     .option('--device <device>', 'auto | cpu | cuda | cuda:<id> (auto: CUDA when its provider is installed, else CPU)')
     .option('--threads <n>', 'intra-op threads per inference session (default on CPU: the cores split between two sessions, 1 each on 2 cores; one core is left for decoding above 4 cores)')
     .addOption(new Option('--dtype <dtype>', 'feature dtype on disk').choices(['float32', 'float16']).default('float32'))
+    .option('--views <k>', 'store K augmented views of every training image (for fine-tuning; val/test images keep one plain row)')
+    .option('--augment <list>', 'with --views: hflip,crop,color (default hflip,crop)')
     .option('--resume', 'continue an interrupted extraction in --out (finished jobs are skipped)')
     .option('--overwrite', 'replace features already in --out')
     .option('--shard <i/n>', 'extract part i of n (0-based) of the sorted input; default from JOB_COMPLETION_INDEX+XFER_SHARDS or SLURM_ARRAY_TASK_ID; combine parts with `xfer merge`')
@@ -123,6 +127,8 @@ export function registerExtractCommands(program: Command): void {
         shard: o.shard,
         strict: o.strict,
         signal: controller.signal,
+        views: optionalPositiveInt(o.views, '--views'),
+        augment: o.augment,
         decodeConcurrency: optionalPositiveInt(o.decodeConcurrency, '--decode-concurrency'),
         workers: optionalPositiveInt(o.workers, '--workers'),
         backboneThread: o.backboneThread,

@@ -156,7 +156,7 @@ async function mergeLocked(out: string, outAbs: string, dirs: string[], opts: { 
     const first = p.meta.shard?.first_shard ?? 0;
     if (first !== g) throw new XferError(`xfer merge: ${p.dir} starts at shard ${first}, expected ${g}`, { hint: 'the parts do not come from one run' });
     for (let k = 0; k < p.meta.counts.shards; k++, g++) {
-      const rows = p.index.filter((r) => r.shard === k).map((r) => ({ path: String(r.path), label: (r.label as string | null) ?? null, split: (r.split as string | null) ?? null }));
+      const rows = p.index.filter((r) => r.shard === k).map((r) => ({ path: String(r.path), label: (r.label as string | null) ?? null, split: (r.split as string | null) ?? null, ...(typeof r.view === 'number' ? { view: r.view } : {}) }));
       const errs = p.errors.filter((e) => e.shard === k).map((e) => ({ path: String(e.path), reason: String(e.reason) }));
       await writer.adoptShard(g, p.meta.layers.map((l) => path.join(p.dir, l.dir, shardFileName(k))), rows, errs);
     }

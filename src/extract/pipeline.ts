@@ -29,6 +29,7 @@ import { DecodeConfinement, decodeCpuSplit, type CpuSplitState, type DecodeCpusM
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
 import { withFolderLock, type FolderLock } from '../util/lock.js';
 import { checkBatchMemory, formedBatch } from './batch-bound.js';
+import { applyView, expandViews, resolveViews, type ViewEntry } from './views.js';
 
 export { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD, defaultBatch, inferencePlan } from './defaults.js';
 
@@ -49,6 +50,9 @@ export interface ExtractOptions {
   /** Images per backbone run; default `defaultBatch(provider)`: 32 on CUDA, 2 on CPU. */
   batch?: number;
   dtype?: FeatureDtype;
+  /** K augmented views of every training image (views.ts); `augment`: hflip,crop,color (default hflip,crop). */
+  views?: number;
+  augment?: string;
   device?: DeviceOptions;
   resume?: boolean;
   overwrite?: boolean;
@@ -122,7 +126,7 @@ export interface ExtractSummary {
 /** sha256 of the sorted input list (what a shard split and a resume must agree on). */
 export function inputListHash(entries: readonly DatasetEntry[]): string {
   const h = createHash('sha256');
-  for (const e of entries) h.update(JSON.stringify([e.path, e.label, e.split]) + '\n');
+  for (const e of entries as readonly ViewEntry[]) h.update(JSON.stringify(e.view === undefined ? [e.path, e.label, e.split] : [e.path, e.label, e.split, e.view]) + '\n');
   return h.digest('hex');
 }
 
@@ -153,6 +157,7 @@ async function runExtraction(opts: ExtractOptions, lock: FolderLock): Promise<Ex
   const R = opts.rowsPerShard ?? DEFAULT_ROWS_PER_SHARD;
   if (!(Number.isInteger(R) && R >= 1)) throw new XferError(`--shard-rows: expected a positive integer, got ${R}`);
   const dtype = opts.dtype ?? 'float32';
+  const views = resolveViews(opts.views, opts.augment);
   if (dtype !== 'float32' && dtype !== 'float16') throw new XferError(`--dtype: expected float32 or float16, got ${String(dtype)}`);
   const spec = resolveShardSpec(opts.shard, opts.env ?? process.env);
   const out = path.resolve(expandOutPattern(opts.out, spec));
@@ -189,6 +194,7 @@ async function runExtraction(opts: ExtractOptions, lock: FolderLock): Promise<Ex
     // The tap model first (the sessions wait for it), then the listing, while they open.
     await prepared.catch(() => {});
     dataset = await discoverDataset(opts.data);
+    if (views) dataset = { ...dataset, entries: expandViews(dataset.entries, views) };
     dec = await decoder;
   } catch (e) {
     affinity?.close();
@@ -200,7 +206,12 @@ async function runExtraction(opts: ExtractOptions, lock: FolderLock): Promise<Ex
   const conc = Math.max(1, opts.decodeConcurrency ?? os.availableParallelism() + 1);
   const limit = pLimit(conc);
   const { loadPixelsOrSkip } = dec;
-  const decode = (e: DatasetEntry) => limit(() => loadPixelsOrSkip(entrySource(e), plan, { displayPath: e.path }));
+  const decode = (e: ViewEntry) =>
+    limit(async () => {
+      const r = await loadPixelsOrSkip(entrySource(e), plan, { displayPath: e.path });
+      if (r.ok) applyView(e, r.data, plan.size, views);
+      return r;
+    });
   // While the inference sessions load, decode the first images of a fresh run (a resumed run may
   // start later: then these are dropped).
   const prefetchEnd = Math.min(range.firstItem + Math.max(conc * 2, Math.min(opts.batch ?? DEFAULT_BATCH_CPU, R) * 2), range.firstItem + range.items);
@@ -231,6 +242,7 @@ async function runExtraction(opts: ExtractOptions, lock: FolderLock): Promise<Ex
       layers: info.outputs.map((o, i) => ({ name: o.name, dir: dirs[i], pool: o.pool, shape: o.shape, dtype })),
       dtype,
       preprocessing: describePlan(plan),
+      ...(views ? { views: { k: views.k, augment: views.augment, seed: views.seed } } : {}),
       counts: { rows_per_shard: R },
       data: { root: dataset.root, kind: dataset.kind, items: range.items, sha256: inputListHash(dataset.entries) },
       shard: spec
@@ -334,7 +346,7 @@ async function runExtraction(opts: ExtractOptions, lock: FolderLock): Promise<Ex
       const k = b.shard - range.firstShard;
       if (!sw) sw = await w.beginShard(k, Math.min(R, dataset.entries.length - b.shard * R));
       if (outputs && b.rows.length > 0) {
-        await sw.append(outputs, b.rows.length, b.rows.map((e) => ({ path: e.path, label: e.label, split: e.split })));
+        await sw.append(outputs, b.rows.length, b.rows.map((e: ViewEntry) => ({ path: e.path, label: e.label, split: e.split, ...(e.view !== undefined ? { view: e.view } : {}) })));
       }
       for (const e of b.errors) sw.error(e.path, e.reason);
       done += b.inputs;

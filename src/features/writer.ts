@@ -76,6 +76,8 @@ export interface FeatureMeta {
   /** `items`: inputs found (after the shard split), `sha256`: of the sorted input list (paths, labels, splits) of the whole run. */
   data: { root: string; kind: string; items: number; sha256: string };
   shard: ShardPart | null;
+  /** K augmented views per training image (`xfer extract --views`), absent when none. */
+  views?: { k: number; augment: string[]; seed: number };
   /** Batch size used (on CUDA the last batch of every shard is padded to it; on CPU nothing is padded). */
   batch: number;
   complete: boolean;
@@ -95,6 +97,8 @@ export interface IndexRow {
   split: string | null;
   shard: number;
   shard_row: number;
+  /** Which augmented view of the image this row is (`--views`); absent for plain rows. */
+  view?: number;
 }
 
 export interface ErrorRow {
@@ -109,6 +113,7 @@ export interface RowInput {
   path: string;
   label: string | null;
   split: string | null;
+  view?: number;
 }
 
 /** Low-level write hook (tests inject failures such as ENOSPC through it). */
@@ -457,7 +462,7 @@ export class FeatureWriter {
     const c = this.meta.counts;
     const base = c.images;
     const idx = rows
-      .map((r, i) => JSON.stringify({ row: base + i, path: r.path, label: r.label, label_index: this._labelIndex(r.label), split: r.split, shard: k, shard_row: i }) + '\n')
+      .map((r, i) => JSON.stringify({ row: base + i, path: r.path, label: r.label, label_index: this._labelIndex(r.label), split: r.split, shard: k, shard_row: i, ...(r.view !== undefined ? { view: r.view } : {}) }) + '\n')
       .join('');
     const errs = errors.map((e) => JSON.stringify({ path: e.path, reason: e.reason, shard: k }) + '\n').join('');
     if (errs) await appendDurable(path.join(this.out, 'errors.jsonl'), errs, this.io);
@@ -577,7 +582,7 @@ export class ShardWriter {
       await this.abort();
       throw writeFailure(e, this.w.out, `shard ${this.k}`, this.w.counts);
     }
-    for (let i = 0; i < n; i++) this.rows.push({ path: inputs[i].path, label: inputs[i].label, split: inputs[i].split });
+    for (let i = 0; i < n; i++) this.rows.push({ path: inputs[i].path, label: inputs[i].label, split: inputs[i].split, ...(inputs[i].view !== undefined ? { view: inputs[i].view } : {}) });
   }
 
   /** Record an input of this shard that could not be used. */
@@ -634,6 +639,7 @@ function orderMeta(m: FeatureMeta): FeatureMeta {
     counts: { images: m.counts.images, errors: m.counts.errors, shards: m.counts.shards, rows_per_shard: m.counts.rows_per_shard },
     data: m.data,
     shard: m.shard,
+    ...(m.views ? { views: m.views } : {}),
     batch: m.batch,
     complete: m.complete,
     created: m.created,

@@ -5,6 +5,7 @@
  *
  * <headdir>/head.json      everything small (format below)
  * <headdir>/<array>.npy    each learned array (head arrays by name, transforms as t<i>_<name>.npy)
+ * <headdir>/<file>         a head's opaque files, listed in head.json "files" (finetune.onnx)
  *
  * Saving over an existing head: the old head.json is removed first, every array is written
  * atomically (temp file, fsync, rename), head.json is written last (atomically), and only then are
@@ -13,6 +14,7 @@
  */
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { containedPath } from '../util/contain.js';
 import { XferError } from '../errors.js';
 import { encodeNpy, readNpy } from '../features/npy.js';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -61,6 +63,8 @@ interface HeadJson {
   source: HeadSource;
   transforms: { kind: TransformState['kind']; k?: number; dIn: number; dOut: number; arrays: Record<string, ArrayRef> }[];
   arrays: Record<string, ArrayRef>;
+  /** Opaque files of the head (name → file in the folder), absent when it has none. */
+  files?: Record<string, string>;
   info: Record<string, unknown>;
   created: string;
 }
@@ -91,8 +95,9 @@ async function ownedArrays(dir: string): Promise<string[]> {
   }
   if (json.format !== HEAD_FORMAT) return [];
   const refs = [...Object.values(json.arrays ?? {}), ...(json.transforms ?? []).flatMap((t) => Object.values(t.arrays ?? {}))];
-  // only plain .npy names inside the folder: never follow a path out of it
-  return refs.map((r) => r.file).filter((f) => typeof f === 'string' && f.endsWith('.npy') && path.basename(f) === f);
+  // only plain .npy (and the head's own) names inside the folder: never follow a path out of it
+  const own = Object.values(json.files ?? {}).filter((f) => typeof f === 'string' && path.basename(f) === f);
+  return [...refs.map((r) => r.file).filter((f) => typeof f === 'string' && f.endsWith('.npy') && path.basename(f) === f), ...own];
 }
 
 export async function saveHead(dir: string, t: TrainedHead): Promise<string> {
@@ -114,6 +119,12 @@ export async function saveHead(dir: string, t: TrainedHead): Promise<string> {
     }
     transforms.push({ kind: tr.kind, k: tr.k, dIn: tr.dIn, dOut: tr.dOut, arrays: refs });
   }
+  const files: Record<string, string> = {};
+  for (const [name, bytes] of Object.entries(st.files ?? {})) {
+    if (path.basename(name) !== name || name === 'head.json') throw new Error(`saveHead: bad file name '${name}'`);
+    await writeFileAtomic(path.join(dir, name), bytes);
+    files[name] = name;
+  }
   const json: HeadJson = {
     format: HEAD_FORMAT,
     format_version: HEAD_FORMAT_VERSION,
@@ -125,11 +136,12 @@ export async function saveHead(dir: string, t: TrainedHead): Promise<string> {
     source: t.source,
     transforms,
     arrays,
+    ...(Object.keys(files).length ? { files } : {}),
     info: st.info,
     created: new Date().toISOString(),
   };
   await writeFileAtomic(file, JSON.stringify(json, null, 2) + '\n');
-  const used = new Set([...Object.values(arrays), ...transforms.flatMap((tr) => Object.values(tr.arrays))].map((r) => r.file));
+  const used = new Set([...[...Object.values(arrays), ...transforms.flatMap((tr) => Object.values(tr.arrays))].map((r) => r.file), ...Object.values(files)]);
   for (const old of previous) if (!used.has(old)) await rm(path.join(dir, old), { force: true });
   return file;
 }
@@ -166,6 +178,15 @@ export async function loadHead(dir: string): Promise<TrainedHead> {
     arrays[name] = await readArray(dir, ref, file);
     shapes[name] = ref.shape;
   }
+  const files: Record<string, Uint8Array> = {};
+  for (const [name, rel] of Object.entries(json.files ?? {})) {
+    const at = await containedPath(dir, rel, file, `files.${name}`);
+    try {
+      files[name] = await readFile(at);
+    } catch (e) {
+      throw new XferError(`${at}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`, { hint: 'the head folder is damaged; train it again', cause: e });
+    }
+  }
   const transforms: TransformState[] = [];
   for (const t of json.transforms) {
     const ta: Record<string, Float32Array> = {};
@@ -173,7 +194,7 @@ export async function loadHead(dir: string): Promise<TrainedHead> {
     transforms.push({ kind: t.kind, k: t.k, dIn: t.dIn, dOut: t.dOut, arrays: ta });
   }
   checkHeadValues(file, json, arrays, transforms.map((t) => t.arrays));
-  const head = headFromState({ kind: json.kind, params: json.params, nClasses: json.n_classes, nFeatures: json.n_features, info: json.info, arrays, shapes });
+  const head = headFromState({ kind: json.kind, params: json.params, nClasses: json.n_classes, nFeatures: json.n_features, info: json.info, arrays, shapes, ...(json.files ? { files } : {}) });
   return { head, transforms, classLabels: json.labels, source: json.source };
 }
 

@@ -55,6 +55,9 @@ function headSpec(file: string, json: HeadJsonShape): Spec {
         rho: { dtype: 'float32', shape: [P] },
       };
     }
+    // A fine-tuned head keeps its weights in its ONNX file (json.files), checked when loaded.
+    case 'finetune':
+      return {};
     case 'knn':
       return { X: { dtype: 'float32', shape: [null, F] }, y: { dtype: 'int32', shape: [a.X?.shape?.[0] ?? null] } };
     case 'mlp': {

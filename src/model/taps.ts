@@ -6,7 +6,7 @@
 import { closest, distance } from 'fastest-levenshtein';
 import { XferError } from '../errors.js';
 import { node, int64Tensor } from '../onnx/builder.js';
-import { DataType, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.js';
+import { DataType, dataTypeName, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.js';
 import { inferDtypes, listTensors, realInputs, type TensorInfo } from './graph.js';
 
 export type Pool = 'avg' | 'max' | 'avgmax' | 'flatten' | 'none' | 'cls' | 'mean' | 'patch-mean' | 'cls+mean';
@@ -74,6 +74,18 @@ export function resolveTapName(requested: string, tensors: TensorInfo[], file = 
   });
 }
 
+/**
+ * `resolveTapName`, plus the model's own (non-initializer) inputs by exact name: fine-tuning from the
+ * input records the input tensor as its tap, and predict must feed the head exactly that tensor.
+ */
+export function resolveTapOrInput(requested: string, model: ModelProto, tensors: TensorInfo[], file = 'model'): TensorInfo {
+  const input = tensors.some((t) => t.name === requested) ? undefined : realInputs(model.graph).find((i) => i.name === requested);
+  if (!input) return resolveTapName(requested, tensors, file);
+  const tt = input.type?.tensorType;
+  const shape = tt?.shape ? (tt.shape.dim ?? []).map((d) => (d.dimValue !== undefined ? Number(d.dimValue) : d.dimParam ? d.dimParam : null)) : null;
+  return { index: -1, name: input.name, node: input.name, op: 'input', dtype: tt?.elemType ? dataTypeName(tt.elemType) : null, shape };
+}
+
 export interface DeriveOptions {
   /** Element types of tensors (from a shape probe), used to check taps are float and to insert casts. */
   dtypes?: Map<string, string>;
@@ -112,7 +124,7 @@ export function deriveTapModel(model: ModelProto, taps: TapRequest[], opts: Deri
   const used = new Set<string>();
   taps.forEach((tap, i) => {
     if (!POOLS.includes(tap.pool)) throw new XferError(`unknown pooling "${tap.pool}"`, { hint: `use one of ${POOLS.join(', ')}` });
-    const info = resolveTapName(tap.name, tensors, file);
+    const info = resolveTapOrInput(tap.name, model, tensors, file);
     const dtype = dtypes.get(info.name) ?? info.dtype;
     if (dtype && dtype !== 'float' && dtype !== 'float16' && dtype !== 'double' && dtype !== 'bfloat16') {
       throw new XferError(`${file}: tap "${tap.name}" is tensor ${info.name} of type ${dtype}, not a float tensor`, {

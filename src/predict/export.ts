@@ -11,6 +11,8 @@
  *       svm     MatMul + Add; probabilities = Platt sigmoid per class normalised to sum 1 when the
  *               head is calibrated, else Softmax of the margins (what predictProba does)
  *       mlp     (MatMul + Add + Relu)* → MatMul + Add → Softmax
+ *       finetune  Reshape to the tap's shape → the head's own graph (finetune.onnx: the fine-tuned
+ *               top of the backbone + the new classifier), its `logits` and `probabilities`
  *       svm-rbf kernel against the support vectors (‖x−sv‖² = ‖x‖² + ‖sv‖² − 2·x·svᵀ, Exp; or the
  *               polynomial kernel), MatMul with the dense one-vs-one coefficients − rho, then the
  *               one-vs-one vote as matrix products (votes + conf / (3(|conf| + 1)), sklearn's 'ovr'
@@ -27,12 +29,13 @@
 import ort from '../model/ort.js';
 import { XferError } from '../errors.js';
 import { floatTensor, int64Tensor, node, valueInfo } from '../onnx/builder.js';
-import { externalWeightsDigest, readOnnxFile, serializeModel, writeOnnxFile } from '../onnx/io.js';
+import { decodeOnnxBytes, externalWeightsDigest, readOnnxFile, serializeModel, writeOnnxFile } from '../onnx/io.js';
 import { DataType, type ModelProto, type NodeProto, type TensorProto } from '../onnx/proto.js';
 import type { CardFlags } from '../model/card-flags.js';
 import { buildTapModel } from '../model/tap-model.js';
 import { PIXEL_INPUT } from '../model/taps.js';
 import '../heads/index.js';
+import { FINETUNE_MODEL_FILE, FINETUNE_OUTPUTS } from '../finetune/head.js';
 import { loadHead, type TrainedHead } from '../heads/model.js';
 import { knnOnnx } from '../heads/knn.js';
 import { checkExternalWeights, headPlan, headPreprocessingRecord, headTaps, resolveHeadBackbone } from './predict.js';
@@ -153,7 +156,7 @@ function transformNodes(g: GraphPart, t: TrainedHead, x: string): { out: string;
 }
 
 /** The head: x [N, d] → { scores [N, K], probs [N, K] }. */
-function headNodes(g: GraphPart, t: TrainedHead, x: string, d: number): { scores: string; probs: string } {
+function headNodes(g: GraphPart, t: TrainedHead, x: string, d: number): { scores: string; probs: string; opset?: number } {
   const h = t.head;
   const K = h.nClasses;
   const st = h.toState();
@@ -249,9 +252,28 @@ function headNodes(g: GraphPart, t: TrainedHead, x: string, d: number): { scores
     }
     case 'knn':
       return knnOnnx(g, st, x);
+    case 'finetune':
+      return finetuneNodes(g, x, st.files?.[FINETUNE_MODEL_FILE], st.info.rowShape);
     default:
-      throw new XferError(`head: cannot export head kind '${String(h.kind)}'`, { hint: 'export supports linear, svm, svm-rbf, mlp and knn heads' });
+      throw new XferError(`head: cannot export head kind '${String(h.kind)}'`, { hint: 'export supports linear, svm, svm-rbf, mlp, knn and finetune heads' });
   }
+}
+
+/** A fine-tuned head's own graph, its tensors prefixed, fed by x [N, d] reshaped to the tap's shape. */
+function finetuneNodes(g: GraphPart, x: string, bytes: Uint8Array | undefined, rowShape: unknown): { scores: string; probs: string; opset: number } {
+  if (!bytes || !Array.isArray(rowShape)) throw new XferError(`head: ${FINETUNE_MODEL_FILE} or info.rowShape missing`, { hint: 'the head folder is damaged; train it again' });
+  const m = decodeOnnxBytes(bytes, FINETUNE_MODEL_FILE);
+  const inits = new Set(m.graph.initializer.map((t) => t.name));
+  const input = m.graph.input.find((i) => !inits.has(i.name))?.name;
+  if (!input) throw new XferError(`head: ${FINETUNE_MODEL_FILE} has no input`, { hint: 'the head folder is damaged; train it again' });
+  const shape = g.name('ft_shape');
+  g.inits.push(int64Tensor(shape, [rowShape.length + 1], [-1, ...(rowShape as number[])]));
+  const xin = g.op('Reshape', [x, shape]);
+  const ren = (t: string): string => (t === '' ? '' : t === input ? xin : `xfer_ft/${t}`);
+  for (const n of m.graph.node) g.nodes.push({ ...n, name: n.name ? `xfer_ft/${n.name}` : n.name, input: n.input.map(ren), output: n.output.map(ren) });
+  for (const t of m.graph.initializer) g.inits.push({ ...t, name: ren(t.name ?? '') });
+  const opset = m.opsetImport.find((o) => !o.domain)?.version ?? 0;
+  return { scores: ren(FINETUNE_OUTPUTS.logits), probs: ren(FINETUNE_OUTPUTS.probabilities), opset: Number(opset) };
 }
 
 /** Build the combined model in memory (see the file comment). */
@@ -277,7 +299,14 @@ export async function buildExportModel(headDir: string, opts: ExportOptions = {}
   const flat = tapModel.taps.map((tp) => g.op('Flatten', [tp.output], { axis: 1 }));
   const X = flat.length === 1 ? flat[0] : g.op('Concat', flat, { axis: 1 });
   const tr = transformNodes(g, head, X);
-  const { scores, probs } = headNodes(g, head, tr.out, tr.d);
+  const { scores, probs, opset } = headNodes(g, head, tr.out, tr.d);
+  if (opset) {
+    // the head's own graph may use a newer opset than the backbone's (same op semantics in between for the ops it uses)
+    const imports = tapModel.model.opsetImport ?? [];
+    const def = imports.find((o) => !o.domain);
+    if (def && Number(def.version) < opset) def.version = opset;
+    else if (!def) imports.push({ domain: '', version: opset });
+  }
   const K = head.head.nClasses;
   g.op('Identity', [probs], {}, EXPORT_OUTPUTS.probabilities);
   g.op('Identity', [scores], {}, EXPORT_OUTPUTS.scores);
