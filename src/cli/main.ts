@@ -5,6 +5,8 @@
 import { Command, CommanderError } from 'commander';
 import { formatError, isXferError } from '../errors.js';
 import { VERSION } from '../version.js';
+import { cudaProviderInstalled } from '../model/provider.js';
+import { notice, setVerbose } from './output.js';
 import { registerModelCommands } from './models-cmd.js';
 import { registerImportCommand } from './import-cmd.js';
 import { registerClassifyCommand } from './classify-cmd.js';
@@ -20,7 +22,18 @@ export function buildProgram(): Command {
     .version(VERSION)
     .option('--verbose', 'print stack traces and extra diagnostics')
     .showHelpAfterError('(run with --help for usage)')
-    .configureHelp({ sortSubcommands: false });
+    .configureHelp({ sortSubcommands: false })
+    // Before the subcommands are added, so they inherit it: commander's own usage errors (unknown
+    // option, bad choice, missing argument) then reach main() and exit 2 instead of 1.
+    .exitOverride();
+  program.hook('preAction', (_root, action) => {
+    // The one device line nobody asked for: printed only under --verbose (a GPU that was asked for
+    // or found reports itself through the session's notices or errors).
+    const usesDevice = action.options.some((o) => o.long === '--device');
+    if (usesDevice && action.optsWithGlobals().verbose && action.getOptionValue('device') === undefined && !cudaProviderInstalled()) {
+      notice('device: CPU (onnxruntime-node\'s CUDA provider is not installed; `npx xfer-setup-cuda` enables GPUs, docs/install.md)');
+    }
+  });
   registerModelCommands(program);
   registerImportCommand(program);
   registerClassifyCommand(program);
@@ -32,8 +45,8 @@ export function buildProgram(): Command {
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
-  program.exitOverride();
   const verbose = argv.includes('--verbose');
+  setVerbose(verbose);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;

@@ -8,7 +8,26 @@ export function printTable(header: string[], rows: string[][]): void {
   for (const r of rows) process.stdout.write(`${line(r)}\n`);
 }
 
-/** A one-line notice on stderr (kept off stdout so --json output stays parseable). */
+let verbose = false;
+const shown = new Set<string>();
+
+/** Set once by main() from the global --verbose flag. */
+export function setVerbose(v: boolean): void {
+  verbose = v;
+}
+
+export function isVerbose(): boolean {
+  return verbose;
+}
+
+/**
+ * A one-line notice on stderr (kept off stdout so --json output stays parseable). Device notices
+ * come from every inference session a command opens; each is printed once per command.
+ */
 export function notice(msg: string): void {
+  if (msg.startsWith('device:')) {
+    if (shown.has(msg)) return;
+    shown.add(msg);
+  }
   process.stderr.write(`${msg}\n`);
 }

@@ -4,15 +4,18 @@
  * running their code (the embedded literals are parsed), converted to ONNX once, and cached at
  * `<cache>/models/<model>-<hash16>.onnx`, where hash16 covers the source files and the converter version.
  *
- * Files come from the installed `nsfwjs` package (a dependency of xfer; its @tensorflow/tfjs peer is
- * not needed). When it cannot be resolved, `npm pack nsfwjs@4.4.0` fetches the tarball from the
- * npm registry into the cache and only `package/dist/models/<model>/*` is unpacked.
+ * MobileNetV2's files (3.5 MB) ship in xfer's package (models/nsfwjs/, MIT, copied unchanged from
+ * nsfwjs@4.4.0), so the default backbone needs neither nsfwjs nor its 650 MB @tensorflow/tfjs peer.
+ * Other models come from an installed `nsfwjs` (an optional peer dependency); when it cannot be
+ * resolved, `npm pack nsfwjs@4.4.0` fetches the tarball from the npm registry into the cache and
+ * only `package/dist/models/<model>/*` is unpacked.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { readFile, readdir, writeFile, rename, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { threadId } from 'node:worker_threads';
 import { XferError } from '../../errors.js';
@@ -107,9 +110,16 @@ async function fetchFromRegistry(model: BuiltinKerasModel, opts: BuiltinOptions)
   }
 }
 
+/** The copy shipped in xfer's package (models/nsfwjs/<model>), if this model is shipped. */
+function packagedModelDir(model: BuiltinKerasModel): string {
+  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..', 'models', 'nsfwjs', model);
+}
+
 /** Folder holding `model.min.js` and `group1-shard*.min.js` for a built-in model. */
 export async function nsfwjsModelDir(model: BuiltinKerasModel, opts: BuiltinOptions = {}): Promise<string> {
   checkModel(model);
+  const packaged = packagedModelDir(model);
+  if (await fileExists(path.join(packaged, 'model.min.js'))) return packaged;
   const root = await installedNsfwjsRoot();
   if (root) {
     const dir = path.join(root, 'dist', 'models', model);
