@@ -4,7 +4,7 @@ import { addCardFlags, type CardFlags } from '../model/card-flags.js';
 import { expandImageArgs } from '../image/discover.js';
 import type { DeviceSpec } from '../model/session.js';
 import type { PredictOutcome } from '../predict/predict.js';
-import { positiveIntArg } from './args.js';
+import { positiveIntArg, requireExistingPaths } from './args.js';
 import { notice } from './output.js';
 
 interface PredictCliOptions extends CardFlags {
@@ -47,6 +47,7 @@ export function registerPredictCommands(program: Command): void {
     .option('--json', 'one JSON object per image on stdout: {path, label, index, prob, top:[{index,label,prob,score}]} or {path, error}')
     .option('--decode-cpus <auto|off|list>', 'Linux, CPU inference: decode on these CPUs while inference uses all of them, as for extract (auto: on a 2-CPU machine, for 256+ images)', 'auto');
   addCardFlags(predict).action(async (images: string[], opts: PredictCliOptions) => {
+    await requireExistingPaths(images, 'predict');
     const { isPredictError, openPredictor } = await import('../predict/predict.js');
     const { parseDecodeCpus } = await import('../extract/decode-cpus.js');
     const p = await openPredictor(opts.head, {
