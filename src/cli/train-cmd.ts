@@ -124,6 +124,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--json', 'one JSON line per progress event on stdout, then the result line')
     .option('--quiet', 'no progress line on stderr')
     .requiredOption('--out <dir>', 'head folder to write (head.json, weights, report)')
+    .option('--force', 'replace an existing --out folder (atomically, once the new head is complete)')
     .addHelpText(
       'after',
       `
@@ -174,6 +175,7 @@ then {"event":"result","ok":true,...report}.`,
           refit: o.refit as RefitRows | undefined,
           seed,
           out: String(o.out),
+          force: o.force === true,
           progress: onEvent,
           warn: (m) => {
             live?.clear();

@@ -18,6 +18,7 @@
  * `refit: 'train' | 'train+val'` overrides which rows the final head is fitted on; val is reported
  * only when the final head never saw it.
  */
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../errors.js';
 import { loadRows, openFeatures, pickLayers, type FeatureFolder } from '../features/reader.js';
@@ -30,6 +31,7 @@ import { rowView, takeRows, type Matrix } from './matrix.js';
 import { computeMetrics, type Metrics } from './metrics.js';
 import { checkCompatible, loadHead, saveHead, sourceOf, transformFor, type TrainedHead } from './model.js';
 import { writeReport, type Report } from './report.js';
+import { replaceFolder } from '../util/atomic.js';
 import { REFIT_CHOICES, stratifiedFolds, stratifiedSplit, type RefitRows } from './split.js';
 import { bestPoint, parseSweep, type SweepPoint, type SweepSpec } from './sweep.js';
 import { applyTransform, fitApplyChain, fitTransform, parseTransforms, type TransformSpec, type TransformState } from './transforms.js';
@@ -48,6 +50,8 @@ export interface TrainOptions {
   refit?: RefitRows;
   seed?: number;
   out: string;
+  /** Replace an existing `out` folder (atomically, once the new head is complete); without it an existing one is refused. */
+  force?: boolean;
   /** Progress events (fit iterations/epochs, sweep candidates and CV folds as they finish). */
   progress?: (e: TrainEvent) => void;
   warn?: (msg: string) => void;
@@ -96,6 +100,7 @@ export async function trainHead(opts: TrainOptions): Promise<TrainResult> {
   if (opts.refit !== undefined && !REFIT_CHOICES.includes(opts.refit)) {
     throw new XferError(`--refit: expected ${REFIT_CHOICES.join(' or ')}, got '${String(opts.refit)}'`, { hint: 'train: the final head sees the training rows only (val stays a hold-out); train+val: it sees both' });
   }
+  await refuseExistingOut(opts.out, opts.force === true);
   const f = await openFeatures(opts.features);
   const layers = pickLayers(f, opts.layers);
 
@@ -251,7 +256,6 @@ export async function trainHead(opts: TrainOptions): Promise<TrainResult> {
   if (finalRows === nTr) await evalPart('val', nTr, nTr + nVa);
   await evalPart('test', nTr + nVa, nTr + nVa + nTe);
 
-  await saveHead(opts.out, trained);
   const report: Report = {
     command: 'train',
     head: path.resolve(opts.out),
@@ -272,8 +276,28 @@ export async function trainHead(opts: TrainOptions): Promise<TrainResult> {
     plots: [],
   };
   const history = (head.info.history as { epoch: number; loss: number; valLoss?: number; valAcc?: number }[] | undefined) ?? undefined;
-  await writeReport(opts.out, report, history);
+  // The head and its report are written to a staging folder and renamed over --out only when complete.
+  await replaceFolder(opts.out, async (staging) => {
+    await saveHead(staging, trained);
+    await writeReport(staging, report, history);
+  });
   return { dir: opts.out, report, trained };
+}
+
+/** An existing, non-empty --out is refused unless `force` (a stale file of an older head must never survive beside a new one). */
+async function refuseExistingOut(out: string, force: boolean): Promise<void> {
+  let entries: string[];
+  try {
+    entries = await readdir(out);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    if (code === 'ENOTDIR') throw new XferError(`--out ${out}: exists and is not a folder`, { hint: 'choose another --out' });
+    throw e;
+  }
+  if (entries.length > 0 && !force) {
+    throw new XferError(`--out ${out}: folder exists (${entries.includes('head.json') ? 'a head' : `${entries.length} entries`})`, { hint: 'pass --force to replace it (the old folder is removed once the new head is complete), or choose another --out' });
+  }
 }
 
 export interface EvalOptions {
