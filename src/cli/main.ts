@@ -13,6 +13,7 @@ import { registerClassifyCommand } from './classify-cmd.js';
 import { registerExtractCommands } from './extract-cmd.js';
 import { registerTrainCommands } from './train-cmd.js';
 import { registerPredictCommands } from './predict-cmd.js';
+import { registerPlotCommand } from './plot-cmd.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -40,6 +41,7 @@ export function buildProgram(): Command {
   registerExtractCommands(program);
   registerTrainCommands(program);
   registerPredictCommands(program);
+  registerPlotCommand(program);
   return program;
 }
 

@@ -200,7 +200,7 @@ then {"event":"result","ok":true,...report}.`,
 
   program
     .command('eval')
-    .description('evaluate a trained head on a feature folder (checks backbone and layers match)')
+    .description('evaluate a trained head on a feature folder (checks backbone and layers match): report, confusion matrix and misclassified.html')
     .requiredOption('--head <dir>', 'head folder written by `xfer train`')
     .requiredOption('--features <dir>', 'feature folder')
     .option('--layers <names>', 'layer(s), default: those the head was trained on', list)
@@ -212,10 +212,10 @@ then {"event":"result","ok":true,...report}.`,
       const { evalHead } = await import('../heads/train.js');
       try {
         const r = await evalHead({ head: String(o.head), features: String(o.features), layers: o.layers as string[] | undefined, split: o.split as string | undefined, out: o.out as string | undefined });
-        if (o.json) process.stdout.write(JSON.stringify({ ok: true, out: r.dir, ...r.report }) + '\n');
+        if (o.json) process.stdout.write(JSON.stringify({ ok: true, out: r.dir, misclassified: r.misclassifiedPage, ...r.report }) + '\n');
         else {
           for (const w of r.report.warnings) process.stderr.write(`warning: ${w}\n`);
-          process.stdout.write(summary(Object.keys(r.report.metrics)[0], r.metrics) + `\nreport written to ${r.dir}\n`);
+          process.stdout.write(summary(Object.keys(r.report.metrics)[0], r.metrics) + `\nreport written to ${r.dir}; misclassified images: ${r.misclassifiedPage}\n`);
         }
       } finally {
         await releaseKernel();

@@ -313,6 +313,8 @@ export interface EvalResult {
   report: Report;
   metrics: Metrics;
   dir: string;
+  /** `misclassified.html` in `dir`: the misclassified images with true/predicted labels and confidence. */
+  misclassifiedPage: string;
 }
 
 export async function evalHead(opts: EvalOptions): Promise<EvalResult> {
@@ -358,5 +360,22 @@ export async function evalHead(opts: EvalOptions): Promise<EvalResult> {
     plots: [],
   };
   await writeReport(out, report);
-  return { report, metrics, dir: out };
+  const page = await writeMisclassified(out, split, f, rows, y, P, trained.head.nClasses, headToLabel, labels, trained.head.probabilistic, report.plots);
+  return { report, metrics, dir: out, misclassifiedPage: page };
+}
+
+/** The misclassified rows of an eval as a page beside its confusion matrix (heads/misclassified.ts). */
+async function writeMisclassified(out: string, split: string, f: FeatureFolder, rows: number[], y: Int32Array, P: Float32Array, K: number, headToLabel: number[], labels: string[], probabilistic: boolean, plots: string[]): Promise<string> {
+  const { writeMisclassifiedPage } = await import('./misclassified.js');
+  const root = f.meta.data?.root;
+  const misses = [];
+  for (let i = 0; i < rows.length; i++) {
+    let best = 0;
+    for (let c = 1; c < K; c++) if (P[i * K + c] > P[i * K + best]) best = c;
+    if (headToLabel[best] === y[i]) continue;
+    const entry = f.index[rows[i]];
+    misses.push({ path: entry.path, file: root ? path.resolve(root, entry.path) : entry.path, truth: labels[y[i]], predicted: labels[headToLabel[best]], confidence: P[i * K + best] });
+  }
+  const confusion = plots.find((p) => p === `confusion-${split}.png`) ?? null;
+  return writeMisclassifiedPage(out, { split, total: rows.length, confidenceKind: probabilistic ? 'probability' : 'softmax of scores', confusionPng: confusion, misses });
 }
