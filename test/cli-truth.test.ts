@@ -206,7 +206,7 @@ describe('xfer CLI: exit codes, outputs and examples that run as written', () =>
     assert.match(html, /<b>true<\/b> green<br><b>predicted<\/b> red \(\d+\.\d%\)/);
   });
 
-  test('plot --features draws a 2-D PCA map coloured by class (PNG)', async () => {
+  test('plot --features draws a 2-D PCA or UMAP map coloured by class (PNG)', async () => {
     const out = path.join(dir, 'map.png');
     const r = await xfer(['plot', '--features', feat, '--out', out]);
     assert.equal(r.code, 0, r.stderr);
@@ -216,6 +216,12 @@ describe('xfer CLI: exit codes, outputs and examples that run as written', () =>
     assert.ok((m.width ?? 0) >= 600 && (m.height ?? 0) >= 400);
     const bad = await xfer(['plot', '--features', feat, '--split', 'nope']);
     assert.equal(bad.code, 2);
+    // UMAP (umap-js) is seeded: the same seed draws the same map.
+    const [u1, u2] = await Promise.all(['u1.png', 'u2.png'].map((f) => xfer(['plot', '--features', feat, '--method', 'umap', '--seed', '3', '--out', path.join(dir, f)])));
+    assert.equal(u1.code, 0, u1.stderr);
+    assert.equal(u2.code, 0, u2.stderr);
+    assert.match(u1.stdout, /UMAP of 16 rows, 3 classes/);
+    assert.deepEqual(await readFile(path.join(dir, 'u1.png')), await readFile(path.join(dir, 'u2.png')));
   });
 
   test("the README's API tour runs as written and the process exits by itself", async () => {
