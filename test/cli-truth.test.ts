@@ -170,11 +170,17 @@ describe('xfer CLI: exit codes, outputs and examples that run as written', () =>
 
   test('predict --format csv and jsonl: path, label, probability, top-k', async () => {
     const images = path.join(data, 'val');
-    const csv = await xfer(['predict', '--head', head, '--format', 'csv', '--top', '2', images]);
-    assert.equal(csv.code, 0, csv.stderr);
+    // A file that is no image, with a comma in its name: its row carries the reason (quoted CSV), exit 3.
+    const notImage = path.join(dir, 'notes, v2.jpg');
+    await writeFile(notImage, 'not an image\n');
+    const csv = await xfer(['predict', '--head', head, '--format', 'csv', '--top', '2', images, notImage]);
+    assert.equal(csv.code, 3, csv.stderr);
     const rows = parseCsv(csv.stdout);
     assert.deepEqual(rows[0], ['path', 'label', 'probability', 'label_2', 'probability_2', 'error']);
-    assert.equal(rows.length, 1 + 4);
+    assert.equal(rows.length, 1 + 4 + 1);
+    const skipped = rows.pop()!;
+    assert.deepEqual(skipped.slice(0, 5), [notImage, '', '', '', '']);
+    assert.match(skipped[5], /not an image/);
     for (const r of rows.slice(1)) {
       assert.equal(r.length, 6);
       assert.ok(Number(r[2]) >= Number(r[4]) && Number(r[2]) + Number(r[4]) <= 1 + 1e-5, r.join(','));
