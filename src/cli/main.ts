@@ -6,7 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { formatError, isXferError } from '../errors.js';
 import { VERSION } from '../version.js';
 import { cudaProviderInstalled } from '../model/provider.js';
-import { notice, setVerbose } from './output.js';
+import { notice } from './output.js';
 import { registerModelCommands } from './models-cmd.js';
 import { registerImportCommand } from './import-cmd.js';
 import { registerClassifyCommand } from './classify-cmd.js';
@@ -48,7 +48,6 @@ export function buildProgram(): Command {
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   const verbose = argv.includes('--verbose');
-  setVerbose(verbose);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;

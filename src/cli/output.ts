@@ -8,17 +8,7 @@ export function printTable(header: string[], rows: string[][]): void {
   for (const r of rows) process.stdout.write(`${line(r)}\n`);
 }
 
-let verbose = false;
 const shown = new Set<string>();
-
-/** Set once by main() from the global --verbose flag. */
-export function setVerbose(v: boolean): void {
-  verbose = v;
-}
-
-export function isVerbose(): boolean {
-  return verbose;
-}
 
 /**
  * A one-line notice on stderr (kept off stdout so --json output stays parseable). Device notices
