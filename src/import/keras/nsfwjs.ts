@@ -130,7 +130,7 @@ export async function nsfwjsModelDir(model: BuiltinKerasModel, opts: BuiltinOpti
 
 async function sourceFiles(dir: string): Promise<string[]> {
   const files = (await readdir(dir)).filter((f) => f === 'model.min.js' || /^group\d+-shard\d+of\d+\.min\.js$/.test(f)).sort();
-  if (!files.includes('model.min.js')) throw new XferError(`${dir}: model.min.js is missing`, { hint: 'reinstall nsfwjs@4.4.0' });
+  if (!files.includes('model.min.js')) throw new XferError(`${dir}: model.min.js is missing`, { hint: 'reinstall xfer (its models/nsfwjs/ folder) or nsfwjs@4.4.0, whichever holds the folder named' });
   return files;
 }
 
@@ -165,7 +165,7 @@ export async function convertNsfwjsDir(dir: string, model = path.basename(dir)):
     try {
       src = await readFile(f, 'utf8');
     } catch (e) {
-      throw new XferError(`${f}: weight shard listed in the manifest is missing`, { hint: 'reinstall nsfwjs@4.4.0', cause: e });
+      throw new XferError(`${f}: weight shard listed in the manifest is missing`, { hint: 'reinstall xfer (its models/nsfwjs/ folder) or nsfwjs@4.4.0, whichever holds the folder named', cause: e });
     }
     return extractShardBytes(src, f);
   };
