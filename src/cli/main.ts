@@ -14,6 +14,7 @@ import { registerExtractCommands } from './extract-cmd.js';
 import { registerTrainCommands } from './train-cmd.js';
 import { registerPredictCommands } from './predict-cmd.js';
 import { registerPlotCommand } from './plot-cmd.js';
+import { registerSweepCommands } from './sweep-cmd.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -42,6 +43,7 @@ export function buildProgram(): Command {
   registerTrainCommands(program);
   registerPredictCommands(program);
   registerPlotCommand(program);
+  registerSweepCommands(program);
   return program;
 }
 
