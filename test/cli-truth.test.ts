@@ -16,6 +16,7 @@ import sharp from 'sharp';
 import type { Option } from 'commander';
 import { REPO_ROOT } from './helpers/paths.js';
 import { buildProgram } from '../src/cli/main.js';
+import { HEAD_KINDS } from '../src/heads/head.js';
 
 const BIN = path.join(REPO_ROOT, 'bin', 'xfer.js');
 
@@ -282,6 +283,9 @@ test('every xfer example in hints, --help, README and docs names a real command 
         problems.push(`${where}: \`xfer ${name}${s[2]}\`: no command "${name}"`);
         continue;
       }
+      // `xfer advise` names the fine-tuning commands that are announced but not in this build yet (it
+      // says so); they are checked as soon as the finetune head exists.
+      if (/--head finetune\b/.test(s[2]) && !(HEAD_KINDS as readonly string[]).includes('finetune')) continue;
       checked++;
       const opts = [...cmd.options, ...program.options] as Option[];
       const tokens = s[2]
