@@ -53,10 +53,10 @@ async function readJson<T>(file: string, what: string): Promise<T> {
 /** Read meta.json, labels.json and index.jsonl of a feature folder. */
 export async function openFeatures(dir: string): Promise<FeatureFolder> {
   const st = await stat(dir).catch(() => null);
-  if (!st) throw new XferError(`--features ${dir}: folder not found`, { hint: 'run `xfer extract <images> --out <dir>` first' });
+  if (!st) throw new XferError(`--features ${dir}: folder not found`, { hint: 'run `xfer extract --data <images> --out <dir>` first' });
   if (!st.isDirectory()) throw new XferError(`--features ${dir}: not a folder`, { hint: 'pass the folder written by `xfer extract`' });
   const entries = (await readdir(dir)).filter((f) => !isLockEntry(f));
-  if (entries.length === 0) throw new XferError(`--features ${dir}: folder is empty`, { hint: 'run `xfer extract <images> --out <dir>` to fill it' });
+  if (entries.length === 0) throw new XferError(`--features ${dir}: folder is empty`, { hint: 'run `xfer extract --data <images> --out <dir>` to fill it' });
   const metaFile = path.join(dir, 'meta.json');
   const meta = await readJson<FeatureMeta>(metaFile, 'meta.json');
   if (!meta || typeof meta !== 'object' || meta.format !== FEATURE_FORMAT) {
