@@ -143,10 +143,12 @@ function checkIndexRow(r: IndexRow, line: number, expect: number, idxFile: strin
   const prev = seen.positions.get(pos);
   if (prev !== undefined) throw new XferError(`${where}: row ${r.row} is at shard ${r.shard} position ${r.shard_row}, like row ${prev}`, hint);
   if (typeof r.path !== 'string') throw new XferError(`${where}: row ${r.row} has no path`, hint);
-  const dup = seen.paths.get(r.path);
-  if (dup !== undefined) throw new XferError(`${where}: row ${r.row} repeats the path ${r.path} of row ${dup}`, hint);
+  // Augmented views (`"view": v`) share their image's path: the key is the (path, view) pair.
+  const key = r.view === undefined ? r.path : `${r.path}\0view ${String(r.view)}`;
+  const dup = seen.paths.get(key);
+  if (dup !== undefined) throw new XferError(`${where}: row ${r.row} repeats the path ${r.path}${r.view === undefined ? '' : ` (view ${String(r.view)})`} of row ${dup}`, hint);
   seen.positions.set(pos, r.row);
-  seen.paths.set(r.path, r.row);
+  seen.paths.set(key, r.row);
 }
 
 /** Resolve `--layers` (names or dirs); default: the folder's only layer. */
