@@ -9,7 +9,7 @@ import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { folderBytes, havePythonNumpy, pythonWithNumpy, makeDataset, makeTinyModel, runCli, spawnCli, tmpDir } from './extract-helpers.js';
-import { DEFAULT_BATCH_CPU } from '../src/extract/defaults.js';
+import { DEFAULT_BATCH_CPU } from '../src/runtime/plan.js';
 
 let dir: string;
 let model: string;

@@ -1,7 +1,8 @@
 /** `xfer classify`: top-k labels of a pretrained model's own head (the card's labels file). */
 import path from 'node:path';
 import type { Command } from 'commander';
-import { addCardFlags, type CardFlags } from '../model/card-flags.js';
+import type { CardFlags } from '../model/card-flags.js';
+import { addCardFlags } from './card-flags.js';
 import { XferError } from '../errors.js';
 import { loadCard } from '../model/card.js';
 import { expandImageArgs } from '../image/discover.js';

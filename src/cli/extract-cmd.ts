@@ -5,15 +5,16 @@
  */
 import { Option, type Command } from 'commander';
 import { XferError } from '../errors.js';
-import { addCardFlags, hasCardFlags, type CardFlags } from '../model/card-flags.js';
+import { hasCardFlags, type CardFlags } from '../model/card-flags.js';
+import { addCardFlags } from './card-flags.js';
 import { optionalPositiveInt, parseBackground, parsePositiveInt, preprocessFlags } from './args.js';
 import type { DeviceOptions, Pool } from '../model/runner.js';
 import { parseDevice } from '../model/device.js';
-import { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD } from '../extract/defaults.js';
+import { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA } from '../runtime/plan.js';
+import { DEFAULT_ROWS_PER_SHARD } from '../features/format.js';
 import type { ExtractOptions, ExtractSummary } from '../extract/pipeline.js';
 import type { ExtractJob } from '../extract/jobs.js';
 import { chooseProgressMode, createProgress } from '../extract/progress.js';
-import { parseDecodeCpus } from '../extract/decode-cpus.js';
 
 export const EXIT_SKIPPED = 3;
 export const EXIT_INTERRUPTED = 130;
@@ -43,7 +44,6 @@ interface ExtractCliOptions {
   backboneThread?: 'worker' | 'inline';
   workers?: string;
   background?: string;
-  decodeCpus: string;
 }
 
 /** `where` names the source of a device value other than --device (e.g. a job file's job). */
@@ -91,11 +91,6 @@ export function registerExtractCommands(program: Command): void {
     .option('--fast-decode', 'allow JPEG shrink-on-load: faster decoding, features not bit-exact with the reference preprocessing')
     .option('--apply-icc', 'convert images with an embedded ICC profile to sRGB through it (default: pixels as stored, like PIL/torchvision)')
     .option('--background <r,g,b>', 'colour transparent pixels are flattened onto (default 255,255,255)')
-    .option(
-      '--decode-cpus <auto|off|list>',
-      'Linux, CPU inference: run image decoding on these CPUs only while inference uses all of them (auto: one of the two on a 2-CPU machine, given up if decoding falls behind; or a list such as 2-3)',
-      'auto',
-    )
     .addOption(new Option('--decode-concurrency <n>', 'images decoded at once').hideHelp())
     .addOption(new Option('--workers <n>', 'inference sessions (measurement)').hideHelp())
     .addOption(new Option('--backbone-thread <where>', 'worker | inline (measurement only)').choices(['worker', 'inline']).hideHelp());
@@ -125,7 +120,6 @@ export function registerExtractCommands(program: Command): void {
         decodeConcurrency: optionalPositiveInt(o.decodeConcurrency, '--decode-concurrency'),
         workers: optionalPositiveInt(o.workers, '--workers'),
         backboneThread: o.backboneThread,
-        decodeCpus: parseDecodeCpus(o.decodeCpus),
       };
       if (o.jobs !== undefined) {
         const clash = ['model', 'layers', 'pool', 'data', 'out', 'card'].filter(explicit).map((c) => `--${c}`);

@@ -1,6 +1,7 @@
 /** `xfer predict` (backbone + trained head on images) and `xfer export` (the pair as one ONNX file). */
 import type { Command } from 'commander';
-import { addCardFlags, type CardFlags } from '../model/card-flags.js';
+import type { CardFlags } from '../model/card-flags.js';
+import { addCardFlags } from './card-flags.js';
 import { expandImageArgs } from '../image/discover.js';
 import type { DeviceSpec } from '../model/session.js';
 import type { PredictOutcome } from '../predict/predict.js';
@@ -44,13 +45,10 @@ export function registerPredictCommands(program: Command): void {
     .option('--batch <n>', 'images per backbone run (default: 2 on CPU, 32 on CUDA, as for extract)', positiveIntArg('--batch'))
     .option('--device <dev>', 'auto, cpu, cuda or cuda:<id>', 'auto')
     .option('--threads <n>', 'intra-op threads per inference session (default as for extract: on CPU the cores split between two sessions)', positiveIntArg('--threads'))
-    .option('--json', 'one JSON object per image on stdout: {path, label, index, prob, top:[{index,label,prob,score}]} or {path, error}')
-    .option('--decode-cpus <auto|off|list>', 'Linux, CPU inference: decode on these CPUs while inference uses all of them, as for extract (auto: on a 2-CPU machine, for 256+ images)', 'auto');
+    .option('--json', 'one JSON object per image on stdout: {path, label, index, prob, top:[{index,label,prob,score}]} or {path, error}');
   addCardFlags(predict).action(async (images: string[], opts: PredictCliOptions) => {
     const { isPredictError, openPredictor } = await import('../predict/predict.js');
-    const { parseDecodeCpus } = await import('../extract/decode-cpus.js');
     const p = await openPredictor(opts.head, {
-      decodeCpus: parseDecodeCpus(opts.decodeCpus),
       model: opts.model,
       card: opts.card,
       cardFlags: opts,

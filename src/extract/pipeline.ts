@@ -19,16 +19,16 @@ import { describePlan, resolvePreprocess, type PreprocessOverrides, type Preproc
 import type { DeviceOptions, Pool } from '../model/runner.js';
 import type { CardFlags } from '../model/card-flags.js';
 import { assignLayerDirs, FeatureWriter, type FeatureDtype, type FeatureMetaInit, type ShardWriter, type WriterIO } from '../features/writer.js';
-import { WORKER_DEPTH, openInlineBackbone, openWorkerPool, prepareBackbone } from './backbone.js';
+import { WORKER_DEPTH, openInlineBackbone, openWorkerPool, prepareBackbone } from '../runtime/pool.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { Channel } from '../util/channel.js';
-import { DEFAULT_BATCH_CPU, DEFAULT_ROWS_PER_SHARD, defaultBatch, inferencePlan } from './defaults.js';
+import { DEFAULT_BATCH_CPU, defaultBatch, inferencePlan } from '../runtime/plan.js';
+import { DEFAULT_ROWS_PER_SHARD } from '../features/format.js';
 import { ReadAhead } from '../util/read-ahead.js';
-import { AffinityShell } from '../util/affinity.js';
-import { DecodeConfinement, decodeCpuSplit, type CpuSplitState, type DecodeCpusMode } from './decode-cpus.js';
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
 
-export { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD, defaultBatch, inferencePlan } from './defaults.js';
+export { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, defaultBatch, inferencePlan } from '../runtime/plan.js';
+export { DEFAULT_ROWS_PER_SHARD } from '../features/format.js';
 
 export interface ExtractOptions {
   /** Built-in id or path to .onnx/.tflite. */
@@ -62,13 +62,6 @@ export interface ExtractOptions {
   decodeConcurrency?: number;
   /** Inference sessions (worker threads) batches are spread over; default see `inferencePlan`. */
   workers?: number;
-  /**
-   * Linux, CPU inference: keep decoding (every thread but the inference sessions) on these CPUs while
-   * the sessions use all of them (decode-cpus.ts). 'auto' does so on 2-CPU machines and gives it up
-   * when decoding cannot keep up; default 'off' here (it sets the affinity of every thread of the
-   * process for the run), 'auto' in the CLI.
-   */
-  decodeCpus?: DecodeCpusMode;
   /** Where the backbone runs: 'worker' (default) or 'inline' (main thread; for measurements). */
   backboneThread?: 'worker' | 'inline';
   /** Environment for scheduler shard detection (default process.env). */
@@ -86,9 +79,7 @@ export type ExtractEvent =
   | { type: 'start'; out: string; total: number; done: number; skippedBefore: number; shards: number; resumed: boolean; provider: string; batch: number; shard: ShardSpec | null }
   | { type: 'progress'; done: number; total: number; images: number; errors: number; elapsed: number; rate: number }
   | { type: 'skip'; path: string; reason: string }
-  | { type: 'shard'; shard: number; rows: number; errors: number }
-  /** Decoding confined to `decode` (inference on `all`), or given up (`released` says why). */
-  | ({ type: 'cpus' } & CpuSplitState);
+  | { type: 'shard'; shard: number; rows: number; errors: number };
 
 export interface ExtractSummary {
   out: string;
@@ -113,8 +104,6 @@ export interface ExtractSummary {
   pipelineSeconds: number;
   /** imagesThisRun / seconds. */
   imagesPerSecond: number;
-  /** Where decoding was confined (see ExtractOptions.decodeCpus); null when it was not. */
-  decodeCpus: CpuSplitState | null;
 }
 
 /** sha256 of the sorted input list (what a shard split and a resume must agree on). */
@@ -152,12 +141,8 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   // once for all of them): that is the path to the first batch. Then, while the sessions open, the
   // dataset is listed and the decoder (sharp/libvips: ~0.15 s of loading that blocks this thread)
   // loads; then the first images are decoded.
-  const { workers, threads, gpu } = inferencePlan(opts);
+  const { workers, threads } = inferencePlan(opts);
   const device: DeviceOptions = { ...opts.device, threads };
-  // Where decoding will be confined once the sessions are open (an impossible explicit request fails here).
-  const cpuSplit = opts.backboneThread === 'inline' ? null : decodeCpuSplit(opts.decodeCpus, gpu);
-  // Its shell starts now, while this process is small (see AffinityShell).
-  const affinity = cpuSplit ? new AffinityShell() : null;
   const registry = import('../model/registry.js');
   const resolvedP = registry.then(({ resolveBackbone }) => resolveBackbone(opts.model, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice }));
   const prepared = resolvedP.then((resolved) =>
@@ -181,7 +166,6 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     dataset = await discoverDataset(opts.data);
     dec = await decoder;
   } catch (e) {
-    affinity?.close();
     await backboneP.then((b) => b.close()).catch(() => {});
     throw e;
   }
@@ -196,12 +180,8 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   const prefetchEnd = Math.min(range.firstItem + Math.max(conc * 2, (opts.batch ?? DEFAULT_BATCH_CPU) * 2), range.firstItem + range.items);
   const prefetched = opts.resume ? [] : dataset.entries.slice(range.firstItem, prefetchEnd).map(decode);
   for (const p of prefetched) p.catch(() => {});
-  const backbone = await backboneP.catch((e: unknown) => {
-    affinity?.close();
-    throw e;
-  });
+  const backbone = await backboneP;
   let writer: FeatureWriter | null = null;
-  let confinement: DecodeConfinement | null = null;
   let tPipe: number | null = null;
   try {
     const info = backbone.info;
@@ -307,12 +287,8 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     let done = alreadyDone;
     let sw: ShardWriter | null = null;
     let lastEmit = 0;
-    // Confined now, not from the start: the start (loading, sessions opening) uses every CPU.
-    confinement = cpuSplit ? DecodeConfinement.apply(cpuSplit, affinity!, backbone.inferenceThreads) : null;
-    if (confinement) emit({ type: 'cpus', ...confinement.state() });
     const tRun = performance.now();
     tPipe = tRun;
-    confinement?.watch();
     let runImages = 0;
     // Test hook: slow every batch down so tests can interrupt a run at a chosen point.
     const testDelay = Number(process.env.XFER_TEST_BATCH_DELAY_MS ?? 0);
@@ -326,7 +302,6 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
       for (const e of b.errors) sw.error(e.path, e.reason);
       done += b.inputs;
       runImages += b.rows.length;
-      if (confinement?.watch()) emit({ type: 'cpus', ...confinement.state() });
       if (b.lastOfShard) {
         const rows = sw.rowCount;
         const errs = sw.errorCount;
@@ -428,12 +403,9 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
         seconds,
         pipelineSeconds: tPipe === null ? 0 : (performance.now() - tPipe) / 1000,
         imagesPerSecond: seconds > 0 ? thisRun / seconds : 0,
-        decodeCpus: confinement?.state() ?? null,
       };
     }
   } finally {
-    await confinement?.restore();
-    affinity?.close();
     await writer?.close().catch(() => {});
     await backbone.close().catch(() => {});
   }

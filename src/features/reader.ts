@@ -14,7 +14,7 @@ import path from 'node:path';
 import { XferError } from '../errors.js';
 import { readNpy } from './npy.js';
 import { fromHalfBits } from '../util/float16.js';
-import { FEATURE_FORMAT, shardFileName, type FeatureLayer, type FeatureMeta, type IndexRow } from './writer.js';
+import { FEATURE_FORMAT, INDEX_FILE, LABELS_FILE, META_FILE, shardFileName, type FeatureLayer, type FeatureMeta, type IndexRow } from './format.js';
 
 export type { FeatureLayer, FeatureMeta, IndexRow };
 
@@ -48,6 +48,19 @@ async function readJson<T>(file: string, what: string): Promise<T> {
   }
 }
 
+/**
+ * A feature folder's meta.json as recorded, without checking that the folder is complete or still
+ * holds its features; null when it cannot be read (moved, deleted, not a feature folder).
+ */
+export async function readFeatureMeta(dir: string): Promise<FeatureMeta | null> {
+  try {
+    const meta = JSON.parse(await readFile(path.join(dir, META_FILE), 'utf8')) as FeatureMeta;
+    return meta && typeof meta === 'object' && meta.format === FEATURE_FORMAT ? meta : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Read meta.json, labels.json and index.jsonl of a feature folder. */
 export async function openFeatures(dir: string): Promise<FeatureFolder> {
   const st = await stat(dir).catch(() => null);
@@ -55,7 +68,7 @@ export async function openFeatures(dir: string): Promise<FeatureFolder> {
   if (!st.isDirectory()) throw new XferError(`--features ${dir}: not a folder`, { hint: 'pass the folder written by `xfer extract`' });
   const entries = await readdir(dir);
   if (entries.length === 0) throw new XferError(`--features ${dir}: folder is empty`, { hint: 'run `xfer extract <images> --out <dir>` to fill it' });
-  const metaFile = path.join(dir, 'meta.json');
+  const metaFile = path.join(dir, META_FILE);
   const meta = await readJson<FeatureMeta>(metaFile, 'meta.json');
   if (!meta || typeof meta !== 'object' || meta.format !== FEATURE_FORMAT) {
     throw new XferError(`${metaFile}: not an xfer feature folder (format ${JSON.stringify((meta as { format?: unknown } | null)?.format)})`, {
@@ -76,11 +89,11 @@ export async function openFeatures(dir: string): Promise<FeatureFolder> {
       hint: 'finish it with `xfer extract ... --resume` (the same command plus --resume)',
     });
   }
-  const labels = await readJson<string[]>(path.join(dir, 'labels.json'), 'labels.json').catch((e: unknown) => {
+  const labels = await readJson<string[]>(path.join(dir, LABELS_FILE), 'labels.json').catch((e: unknown) => {
     if (e instanceof XferError && /cannot read/.test(e.message)) return [] as string[];
     throw e;
   });
-  const idxFile = path.join(dir, 'index.jsonl');
+  const idxFile = path.join(dir, INDEX_FILE);
   let txt: string;
   try {
     txt = await readFile(idxFile, 'utf8');
@@ -126,7 +139,7 @@ export function pickLayers(f: FeatureFolder, want?: string[]): FeatureLayer[] {
   }
   return want.map((w) => {
     const l = all.find((x) => x.name === w || x.dir === w);
-    if (!l) throw new XferError(`--layers: '${w}' is not in ${path.join(f.dir, 'meta.json')}`, { hint: `available: ${all.map((x) => x.name).join(', ')}` });
+    if (!l) throw new XferError(`--layers: '${w}' is not in ${path.join(f.dir, META_FILE)}`, { hint: `available: ${all.map((x) => x.name).join(', ')}` });
     return l;
   });
 }

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { XferError } from '../errors.js';
-import { sha256FileRemembered } from '../util/stamp-digest.js';
+import { sha256File } from '../util/hash.js';
 import { loadCard, type ModelCard } from './card.js';
 import { applyCardFlags, hasCardFlags, type CardFlags } from './card-flags.js';
 
@@ -68,7 +68,7 @@ async function resolveFile(spec: string, opts: ResolveOptions): Promise<Resolved
     const { builtinOnnxPath } = await import('../import/keras/nsfwjs.js');
     const file = await builtinOnnxPath(builtin.builtin!.model, { onProgress: opts.onNotice });
     const card = opts.card ? await loadCard(opts.card) : builtin;
-    return { id: builtin.id, file, sha256: await sha256FileRemembered(file), card };
+    return { id: builtin.id, file, sha256: await sha256File(file), card };
   }
   if (!looksLikePath(spec)) {
     throw new XferError(`unknown model "${spec}": not a built-in id and not a path to an .onnx/.tflite file`, {
@@ -84,9 +84,9 @@ async function resolveFile(spec: string, opts: ResolveOptions): Promise<Resolved
     const { tfliteToOnnxCached } = await import('../import/tflite/index.js');
     opts.onNotice?.(`converting ${path.basename(abs)} to ONNX (cached after the first time)`);
     const file = await tfliteToOnnxCached(abs);
-    return { id, file, sha256: await sha256FileRemembered(file), card };
+    return { id, file, sha256: await sha256File(file), card };
   }
-  return { id, file: abs, sha256: await sha256FileRemembered(abs), card };
+  return { id, file: abs, sha256: await sha256File(abs), card };
 }
 
 /** The card or a clear error saying how to supply one. */

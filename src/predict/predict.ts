@@ -28,10 +28,8 @@ import '../heads/index.js';
 import { loadHead, type TrainedHead } from '../heads/model.js';
 import { transformFor } from '../heads/model.js';
 import { externalWeightsLabel, sameExternalWeights } from '../features/external-weights.js';
-import { WORKER_DEPTH, openWorkerPool, type BackboneInfo, type ExtractBackbone } from '../extract/backbone.js';
-import { defaultBatch, inferencePlan } from '../extract/defaults.js';
-import { AffinityShell } from '../util/affinity.js';
-import { DecodeConfinement, decodeCpuSplit, type CpuSplit, type DecodeCpusMode } from '../extract/decode-cpus.js';
+import { WORKER_DEPTH, openWorkerPool, type BackboneInfo, type Backbone } from '../runtime/pool.js';
+import { defaultBatch, inferencePlan } from '../runtime/plan.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { ReadAhead } from '../util/read-ahead.js';
 
@@ -53,12 +51,6 @@ export interface PredictorOptions {
   decodeConcurrency?: number;
   /** Inference sessions (worker threads); default as for extraction (two on a multi-core CPU, one on a GPU). */
   workers?: number;
-  /**
-   * Keep decoding on these CPUs while a `predict` call of at least CONFINE_MIN_IMAGES images runs
-   * (Linux, CPU inference; extract/decode-cpus.ts). Default 'off' (it sets the affinity of every
-   * thread of the process while a call runs); the CLI uses 'auto'. Calls must not overlap then.
-   */
-  decodeCpus?: DecodeCpusMode;
   onNotice?: (msg: string) => void;
 }
 
@@ -228,16 +220,10 @@ export async function openPredictor(headDir: string, opts: PredictorOptions = {}
   const notice = opts.onNotice ?? (() => {});
   const { spec, backbone: resolved } = await resolveHeadBackbone(head, headDir, opts);
   // The tap model is prepared here (cached or built) while the inference threads load onnxruntime.
-  const { workers, threads, gpu } = inferencePlan({ device: opts.device, workers: opts.workers });
-  const cpuSplit = decodeCpuSplit(opts.decodeCpus, gpu);
-  // Its shell starts now, while this process is small (see AffinityShell); it ends with the predictor.
-  const affinity = cpuSplit ? { split: cpuSplit, shell: new AffinityShell() } : null;
+  const { workers, threads } = inferencePlan({ device: opts.device, workers: opts.workers });
   const prepared = prepareTappedBackbone(spec, { resolved, taps, onNotice: notice });
   prepared.catch(() => {});
-  const backbone = await openWorkerPool(prepared, { ...opts.device, threads }, notice, workers).catch((e: unknown) => {
-    affinity?.shell.close();
-    throw e;
-  });
+  const backbone = await openWorkerPool(prepared, { ...opts.device, threads }, notice, workers);
   try {
     const info = backbone.info;
     checkExternalWeights(head, info.externalSha256, info.file, headDir);
@@ -255,22 +241,14 @@ export async function openPredictor(headDir: string, opts: PredictorOptions = {}
       throw new XferError(`--head ${headDir}: the tapped layers give ${width} features but the head was trained on ${head.source.width}`, { hint: 'use the backbone and card the features were extracted with' });
     }
     const plan = headPlan(await headPreprocessingRecord(head), headDir, info.card, opts.preprocess);
-    return makePredictor(head, backbone, plan, widths, workers, affinity, opts);
+    return makePredictor(head, backbone, plan, widths, workers, opts);
   } catch (e) {
-    affinity?.shell.close();
     await backbone.close();
     throw e;
   }
 }
 
-/**
- * Shorter `predict` calls are not confined to decoding CPUs: the watch that gives a confinement up
- * when decoding cannot keep up judges windows of 1 s (decode-cpus.ts), and a short call would run
- * its whole length unjudged.
- */
-export const CONFINE_MIN_IMAGES = 256;
-
-function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: PreprocessPlan, widths: number[], workers: number, affinity: { split: CpuSplit; shell: AffinityShell } | null, opts: PredictorOptions): Predictor {
+function makePredictor(head: TrainedHead, backbone: Backbone, plan: PreprocessPlan, widths: number[], workers: number, opts: PredictorOptions): Predictor {
   const { info } = backbone;
   const K = head.head.nClasses;
   const D = head.source.width;
@@ -344,8 +322,6 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
       while (inflight.length > 0 && inflight[0].settled) await finish(inflight.shift()!);
     };
     const pad = info.provider === 'cuda'; // one input shape on CUDA (no cuDNN re-tuning), as in extraction
-    const confinement = affinity && items.length >= CONFINE_MIN_IMAGES ? DecodeConfinement.apply(affinity.split, affinity.shell, backbone.inferenceThreads) : null;
-    confinement?.watch();
     try {
       let pos = 0;
       while (pos < items.length) {
@@ -375,13 +351,11 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
         inflight.push(b);
         await flushSettled();
         while (inflight.length > workers * WORKER_DEPTH) await finish(inflight.shift()!);
-        confinement?.watch();
       }
       while (inflight.length > 0) await finish(inflight.shift()!);
     } finally {
       // After a failure: let the batches still at the backbone end before the caller closes it.
       for (const b of inflight) await b.res?.catch(() => null);
-      await confinement?.restore();
     }
     return all;
   };
@@ -396,9 +370,6 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
     // The caller's buffer stays theirs: a copy goes to the worker.
     predictPixels: (pixels, n) => runPixels(pixels.slice(0, n * imgBytes), n, () => {}),
     predictFeatures,
-    close: () => {
-      affinity?.shell.close();
-      return backbone.close();
-    },
+    close: () => backbone.close(),
   };
 }

@@ -19,8 +19,6 @@ export function defaultBatch(provider: 'cpu' | 'cuda'): number {
   return provider === 'cuda' ? DEFAULT_BATCH_CUDA : DEFAULT_BATCH_CPU;
 }
 
-/** Rows per .npy shard file (fixes the shard boundaries: the same for a run, its resumes and parts). */
-export const DEFAULT_ROWS_PER_SHARD = 1024;
 
 export interface InferencePlanOptions {
   device?: DeviceOptions;

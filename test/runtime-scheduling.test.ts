@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BufferPool } from '../src/util/buffer-pool.js';
 import { Channel } from '../src/util/channel.js';
-import { firstFree, type BackboneInfo, type ExtractBackbone } from '../src/extract/backbone.js';
+import { firstFree, type BackboneInfo, type Backbone } from '../src/runtime/pool.js';
 import { defaultBatch } from '../src/extract/pipeline.js';
 
 const tick = () => new Promise((r) => setImmediate(r));
@@ -50,10 +50,9 @@ test('Channel: fail() reaches the consumer after the queued items; cancel() rele
   assert.equal(await c2.push('z'), false);
 });
 
-function fakeBackbone(name: string, ms: number, log: string[]): ExtractBackbone {
+function fakeBackbone(name: string, ms: number, log: string[]): Backbone {
   return {
     info: { id: name } as BackboneInfo,
-    inferenceThreads: [name.length],
     async run(pixels, n) {
       log.push(`${name}:${pixels[0]}`);
       await new Promise((r) => setTimeout(r, ms));
@@ -76,7 +75,6 @@ test('firstFree: each batch goes to the first idle session, results return to th
     [0, 1, 2, 3, 4].map((i) => [i, i + 1]),
   );
   assert.deepEqual(log, ['slow:0', 'fast:1', 'fast:2', 'fast:3', 'fast:4']);
-  assert.deepEqual(pool.inferenceThreads, [4, 4], "the pool's inference threads are its sessions'");
   await pool.close();
   assert.deepEqual(log.slice(-2).sort(), ['fast:closed', 'slow:closed']);
 });
@@ -84,7 +82,7 @@ test('firstFree: each batch goes to the first idle session, results return to th
 test('firstFree with depth 2: each session holds its next batch (fewest outstanding first, then the longest waiting), never more than 2', async () => {
   const log: string[] = [];
   const busy = new Map<string, { now: number; max: number }>();
-  const counted = (name: string, ms: number): ExtractBackbone => {
+  const counted = (name: string, ms: number): Backbone => {
     const inner = fakeBackbone(name, ms, log);
     const c = { now: 0, max: 0 };
     busy.set(name, c);
@@ -120,9 +118,8 @@ test('firstFree with depth 2: each session holds its next batch (fewest outstand
 
 test('firstFree: a failed batch rejects its caller only, and the session takes the next one', async () => {
   let calls = 0;
-  const flaky: ExtractBackbone = {
+  const flaky: Backbone = {
     info: { id: 'flaky' } as BackboneInfo,
-    inferenceThreads: [],
     async run(pixels) {
       calls++;
       if (pixels[0] === 1) throw new Error('bad batch');

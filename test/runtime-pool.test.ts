@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { BackboneClosedError, WORKER_DEPTH, openInlineBackbone, openWorkerBackbone, openWorkerPool, prepareBackbone } from '../src/extract/backbone.js';
+import { BackboneClosedError, WORKER_DEPTH, openInlineBackbone, openWorkerBackbone, openWorkerPool, prepareBackbone } from '../src/runtime/pool.js';
 import { resolveBackbone } from '../src/model/registry.js';
 import { BufferPool } from '../src/util/buffer-pool.js';
 import { extractFeatures } from '../src/extract/pipeline.js';
