@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import type { CardFlags } from '../model/card-flags.js';
 import { addCardFlags } from './card-flags.js';
+import { configureSharpForBatchDecoding } from './image-process.js';
 import { XferError } from '../errors.js';
 import { loadCard } from '../model/card.js';
 import { expandImageArgs } from '../image/discover.js';
@@ -44,6 +45,7 @@ export function registerClassifyCommand(program: Command): void {
     .option('--json', 'one JSON object per image on stdout: {path, top:[{index,label,prob}]} or {path, error}')
     .addHelpText('after', '\nExit codes: 0 all images classified; 3 finished, but some images could not be read (skipped); 2 bad input or usage; 1 the run failed.');
   addCardFlags(cmd).action(async (images: string[], opts: ClassifyCliOptions & CardFlags) => {
+    await configureSharpForBatchDecoding();
     const background = parseBackground(opts.background);
     let spec = opts.model;
     if (spec === undefined) {

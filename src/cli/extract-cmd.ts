@@ -7,6 +7,7 @@ import { Option, type Command } from 'commander';
 import { XferError } from '../errors.js';
 import { hasCardFlags, type CardFlags } from '../model/card-flags.js';
 import { addCardFlags } from './card-flags.js';
+import { configureSharpForBatchDecoding } from './image-process.js';
 import { optionalPositiveInt, parseBackground, parsePositiveInt, preprocessFlags } from './args.js';
 import type { DeviceOptions, Pool } from '../model/runner.js';
 import { parseDevice } from '../model/device.js';
@@ -95,6 +96,7 @@ export function registerExtractCommands(program: Command): void {
     .addOption(new Option('--workers <n>', 'inference sessions (measurement)').hideHelp())
     .addOption(new Option('--backbone-thread <where>', 'worker | inline (measurement only)').choices(['worker', 'inline']).hideHelp());
   addCardFlags(extract).action(async (o: ExtractCliOptions & CardFlags, cmd: Command) => {
+    await configureSharpForBatchDecoding();
     const explicit = (k: string) => cmd.getOptionValueSource(k) === 'cli';
     const mode = chooseProgressMode(o);
     const controller = new AbortController();

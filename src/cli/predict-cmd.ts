@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import type { CardFlags } from '../model/card-flags.js';
 import { addCardFlags } from './card-flags.js';
+import { configureSharpForBatchDecoding } from './image-process.js';
 import { expandImageArgs } from '../image/discover.js';
 import type { DeviceSpec } from '../model/session.js';
 import type { PredictOutcome } from '../predict/predict.js';
@@ -47,6 +48,7 @@ export function registerPredictCommands(program: Command): void {
     .option('--threads <n>', 'intra-op threads per inference session (default as for extract: on CPU the cores split between two sessions)', positiveIntArg('--threads'))
     .option('--json', 'one JSON object per image on stdout: {path, label, index, prob, top:[{index,label,prob,score}]} or {path, error}');
   addCardFlags(predict).action(async (images: string[], opts: PredictCliOptions) => {
+    await configureSharpForBatchDecoding();
     const { isPredictError, openPredictor } = await import('../predict/predict.js');
     const p = await openPredictor(opts.head, {
       model: opts.model,

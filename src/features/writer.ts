@@ -29,12 +29,10 @@ import {
   LABELS_FILE,
   META_FILE,
   shardFileName,
-  type ErrorRow,
   type FeatureDtype,
   type FeatureLayer,
   type FeatureMeta,
   type FeatureMetaInit,
-  type IndexRow,
   type RowInput,
 } from './format.js';
 
