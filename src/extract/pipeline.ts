@@ -20,11 +20,9 @@ import type { DeviceOptions, Pool } from '../model/runner.js';
 import type { CardFlags } from '../model/card-flags.js';
 import { assignLayerDirs, FeatureWriter, type FeatureDtype, type FeatureMetaInit, type ShardWriter, type WriterIO } from '../features/writer.js';
 import { WORKER_DEPTH, openInlineBackbone, openWorkerPool, prepareBackbone } from '../runtime/pool.js';
-import { BufferPool } from '../util/buffer-pool.js';
-import { Channel } from '../util/channel.js';
+import { runStream } from '../runtime/stream.js';
 import { DEFAULT_BATCH_CPU, defaultBatch, inferencePlan } from '../runtime/plan.js';
 import { DEFAULT_ROWS_PER_SHARD } from '../features/format.js';
-import { ReadAhead } from '../util/read-ahead.js';
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
 
 export { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, defaultBatch, inferencePlan } from '../runtime/plan.js';
@@ -111,16 +109,6 @@ export function inputListHash(entries: readonly DatasetEntry[]): string {
   const h = createHash('sha256');
   for (const e of entries) h.update(JSON.stringify([e.path, e.label, e.split]) + '\n');
   return h.digest('hex');
-}
-
-interface Batch {
-  shard: number;
-  pixels: Uint8Array;
-  rows: DatasetEntry[];
-  errors: { path: string; reason: string }[];
-  lastOfShard: boolean;
-  /** Inputs this batch accounts for (rows + errors). */
-  inputs: number;
 }
 
 /** Run one extraction. Throws XferError on bad input or a failed run; returns a summary otherwise. */
@@ -231,152 +219,61 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     if (range.items === 0 && spec) notice(`shard ${spec.index}/${spec.count} has no inputs (${range.totalShards} shard(s) of ${R} rows for ${spec.count} parts; use a smaller --shard-rows)`);
 
     const [H, W] = plan.size;
-    const imgBytes = H * W * 3;
-    // Batch buffers go round: producer → backbone (a worker, and back) → here → producer.
-    const buffers = new BufferPool(batch * imgBytes);
-
-    let stop = false;
     let strictShard: number | null = null;
-    // Batches ready for the backbone (see the consumer below); an abort also wakes a consumer
-    // waiting for the next batch, so Ctrl-C never waits for a slow decode.
-    const ready = new Channel<Batch>(2);
-    const onAbort = () => {
-      stop = true;
-      ready.close();
-    };
-    opts.signal?.addEventListener('abort', onAbort);
-    if (opts.signal?.aborted) stop = true;
-
-    // Producer: decodes in input order with a bounded look-ahead window, yields batches.
-    const firstItem = range.firstItem + alreadyDone;
-    const endItem = range.firstItem + range.items;
-    const window = Math.max(conc * 2, batch * 2);
-    async function* batches(): AsyncGenerator<Batch> {
-      const ahead = new ReadAhead((i) => decode(dataset.entries[i]), firstItem, endItem, window, firstItem === range.firstItem ? prefetched : []);
-      let pos = firstItem;
-      while (pos < endItem) {
-        const g = Math.floor(pos / R);
-        const shardEnd = Math.min((g + 1) * R, dataset.entries.length);
-        let cur: Batch = { shard: g, pixels: buffers.take(), rows: [], errors: [], lastOfShard: false, inputs: 0 };
-        while (pos < shardEnd) {
-          if (producerStopped) return;
-          const r = await ahead.take();
-          const entry = dataset.entries[pos++];
-          cur.inputs++;
-          if (r.ok) {
-            cur.pixels.set(r.data, cur.rows.length * imgBytes);
-            cur.rows.push(entry);
-          } else {
-            cur.errors.push({ path: entry.path, reason: r.reason });
-            emit({ type: 'skip', path: entry.path, reason: r.reason });
-            if (opts.strict && strictShard === null) strictShard = g;
-          }
-          if (cur.rows.length === batch && pos < shardEnd) {
-            yield cur;
-            cur = { shard: g, pixels: buffers.take(), rows: [], errors: [], lastOfShard: false, inputs: 0 };
-          }
-        }
-        cur.lastOfShard = true;
-        // A reused buffer holds an older batch beyond these rows: zero it, so that a padded batch
-        // (CUDA) is the same whatever ran before it (as in a resumed or sharded run).
-        cur.pixels.fill(0, cur.rows.length * imgBytes);
-        yield cur;
-      }
-    }
-
-    let done = alreadyDone;
-    let sw: ShardWriter | null = null;
-    let lastEmit = 0;
-    const tRun = performance.now();
-    tPipe = tRun;
-    let runImages = 0;
-    // Test hook: slow every batch down so tests can interrupt a run at a chosen point.
-    const testDelay = Number(process.env.XFER_TEST_BATCH_DELAY_MS ?? 0);
-    const consume = async (b: Batch, outputs: Float32Array[] | null) => {
-      if (testDelay > 0) await new Promise((r) => setTimeout(r, testDelay));
-      const k = b.shard - range.firstShard;
-      if (!sw) sw = await w.beginShard(k, Math.min(R, dataset.entries.length - b.shard * R));
-      if (outputs && b.rows.length > 0) {
-        await sw.append(outputs, b.rows.length, b.rows.map((e) => ({ path: e.path, label: e.label, split: e.split })));
-      }
-      for (const e of b.errors) sw.error(e.path, e.reason);
-      done += b.inputs;
-      runImages += b.rows.length;
-      if (b.lastOfShard) {
-        const rows = sw.rowCount;
-        const errs = sw.errorCount;
-        await sw.commit();
-        sw = null;
-        emit({ type: 'shard', shard: k, rows, errors: errs });
-      }
-      const now = performance.now();
-      if (now - lastEmit > 250 || b.lastOfShard) {
-        lastEmit = now;
-        const elapsed = (now - tRun) / 1000;
-        emit({ type: 'progress', done, total: range.items, images: w.counts.images + (sw ? (sw as ShardWriter).rowCount : 0), errors: w.counts.errors + (sw ? (sw as ShardWriter).errorCount : 0), elapsed, rate: elapsed > 0 ? runImages / elapsed : 0 });
-      }
-    };
-
-    // The producer decodes and assembles batches into a bounded channel on its own, so decoding
-    // never waits for a batch result; the consumer keeps at most `workers × WORKER_DEPTH + 1` batches
-    // at the backbone (each session runs one and holds the next: see firstFree) and writes results
-    // in order. On CUDA every batch is padded to the batch size (one input shape: no cuDNN
-    // re-tuning); on CPU only the real rows run (padding would be wasted compute; a batch's
-    // composition is fixed by the input order, so resumed and sharded runs still feed identical
-    // batches).
-    // The consumer stops the producer when it leaves (done, interrupted, --strict, an error): it then
-    // decodes nothing more than the image it is waiting for.
-    let producerStopped = false;
-    const produced = (async () => {
-      try {
-        for await (const b of batches()) {
-          if (!(await ready.push(b))) break;
-        }
-        ready.close();
-      } catch (e) {
-        ready.fail(e);
-      }
-    })();
-    const pad = info.provider === 'cuda';
-    const inflight: { b: Batch; res: Promise<Float32Array[] | null> }[] = [];
-    const maxInflight = workers * WORKER_DEPTH + 1;
     // --strict: stop once the shard holding the first unusable input is committed.
     const strictDone = () => strictShard !== null && w.counts.shards > strictShard - range.firstShard;
-    try {
-      // Ctrl-C: no new batch starts; the ones at the backbone are finished and written (below).
-      while (!stop && !strictDone()) {
-        const b = await ready.shift();
-        if (b === undefined || stop) break;
-        let res: Promise<Float32Array[] | null>;
-        if (b.rows.length > 0) {
-          res = backbone.run(b.pixels, pad ? batch : b.rows.length).then((r) => {
-            buffers.give(r.pixels);
-            return r.outputs;
-          });
-        } else {
-          buffers.give(b.pixels);
-          res = Promise.resolve(null);
+    const firstItem = range.firstItem + alreadyDone;
+    const endItem = range.firstItem + range.items;
+    const shardOf = (i: number) => Math.floor(i / R);
+    let done = alreadyDone;
+    let sw: ShardWriter | null = null;
+    tPipe = performance.now();
+    // Test hook: slow every batch down so tests can interrupt a run at a chosen point.
+    const testDelay = Number(process.env.XFER_TEST_BATCH_DELAY_MS ?? 0);
+    const { aborted } = await runStream({
+      backbone,
+      from: firstItem,
+      to: endItem,
+      decode: (i) => decode(dataset.entries[i]),
+      started: firstItem === range.firstItem ? prefetched : [],
+      batch,
+      imageBytes: H * W * 3,
+      pad: info.provider === 'cuda',
+      window: Math.max(conc * 2, batch * 2),
+      maxInflight: workers * WORKER_DEPTH + 1,
+      groupEnd: (i) => Math.min((shardOf(i) + 1) * R, dataset.entries.length),
+      signal: opts.signal,
+      halt: strictDone,
+      onSkip: (i, reason) => {
+        emit({ type: 'skip', path: dataset.entries[i].path, reason });
+        if (opts.strict && strictShard === null) strictShard = shardOf(i);
+      },
+      onBatch: async (b, outputs) => {
+        if (testDelay > 0) await new Promise((r) => setTimeout(r, testDelay));
+        const g = shardOf(b.slots[0].item);
+        const k = g - range.firstShard;
+        if (!sw) sw = await w.beginShard(k, Math.min(R, dataset.entries.length - g * R));
+        const rows = b.slots.filter((x) => x.row !== null).map((x) => dataset.entries[x.item]);
+        if (outputs && rows.length > 0) await sw.append(outputs, rows.length, rows.map((e) => ({ path: e.path, label: e.label, split: e.split })));
+        for (const x of b.slots) if (x.row === null) sw.error(dataset.entries[x.item].path, x.reason);
+        done += b.slots.length;
+        if (b.lastOfGroup) {
+          const shardRows = sw.rowCount;
+          const errs = sw.errorCount;
+          await sw.commit();
+          sw = null;
+          emit({ type: 'shard', shard: k, rows: shardRows, errors: errs });
         }
-        res.catch(() => {});
-        inflight.push({ b, res });
-        while (inflight.length >= maxInflight && !strictDone()) {
-          const head = inflight.shift()!;
-          await consume(head.b, await head.res);
-        }
-      }
-      while (inflight.length > 0 && !strictDone()) {
-        const head = inflight.shift()!;
-        await consume(head.b, await head.res);
-      }
-    } finally {
-      opts.signal?.removeEventListener('abort', onAbort);
-      producerStopped = true;
-      ready.cancel();
-      await produced;
+      },
+      onProgress: (p) => {
+        const open = sw as ShardWriter | null;
+        emit({ type: 'progress', done, total: range.items, images: w.counts.images + (open ? open.rowCount : 0), errors: w.counts.errors + (open ? open.errorCount : 0), elapsed: p.elapsed, rate: p.rate });
+      },
+    }).finally(async () => {
       // Leave nothing half-written: an unfinished shard is dropped (resume redoes it).
-      for (const x of inflight) await x.res.catch(() => null);
       if (sw) await (sw as ShardWriter).abort();
-    }
+    });
+    const stop = aborted;
     // Interrupted only if something is left to do (a Ctrl-C during the last batch changes nothing).
     const interrupted = stop && w.counts.shards < range.shards;
     const strictStop = strictShard !== null;
