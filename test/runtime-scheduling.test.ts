@@ -139,6 +139,8 @@ test('firstFree: a failed batch rejects its caller only, and the session takes t
 test('default batch: 32 on CUDA (a full GPU batch), 2 on CPU', () => {
   assert.equal(defaultBatch('cuda'), 32);
   assert.equal(defaultBatch('cpu'), 2);
+  assert.equal(defaultBatch('cpu', 1), 2);
+  assert.equal(defaultBatch('cpu', 16), 16, 'a session with t threads gets t images');
 });
 
 test('BufferPool: reuses given-back buffers of its size only, up to max', () => {

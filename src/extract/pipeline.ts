@@ -9,7 +9,6 @@
  * writes byte-identical .npy files.
  */
 import { createHash } from 'node:crypto';
-import os from 'node:os';
 import path from 'node:path';
 import pLimit from 'p-limit';
 import { XferError } from '../errors.js';
@@ -21,7 +20,7 @@ import type { CardFlags } from '../model/card-flags.js';
 import { assignLayerDirs, FeatureWriter, type FeatureDtype, type FeatureMetaInit, type ShardWriter, type WriterIO } from '../features/writer.js';
 import { WORKER_DEPTH, openInlineBackbone, openWorkerPool, prepareBackbone } from '../runtime/pool.js';
 import { runStream } from '../runtime/stream.js';
-import { DEFAULT_BATCH_CPU, defaultBatch, inferencePlan } from '../runtime/plan.js';
+import { DEFAULT_BATCH_CPU, defaultBatch, defaultDecodeConcurrency, inferencePlan } from '../runtime/plan.js';
 import { DEFAULT_ROWS_PER_SHARD } from '../features/format.js';
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
 
@@ -42,7 +41,7 @@ export interface ExtractOptions {
   card?: string;
   /** Card fields from command-line flags (override the card, or make one for a model without). */
   cardFlags?: CardFlags;
-  /** Images per backbone run; default `defaultBatch(provider)`: 32 on CUDA, 2 on CPU. */
+  /** Images per backbone run; default `defaultBatch`: 32 on CUDA, on CPU 2 (more with multi-threaded sessions). */
   batch?: number;
   dtype?: FeatureDtype;
   device?: DeviceOptions;
@@ -56,7 +55,7 @@ export interface ExtractOptions {
   strict?: boolean;
   /** Preprocessing overrides (background colour, fast decode …). */
   preprocess?: PreprocessOverrides;
-  /** Images decoded concurrently (default: number of CPUs + 1, so a decode is always queued while others finish). */
+  /** Images decoded concurrently (default `defaultDecodeConcurrency`: cores + 1). */
   decodeConcurrency?: number;
   /** Inference sessions (worker threads) batches are spread over; default see `inferencePlan`. */
   workers?: number;
@@ -159,7 +158,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   }
   for (const w of dataset.warnings) notice(`warning: ${w}`);
   const range = shardRange(dataset.entries.length, R, spec);
-  const conc = Math.max(1, opts.decodeConcurrency ?? os.availableParallelism() + 1);
+  const conc = Math.max(1, opts.decodeConcurrency ?? defaultDecodeConcurrency());
   const limit = pLimit(conc);
   const { loadPixelsOrSkip } = dec;
   const decode = (e: DatasetEntry) => limit(() => loadPixelsOrSkip(entrySource(e), plan, { displayPath: e.path }));
@@ -173,7 +172,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   let tPipe: number | null = null;
   try {
     const info = backbone.info;
-    let batch = opts.batch ?? defaultBatch(info.provider);
+    let batch = opts.batch ?? defaultBatch(info.provider, threads);
     if (info.fixedBatch !== null && info.fixedBatch !== batch) {
       notice(`model has a fixed batch of ${info.fixedBatch}; using --batch ${info.fixedBatch}`);
       batch = info.fixedBatch;
