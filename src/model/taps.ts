@@ -12,6 +12,9 @@ import { inferDtypes, listTensors, realInputs, type TensorInfo } from './graph.j
 export type Pool = 'avg' | 'max' | 'avgmax' | 'flatten' | 'none';
 export const POOLS: readonly Pool[] = ['avg', 'max', 'avgmax', 'flatten', 'none'];
 
+/** A tap name meaning "the model's first output" (what `xfer classify` runs: the model's own head). */
+export const MODEL_OUTPUT_TAP = '@output';
+
 export interface TapRequest {
   /** Tensor name, node name, or index (as a string of digits) from `xfer layers`. */
   name: string;

@@ -17,7 +17,6 @@ import { XferError } from '../errors.js';
 import type { CardFlags } from '../model/card-flags.js';
 import type { ModelCard } from '../model/card.js';
 import { listBuiltinCards, resolveBackbone, type ResolvedBackbone } from '../model/registry.js';
-import { prepareTappedBackbone } from '../model/prepare.js';
 import type { DeviceOptions } from '../model/session.js';
 import { POOLS, type Pool, type TapRequest } from '../model/taps.js';
 import { loadPixelsOrSkip } from '../image/decode.js';
@@ -27,8 +26,9 @@ import { loadHead, type TrainedHead } from '../heads/model.js';
 import { transformFor } from '../heads/model.js';
 import { externalWeightsLabel, sameExternalWeights } from '../features/external-weights.js';
 import { readFeatureMeta } from '../features/reader.js';
-import { WORKER_DEPTH, openWorkerPool, type BackboneInfo, type Backbone } from '../runtime/pool.js';
-import { defaultBatch, defaultDecodeConcurrency, inferencePlan } from '../runtime/plan.js';
+import { WORKER_DEPTH, type BackboneInfo, type Backbone } from '../runtime/pool.js';
+import { defaultBatch, defaultDecodeConcurrency } from '../runtime/plan.js';
+import { openBackbone } from '../runtime/open.js';
 import { runStream } from '../runtime/stream.js';
 
 export interface PredictorOptions {
@@ -209,11 +209,7 @@ export async function openPredictor(headDir: string, opts: PredictorOptions = {}
   const taps = headTaps(head, headDir);
   const notice = opts.onNotice ?? (() => {});
   const { spec, backbone: resolved } = await resolveHeadBackbone(head, headDir, opts);
-  // The tap model is prepared here (cached or built) while the inference threads load onnxruntime.
-  const { workers, threads } = inferencePlan({ device: opts.device, workers: opts.workers });
-  const prepared = prepareTappedBackbone(spec, { resolved, taps, onNotice: notice });
-  prepared.catch(() => {});
-  const backbone = await openWorkerPool(prepared, { ...opts.device, threads }, notice, workers);
+  const { backbone, workers, threads } = await openBackbone({ spec, resolved, taps, device: opts.device, workers: opts.workers, onNotice: notice });
   try {
     const info = backbone.info;
     checkExternalWeights(head, info.externalSha256, info.file, headDir);
