@@ -98,6 +98,11 @@ export function deriveTapModel(model: ModelProto, taps: TapRequest[], opts: Deri
   taps.forEach((tap, i) => {
     if (!POOLS.includes(tap.pool)) throw new XferError(`unknown pooling "${tap.pool}"`, { hint: `use one of ${POOLS.join(', ')}` });
     const info = resolveTapName(tap.name, tensors, file);
+    if (!info.fromInput) {
+      throw new XferError(`${file}: tap "${tap.name}" is tensor ${info.name} (${info.op}), computed from the model's weights alone: it has no batch axis (one value for every image), so it is not a feature`, {
+        hint: `tap a tensor computed from the image; \`xfer layers ${file}\` lists them`,
+      });
+    }
     const dtype = dtypes.get(info.name) ?? info.dtype;
     if (dtype && dtype !== 'float' && dtype !== 'float16' && dtype !== 'double' && dtype !== 'bfloat16') {
       throw new XferError(`${file}: tap "${tap.name}" is tensor ${info.name} of type ${dtype}, not a float tensor`, {
