@@ -1,7 +1,7 @@
 /**
- * The extraction pipeline's scheduling parts: the bounded channel between the decoding producer and
- * the backbone consumer, the pool that gives each batch to the first free session, and the pool of
- * batch buffers.
+ * The runtime's scheduling parts: the bounded channel between the decoding producer and the
+ * backbone consumer, the pool that gives each batch to the first free session, the pool of batch
+ * buffers, and the ordered stream (src/runtime/stream.ts).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,6 +9,7 @@ import { BufferPool } from '../src/util/buffer-pool.js';
 import { Channel } from '../src/util/channel.js';
 import { firstFree, type BackboneInfo, type Backbone } from '../src/runtime/pool.js';
 import { defaultBatch } from '../src/extract/pipeline.js';
+import { runStream } from '../src/runtime/stream.js';
 
 const tick = () => new Promise((r) => setImmediate(r));
 
@@ -50,69 +51,78 @@ test('Channel: fail() reaches the consumer after the queued items; cancel() rele
   assert.equal(await c2.push('z'), false);
 });
 
-function fakeBackbone(name: string, ms: number, log: string[]): Backbone {
-  return {
-    info: { id: name } as BackboneInfo,
-    async run(pixels, n) {
-      log.push(`${name}:${pixels[0]}`);
-      await new Promise((r) => setTimeout(r, ms));
-      return { outputs: [Float32Array.of(pixels[0], n)], pixels };
-    },
-    async close() {
-      log.push(`${name}:closed`);
-    },
+/**
+ * Sessions whose batches finish when the test says so (`finish(name)`: that session's oldest batch),
+ * so the order batches are given out in depends on nothing but the pool's policy.
+ */
+function gatedSessions(names: string[], log: string[]) {
+  const pending = new Map<string, (() => void)[]>(names.map((n) => [n, []]));
+  const outstanding = new Map<string, { now: number; max: number }>(names.map((n) => [n, { now: 0, max: 0 }]));
+  const backbones = names.map(
+    (name): Backbone => ({
+      info: { id: name } as BackboneInfo,
+      run(pixels, n) {
+        log.push(`${name}:${pixels[0]}`);
+        const c = outstanding.get(name)!;
+        c.max = Math.max(c.max, ++c.now);
+        return new Promise((resolve) =>
+          pending.get(name)!.push(() => {
+            c.now--;
+            resolve({ outputs: [Float32Array.of(pixels[0], n)], pixels });
+          }),
+        );
+      },
+      async close() {
+        log.push(`${name}:closed`);
+      },
+    }),
+  );
+  const finish = async (name: string) => {
+    const next = pending.get(name)!.shift();
+    assert.ok(next, `${name} has a batch to finish`);
+    next();
+    await tick(); // the pool hands out the next batch once the result is seen
   };
+  return { backbones, finish, outstanding };
 }
 
 test('firstFree: each batch goes to the first idle session, results return to their caller', async () => {
   const log: string[] = [];
-  // "slow" takes 60 ms a batch, "fast" 5 ms: after the first two batches, the fast session takes
-  // every batch it is free for instead of alternating.
-  const pool = firstFree([fakeBackbone('slow', 60, log), fakeBackbone('fast', 5, log)]);
-  const results = await Promise.all([0, 1, 2, 3, 4].map((i) => pool.run(Uint8Array.of(i), i + 1)));
+  const { backbones, finish } = gatedSessions(['slow', 'fast'], log);
+  const pool = firstFree(backbones);
+  const results = Promise.all([0, 1, 2, 3, 4].map((i) => pool.run(Uint8Array.of(i), i + 1)));
+  await tick();
+  assert.deepEqual(log, ['slow:0', 'fast:1'], 'one batch per idle session');
+  // While "slow" runs its batch, "fast" takes every batch it is free for instead of alternating.
+  for (let i = 0; i < 3; i++) await finish('fast');
+  assert.deepEqual(log, ['slow:0', 'fast:1', 'fast:2', 'fast:3', 'fast:4']);
+  await finish('fast');
+  await finish('slow');
   assert.deepEqual(
-    results.map((r) => Array.from(r.outputs[0])),
+    (await results).map((r) => Array.from(r.outputs[0])),
     [0, 1, 2, 3, 4].map((i) => [i, i + 1]),
   );
-  assert.deepEqual(log, ['slow:0', 'fast:1', 'fast:2', 'fast:3', 'fast:4']);
   await pool.close();
   assert.deepEqual(log.slice(-2).sort(), ['fast:closed', 'slow:closed']);
 });
 
 test('firstFree with depth 2: each session holds its next batch (fewest outstanding first, then the longest waiting), never more than 2', async () => {
   const log: string[] = [];
-  const busy = new Map<string, { now: number; max: number }>();
-  const counted = (name: string, ms: number): Backbone => {
-    const inner = fakeBackbone(name, ms, log);
-    const c = { now: 0, max: 0 };
-    busy.set(name, c);
-    return {
-      ...inner,
-      async run(pixels, n) {
-        c.max = Math.max(c.max, ++c.now);
-        // One at a time inside, as a worker runs its batches.
-        const prev = chains.get(name) ?? Promise.resolve();
-        const mine = prev.then(() => inner.run(pixels, n));
-        chains.set(name, mine.catch(() => {}));
-        try {
-          return await mine;
-        } finally {
-          c.now--;
-        }
-      },
-    };
-  };
-  const chains = new Map<string, Promise<unknown>>();
-  const pool = firstFree([counted('slow', 60), counted('fast', 5)], 2);
-  const results = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => pool.run(Uint8Array.of(i), 1)));
+  const { backbones, finish, outstanding } = gatedSessions(['slow', 'fast'], log);
+  const pool = firstFree(backbones, 2);
+  const results = Promise.all([0, 1, 2, 3, 4, 5].map((i) => pool.run(Uint8Array.of(i), 1)));
+  await tick();
+  // slow takes 0, fast 1; both hold one, so slow (waiting longer) holds 2 and fast 3; 4 and 5 wait.
+  assert.deepEqual(log, ['slow:0', 'fast:1', 'slow:2', 'fast:3']);
+  await finish('fast');
+  await finish('fast');
+  assert.deepEqual(log.slice(4), ['fast:4', 'fast:5'], 'then each batch goes to the session that frees a place');
+  for (const name of ['fast', 'fast', 'slow', 'slow']) await finish(name);
   assert.deepEqual(
-    results.map((r) => r.outputs[0][0]),
+    (await results).map((r) => r.outputs[0][0]),
     [0, 1, 2, 3, 4, 5],
   );
-  // slow takes 0, fast 1; both hold one, so slow (waiting longer) holds 2 and fast 3; then every
-  // batch goes to fast as it frees a place.
-  assert.deepEqual(log, ['slow:0', 'fast:1', 'fast:3', 'fast:4', 'fast:5', 'slow:2']);
-  assert.deepEqual([busy.get('slow')!.max, busy.get('fast')!.max], [2, 2]);
+  assert.deepEqual([outstanding.get('slow')!.max, outstanding.get('fast')!.max], [2, 2]);
   assert.throws(() => firstFree([], 0), /depth must be a positive integer/);
 });
 
@@ -164,4 +174,80 @@ test('BufferPool: reuses given-back buffers of its size only, up to max', () => 
   assert.equal(pool.size, 2, 'at most max free buffers');
   assert.notEqual(pool.take(), pool.take());
   assert.throws(() => new BufferPool(0), /positive integer/);
+});
+
+test('runStream: batches within groups, delivered in input order whatever order they finish in, with unusable inputs in place', async () => {
+  const log: string[] = [];
+  const { backbones, finish } = gatedSessions(['a', 'b'], log);
+  const pool = firstFree(backbones, 2);
+  // Item i decodes to one byte (i); items 3 and 6 cannot be used. Groups of 5 items: batches never cross 5.
+  const decode = async (i: number) => (i === 3 || i === 6 ? { ok: false as const, reason: `bad ${i}` } : { ok: true as const, data: Uint8Array.of(i) });
+  const delivered: string[] = [];
+  const skipped: number[] = [];
+  const done = runStream({
+    backbone: pool,
+    from: 0,
+    to: 9,
+    decode,
+    batch: 2,
+    imageBytes: 1,
+    pad: false,
+    window: 4,
+    maxInflight: 5,
+    groupEnd: (i) => (Math.floor(i / 5) + 1) * 5,
+    onSkip: (i) => skipped.push(i),
+    onBatch: (b, outputs) => {
+      const first = b.slots.find((s) => s.row === 0);
+      assert.equal(outputs![0][0], first!.item, "the batch's own outputs");
+      delivered.push(b.slots.map((s) => (s.row === null ? `x${s.item}` : `${s.item}@${s.row}`)).join(',') + (b.lastOfGroup ? '|' : ''));
+    },
+  });
+  for (let k = 0; k < 20 && log.length < 4; k++) await tick();
+  // The batches' first pixels: [0,1] [2,4] (3 unusable) | [5,7] (6 unusable) [8] — each gated session holds two.
+  assert.deepEqual(log, ['a:0', 'b:2', 'a:5', 'b:8']);
+  // b finishes first: nothing may be delivered before a's first batch.
+  await finish('b');
+  assert.deepEqual(delivered, []);
+  await finish('a');
+  await finish('a');
+  await finish('b');
+  await done;
+  assert.deepEqual(delivered, ['0@0,1@1', '2@0,x3,4@1|', '5@0,x6,7@1', '8@0|']);
+  assert.deepEqual(skipped, [3, 6]);
+});
+
+test('runStream: a halt stops delivery at once; an abort lets the batches at the backbone finish and be delivered', async () => {
+  const decode = async (i: number) => ({ ok: true as const, data: Uint8Array.of(i) });
+  const immediate: Backbone = { info: { id: 'now' } as BackboneInfo, run: async (pixels, n) => ({ outputs: [Float32Array.of(pixels[0], n)], pixels }), close: async () => {} };
+  const common = { backbone: immediate, from: 0, to: 100, decode, batch: 1, imageBytes: 1, pad: false, window: 2, maxInflight: 2 };
+  const halted: number[] = [];
+  await runStream({ ...common, halt: () => halted.length >= 3, onBatch: (b) => void halted.push(b.slots[0].item) });
+  assert.deepEqual(halted, [0, 1, 2]);
+  const controller = new AbortController();
+  const seen: number[] = [];
+  const r = await runStream({
+    ...common,
+    signal: controller.signal,
+    onBatch: (b) => {
+      seen.push(b.slots[0].item);
+      if (seen.length === 3) controller.abort();
+    },
+  });
+  assert.equal(r.aborted, true);
+  assert.ok(seen.length >= 3 && seen.length < 100, `${seen.length} delivered`);
+  assert.deepEqual(seen, seen.map((_, i) => i), 'in order, without gaps');
+});
+
+test('runStream: a padded batch (CUDA) runs zeros beyond its rows, whatever its reused buffer held', async () => {
+  const runs: number[][] = [];
+  const recording: Backbone = {
+    info: { id: 'rec' } as BackboneInfo,
+    async run(pixels, n) {
+      runs.push(Array.from(pixels.subarray(0, n)));
+      return { outputs: [new Float32Array(n)], pixels };
+    },
+    close: async () => {},
+  };
+  await runStream({ backbone: recording, from: 0, to: 5, decode: async (i) => ({ ok: true as const, data: Uint8Array.of(i + 1) }), batch: 2, imageBytes: 1, pad: true, window: 2, maxInflight: 1, onBatch: () => {} });
+  assert.deepEqual(runs, [[1, 2], [3, 4], [5, 0]]);
 });
