@@ -334,7 +334,11 @@ async function main(): Promise<void> {
     );
     before = after;
   }
-  const med = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const med = (xs: number[]) => {
+    const s = xs.slice().sort((a, b) => a - b);
+    const m = s.length >> 1;
+    return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+  };
   const dec = med(per.map((p) => p.dec));
   const inf = med(per.map((p) => p.inf));
   const bound = med(per.map((p) => p.bound));

@@ -43,9 +43,9 @@ export function registerPredictCommands(program: Command): void {
     .option('--model <id|path>', 'backbone (default: the one the head was trained on; must have the same sha256)')
     .option('--card <file>', 'model card JSON for the backbone')
     .option('--top <k>', 'predictions per image', positiveIntArg('--top'), 5)
-    .option('--batch <n>', 'images per backbone run (default: 2 on CPU, 32 on CUDA, as for extract)', positiveIntArg('--batch'))
+    .option('--batch <n>', 'images per backbone run (default as for extract: 32 on CUDA; on CPU 2, or the threads per session if more)', positiveIntArg('--batch'))
     .option('--device <dev>', 'auto, cpu, cuda or cuda:<id>', 'auto')
-    .option('--threads <n>', 'intra-op threads per inference session (default as for extract: on CPU the cores split between two sessions)', positiveIntArg('--threads'))
+    .option('--threads <n>', 'intra-op threads per inference session (default as for extract: on CPU the cores split between 2 to 4 sessions)', positiveIntArg('--threads'))
     .option('--json', 'one JSON object per image on stdout: {path, label, index, prob, top:[{index,label,prob,score}]} or {path, error}');
   addCardFlags(predict).action(async (images: string[], opts: PredictCliOptions) => {
     await configureSharpForBatchDecoding();

@@ -227,8 +227,10 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     let done = alreadyDone;
     let sw: ShardWriter | null = null;
     tPipe = performance.now();
-    // Test hook: slow every batch down so tests can interrupt a run at a chosen point.
-    const testDelay = Number(process.env.XFER_TEST_BATCH_DELAY_MS ?? 0);
+    // Test hook: hold the run once this many shards are committed, until it is interrupted, so tests
+    // can kill or interrupt a run at a known point without racing it.
+    const holdAfter = Number(process.env.XFER_TEST_HOLD_AFTER_SHARDS ?? 0);
+    let committedThisRun = 0;
     const { aborted } = await runStream({
       backbone,
       from: firstItem,
@@ -248,7 +250,6 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
         if (opts.strict && strictShard === null) strictShard = shardOf(i);
       },
       onBatch: async (b, outputs) => {
-        if (testDelay > 0) await new Promise((r) => setTimeout(r, testDelay));
         const g = shardOf(b.slots[0].item);
         const k = g - range.firstShard;
         if (!sw) sw = await w.beginShard(k, Math.min(R, dataset.entries.length - g * R));
@@ -262,6 +263,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
           await sw.commit();
           sw = null;
           emit({ type: 'shard', shard: k, rows: shardRows, errors: errs });
+          if (++committedThisRun === holdAfter) await untilAborted(opts.signal);
         }
       },
       onProgress: (p) => {
@@ -305,4 +307,12 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     await writer?.close().catch(() => {});
     await backbone.close().catch(() => {});
   }
+}
+
+/** Resolves when `signal` aborts (never without one). */
+function untilAborted(signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) resolve();
+    else signal?.addEventListener('abort', () => resolve(), { once: true });
+  });
 }

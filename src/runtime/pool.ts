@@ -1,5 +1,5 @@
 /**
- * The backbone as the extraction pipeline sees it. onnxruntime-node's `session.run` blocks the
+ * The backbone as a run sees it (extract, predict, classify). onnxruntime-node's `session.run` blocks the
  * calling thread for the whole batch, so by default sessions live in worker threads
  * (`backbone-worker.ts`): the main thread keeps decoding images (sharp) and writing shards while
  * batches run, and pixels/features move between threads as transferred ArrayBuffers (no copies); a
@@ -133,10 +133,9 @@ export async function openInlineBackbone(prepared: Promise<PreparedBackbone>, de
 /**
  * Open `workers` backbone workers (each its own ORT session) and give each batch to the least busy
  * session, each holding up to WORKER_DEPTH batches (see firstFree). The workers start (load
- * onnxruntime) while `prepared` is being built, then open their sessions from its bytes. On CPU, two single-threaded sessions beat one two-threaded
- * session when images are decoded on the same cores: each batch runs without intra-op barriers, so a
- * decode thread taking a core never stalls the other half of an op. Results are identical whichever
- * session runs a batch.
+ * onnxruntime) while `prepared` is being built, then open their sessions from its bytes. How many
+ * sessions, of how many threads, is plan.ts's choice. Results are identical whichever session runs
+ * a batch.
  */
 export async function openWorkerPool(prepared: Promise<PreparedBackbone>, device: DeviceOptions | undefined, onNotice: (msg: string) => void, workers: number): Promise<Backbone> {
   const seen = new Set<string>();
@@ -163,8 +162,7 @@ export async function openWorkerPool(prepared: Promise<PreparedBackbone>, device
  * those equal, the one that has waited longest), and each holds at most `depth` runs. A worker
  * session given `depth` 2 has its next batch already when it finishes one, instead of waiting for
  * this thread to see the result and send another (a round trip through a thread that shares its
- * core with decoding: in `extract` the sessions sat idle ~16 % of the time between batches, though
- * a decoded batch was almost always waiting).
+ * cores with decoding, during which the session would sit idle with a decoded batch waiting).
  */
 export function firstFree(backbones: Backbone[], depth = 1): Backbone {
   if (!(Number.isInteger(depth) && depth >= 1)) throw new Error(`firstFree: depth must be a positive integer, got ${depth}`);
