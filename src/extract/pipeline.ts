@@ -1,8 +1,8 @@
 /**
- * The extraction run: discover → decode/preprocess (sharp, bounded concurrency, in input order) →
- * batches (on CUDA the last batch of each shard is padded to the batch size) → backbone (worker
- * threads) → shard writer. Queues are bounded (a window of decodes ahead, two assembled batches, at
- * most `workers × WORKER_DEPTH + 1` batches at the backbone), so memory does not grow with the dataset.
+ * The extraction run: resolve the model and its tap model, list the dataset, then stream it through
+ * the runtime (runtime/stream.ts: decode in input order → batches → backbone worker sessions → in
+ * order back here) into the shard writer, one shard per group of the stream. Memory does not grow
+ * with the dataset: every queue on the way is bounded.
  *
  * Determinism: shard g holds inputs [g·R, (g+1)·R) of the sorted list; batches never cross a shard,
  * so a resumed or sharded run feeds the backbone exactly the same batches as a single run and
@@ -126,8 +126,8 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   // The inference threads start first (they load onnxruntime) while this thread resolves the model
   // (a built-in or .tflite converts here, once) and gets the tap model (from the cache, or built
   // once for all of them): that is the path to the first batch. Then, while the sessions open, the
-  // dataset is listed and the decoder (sharp/libvips: ~0.15 s of loading that blocks this thread)
-  // loads; then the first images are decoded.
+  // dataset is listed and the decoder (sharp: loading it blocks this thread) loads; then the first
+  // images are decoded.
   const { workers, threads } = inferencePlan(opts);
   const device: DeviceOptions = { ...opts.device, threads };
   const registry = import('../model/registry.js');
