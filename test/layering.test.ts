@@ -10,7 +10,7 @@ import path from 'node:path';
 import { REPO_ROOT } from './helpers/paths.js';
 
 /** Lowest first. A folder not listed ranks just below cli/ (nothing listed may import it). */
-const ORDER = ['util', 'onnx', 'import', 'model', 'image', 'runtime', 'features', 'extract', 'heads', 'finetune', 'predict'];
+const ORDER = ['util', 'onnx', 'import', 'model', 'image', 'runtime', 'features', 'extract', 'heads', 'finetune', 'predict', 'sweep'];
 const TOP = ['cli', 'index.ts'];
 const SRC = path.join(REPO_ROOT, 'src');
 

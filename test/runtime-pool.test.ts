@@ -1,5 +1,5 @@
 /**
- * The extraction backbone in a worker thread (src/extract/backbone.ts) on a real ONNX model: a
+ * The backbone in a worker thread (src/runtime/pool.ts) on a real ONNX model: a
  * batch's pixel buffer is transferred to the worker and back with the result (the pipeline reuses
  * it for later batches), and the outputs equal the same batch run in this thread. And the model's
  * identity a feature folder records covers external weight files.

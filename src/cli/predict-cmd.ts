@@ -18,7 +18,6 @@ interface PredictCliOptions extends CardFlags {
   device: string;
   threads?: number;
   json?: boolean;
-  decodeCpus: string;
 }
 
 interface ExportCliOptions extends CardFlags {

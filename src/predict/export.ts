@@ -15,6 +15,7 @@
  *               polynomial kernel), MatMul with the dense one-vs-one coefficients − rho, then the
  *               one-vs-one vote as matrix products (votes + conf / (3(|conf| + 1)), sklearn's 'ovr'
  *               shape) → Softmax
+ *       knn     MatMul against the stored rows → TopK → weighted one-hot vote (heads/knn.ts, knnOnnx)
  *   outputs: `probabilities` float [N, K] (= predictProba), `scores` float [N, K]
  *            (= decisionFunction), `label` int64 [N] (ArgMax of probabilities, first on ties).
  *
@@ -25,7 +26,7 @@
  */
 import ort from '../model/ort.js';
 import { XferError } from '../errors.js';
-import { floatTensor, node, valueInfo } from '../onnx/builder.js';
+import { floatTensor, int64Tensor, node, valueInfo } from '../onnx/builder.js';
 import { externalWeightsDigest, readOnnxFile, serializeModel, writeOnnxFile } from '../onnx/io.js';
 import { DataType, type ModelProto, type NodeProto, type TensorProto } from '../onnx/proto.js';
 import type { CardFlags } from '../model/card-flags.js';
@@ -33,6 +34,7 @@ import { buildTapModel } from '../model/tap-model.js';
 import { PIXEL_INPUT } from '../model/taps.js';
 import '../heads/index.js';
 import { loadHead, type TrainedHead } from '../heads/model.js';
+import { knnOnnx } from '../heads/knn.js';
 import { checkExternalWeights, headPlan, headPreprocessingRecord, headTaps, resolveHeadBackbone } from './predict.js';
 import { describePlan } from '../image/plan.js';
 
@@ -78,6 +80,16 @@ class GraphPart {
     const o = out ?? this.name(opType.toLowerCase());
     this.nodes.push(node(opType, inputs, [o], attrs));
     return o;
+  }
+  opN(opType: string, inputs: string[], outputs: number, attrs: Parameters<typeof node>[3] = {}): string[] {
+    const outs = Array.from({ length: outputs }, () => this.name(opType.toLowerCase()));
+    this.nodes.push(node(opType, inputs, outs, attrs));
+    return outs;
+  }
+  int64(s: string, dims: number[], data: number[]): string {
+    const name = this.name(s);
+    this.inits.push(int64Tensor(name, dims, data));
+    return name;
   }
 }
 
@@ -235,8 +247,10 @@ function headNodes(g: GraphPart, t: TrainedHead, x: string, d: number): { scores
       const scores = g.op('Add', [votes, g.op('Div', [conf, denom])]);
       return { scores, probs: softmax(scores) };
     }
+    case 'knn':
+      return knnOnnx(g, st, x);
     default:
-      throw new XferError(`head: cannot export head kind '${String(h.kind)}'`, { hint: 'export supports linear, svm, svm-rbf and mlp heads' });
+      throw new XferError(`head: cannot export head kind '${String(h.kind)}'`, { hint: 'export supports linear, svm, svm-rbf, mlp and knn heads' });
   }
 }
 
