@@ -427,6 +427,7 @@ async function discoverList(file: string, opts: DiscoverOptions): Promise<Datase
 
   const dir = path.dirname(file);
   const raw: RawEntry[] = [];
+  const rowOf = new Map<RawEntry, ListRow>();
   const seen = new Set<string>();
   const check = async (r: ListRow): Promise<void> => {
     if (typeof r.path !== 'string' || r.path.trim() === '') {
@@ -464,11 +465,15 @@ async function discoverList(file: string, opts: DiscoverOptions): Promise<Datase
       errors.push({ path: relPosix, reason: 'not a file' });
       return;
     }
-    raw.push({ rel: Buffer.from(relPosix), abs: Buffer.from(abs), label, split });
+    const entry: RawEntry = { rel: Buffer.from(relPosix), abs: Buffer.from(abs), label, split };
+    raw.push(entry);
+    rowOf.set(entry, r);
   };
   // Bounded parallelism for the stats.
   for (let i = 0; i < rows.length; i += 64) await Promise.all(rows.slice(i, i + 64).map(check));
-  raw.sort((a, b) => Buffer.compare(a.rel, b.rel));
+  // The stats finish in any order: of two copies of a path the earlier line is kept, whichever stat came back first.
+  const line = new Map(rows.map((r, i) => [r, i]));
+  raw.sort((a, b) => Buffer.compare(a.rel, b.rel) || line.get(rowOf.get(a)!)! - line.get(rowOf.get(b)!)!);
   const dedup = raw.filter((r) => {
     const k = r.rel.toString('utf8');
     if (seen.has(k)) {
