@@ -467,7 +467,7 @@ test('xfer pull and xfer models on the command line: download, the present colum
     assert.equal(all.code, 1);
     assert.match(all.stdout, /^mobilenet-v1-embed: already present$/m);
     assert.match(all.stdout, /^mobilenet-v2-quant: downloaded 3\.6 MB/m);
-    assert.match(all.stderr, /xfer pull --all: 5 of 7 entries could not be downloaded: dinov2-small, efficientnet-lite4, mobilenetv2-7, resnet18-v1, resnet50-v2/);
+    assert.match(all.stderr, /5 of 7 catalog entries could not be downloaded \(pull --all\): dinov2-small, efficientnet-lite4, mobilenetv2-7, resnet18-v1, resnet50-v2/);
     const usage = await runCli(['pull', 'no-such-model'], env);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /"no-such-model" is not in the catalog/);
