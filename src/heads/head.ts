@@ -28,6 +28,11 @@ export interface FitContext {
   progress?: (e: FitEvent) => void;
   /** Warnings (e.g. no convergence, too many samples for a kernel SVM). */
   warn?: (msg: string) => void;
+  /**
+   * A fitted head of the same kind whose solution is a good starting point (the neighbouring value
+   * of a sweep). Heads that cannot use it ignore it; it never changes the optimum, only the path.
+   */
+  warmStart?: Head;
 }
 
 export interface HeadState {

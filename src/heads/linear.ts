@@ -1,9 +1,11 @@
 /**
- * `linear`: multinomial logistic regression, L2, solved by L-BFGS — the same objective and stopping
- * rule as scikit-learn 1.2's LogisticRegression(solver='lbfgs'):
- *   minimise  Σ_i s_i · (−log softmax(W x_i + b)_{y_i}) + ‖W‖² / (2C)      (intercept not penalised)
- * with s_i = class weight of y_i (1, or n/(k·n_c) for class_weight='balanced'); stop at
- * max|∇| ≤ tol (1e-4), a relative decrease ≤ 2.2e-9, or maxIter (100).
+ * `linear`: multinomial logistic regression, L2, solved by L-BFGS — the same objective scaling and
+ * stopping rule as scikit-learn ≥ 1.5's LogisticRegression(solver='lbfgs'):
+ *   minimise  (1/S) Σ_i s_i · (−log softmax(W x_i + b)_{y_i}) + ‖W‖² / (2 C S)   (intercept not penalised)
+ * with s_i = class weight of y_i (1, or n/(k·n_c) for class_weight='balanced') and S = Σ s_i — the
+ * minimiser of the summed form C·Σ loss + ½‖W‖², but the gradient test max|∇| ≤ tol (1e-4) applies
+ * to the mean loss, as scikit-learn's does; or a relative decrease ≤ 64·eps, or maxIter (100).
+ * A fit may start from a neighbouring fit (`FitContext.warmStart`, used along a C sweep).
  * Each evaluation is ONE fused ORT graph (Z = X·W + b, log-sum-exp, softmax residual R, ∇W = Xᵀ·R);
  * X is fed by reference every time (no copy).
  */
@@ -36,15 +38,17 @@ export class LinearHead implements Head {
       const cw = balancedWeights(y, k);
       for (let i = 0; i < n; i++) sw[i] = cw[y[i]];
     }
-    const invC = 1 / C;
+    let S = 0;
+    for (let i = 0; i < n; i++) S += sw[i];
+    const invC = 1 / (C * S);
     const W32 = new Float32Array(d * k);
     const b32 = new Float32Array(k);
     // one fused graph per evaluation: logits, log-sum-exp, softmax residual and Xᵀ·R (linear-graph.ts)
     const Ys = new Float32Array(n * k);
     const sw32 = new Float32Array(n);
     for (let i = 0; i < n; i++) {
-      Ys[i * k + y[i]] = sw[i];
-      sw32[i] = sw[i];
+      Ys[i * k + y[i]] = sw[i] / S;
+      sw32[i] = sw[i] / S;
     }
     const sess = await graphSession('linear-lossgrad', buildLinearLossGrad, n * d * k);
     const feeds: Record<string, ort.Tensor> = {
@@ -73,10 +77,17 @@ export class LinearHead implements Head {
       return loss + 0.5 * invC * reg;
     };
     const w0 = new Float64Array(d * k + k);
+    const init = ctx.warmStart;
+    if (init instanceof LinearHead && init.nFeatures === d && init.nClasses === k) {
+      for (let i = 0; i < d * k; i++) w0[i] = init.W[i];
+      for (let c = 0; c < k; c++) w0[d * k + c] = init.b[c];
+    }
     const t0 = performance.now();
     const res = await lbfgs(fun, w0, {
       maxIter: num(this.params, 'maxIter'),
       gtol: num(this.params, 'tol'),
+      ftol: 64 * Number.EPSILON,
+      maxLs: 50,
       fNoise: 2e-7,
       onIter: (it, f, gmax, ev) => ctx.progress?.({ phase: "lbfgs", iter: it, loss: f, msg: `|g|=${gmax.toExponential(2)} evals=${ev}` }),
     });
