@@ -63,7 +63,14 @@ export interface Head {
   toState(): HeadState;
 }
 
-type Factory = { create(params: HeadParams): Head; fromState(s: HeadState): Head; defaults: HeadParams; defaultTransforms: string };
+type Factory = {
+  create(params: HeadParams): Head;
+  fromState(s: HeadState): Head;
+  defaults: HeadParams;
+  defaultTransforms: string;
+  /** The grid `--sweep` with no value searches, e.g. `C=1e-4..1e4:10`. */
+  defaultSweep?: string;
+};
 const registry = new Map<HeadKind, Factory>();
 
 export function registerHead(kind: HeadKind, f: Factory): void {
@@ -82,6 +89,10 @@ export function headDefaults(kind: string): HeadParams {
 
 export function defaultTransformsFor(kind: string): string {
   return factory(kind).defaultTransforms;
+}
+
+export function defaultSweepFor(kind: string): string | undefined {
+  return factory(kind).defaultSweep;
 }
 
 /** Create an unfitted head; unknown params are refused, known ones are type-checked. */

@@ -141,6 +141,7 @@ export class LinearHead implements Head {
 registerHead('linear', {
   defaults: { C: 1, classWeight: null, tol: 1e-4, maxIter: 100 },
   defaultTransforms: 'none',
+  defaultSweep: 'C=1e-4..1e4:10',
   create: (p) => new LinearHead(p),
   fromState: (s) => LinearHead.fromState(s),
 });

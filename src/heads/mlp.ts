@@ -285,6 +285,7 @@ registerHead('mlp', {
     seed: 0,
   },
   defaultTransforms: 'standardize',
+  defaultSweep: 'weightDecay=1e-5..1e-1:5',
   create: (p) => new MlpHead(p),
   fromState: (s) => MlpHead.fromState(s),
 });

@@ -492,6 +492,7 @@ export class KernelSvmHead implements Head {
 registerHead('svm-rbf', {
   defaults: { C: 1, kernel: 'rbf', gamma: 'scale', degree: 3, coef0: 0, tol: 1e-3, classWeight: null, cacheMB: 1024 },
   defaultTransforms: 'standardize',
+  defaultSweep: 'C=1e-2..1e3:6',
   create: (p) => new KernelSvmHead(p),
   fromState: (s) => KernelSvmHead.fromState(s),
 });

@@ -275,6 +275,7 @@ export function plattFit(s: Float64Array, t: Uint8Array): [number, number] {
 registerHead('svm', {
   defaults: { C: 1, classWeight: null, tol: 1e-4, maxIter: 1000, probability: false, seed: 0, workers: 0 },
   defaultTransforms: 'standardize',
+  defaultSweep: 'C=1e-4..1e4:10',
   create: (p) => new LinearSvmHead(p),
   fromState: (s) => LinearSvmHead.fromState(s),
 });
