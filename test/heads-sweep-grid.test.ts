@@ -99,3 +99,45 @@ test('linear warm start: the same optimum as a cold start, in fewer iterations',
   for (let i = 0; i < Pc.length; i++) m = Math.max(m, Math.abs(Pc[i] - Pw[i]));
   assert.ok(m < 1e-3, `max |P_cold − P_warm| = ${m}`);
 });
+
+test('head contract: the constraint table names the parameter, the expected and the received value; an unfitted head raises XferError', async () => {
+  const bad = (kind: string, params: Record<string, unknown>, re: RegExp): void =>
+    assert.throws(() => createHead(kind, params as never), (e: unknown) => e instanceof XferError && re.test(e.message));
+  bad('linear', { C: 0 }, /^head linear: parameter C must be a number > 0, got 0$/);
+  bad('linear', { maxIter: 2.5 }, /parameter maxIter must be an integer ≥ 1, got 2\.5/);
+  bad('linear', { classWeight: 'even' }, /parameter classWeight must be null or 'balanced', got "even"|parameter classWeight must be 'balanced' or null, got "even"/);
+  bad('svm-rbf', { gamma: 0 }, /parameter gamma must be 'scale', 'auto' or a number > 0, got 0/);
+  bad('mlp', { hidden: [64, 32, 16] }, /parameter hidden must be 1–2 integer\(s\) ≥ 1, got \[64,32,16\]/);
+  bad('mlp', { dropout: 1 }, /parameter dropout must be a number ≥ 0 and < 1, got 1/);
+  bad('svm', { nope: 1 }, /unknown parameter 'nope'/);
+  for (const kind of ['linear', 'svm', 'svm-rbf', 'mlp']) {
+    const h = createHead(kind);
+    await assert.rejects(h.predict({ data: new Float32Array(16), rows: 1, cols: 16 }), (e: unknown) => e instanceof XferError && /is not fitted yet/.test(e.message));
+  }
+});
+
+test('svm-rbf probabilities: pairwise coupling recovers consistent pairwise probabilities exactly; calibrated heads give proper distributions', async () => {
+  const { couple } = await import('../src/heads/svm-kernel.js');
+  assert.deepEqual([...couple(Float64Array.of(0.8), 2)].map((v) => +v.toFixed(6)), [0.8, 0.2]);
+  const p = [0.5, 0.3, 0.2];
+  const r = Float64Array.of(p[0] / (p[0] + p[1]), p[0] / (p[0] + p[2]), p[1] / (p[1] + p[2]));
+  const q = couple(r, 3);
+  for (let c = 0; c < 3; c++) assert.ok(Math.abs(q[c] - p[c]) < 1e-6, `p${c} ${q[c]} vs ${p[c]}`);
+  const X = { data: S.X, rows: S.n, cols: 16 };
+  const h = await createHead('svm-rbf').fit(X, S.y, 3);
+  assert.equal(h.probabilistic, true);
+  const P = await h.predictProba(X);
+  const pred = await h.predict(X);
+  let agree = 0;
+  let ll = 0;
+  for (let i = 0; i < S.n; i++) {
+    const row = P.subarray(i * 3, i * 3 + 3);
+    assert.ok(Math.abs(row[0] + row[1] + row[2] - 1) < 1e-5 && row.every((v) => v >= -1e-6));
+    if (row.indexOf(Math.max(...row)) === pred[i]) agree++;
+    ll -= Math.log(Math.max(row[S.y[i]], 1e-12));
+  }
+  assert.ok(agree / S.n > 0.95, `argmax of probabilities agrees with the vote on ${agree}/${S.n}`);
+  assert.ok(ll / S.n < Math.log(3) * 0.6, `log-loss ${ll / S.n} well below uniform`);
+  const u = await createHead('svm-rbf', { probability: false }).fit(X, S.y, 3);
+  assert.equal(u.probabilistic, false);
+});

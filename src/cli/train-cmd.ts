@@ -7,7 +7,7 @@
 import { Option, type Command } from 'commander';
 import { XferError } from '../errors.js';
 import { parseNonNegativeInt, parsePositiveInt } from './args.js';
-import { HEAD_KINDS, headDefaults, type HeadParams, type ParamValue } from '../heads/head.js';
+import { HEAD_KINDS, describeRule, headParamRules, satisfies, type HeadParams, type ParamValue } from '../heads/head.js';
 import { parseNumber } from '../heads/sweep.js';
 import { REFIT_CHOICES, type RefitRows } from '../heads/split.js';
 import type { TrainEvent } from '../heads/train.js';
@@ -24,41 +24,29 @@ function list(v: string): string[] {
     .filter(Boolean);
 }
 
-/** Head parameters that are counts: refused unless written as integers (`epochs=2.5` is an error). */
-const INT_PARAMS: Record<string, 'positive' | 'nonNegative'> = {
-  hidden: 'positive',
-  epochs: 'positive',
-  batchSize: 'positive',
-  patience: 'positive',
-  maxIter: 'positive',
-  degree: 'positive',
-  cacheMB: 'positive',
-  seed: 'nonNegative',
-  workers: 'nonNegative',
-};
-
-/** Parse `--param key=value` against the head's defaults (numbers, booleans, lists of numbers, strings). */
+/**
+ * Parse `--param key=value` by the head's constraint table (numbers, integers, booleans, integer
+ * lists, strings), then check it against the table: the error names the parameter, what it accepts
+ * and what was given.
+ */
 export function parseParams(kind: string, pairs: string[]): HeadParams {
-  const defs = headDefaults(kind);
+  const rules = headParamRules(kind);
   const out: HeadParams = {};
   for (const p of pairs) {
     const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(p);
-    if (!m) throw new XferError(`--param: expected key=value, got '${p}'`, { hint: `e.g. --param ${Object.keys(defs)[0]}=${JSON.stringify(Object.values(defs)[0])}` });
+    const [first, rule0] = Object.entries(rules)[0];
+    if (!m) throw new XferError(`--param: expected key=value, got '${p}'`, { hint: `e.g. --param ${first}=${JSON.stringify(rule0.default)}` });
     const [, key, raw] = m;
-    if (!(key in defs)) throw new XferError(`--param: head ${kind} has no parameter '${key}'`, { hint: `known: ${Object.keys(defs).join(', ')}` });
-    const def = defs[key];
+    const r = rules[key];
+    if (!r) throw new XferError(`--param: head ${kind} has no parameter '${key}'`, { hint: `known: ${Object.keys(rules).join(', ')}` });
+    const t = r.types;
     let v: ParamValue;
-    if (INT_PARAMS[key] && (typeof def === 'number' || Array.isArray(def))) {
-      const parse = INT_PARAMS[key] === 'positive' ? parsePositiveInt : parseNonNegativeInt;
-      v = Array.isArray(def) ? raw.split(',').map((s) => parse(s, `--param ${key}`)) : parse(raw, `--param ${key}`);
-    } else if (typeof def === 'number') v = parseNumber(raw, `--param ${key}`);
-    else if (typeof def === 'boolean') {
-      if (!['true', 'false', '1', '0'].includes(raw)) throw new XferError(`--param ${key}: expected true or false, got '${raw}'`);
-      v = raw === 'true' || raw === '1';
-    } else if (Array.isArray(def)) v = raw.split(',').map((s) => parseNumber(s, `--param ${key}`));
-    else if (raw === 'null' || raw === '') v = null;
-    else if (/^-?\d/.test(raw) && Number.isFinite(Number(raw))) v = Number(raw);
+    if (t.includes('ints')) v = raw.split(',').map((s) => parseNumber(s, `--param ${key}`));
+    else if (t.includes('bool') && ['true', 'false', '1', '0'].includes(raw)) v = raw === 'true' || raw === '1';
+    else if (t.includes('null') && (raw === 'null' || raw === '')) v = null;
+    else if ((t.includes('number') || t.includes('int')) && /^[-+.\d]/.test(raw) && !(t.includes('string') && r.values?.includes(raw))) v = parseNumber(raw, `--param ${key}`);
     else v = raw;
+    if (!satisfies(r, v)) throw new XferError(`--param ${key}: head ${kind} expects ${describeRule(r)}, got '${raw}'`, { hint: `e.g. --param ${key}=${Array.isArray(r.default) ? r.default.join(',') : String(r.default)} (the default)` });
     out[key] = v;
   }
   return out;

@@ -15,7 +15,8 @@ import { graphSession, tensor } from './kernel/graph.js';
 import { buildLinearLossGrad } from './linear-graph.js';
 import { lbfgs } from './lbfgs.js';
 import { argmaxRows, balancedWeights, softmaxRows, type Matrix } from './matrix.js';
-import { checkFitInput, checkPredictInput, num, registerHead, type FitContext, type Head, type HeadParams, type HeadState } from './head.js';
+import type { GraphPart, OnnxHeadOutputs } from '../onnx/graph-part.js';
+import { checkFitInput, checkFitted, checkPredictInput, num, registerHead, type FitContext, type Head, type HeadParams, type HeadState } from './head.js';
 
 export class LinearHead implements Head {
   readonly kind = 'linear' as const;
@@ -115,6 +116,14 @@ export class LinearHead implements Head {
     return argmaxRows(await this.decisionFunction(X), X.rows, this.nClasses);
   }
 
+  /** MatMul + Add → Softmax. */
+  toOnnx(g: GraphPart, x: string): OnnxHeadOutputs {
+    checkFitted(this);
+    const z = g.op('MatMul', [x, g.const('W', [this.nFeatures, this.nClasses], this.W)]);
+    const scores = g.op('Add', [z, g.const('b', [this.nClasses], this.b)]);
+    return { scores, probs: g.op('Softmax', [scores], { axis: 1 }) };
+  }
+
   toState(): HeadState {
     return {
       kind: 'linear',
@@ -139,7 +148,12 @@ export class LinearHead implements Head {
 }
 
 registerHead('linear', {
-  defaults: { C: 1, classWeight: null, tol: 1e-4, maxIter: 100 },
+  params: {
+    C: { default: 1, types: ['number'], gt: 0 },
+    classWeight: { default: null, types: ['null', 'string'], values: ['balanced'] },
+    tol: { default: 1e-4, types: ['number'], gt: 0 },
+    maxIter: { default: 100, types: ['int'], min: 1 },
+  },
   defaultTransforms: 'none',
   defaultSweep: 'C=1e-4..1e4:10',
   create: (p) => new LinearHead(p),
