@@ -427,7 +427,7 @@ async function main(): Promise<void> {
   console.log(`| --- | --- | ---: | ${sk.map(() => '---:').join(' | ')} | ${sk.map(() => '---:').join(' | ')} | ---: | ${sk.map(() => '---:').join(' | ')} | --- | --- |`);
   for (const r of rows) console.log(r);
   console.log(`mlp: hidden ${HIDDEN.join(',')}, ${EPOCHS} epochs, batch 200 on both sides; C=${C}; svm-rbf: decision scores on both sides (SVC probability=False).`);
-  console.log('¹ scikit-learn was faster with BLAS limited to one thread (threadpoolctl) in at least one round; its faster setting is used.');
+  console.log('¹ scikit-learn ran with BLAS limited to one thread (threadpoolctl) in at least one round: its faster setting is used (the C sweep always runs at one thread).');
 }
 
 main()

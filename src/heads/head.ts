@@ -1,6 +1,7 @@
 /**
- * The one head interface (scikit-learn style). The constructor only stores parameters; `fit(X, y, k)`
- * learns and resolves to the head; `decisionFunction` gives n×k scores, `predictProba` n×k
+ * The one head interface (scikit-learn style). The constructor only stores parameters (checked
+ * against the head's constraint table by `createHead`); `fit(X, y, k?)` learns (classes included)
+ * and resolves to the head; an unfitted head refuses to predict or export (XferError); `decisionFunction` gives n×k scores, `predictProba` n×k
  * probabilities, `predict` class indices in [0, k). `toState()` / `headFromState()` round-trip a
  * fitted head through JSON + named float32 arrays, so the trainer, sweeps, reports and save/load
  * never special-case a head. Class indices here are the head's own 0..k-1; the mapping to the
@@ -57,7 +58,8 @@ export interface Head {
   /** Whether predictProba gives calibrated probabilities (log-loss is reported only then). */
   readonly probabilistic: boolean;
   info: Record<string, unknown>;
-  fit(X: Matrix, y: Int32Array, nClasses: number, ctx?: FitContext): Promise<this>;
+  /** Learn from rows X with labels y in 0..k−1; k is learned from y unless `nClasses` is given. */
+  fit(X: Matrix, y: Int32Array, nClasses?: number, ctx?: FitContext): Promise<this>;
   decisionFunction(X: Matrix): Promise<Float32Array>;
   predictProba(X: Matrix): Promise<Float32Array>;
   predict(X: Matrix): Promise<Int32Array>;
@@ -208,11 +210,18 @@ export function num(p: HeadParams, k: string): number {
   return v;
 }
 
-export function checkFitInput(kind: string, X: Matrix, y: Int32Array, k: number): void {
-  if (X.rows !== y.length) throw new Error(`${kind}.fit: ${X.rows} rows but ${y.length} labels`);
+/**
+ * Check fit's inputs and return the number of classes: `nClasses` when given (a fold may lack a
+ * class the whole training set has), else learned from y (labels are 0..k−1, k = max + 1).
+ */
+export function checkFitInput(kind: string, X: Matrix, y: Int32Array, nClasses?: number): number {
+  let k = nClasses ?? 0;
+  if (nClasses === undefined) for (let i = 0; i < y.length; i++) k = Math.max(k, y[i] + 1);
+  if (X.rows !== y.length) throw new XferError(`${kind}.fit: ${X.rows} rows but ${y.length} labels`, { hint: 'pass one label per row' });
   if (X.rows === 0) throw new XferError(`${kind}: no training rows`, { hint: 'check the feature folder and its splits' });
   if (k < 2) throw new XferError(`${kind}: training data has a single class`, { hint: 'a classifier needs at least two classes with labelled rows' });
-  for (let i = 0; i < y.length; i++) if (y[i] < 0 || y[i] >= k) throw new Error(`${kind}.fit: label ${y[i]} out of range [0, ${k})`);
+  for (let i = 0; i < y.length; i++) if (y[i] < 0 || y[i] >= k) throw new XferError(`${kind}.fit: label ${y[i]} out of range [0, ${k})`, { hint: 'labels are class indices 0..k−1' });
+  return k;
 }
 
 /** An unfitted head cannot predict, save or export. */

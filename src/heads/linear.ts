@@ -30,8 +30,8 @@ export class LinearHead implements Head {
 
   constructor(readonly params: HeadParams) {}
 
-  async fit(X: Matrix, y: Int32Array, k: number, ctx: FitContext = {}): Promise<this> {
-    checkFitInput('linear', X, y, k);
+  async fit(X: Matrix, y: Int32Array, nClasses?: number, ctx: FitContext = {}): Promise<this> {
+    const k = checkFitInput('linear', X, y, nClasses);
     const { rows: n, cols: d, data } = X;
     const C = num(this.params, 'C');
     const sw = new Float64Array(n).fill(1);

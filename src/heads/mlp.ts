@@ -77,8 +77,8 @@ export class MlpHead implements Head {
     return acts;
   }
 
-  async fit(X: Matrix, y: Int32Array, k: number, ctx: FitContext = {}): Promise<this> {
-    checkFitInput('mlp', X, y, k);
+  async fit(X: Matrix, y: Int32Array, nClasses?: number, ctx: FitContext = {}): Promise<this> {
+    const k = checkFitInput('mlp', X, y, nClasses);
     const t0 = performance.now();
     const hidden = this.hidden();
     const rng = new Rng(num(this.params, 'seed'));

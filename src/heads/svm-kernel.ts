@@ -312,8 +312,8 @@ export class KernelSvmHead implements Head {
     return { kernel: this.params.kernel === 'poly' ? 'poly' : 'rbf', gamma: this.gammaValue, degree: num(this.params, 'degree'), coef0: num(this.params, 'coef0') };
   }
 
-  async fit(X: Matrix, y: Int32Array, k: number, ctx: FitContext = {}): Promise<this> {
-    checkFitInput('svm-rbf', X, y, k);
+  async fit(X: Matrix, y: Int32Array, nClasses?: number, ctx: FitContext = {}): Promise<this> {
+    const k = checkFitInput('svm-rbf', X, y, nClasses);
     const t0 = performance.now();
     const { rows: n, cols: d, data } = X;
     if (this.params.kernel !== 'rbf' && this.params.kernel !== 'poly') {

@@ -105,8 +105,8 @@ export class LinearSvmHead implements Head {
     return { W, b, iters: iters.filter((v) => v !== undefined), converged };
   }
 
-  async fit(X: Matrix, y: Int32Array, k: number, ctx: FitContext = {}): Promise<this> {
-    checkFitInput('svm', X, y, k);
+  async fit(X: Matrix, y: Int32Array, nClasses?: number, ctx: FitContext = {}): Promise<this> {
+    const k = checkFitInput('svm', X, y, nClasses);
     const t0 = performance.now();
     const r = await this.fitRaw(X, y, k, ctx);
     if (!r.converged) ctx.warn?.(`svm: dual coordinate descent reached maxIter=${num(this.params, 'maxIter')} before tol; results are usable, consider a smaller C or standardised features`);
