@@ -3,7 +3,7 @@
  *
  *   node dist/scripts/bench-heads.js [--features <dir>] [--layers a,b] [--subset 20000]
  *        [--heads linear,svm,svm-rbf,mlp] [--mlp-hidden 256] [--mlp-epochs 20] [--threads n]
- *        [--rounds 3] [--no-sweep] [--no-sklearn] [--no-venv] [--no-debian] [--out <dir>]
+ *        [--rounds 3] [--real-rounds n] [--no-sweep] [--no-synthetic] [--no-sklearn] [--no-venv] [--no-debian] [--out <dir>]
  *        [--kernel] [--memory [NxD]]
  *
  * Anchors (scripts/bench-python.ts): scikit-learn from the project venv (current versions, made by
@@ -78,6 +78,8 @@ const C = Number(opt('C', '1'));
 const OUT = path.resolve(opt('out', path.join(os.tmpdir(), 'xfer-bench-heads')) as string);
 const TARGET: Record<string, number> = { linear: 1, svm: 1, mlp: 1, 'svm-rbf': 1, sweep: 1 };
 const ROUNDS = Math.max(1, Number(opt('rounds', '3')));
+/** Rounds on the real features (longer fits): --real-rounds, default --rounds. */
+const REAL_ROUNDS = Math.max(1, Number(opt('real-rounds', String(ROUNDS))));
 
 function synthetic(): Data {
   const rng = new Rng(42);
@@ -144,6 +146,8 @@ async function writeData(d: Data, dir: string): Promise<void> {
 
 interface Fit {
   fit_s: number;
+  /** CPU seconds of the fit, all threads (less sensitive to other load than wall time). */
+  cpu_s?: number;
   acc: number;
   threads?: string;
   n_iter?: number | null;
@@ -192,6 +196,7 @@ async function runXfer(d: Data, head: string): Promise<Fit> {
   const classes = [...new Set(d.ytr)].sort((a, b) => a - b);
   const map = new Map(classes.map((c, i) => [c, i]));
   const y = Int32Array.from(d.ytr, (c) => map.get(c)!);
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   for (const t of transforms) {
     const st = await fitTransform({ kind: t }, tr);
@@ -201,12 +206,14 @@ async function runXfer(d: Data, head: string): Promise<Fit> {
   const h = createHead(head, params);
   await h.fit(tr, y, classes.length, { warn: () => {} });
   const fit_s = (performance.now() - t0) / 1000;
+  const c = process.cpuUsage(c0);
+  const cpu_s = (c.user + c.system) / 1e6;
   const pred = await h.predict(te);
   let ok = 0;
   for (let i = 0; i < pred.length; i++) if (classes[pred[i]] === d.yte[i]) ok++;
   const n_iter = (h.info.iterations ?? h.info.epochs ?? null) as number | null;
   process.stderr.write(`  xfer ${head}: fit ${fit_s.toFixed(3)} s, acc ${((100 * ok) / pred.length).toFixed(2)}%\n`);
-  return { fit_s, acc: ok / pred.length, n_iter };
+  return { fit_s, cpu_s, acc: ok / pred.length, n_iter };
 }
 
 /** Write `d` as a feature folder (train + test splits) once, for `xfer train --sweep`. */
@@ -231,12 +238,14 @@ async function writeFeatureFolder(d: Data, dir: string): Promise<void> {
 /** `xfer train --head linear --sweep C=<grid> --folds 5 --transforms none`, whole command in-process. */
 async function runXferSweep(featDir: string, out: string, grid: number[]): Promise<Fit> {
   await rm(out, { recursive: true, force: true });
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   const r = await trainHead({ features: featDir, head: 'linear', params: { tol: 1e-4, maxIter: 100 }, transforms: 'none', sweep: { axes: [{ param: 'C', values: grid }] }, folds: 5, out });
   const fit_s = (performance.now() - t0) / 1000;
+  const c = process.cpuUsage(c0);
   const acc = r.report.metrics.test?.accuracy ?? NaN;
   process.stderr.write(`  xfer sweep C (${grid.length} values × 5 folds + refit): ${fit_s.toFixed(3)} s, best C=${String(r.report.params.C)}, test acc ${(100 * acc).toFixed(2)}%\n`);
-  return { fit_s, acc, best_C: r.report.params.C as number };
+  return { fit_s, cpu_s: (c.user + c.system) / 1e6, acc, best_C: r.report.params.C as number };
 }
 
 function limitRows(d: Data, max: number): Data {
@@ -254,7 +263,7 @@ const median = (v: number[]): number => {
 };
 const spread = (v: number[], digits = 3): string => (v.length > 1 ? ` [${Math.min(...v).toFixed(digits)}–${Math.max(...v).toFixed(digits)}]` : '');
 
-async function benchDataset(d: Data, rows: string[], anchors: PythonAnchor[], withSweep: boolean): Promise<void> {
+async function benchDataset(d: Data, rows: string[], anchors: PythonAnchor[], withSweep: boolean, rounds: number): Promise<void> {
   process.stderr.write(`\n== ${d.name}\n`);
   const rbfMax = Number(opt('rbf-max', '20000'));
   const groups: [Data, string[]][] = [];
@@ -272,8 +281,8 @@ async function benchDataset(d: Data, rows: string[], anchors: PythonAnchor[], wi
     const sk: Record<string, Record<string, Fit[]>> = Object.fromEntries(anchors.map((a) => [a.role, Object.fromEntries(all.map((h) => [h, []]))]));
     const skWhy: Record<string, string> = {};
     const skVersion: Record<string, string> = {};
-    for (let r = 0; r < ROUNDS; r++) {
-      process.stderr.write(` round ${r + 1}/${ROUNDS}\n`);
+    for (let r = 0; r < rounds; r++) {
+      process.stderr.write(` round ${r + 1}/${rounds}\n`);
       for (const h of heads) xf[h].push(await runXfer(data, h));
       if (sweepHere) xf.sweep.push(await runXferSweep(path.join(dir, 'features'), path.join(dir, 'sweep-head'), grid));
       for (const a of anchors) {
@@ -311,9 +320,14 @@ async function benchDataset(d: Data, rows: string[], anchors: PythonAnchor[], wi
         accCells.push(`${(100 * f[f.length - 1].acc).toFixed(2)} (${dAcc >= 0 ? '+' : ''}${dAcc.toFixed(2)})`);
         if (a.role === 'current') meets = xm / sm <= TARGET[h] && Math.abs(dAcc) <= 0.5 ? 'yes' : 'NO';
       }
+      const cur = anchors.find((a) => a.role === 'current');
+      const curFits = cur ? sk[cur.role][h] : [];
+      const xc = xf[h].map((f) => f.cpu_s ?? NaN);
+      const sc = curFits.map((f) => f.cpu_s ?? NaN);
+      const cpuCell = curFits.length && sc.every(Number.isFinite) ? `${median(xc).toFixed(2)} / ${median(sc).toFixed(2)} = ${(median(xc) / median(sc)).toFixed(2)}×` : 'n/a';
       const iters = [xf[h][0].n_iter, ...anchors.map((a) => sk[a.role][h][0]?.n_iter)].map((v) => (v === undefined || v === null ? '-' : String(v))).join(' / ');
       const label = h === 'sweep' ? `linear C sweep (${grid.length}×5-fold + refit)` : h;
-      rows.push(`| ${data.name} | ${label} | ${cells.join(' | ')} | ${ratioCells.join(' | ')} | ${(100 * xacc).toFixed(2)} | ${accCells.join(' | ')} | ${iters} | ${meets} |`);
+      rows.push(`| ${data.name} | ${label} | ${cells.join(' | ')} | ${ratioCells.join(' | ')} | ${cpuCell} | ${(100 * xacc).toFixed(2)} | ${accCells.join(' | ')} | ${iters} | ${meets} |`);
     }
     for (const a of anchors) if (skVersion[a.role] && skVersion[a.role] !== a.versions.sklearn) process.stderr.write(`  note: ${a.role} anchor reported sklearn ${skVersion[a.role]}\n`);
   }
@@ -409,10 +423,18 @@ async function main(): Promise<void> {
   // warm ORT up before timing, as the anchors import scikit-learn before theirs
   await gemm(new Float32Array(4), new Float32Array(4), 2, 2, 2, { force: 'ort' });
   const rows: string[] = [];
+  // a run stopped early (SIGINT/SIGTERM) still prints the rows it finished
+  const partial = (): void => {
+    console.log(`\n(interrupted) rows finished so far:`);
+    for (const r of rows) console.log(r);
+    process.exit(130);
+  };
+  process.once('SIGINT', partial);
+  process.once('SIGTERM', partial);
   const withSweep = !flag('no-sweep') && HEADS.includes('linear');
-  await benchDataset(synthetic(), rows, anchors, withSweep);
+  if (!flag('no-synthetic')) await benchDataset(synthetic(), rows, anchors, withSweep, ROUNDS);
   const feat = opt('features') ?? (existsSync('data/features/fashion-mnist/meta.json') ? 'data/features/fashion-mnist' : undefined);
-  if (feat) await benchDataset(await fromFolder(feat), rows, anchors, withSweep);
+  if (feat) await benchDataset(await fromFolder(feat), rows, anchors, withSweep, REAL_ROUNDS);
   else {
     process.stderr.write(
       '\n(b) skipped: no feature folder. Make default-backbone codes of Fashion-MNIST (Debian dataset-fashion-mnist) with\n' +
@@ -421,10 +443,10 @@ async function main(): Promise<void> {
     );
   }
   const sk = anchors.map((a) => `sklearn ${a.versions.sklearn}`);
-  console.log(`\nxfer heads vs scikit-learn: fit seconds incl. transforms, median of ${ROUNDS} rounds [min–max]; ${os.cpus().length} cores, ORT threads ${kernelThreads()}, node ${process.version}, ${new Date().toISOString()}`);
+  console.log(`\nxfer heads vs scikit-learn: fit seconds incl. transforms, median of ${ROUNDS} rounds (real features: ${REAL_ROUNDS}) [min–max]; ${os.cpus().length} cores, ORT threads ${kernelThreads()}, node ${process.version}, ${new Date().toISOString()}`);
   for (const a of anchors) console.log(`  ${a.role} anchor: ${describeAnchor(a)}`);
-  console.log(`| data | head | xfer s | ${sk.map((v) => `${v} s`).join(' | ')} | ${sk.map((v) => `xfer / ${v}`).join(' | ')} | xfer acc % | ${sk.map((v) => `${v} acc % (Δ xfer)`).join(' | ')} | iterations xfer / ${sk.join(' / ')} | ≤ 1× ${sk[0] ?? ''} at ±0.5 pt |`);
-  console.log(`| --- | --- | ---: | ${sk.map(() => '---:').join(' | ')} | ${sk.map(() => '---:').join(' | ')} | ---: | ${sk.map(() => '---:').join(' | ')} | --- | --- |`);
+  console.log(`| data | head | xfer s | ${sk.map((v) => `${v} s`).join(' | ')} | ${sk.map((v) => `xfer / ${v}`).join(' | ')} | CPU s xfer / ${sk[0] ?? 'sklearn'} | xfer acc % | ${sk.map((v) => `${v} acc % (Δ xfer)`).join(' | ')} | iterations xfer / ${sk.join(' / ')} | ≤ 1× ${sk[0] ?? ''} at ±0.5 pt |`);
+  console.log(`| --- | --- | ---: | ${sk.map(() => '---:').join(' | ')} | ${sk.map(() => '---:').join(' | ')} | ---: | ---: | ${sk.map(() => '---:').join(' | ')} | --- | --- |`);
   for (const r of rows) console.log(r);
   console.log(`mlp: hidden ${HIDDEN.join(',')}, ${EPOCHS} epochs, batch 200 on both sides; C=${C}; svm-rbf: decision scores on both sides (SVC probability=False).`);
   console.log('¹ scikit-learn ran with BLAS limited to one thread (threadpoolctl) in at least one round: its faster setting is used (the C sweep always runs at one thread).');

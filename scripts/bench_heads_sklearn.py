@@ -4,7 +4,8 @@
 Reads <dir>/X_train.npy, y_train.npy, X_test.npy, y_test.npy (written once by the TS bench) and fits
 the scikit-learn counterparts of the xfer heads with the same settings, printing one JSON object:
   {"sklearn": "1.9.1", "numpy": .., "python": .., "blas": [...],
-   "results": {"linear": {"fit_s": .., "acc": .., "threads": "1" | "default", "n_iter": ..}, ...}}
+   "results": {"linear": {"fit_s": .., "cpu_s": .., "acc": .., "threads": "1" | "default", "n_iter": ..}, ...}}
+cpu_s is the process CPU time (all threads) of the fit: on a shared machine it varies less than the wall time.
 Heads whose time depends on BLAS threads (linear, mlp) are fitted twice, with BLAS limited to one
 thread and at its default, and the faster fit is reported: on a shared machine OpenBLAS's spinning
 threads can be 10x slower than one thread, and the anchor should be scikit-learn at its best. The
@@ -67,13 +68,18 @@ def bench(args):
     except Exception:  # old Debian without threadpoolctl: default threads only
         threadpool_limits = None
 
+    cpu = {}
+
     def timed(make):
         m = make()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            c0 = time.process_time()
             t0 = time.perf_counter()
             m.fit(X, y)
-            return m, time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            cpu[id(m)] = time.process_time() - c0
+            return m, dt
 
     out = {}
     heads = args.heads.split(",") + (["sweep"] if args.sweep_C else [])
@@ -93,7 +99,7 @@ def bench(args):
         acc = float((m.predict(Xt) == yt).mean())
         est = m[-1] if hasattr(m, "steps") else m
         n_iter = getattr(est, "n_iter_", None)
-        r = {"fit_s": fit_s, "acc": acc, "threads": threads, "n_iter": np.asarray(n_iter).max().item() if n_iter is not None else None}
+        r = {"fit_s": fit_s, "cpu_s": cpu[id(m)], "acc": acc, "threads": threads, "n_iter": np.asarray(n_iter).max().item() if n_iter is not None else None}
         if h == "sweep":
             r["best_C"] = float(np.ravel(est.C_)[0])
         out[h] = r
