@@ -196,6 +196,8 @@ async function runXfer(d: Data, head: string): Promise<Fit> {
   const classes = [...new Set(d.ytr)].sort((a, b) => a - b);
   const map = new Map(classes.map((c, i) => [c, i]));
   const y = Int32Array.from(d.ytr, (c) => map.get(c)!);
+  // collect the previous fits' garbage now, not inside this timed fit (npm run bench:heads passes --expose-gc)
+  (globalThis as { gc?: () => void }).gc?.();
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   for (const t of transforms) {
@@ -238,6 +240,7 @@ async function writeFeatureFolder(d: Data, dir: string): Promise<void> {
 /** `xfer train --head linear --sweep C=<grid> --folds 5 --transforms none`, whole command in-process. */
 async function runXferSweep(featDir: string, out: string, grid: number[]): Promise<Fit> {
   await rm(out, { recursive: true, force: true });
+  (globalThis as { gc?: () => void }).gc?.();
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   const r = await trainHead({ features: featDir, head: 'linear', params: { tol: 1e-4, maxIter: 100 }, transforms: 'none', sweep: { axes: [{ param: 'C', values: grid }] }, folds: 5, out });

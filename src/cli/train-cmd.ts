@@ -102,7 +102,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--param <key=value>', 'other head parameter (repeatable), e.g. hidden=512,128 epochs=50 kernel=poly', collect, [])
     .option('--transform <list>', 'standardize, l2, pca:K (comma list) or none; default: standardize for svm/svm-rbf/mlp, none for linear')
     .option('--class-weight <w>', "'balanced' to weight classes by n/(k·n_c)")
-    .option('--probability', 'svm: calibrate probabilities (Platt, 3-fold)')
+    .option('--probability', 'svm: calibrate probabilities (Platt, 3-fold); svm-rbf calibrates by default (Platt on 5 folds + pairwise coupling; --param probability=false skips it)')
     .option('--sweep [spec]', "model selection, e.g. C=1e-4..1e4 (9-point log grid), C=1e-3..1e3:7 or C=0.01,0.1,1; repeat for a grid (--sweep C=0.1,1,10 --sweep gamma=0.01,0.1); alone, the head's default grid (C=1e-4..1e4:10 for linear and svm)", collect, [])
     .option('--val <fraction>', 'carve a stratified validation split of this fraction when the folder has none (default: none, the head is fitted on all training rows; 0.2 for a sweep scored on val)')
     .option('--folds <k>', 'k-fold CV on train: selects the sweep (default 5 when the sweep does not use val); without --sweep, reports the cross-validated accuracy (mean ± std) of the given parameters')
