@@ -34,10 +34,18 @@ export { mergeFeatureFolders } from './extract/merge.js';
 export { loadJobFile } from './extract/jobs.js';
 export { readNpy, encodeNpy, readNpyHeader } from './features/npy.js';
 
-// heads (linear, svm, svm-rbf, mlp), training and evaluation
+// heads (linear, svm, svm-rbf, mlp, knn), training and evaluation
 export { createHead, headFromState, HEAD_KINDS, type Head, type HeadKind, type HeadParams } from './heads/head.js';
 export { trainHead, evalHead, saveHead, loadHead, checkCompatible, computeMetrics, parseSweep, type TrainOptions, type TrainResult, type EvalResult, type TrainedHead } from './heads/index.js';
 export { openFeatures, pickLayers, loadRows } from './features/reader.js';
+
+// where to cut and what to train: probe sweeps over taps, advice, nearest neighbours (issue 19)
+export { runSweep, planTaps, sweepPlotSvg, SWEEP_HEADS, SWEEP_POOLS, type SweepOptions, type SweepResult, type SweepRow } from './sweep/sweep.js';
+export { advise, formatAdvice, type Advice, type AdviseOptions } from './sweep/advise.js';
+export { findNeighbors, neighborsHtml, neighborsPng, type NeighborsOptions, type NeighborsResult } from './sweep/neighbors.js';
+export { autoTaps, type AutoTap } from './model/auto-taps.js';
+export { KnnHead, knnOnnx } from './heads/knn.js';
+export { runProbe, type ProbeData, type ProbeOptions, type ProbeResult } from './heads/probe.js';
 
 // prediction
 export { Classifier } from './predict/classify.js';

@@ -11,6 +11,7 @@ import { registerClassifyCommand } from './classify-cmd.js';
 import { registerExtractCommands } from './extract-cmd.js';
 import { registerTrainCommands } from './train-cmd.js';
 import { registerPredictCommands } from './predict-cmd.js';
+import { registerSweepCommands } from './sweep-cmd.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   registerExtractCommands(program);
   registerTrainCommands(program);
   registerPredictCommands(program);
+  registerSweepCommands(program);
   return program;
 }
 

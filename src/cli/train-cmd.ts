@@ -94,7 +94,7 @@ function summary(name: string, m: Metrics): string {
 export function registerTrainCommands(program: Command): void {
   program
     .command('train')
-    .description('fit a head (linear | svm | svm-rbf | mlp) on a feature folder written by `xfer extract`')
+    .description('fit a head (linear | svm | svm-rbf | mlp | knn) on a feature folder written by `xfer extract`')
     .requiredOption('--features <dir>', 'feature folder')
     .option('--layers <names>', 'layer(s) to use, comma-separated (several are concatenated)', list)
     .option('--head <kind>', `head: ${HEAD_KINDS.join(' | ')}`, 'linear')

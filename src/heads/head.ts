@@ -11,7 +11,7 @@ import { XferError } from '../errors.js';
 import type { Matrix } from './matrix.js';
 import type { GraphPart, OnnxHeadOutputs } from '../onnx/graph-part.js';
 
-export const HEAD_KINDS = ['linear', 'svm', 'svm-rbf', 'mlp'] as const;
+export const HEAD_KINDS = ['linear', 'svm', 'svm-rbf', 'mlp', 'knn'] as const;
 export type HeadKind = (typeof HEAD_KINDS)[number];
 
 export type ParamValue = number | string | boolean | number[] | null;

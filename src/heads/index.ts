@@ -6,6 +6,7 @@ export { LinearHead } from './linear.js';
 export { LinearSvmHead, dualCdL2, plattFit } from './svm-linear.js';
 export { KernelSvmHead, smo } from './svm-kernel.js';
 export { MlpHead } from './mlp.js';
+export { KnnHead, knnOnnx, nearest, type Neighbours } from './knn.js';
 export { lbfgs } from './lbfgs.js';
 export { gemm, gemmJs, setKernelThreads, releaseKernel } from './kernel/matmul.js';
 export { computeMetrics, type Metrics } from './metrics.js';

@@ -615,29 +615,29 @@ export class KernelSvmHead implements Head {
       g.op('Add', [g.op('MatMul', [g.op('Mul', [s, s]), g.const('q_aa', [nP, m * m], Ma)]), g.op('MatMul', [g.op('Mul', [r, r]), g.const('q_bb', [nP, m * m], Mb)])]),
       g.op('Add', [g.op('MatMul', [g.op('Mul', [r, s]), g.const('q_ab', [nP, m * m], Mo)]), g.const('border', [m * m], border)]),
     ]);
-    A = g.op('Reshape', [A, g.ints('shape_nmm', [3], [-1, m, m])]);
+    A = g.op('Reshape', [A, g.int64('shape_nmm', [3], [-1, m, m])]);
     const rhs0 = new Float32Array(m);
     rhs0[K] = 1;
     // rhs [N, m] = 0·(first column of A, for the batch size) + (0, …, 0, 1)
-    let rhs = g.op('Add', [g.op('Mul', [g.op('Gather', [A, g.ints('col0', [], [0])], { axis: 2 }), g.const('zero', [], [0])]), g.const('rhs', [m], rhs0)]);
+    let rhs = g.op('Add', [g.op('Mul', [g.op('Gather', [A, g.int64('col0', [], [0])], { axis: 2 }), g.const('zero', [], [0])]), g.const('rhs', [m], rhs0)]);
     for (let i = 0; i < m; i++) {
-      const idx = g.ints(`i${i}`, [], [i]);
-      const idx1 = g.ints(`i${i}_1`, [1], [i]);
+      const idx = g.int64(`i${i}`, [], [i]);
+      const idx1 = g.int64(`i${i}_1`, [1], [i]);
       const row = g.op('Gather', [A, idx], { axis: 1 }); // [N, m]
       const col = g.op('Gather', [A, idx], { axis: 2 }); // [N, m]
       const piv = g.op('Gather', [row, idx1], { axis: 1 }); // [N, 1]
       const mask = new Float32Array(m).fill(1);
       mask[i] = 0;
       const f = g.op('Mul', [g.op('Div', [col, piv]), g.const(`mask${i}`, [m], mask)]); // [N, m], 0 at row i
-      const outer = g.op('Mul', [g.op('Reshape', [f, g.ints('shape_nm1', [3], [-1, m, 1])]), g.op('Reshape', [row, g.ints('shape_n1m', [3], [-1, 1, m])])]);
+      const outer = g.op('Mul', [g.op('Reshape', [f, g.int64('shape_nm1', [3], [-1, m, 1])]), g.op('Reshape', [row, g.int64('shape_n1m', [3], [-1, 1, m])])]);
       A = g.op('Sub', [A, outer]);
       rhs = g.op('Sub', [rhs, g.op('Mul', [f, g.op('Gather', [rhs, idx1], { axis: 1 })])]);
     }
     const eye = new Float32Array(m * m);
     for (let t = 0; t < m; t++) eye[t * m + t] = 1;
-    const diag = g.op('Reshape', [g.op('MatMul', [g.op('Mul', [A, g.const('eye', [m, m], eye)]), g.const('ones_m', [m, 1], new Float32Array(m).fill(1))]), g.ints('shape_nm', [2], [-1, m])]);
+    const diag = g.op('Reshape', [g.op('MatMul', [g.op('Mul', [A, g.const('eye', [m, m], eye)]), g.const('ones_m', [m, 1], new Float32Array(m).fill(1))]), g.int64('shape_nm', [2], [-1, m])]);
     const sol = g.op('Div', [rhs, diag]);
-    const probs = g.op('Gather', [sol, g.ints('first_k', [K], Array.from({ length: K }, (_, t) => t))], { axis: 1 });
+    const probs = g.op('Gather', [sol, g.int64('first_k', [K], Array.from({ length: K }, (_, t) => t))], { axis: 1 });
     return { scores, probs };
   }
 

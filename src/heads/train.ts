@@ -26,6 +26,7 @@ import './linear.js';
 import './svm-linear.js';
 import './svm-kernel.js';
 import './mlp.js';
+import './knn.js';
 import { rowView, takeRows, type Matrix } from './matrix.js';
 import { computeMetrics, type Metrics } from './metrics.js';
 import { checkCompatible, loadHead, saveHead, sourceOf, transformFor, type TrainedHead } from './model.js';

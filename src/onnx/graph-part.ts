@@ -19,10 +19,16 @@ export class GraphPart {
     this.inits.push(floatTensor(name, dims, data));
     return name;
   }
-  ints(s: string, dims: number[], data: number[]): string {
+  int64(s: string, dims: number[], data: number[]): string {
     const name = this.name(s);
     this.inits.push(int64Tensor(name, dims, data));
     return name;
+  }
+  /** A node with several outputs (e.g. TopK's values and indices). */
+  opN(opType: string, inputs: string[], outputs: number, attrs: Parameters<typeof node>[3] = {}): string[] {
+    const outs = Array.from({ length: outputs }, () => this.name(opType.toLowerCase()));
+    this.nodes.push(node(opType, inputs, outs, attrs));
+    return outs;
   }
   op(opType: string, inputs: string[], attrs: Parameters<typeof node>[3] = {}, out?: string): string {
     const o = out ?? this.name(opType.toLowerCase());
