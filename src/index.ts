@@ -10,7 +10,12 @@ export { loadCard, validateCard, pixelAffine, type ModelCard, type CardInput, ty
 export { resolveBackbone, listBuiltinCards, type ResolvedBackbone } from './model/registry.js';
 export { describeLayers, filterLayers, type LayerRow } from './model/layers.js';
 export { listTensors, type TensorInfo } from './model/graph.js';
-export { deriveTapModel, resolveTapName, POOLS, type Pool, type TapRequest, type ResolvedTap } from './model/taps.js';
+export { deriveTapModel, resolveTapName, POOLS, POOL_HELP, type Pool, type TapRequest, type ResolvedTap } from './model/taps.js';
+// model: the catalog of downloadable backbones, cards from Hugging Face preprocessor configs
+export { listCatalog, isPresent, type CatalogEntry, type CatalogFile } from './model/catalog.js';
+export { pullEntry, registerLocalFile, type PullOptions, type PullResult } from './model/pull.js';
+export { findDefaultTap, type FoundTap } from './model/default-tap.js';
+export { cardFromPreprocessor } from './model/hf-card.js';
 export { openTappedBackbone, type TappedBackbone, type TapOutput } from './model/runner.js';
 export { buildTapModel } from './model/tap-model.js';
 export { openSession, parseDevice, cudaProviderInstalled, type DeviceOptions } from './model/session.js';
@@ -46,6 +51,10 @@ export { findNeighbors, neighborsHtml, neighborsPng, type NeighborsOptions, type
 export { autoTaps, type AutoTap } from './model/auto-taps.js';
 export { KnnHead, knnOnnx } from './heads/knn.js';
 export { runProbe, type ProbeData, type ProbeOptions, type ProbeResult } from './heads/probe.js';
+
+// fine-tuning (importing it registers the finetune head kind)
+export { finetune, OPTIMIZERS, type FinetuneOptions, type FinetuneResult, type FinetuneEvent, type Optimizer } from './finetune/fit.js';
+export { FinetuneHead } from './finetune/head.js';
 
 // prediction
 export { Classifier } from './predict/classify.js';

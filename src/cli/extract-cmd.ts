@@ -14,6 +14,7 @@ import type { ExtractOptions, ExtractSummary } from '../extract/pipeline.js';
 import type { ExtractJob } from '../extract/jobs.js';
 import { chooseProgressMode, createProgress } from '../extract/progress.js';
 import { parseDecodeCpus } from '../extract/decode-cpus.js';
+import { POOLS, POOL_HELP } from '../model/taps.js';
 
 export const EXIT_SKIPPED = 3;
 export const EXIT_INTERRUPTED = 130;
@@ -28,6 +29,8 @@ interface ExtractCliOptions {
   device?: string;
   threads?: string;
   dtype: 'float32' | 'float16';
+  views?: string;
+  augment?: string;
   resume?: boolean;
   overwrite?: boolean;
   shard?: string;
@@ -72,13 +75,15 @@ export function registerExtractCommands(program: Command): void {
     .description('extract CNN codes of a dataset to a feature folder (docs/feature-format.md): streaming, resumable, shardable')
     .option('--model <id|path>', 'backbone: built-in id (`xfer models`) or path to an .onnx / .tflite file')
     .option('--layers <names>', "comma-separated tensor names to tap (`xfer layers <model>`); default: the card's default tap")
-    .addOption(new Option('--pool <pool>', "pooling of each tap (default: the card's for its default tap, else avg)").choices(['avg', 'max', 'avgmax', 'flatten', 'none']))
+    .addOption(new Option('--pool <pool>', `pooling of each tap (default: the card's for its default tap, else avg): ${POOLS.map((p) => `${p} = ${POOL_HELP[p]}`).join('; ')}`).choices(POOLS))
     .option('--data <dir|list>', 'image folder (root/<class>/*.jpg, root/<split>/<class>/..., or flat) or a CSV/JSONL list file')
     .option('--out <featdir>', 'output feature folder ({shard} is replaced by the shard index)')
     .option('--batch <n>', `images per backbone run (default ${DEFAULT_BATCH_CUDA} on CUDA, where the last batch of each shard is padded to it; ${DEFAULT_BATCH_CPU} on CPU, where results are the same at any batch)`)
     .option('--device <device>', 'auto | cpu | cuda | cuda:<id> (auto: CUDA when its provider is installed, else CPU)')
     .option('--threads <n>', 'intra-op threads per inference session (default on CPU: the cores split between two sessions, 1 each on 2 cores; one core is left for decoding above 4 cores)')
     .addOption(new Option('--dtype <dtype>', 'feature dtype on disk').choices(['float32', 'float16']).default('float32'))
+    .option('--views <k>', 'store K augmented views of every training image (for fine-tuning; val/test images keep one plain row)')
+    .option('--augment <list>', 'with --views: hflip,crop,color (default hflip,crop)')
     .option('--resume', 'continue an interrupted extraction in --out (finished jobs are skipped)')
     .option('--overwrite', 'replace features already in --out')
     .option('--shard <i/n>', 'extract part i of n (0-based) of the sorted input; default from JOB_COMPLETION_INDEX+XFER_SHARDS or SLURM_ARRAY_TASK_ID; combine parts with `xfer merge`')
@@ -122,6 +127,8 @@ export function registerExtractCommands(program: Command): void {
         shard: o.shard,
         strict: o.strict,
         signal: controller.signal,
+        views: optionalPositiveInt(o.views, '--views'),
+        augment: o.augment,
         decodeConcurrency: optionalPositiveInt(o.decodeConcurrency, '--decode-concurrency'),
         workers: optionalPositiveInt(o.workers, '--workers'),
         backboneThread: o.backboneThread,

@@ -12,6 +12,7 @@ import { registerExtractCommands } from './extract-cmd.js';
 import { registerTrainCommands } from './train-cmd.js';
 import { registerPredictCommands } from './predict-cmd.js';
 import { registerSweepCommands } from './sweep-cmd.js';
+import { registerPullCommands } from './pull-cmd.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
     .description('Transfer learning with frozen ONNX backbones: list and tap layers, extract CNN codes to disk, fit heads, classify.')
     .version(VERSION)
     .option('--verbose', 'print stack traces and extra diagnostics')
+    .option('--offline', 'never download: a catalog model missing from the cache is an error saying which file to fetch (same as XFER_OFFLINE=1)')
     .showHelpAfterError('(run with --help for usage)')
     .configureHelp({ sortSubcommands: false });
   registerModelCommands(program);
@@ -29,6 +31,11 @@ export function buildProgram(): Command {
   registerTrainCommands(program);
   registerPredictCommands(program);
   registerSweepCommands(program);
+  registerPullCommands(program);
+  // The CLI is the process: it may set the environment that library calls read (model resolution reads XFER_OFFLINE).
+  program.hook('preAction', (root) => {
+    if ((root.opts() as { offline?: boolean }).offline) process.env.XFER_OFFLINE = '1';
+  });
   return program;
 }
 

@@ -5,13 +5,17 @@ import { printTable, notice } from './output.js';
 export function registerModelCommands(program: Command): void {
   program
     .command('models')
-    .description('list the built-in backbones (model cards in the package\'s models/ folder)')
+    .description('list the built-in backbones and the catalog (downloadable, sha256-pinned) with which of its entries are present')
     .option('--json', 'print the cards as JSON')
     .action(async (opts: { json?: boolean }) => {
       const { listBuiltinCards } = await import('../model/registry.js');
       const cards = await listBuiltinCards();
+      const { builtinCardDir } = await import('../model/registry.js');
+      const { listCatalog, isPresent, formatSize, modelFile } = await import('../model/catalog.js');
+      const catalog = await listCatalog(builtinCardDir());
       if (opts.json) {
-        process.stdout.write(`${JSON.stringify(cards.map(({ dir: _dir, ...c }) => c), null, 2)}\n`);
+        const cat = catalog.map((e) => ({ ...e.card, dir: undefined, catalog: e.catalog, present: isPresent(e) }));
+        process.stdout.write(`${JSON.stringify([...cards.map(({ dir: _dir, ...c }) => c), ...cat], null, 2)}\n`);
         return;
       }
       printTable(
@@ -23,6 +27,19 @@ export function registerModelCommands(program: Command): void {
           c.taps ? `${c.taps.default} (${c.taps.pool ?? 'avg'})` : '-',
           c.license,
           c.description.length > 70 ? `${c.description.slice(0, 67)}...` : c.description,
+        ]),
+      );
+      process.stdout.write('\nCatalog (downloaded on first use, or with `xfer pull <id>`; docs/catalog.md):\n');
+      printTable(
+        ['id', 'present', 'format', 'size', 'input', 'license', 'description'],
+        catalog.map((e) => [
+          e.id,
+          isPresent(e) ? 'yes' : 'no',
+          e.catalog.format,
+          formatSize(modelFile(e).size),
+          `${e.card.input.size[0]}x${e.card.input.size[1]} ${e.card.input.layout}`,
+          e.card.license,
+          e.card.description.length > 60 ? `${e.card.description.slice(0, 57)}...` : e.card.description,
         ]),
       );
       process.stdout.write('\nAny other ONNX (or TFLite) model: pass its path to --model with a card (--card card.json); see docs/model-cards.md\n');

@@ -94,10 +94,10 @@ function summary(name: string, m: Metrics): string {
 export function registerTrainCommands(program: Command): void {
   program
     .command('train')
-    .description('fit a head (linear | svm | svm-rbf | mlp | knn) on a feature folder written by `xfer extract`')
-    .requiredOption('--features <dir>', 'feature folder')
+    .description('fit a head (linear | svm | svm-rbf | mlp | knn) on a feature folder written by `xfer extract`, or fine-tune the backbone (--head finetune)')
+    .option('--features <dir>', 'feature folder (required unless --head finetune --from input)')
     .option('--layers <names>', 'layer(s) to use, comma-separated (several are concatenated)', list)
-    .option('--head <kind>', `head: ${HEAD_KINDS.join(' | ')}`, 'linear')
+    .option('--head <kind>', `head: ${HEAD_KINDS.join(' | ')} | finetune`, 'linear')
     .option('--C <value>', 'regularisation C (as in scikit-learn)')
     .option('--param <key=value>', 'other head parameter (repeatable), e.g. hidden=512,128 epochs=50 kernel=poly', collect, [])
     .option('--transform <list>', 'standardize, l2, pca:K (comma list) or none; default: standardize for svm/svm-rbf/mlp, none for linear')
@@ -112,6 +112,25 @@ export function registerTrainCommands(program: Command): void {
     .option('--json', 'one JSON line per progress event on stdout, then the result line')
     .option('--quiet', 'no progress line on stderr')
     .requiredOption('--out <dir>', 'head folder to write (head.json, weights, report)')
+    .option('--from <tap>', 'finetune: tensor the features were extracted at (--pool none), or input (whole network, from --data)')
+    .option('--data <dir>', 'finetune --from input: the images (ImageFolder tree or list file)')
+    .option('--model <id|path>', "finetune: backbone (default: the features' own; --from input: mobilenet_v2)")
+    .option('--card <file>', 'finetune: model card for --model')
+    .option('--device <device>', 'finetune: auto | cpu | cuda[:id] (default auto)')
+    .option('--lr <rate>', 'finetune: learning rate of the new classifier (default 1e-3)')
+    .option('--lr-backbone <rate>', 'finetune: learning rate of the top pretrained block (default lr/10)')
+    .option('--layer-decay <d>', 'finetune: each block further down learns d× as fast as the one above (default 1)')
+    .option('--freeze <n>', 'finetune: keep the bottom n blocks of the trainable part fixed (default 0)')
+    .addOption(new Option('--optimizer <name>', 'finetune: optimizer (default adamw)').choices(['sgd', 'adamw']))
+    .option('--momentum <m>', 'finetune: SGD momentum (default 0.9)')
+    .option('--weight-decay <w>', 'finetune: weight decay (default 1e-4)')
+    .option('--epochs <n>', 'finetune: epochs (default 10)')
+    .option('--batch <n>', 'finetune: batch size (default 32)')
+    .option('--warmup <epochs>', 'finetune: linear warmup, in epochs, before the cosine decay (default min(1, epochs/10))')
+    .option('--label-smoothing <e>', 'finetune: label smoothing (default 0)')
+    .option('--patience <n>', 'finetune: early stopping after n epochs without a better val accuracy; the best epoch is kept (0: off; default 3)')
+    .option('--augment <list>', 'finetune --from input: hflip,crop,color or none (default hflip,crop)')
+    .option('--resume', 'finetune: continue from the checkpoint in --out (written every epoch and on Ctrl-C)')
     .addHelpText(
       'after',
       `
@@ -130,9 +149,22 @@ The choice and the rows used are printed and recorded in report.json ("selection
 Progress: a live line on stderr when it is a terminal (--quiet: none). --json prints one line per
 event on stdout: {"event":"fit","stage","phase","iter","loss"?,"valAcc"?}, {"event":"candidate",
 "param","value","values","fold","folds","valAcc"} per grid point and fold, {"event":"fold",...} per CV fold,
-then {"event":"result","ok":true,...report}.`,
+then {"event":"result","ok":true,...report}.
+
+Fine-tuning (--head finetune, docs/finetune.md):
+  xfer extract --layers block_13_expand_relu --pool none --data <images> --out <features>
+  xfer train --features <features> --head finetune --from block_13_expand_relu --out <head>
+  xfer train --head finetune --from input --data <images> --out <head>      (whole network)
+--json prints {"event":"step"|"epoch"|"checkpoint"|"stop",...} lines, then the result line.`,
     )
     .action(async (o: Record<string, string | string[] | boolean | undefined>) => {
+      if (o.head === 'finetune') {
+        const { runFinetune } = await import('./finetune-cmd.js');
+        return runFinetune(o);
+      }
+      const foreign = ['from', 'data', 'lr', 'lrBackbone', 'layerDecay', 'freeze', 'optimizer', 'epochs', 'batch', 'resume'].filter((k) => o[k] !== undefined);
+      if (foreign.length) throw new XferError(`--${foreign[0].replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} is a fine-tuning option`, { hint: 'use it with --head finetune (other heads take --param key=value)' });
+      if (o.features === undefined) throw new XferError("required option '--features <dir>' not specified", { hint: 'pass the feature folder written by `xfer extract`' });
       // The trainer (head implementations, onnxruntime kernels, plots) loads only when a command runs.
       const { setKernelThreads, releaseKernel } = await import('../heads/kernel/matmul.js');
       const { trainHead } = await import('../heads/train.js');
@@ -203,6 +235,7 @@ then {"event":"result","ok":true,...report}.`,
     .action(async (o: Record<string, string | string[] | boolean | undefined>) => {
       const { releaseKernel } = await import('../heads/kernel/matmul.js');
       const { evalHead } = await import('../heads/train.js');
+      await import('../finetune/head.js'); // fine-tuned heads load like any other
       try {
         const r = await evalHead({ head: String(o.head), features: String(o.features), layers: o.layers as string[] | undefined, split: o.split as string | undefined, out: o.out as string | undefined });
         if (o.json) process.stdout.write(JSON.stringify({ ok: true, out: r.dir, ...r.report }) + '\n');

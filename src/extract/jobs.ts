@@ -22,6 +22,7 @@ import { parse as parseYaml } from 'yaml';
 import { XferError } from '../errors.js';
 import { parsePositiveInt } from '../cli/args.js';
 import type { Pool } from '../model/runner.js';
+import { POOLS } from '../model/taps.js';
 
 export interface ExtractJob {
   name: string;
@@ -41,7 +42,6 @@ export interface ExtractJob {
 }
 
 const KEYS = new Set(['name', 'model', 'card', 'layers', 'pool', 'data', 'out', 'batch', 'dtype', 'device', 'threads', 'shard_rows', 'fast_decode', 'apply_icc']);
-const POOLS = ['avg', 'max', 'avgmax', 'flatten', 'none'];
 
 /** Read and validate a job file; relative model/card/data/out paths resolve against its folder. */
 export async function loadJobFile(file: string): Promise<ExtractJob[]> {
@@ -106,7 +106,7 @@ export function parseJobs(doc: unknown, file: string): ExtractJob[] {
     else if (typeof j.layers === 'string') layers = j.layers.split(',').map((s) => s.trim()).filter(Boolean);
     else if (j.layers !== undefined && j.layers !== null) throw new XferError(`${where}: "layers" must be a list or a comma-separated string`);
     const pool = str('pool', false);
-    if (pool !== undefined && !POOLS.includes(pool)) throw new XferError(`${where}: "pool" must be one of ${POOLS.join(', ')}, got "${pool}"`);
+    if (pool !== undefined && !(POOLS as readonly string[]).includes(pool)) throw new XferError(`${where}: "pool" must be one of ${POOLS.join(', ')}, got "${pool}"`);
     const dtype = str('dtype', false);
     if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') throw new XferError(`${where}: "dtype" must be float32 or float16, got "${dtype}"`);
     const card = str('card', false);

@@ -13,6 +13,8 @@ import path from 'node:path';
 import { XferError } from '../errors.js';
 import { FEATURE_FORMAT, FeatureWriter, metaFingerprint, sameFolderWeights, shardFileName, type FeatureMeta } from '../features/writer.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { withFolderLock, type FolderLock } from '../util/lock.js';
+import { checkFeatureFolderPaths } from '../features/paths.js';
 
 export interface MergeSummary {
   out: string;
@@ -66,6 +68,7 @@ async function readPart(dir: string): Promise<Part> {
   }
   if (!meta || meta.format !== FEATURE_FORMAT) throw new XferError(`${dir}/meta.json: not an xfer feature folder`, { hint: 'pass the --out folders of the `xfer extract --shard i/n` runs' });
   metaFingerprint(meta, `${dir}/meta.json`); // refuses a meta without model/layers/counts/data, naming the part
+  await checkFeatureFolderPaths(dir, meta);
   if (!meta.complete) throw new XferError(`${dir}: extraction is not complete (${meta.counts.images} images so far)`, { hint: 'finish it with `xfer extract ... --resume` first' });
   return {
     dir,
@@ -80,6 +83,11 @@ async function readPart(dir: string): Promise<Part> {
 export async function mergeFeatureFolders(out: string, dirs: string[], opts: { overwrite?: boolean } = {}): Promise<MergeSummary> {
   if (dirs.length === 0) throw new XferError('xfer merge: no part folders given', { hint: 'xfer merge <out> <part0> <part1> ...' });
   const outAbs = path.resolve(out);
+  // <out> is locked for the whole merge (util/lock.ts): a second writer is refused.
+  return withFolderLock(outAbs, 'xfer merge', (lock) => mergeLocked(out, outAbs, dirs, opts, lock), '');
+}
+
+async function mergeLocked(out: string, outAbs: string, dirs: string[], opts: { overwrite?: boolean }, lock: FolderLock): Promise<MergeSummary> {
   const parts: Part[] = [];
   for (const d of dirs) {
     const abs = path.resolve(d);
@@ -140,7 +148,7 @@ export async function mergeFeatureFolders(out: string, dirs: string[], opts: { o
       batch: first.batch,
     },
     labels,
-    { overwrite, discoveryErrors: parts[0].errors.filter((e) => e.shard === null).map((e) => ({ path: String(e.path), reason: String(e.reason) })) },
+    { overwrite, guard: () => lock.assertHeld(), discoveryErrors: parts[0].errors.filter((e) => e.shard === null).map((e) => ({ path: String(e.path), reason: String(e.reason) })) },
   );
   // Copy the shards in global order and commit each like an extraction would.
   let g = 0;
@@ -148,7 +156,7 @@ export async function mergeFeatureFolders(out: string, dirs: string[], opts: { o
     const first = p.meta.shard?.first_shard ?? 0;
     if (first !== g) throw new XferError(`xfer merge: ${p.dir} starts at shard ${first}, expected ${g}`, { hint: 'the parts do not come from one run' });
     for (let k = 0; k < p.meta.counts.shards; k++, g++) {
-      const rows = p.index.filter((r) => r.shard === k).map((r) => ({ path: String(r.path), label: (r.label as string | null) ?? null, split: (r.split as string | null) ?? null }));
+      const rows = p.index.filter((r) => r.shard === k).map((r) => ({ path: String(r.path), label: (r.label as string | null) ?? null, split: (r.split as string | null) ?? null, ...(typeof r.view === 'number' ? { view: r.view } : {}) }));
       const errs = p.errors.filter((e) => e.shard === k).map((e) => ({ path: String(e.path), reason: String(e.reason) }));
       await writer.adoptShard(g, p.meta.layers.map((l) => path.join(p.dir, l.dir, shardFileName(k))), rows, errs);
     }

@@ -27,6 +27,9 @@ import { ReadAhead } from '../util/read-ahead.js';
 import { AffinityShell } from '../util/affinity.js';
 import { DecodeConfinement, decodeCpuSplit, type CpuSplitState, type DecodeCpusMode } from './decode-cpus.js';
 import { expandOutPattern, resolveShardSpec, shardRange, type ShardSpec } from './shard.js';
+import { withFolderLock, type FolderLock } from '../util/lock.js';
+import { checkBatchMemory, formedBatch } from './batch-bound.js';
+import { applyView, expandViews, resolveViews, type ViewEntry } from './views.js';
 
 export { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD, defaultBatch, inferencePlan } from './defaults.js';
 
@@ -47,6 +50,9 @@ export interface ExtractOptions {
   /** Images per backbone run; default `defaultBatch(provider)`: 32 on CUDA, 2 on CPU. */
   batch?: number;
   dtype?: FeatureDtype;
+  /** K augmented views of every training image (views.ts); `augment`: hflip,crop,color (default hflip,crop). */
+  views?: number;
+  augment?: string;
   device?: DeviceOptions;
   resume?: boolean;
   overwrite?: boolean;
@@ -120,7 +126,7 @@ export interface ExtractSummary {
 /** sha256 of the sorted input list (what a shard split and a resume must agree on). */
 export function inputListHash(entries: readonly DatasetEntry[]): string {
   const h = createHash('sha256');
-  for (const e of entries) h.update(JSON.stringify([e.path, e.label, e.split]) + '\n');
+  for (const e of entries as readonly ViewEntry[]) h.update(JSON.stringify(e.view === undefined ? [e.path, e.label, e.split] : [e.path, e.label, e.split, e.view]) + '\n');
   return h.digest('hex');
 }
 
@@ -134,8 +140,16 @@ interface Batch {
   inputs: number;
 }
 
-/** Run one extraction. Throws XferError on bad input or a failed run; returns a summary otherwise. */
+/**
+ * Run one extraction. Throws XferError on bad input or a failed run; returns a summary otherwise.
+ * The output folder is locked for the whole run (util/lock.ts): a second writer is refused.
+ */
 export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSummary> {
+  const out = path.resolve(expandOutPattern(opts.out, resolveShardSpec(opts.shard, opts.env ?? process.env)));
+  return withFolderLock(out, 'xfer extract', (lock) => runExtraction(opts, lock));
+}
+
+async function runExtraction(opts: ExtractOptions, lock: FolderLock): Promise<ExtractSummary> {
   const t0 = performance.now();
   const emit = opts.onEvent ?? (() => {});
   const notice = (message: string) => emit({ type: 'notice', message });
@@ -143,6 +157,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   const R = opts.rowsPerShard ?? DEFAULT_ROWS_PER_SHARD;
   if (!(Number.isInteger(R) && R >= 1)) throw new XferError(`--shard-rows: expected a positive integer, got ${R}`);
   const dtype = opts.dtype ?? 'float32';
+  const views = resolveViews(opts.views, opts.augment);
   if (dtype !== 'float32' && dtype !== 'float16') throw new XferError(`--dtype: expected float32 or float16, got ${String(dtype)}`);
   const spec = resolveShardSpec(opts.shard, opts.env ?? process.env);
   const out = path.resolve(expandOutPattern(opts.out, spec));
@@ -179,6 +194,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     // The tap model first (the sessions wait for it), then the listing, while they open.
     await prepared.catch(() => {});
     dataset = await discoverDataset(opts.data);
+    if (views) dataset = { ...dataset, entries: expandViews(dataset.entries, views) };
     dec = await decoder;
   } catch (e) {
     affinity?.close();
@@ -190,10 +206,15 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
   const conc = Math.max(1, opts.decodeConcurrency ?? os.availableParallelism() + 1);
   const limit = pLimit(conc);
   const { loadPixelsOrSkip } = dec;
-  const decode = (e: DatasetEntry) => limit(() => loadPixelsOrSkip(entrySource(e), plan, { displayPath: e.path }));
+  const decode = (e: ViewEntry) =>
+    limit(async () => {
+      const r = await loadPixelsOrSkip(entrySource(e), plan, { displayPath: e.path });
+      if (r.ok) applyView(e, r.data, plan.size, views);
+      return r;
+    });
   // While the inference sessions load, decode the first images of a fresh run (a resumed run may
   // start later: then these are dropped).
-  const prefetchEnd = Math.min(range.firstItem + Math.max(conc * 2, (opts.batch ?? DEFAULT_BATCH_CPU) * 2), range.firstItem + range.items);
+  const prefetchEnd = Math.min(range.firstItem + Math.max(conc * 2, Math.min(opts.batch ?? DEFAULT_BATCH_CPU, R) * 2), range.firstItem + range.items);
   const prefetched = opts.resume ? [] : dataset.entries.slice(range.firstItem, prefetchEnd).map(decode);
   for (const p of prefetched) p.catch(() => {});
   const backbone = await backboneP.catch((e: unknown) => {
@@ -210,6 +231,8 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
       notice(`model has a fixed batch of ${info.fixedBatch}; using --batch ${info.fixedBatch}`);
       batch = info.fixedBatch;
     }
+    const padded = info.provider === 'cuda';
+    checkBatchMemory(formedBatch(batch, R, range.items, padded), plan.size[0] * plan.size[1] * 3, workers * WORKER_DEPTH + 4, workers);
     const dirs = assignLayerDirs(info.outputs.map((o) => o.name));
     const { dir: _dir, ...card } = info.card;
     const init: FeatureMetaInit = {
@@ -219,6 +242,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
       layers: info.outputs.map((o, i) => ({ name: o.name, dir: dirs[i], pool: o.pool, shape: o.shape, dtype })),
       dtype,
       preprocessing: describePlan(plan),
+      ...(views ? { views: { k: views.k, augment: views.augment, seed: views.seed } } : {}),
       counts: { rows_per_shard: R },
       data: { root: dataset.root, kind: dataset.kind, items: range.items, sha256: inputListHash(dataset.entries) },
       shard: spec
@@ -228,7 +252,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     };
     // Listing errors belong to the whole run: recorded once, by the unsharded run or part 0.
     const discoveryErrors = !spec || spec.index === 0 ? dataset.errors : [];
-    writer = await FeatureWriter.open(out, init, dataset.labels, { resume: opts.resume, overwrite: opts.overwrite, io: opts.io, discoveryErrors });
+    writer = await FeatureWriter.open(out, init, dataset.labels, { resume: opts.resume, overwrite: opts.overwrite, io: opts.io, discoveryErrors, guard: () => lock.assertHeld() });
     const w = writer;
     if (w.resumed && w.metadata.batch !== batch) {
       notice(
@@ -253,7 +277,8 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     const [H, W] = plan.size;
     const imgBytes = H * W * 3;
     // Batch buffers go round: producer → backbone (a worker, and back) → here → producer.
-    const buffers = new BufferPool(batch * imgBytes);
+    const formed = formedBatch(batch, R, range.items - alreadyDone, padded);
+    const buffers = new BufferPool(formed * imgBytes);
 
     let stop = false;
     let strictShard: number | null = null;
@@ -270,7 +295,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
     // Producer: decodes in input order with a bounded look-ahead window, yields batches.
     const firstItem = range.firstItem + alreadyDone;
     const endItem = range.firstItem + range.items;
-    const window = Math.max(conc * 2, batch * 2);
+    const window = Math.max(conc * 2, formed * 2);
     async function* batches(): AsyncGenerator<Batch> {
       const ahead = new ReadAhead((i) => decode(dataset.entries[i]), firstItem, endItem, window, firstItem === range.firstItem ? prefetched : []);
       let pos = firstItem;
@@ -321,7 +346,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractSumm
       const k = b.shard - range.firstShard;
       if (!sw) sw = await w.beginShard(k, Math.min(R, dataset.entries.length - b.shard * R));
       if (outputs && b.rows.length > 0) {
-        await sw.append(outputs, b.rows.length, b.rows.map((e) => ({ path: e.path, label: e.label, split: e.split })));
+        await sw.append(outputs, b.rows.length, b.rows.map((e: ViewEntry) => ({ path: e.path, label: e.label, split: e.split, ...(e.view !== undefined ? { view: e.view } : {}) })));
       }
       for (const e of b.errors) sw.error(e.path, e.reason);
       done += b.inputs;

@@ -14,6 +14,8 @@ import path from 'node:path';
 import { XferError } from '../errors.js';
 import { readNpy } from './npy.js';
 import { fromHalfBits } from '../util/float16.js';
+import { isLockEntry } from '../util/lock.js';
+import { checkFeatureFolderPaths } from './paths.js';
 import { FEATURE_FORMAT, shardFileName, type FeatureLayer, type FeatureMeta, type IndexRow } from './writer.js';
 
 export type { FeatureLayer, FeatureMeta, IndexRow };
@@ -53,7 +55,7 @@ export async function openFeatures(dir: string): Promise<FeatureFolder> {
   const st = await stat(dir).catch(() => null);
   if (!st) throw new XferError(`--features ${dir}: folder not found`, { hint: 'run `xfer extract <images> --out <dir>` first' });
   if (!st.isDirectory()) throw new XferError(`--features ${dir}: not a folder`, { hint: 'pass the folder written by `xfer extract`' });
-  const entries = await readdir(dir);
+  const entries = (await readdir(dir)).filter((f) => !isLockEntry(f));
   if (entries.length === 0) throw new XferError(`--features ${dir}: folder is empty`, { hint: 'run `xfer extract <images> --out <dir>` to fill it' });
   const metaFile = path.join(dir, 'meta.json');
   const meta = await readJson<FeatureMeta>(metaFile, 'meta.json');
@@ -65,6 +67,7 @@ export async function openFeatures(dir: string): Promise<FeatureFolder> {
   if (!Array.isArray(meta.layers) || meta.layers.length === 0 || !meta.model) {
     throw new XferError(`${metaFile}: no layers or model recorded`, { hint: 'the folder was not written by `xfer extract`' });
   }
+  await checkFeatureFolderPaths(dir, meta, metaFile);
   const counts = meta.counts as Partial<FeatureMeta['counts']> | undefined;
   if (!counts || !Number.isInteger(counts.images) || !Number.isInteger(counts.shards) || counts.images! < 0 || counts.shards! < 0) {
     throw new XferError(`${metaFile}: no valid "counts" (images, shards) recorded`, { hint: 'the folder was not written by `xfer extract`; re-run the extraction' });
@@ -76,10 +79,13 @@ export async function openFeatures(dir: string): Promise<FeatureFolder> {
       hint: 'finish it with `xfer extract ... --resume` (the same command plus --resume)',
     });
   }
-  const labels = await readJson<string[]>(path.join(dir, 'labels.json'), 'labels.json').catch((e: unknown) => {
-    if (e instanceof XferError && /cannot read/.test(e.message)) return [] as string[];
-    throw e;
-  });
+  const labelsFile = path.join(dir, 'labels.json');
+  const labelsStat = await stat(labelsFile).catch(() => null);
+  if (!labelsStat) throw new XferError(`${labelsFile}: missing (every feature folder has one, [] when unlabelled)`, { hint: 'the folder is damaged; re-run the extraction with --overwrite' });
+  const labels = await readJson<string[]>(labelsFile, 'labels.json');
+  if (!Array.isArray(labels) || !labels.every((l) => typeof l === 'string')) {
+    throw new XferError(`${labelsFile}: not a list of label names`, { hint: 'the folder is damaged; re-run the extraction with --overwrite' });
+  }
   const idxFile = path.join(dir, 'index.jsonl');
   let txt: string;
   try {
@@ -90,6 +96,7 @@ export async function openFeatures(dir: string): Promise<FeatureFolder> {
   // Only the committed rows: lines after counts.images belong to a shard whose commit was cut short.
   const want = meta.counts.images;
   const index: IndexRow[] = [];
+  const seen: SeenRows = { positions: new Map(), paths: new Map() };
   const lines = txt.split('\n');
   for (let i = 0; i < lines.length && index.length < want; i++) {
     const line = lines[i].trim();
@@ -106,6 +113,7 @@ export async function openFeatures(dir: string): Promise<FeatureFolder> {
     if (!(Number.isInteger(r.shard) && r.shard >= 0 && r.shard < meta.counts.shards)) {
       throw new XferError(`${idxFile}:${i + 1}: row is in shard ${r.shard} but meta.json commits shards 0..${meta.counts.shards - 1}`, { hint: 'the folder was modified; re-run the extraction' });
     }
+    checkIndexRow(r, i + 1, index.length, idxFile, seen);
     index.push(r);
   }
   if (index.length < want) {
@@ -113,6 +121,32 @@ export async function openFeatures(dir: string): Promise<FeatureFolder> {
   }
   if (index.length === 0) throw new XferError(`${idxFile}: no rows`, { hint: 'the extraction produced no features (see errors.jsonl)' });
   return { dir, meta, labels, index };
+}
+
+interface SeenRows {
+  /** "shard:shard_row" → row number, path → row number. */
+  positions: Map<string, number>;
+  paths: Map<string, number>;
+}
+
+/**
+ * One committed index line is row `expect` (rows are numbered 0..n-1 in order), at a shard position
+ * and with a path no earlier row has: two writers on one folder (or a hand edit) show up here, and
+ * training on such an index would silently count images twice.
+ */
+function checkIndexRow(r: IndexRow, line: number, expect: number, idxFile: string, seen: SeenRows): void {
+  const where = `${idxFile}:${line}`;
+  const hint = { hint: 'the index is damaged (two runs wrote the folder at once, or it was edited); re-run the extraction with --overwrite' };
+  if (r.row !== expect) throw new XferError(`${where}: row number ${JSON.stringify(r.row)}, expected ${expect} (rows are numbered 0..n-1 in order)`, hint);
+  if (!(Number.isInteger(r.shard_row) && r.shard_row >= 0)) throw new XferError(`${where}: shard_row ${JSON.stringify(r.shard_row)} is not a row position`, hint);
+  const pos = `${r.shard}:${r.shard_row}`;
+  const prev = seen.positions.get(pos);
+  if (prev !== undefined) throw new XferError(`${where}: row ${r.row} is at shard ${r.shard} position ${r.shard_row}, like row ${prev}`, hint);
+  if (typeof r.path !== 'string') throw new XferError(`${where}: row ${r.row} has no path`, hint);
+  const dup = seen.paths.get(r.path);
+  if (dup !== undefined) throw new XferError(`${where}: row ${r.row} repeats the path ${r.path} of row ${dup}`, hint);
+  seen.positions.set(pos, r.row);
+  seen.paths.set(r.path, r.row);
 }
 
 /** Resolve `--layers` (names or dirs); default: the folder's only layer. */

@@ -21,12 +21,15 @@ import { npyHeader } from './npy.js';
 import { float32ToFloat16 } from '../util/float16.js';
 import { normalizePlanRecord } from '../image/plan.js';
 import { externalWeightsLabel, sameExternalWeights } from './external-weights.js';
+import type { Pool } from '../model/taps.js';
+import { isLockEntry } from '../util/lock.js';
+import { checkFeatureFolderPaths } from './paths.js';
 
 export const FEATURE_FORMAT = 'xfer-features';
 export const FEATURE_FORMAT_VERSION = 1;
 
 export type FeatureDtype = 'float32' | 'float16';
-export type LayerPool = 'avg' | 'max' | 'avgmax' | 'flatten' | 'none';
+export type LayerPool = Pool;
 
 export interface FeatureLayer {
   /** ONNX tensor name tapped. */
@@ -73,6 +76,8 @@ export interface FeatureMeta {
   /** `items`: inputs found (after the shard split), `sha256`: of the sorted input list (paths, labels, splits) of the whole run. */
   data: { root: string; kind: string; items: number; sha256: string };
   shard: ShardPart | null;
+  /** K augmented views per training image (`xfer extract --views`), absent when none. */
+  views?: { k: number; augment: string[]; seed: number };
   /** Batch size used (on CUDA the last batch of every shard is padded to it; on CPU nothing is padded). */
   batch: number;
   complete: boolean;
@@ -92,6 +97,8 @@ export interface IndexRow {
   split: string | null;
   shard: number;
   shard_row: number;
+  /** Which augmented view of the image this row is (`--views`); absent for plain rows. */
+  view?: number;
 }
 
 export interface ErrorRow {
@@ -106,6 +113,7 @@ export interface RowInput {
   path: string;
   label: string | null;
   split: string | null;
+  view?: number;
 }
 
 /** Low-level write hook (tests inject failures such as ENOSPC through it). */
@@ -257,6 +265,8 @@ export interface OpenWriterOptions {
   io?: WriterIO;
   /** Errors found while listing the inputs (written once, when the folder is created). */
   discoveryErrors?: { path: string; reason: string }[];
+  /** Called before each commit; throws to stop (the folder's lock was lost: util/lock.ts `assertHeld`). */
+  guard?: () => void;
 }
 
 export interface ResumeState {
@@ -277,6 +287,7 @@ export class FeatureWriter {
   private current: ShardWriter | null = null;
   /** Set when the folder already existed and is being continued. */
   readonly resumed: ResumeState | null;
+  private guard: () => void = () => {};
 
   private constructor(out: string, meta: FeatureMeta, labels: string[], io: WriterIO, resumed: ResumeState | null) {
     this.out = out;
@@ -304,12 +315,20 @@ export class FeatureWriter {
    * Refuses a folder holding other features (different model/layers/inputs) unless `overwrite`.
    */
   static async open(out: string, init: FeatureMetaInit, labels: string[], opts: OpenWriterOptions = {}): Promise<FeatureWriter> {
+    opts.guard?.();
+    const w = await FeatureWriter.openUnguarded(out, init, labels, opts);
+    if (opts.guard) w.guard = opts.guard;
+    return w;
+  }
+
+  private static async openUnguarded(out: string, init: FeatureMetaInit, labels: string[], opts: OpenWriterOptions): Promise<FeatureWriter> {
     const io = opts.io ?? defaultIO;
     const metaFile = path.join(out, 'meta.json');
     let old: FeatureMeta | null = null;
     let entries: string[] = [];
     try {
-      entries = await readdir(out);
+      // The run's lock (util/lock.ts) lives in the folder too; it is not content.
+      entries = (await readdir(out)).filter((f) => !isLockEntry(f));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'ENOENT') {
@@ -328,6 +347,8 @@ export class FeatureWriter {
         throw new XferError(`${metaFile}: unreadable (${(e as Error).message})`, { hint: 'choose another --out, or delete the folder' });
       }
       if (old.format !== FEATURE_FORMAT) throw new XferError(`${metaFile}: not an xfer feature folder (format ${JSON.stringify(old.format)})`, { hint: 'choose another --out' });
+      // Before anything is compared, trimmed or deleted: every path it names stays inside `out`.
+      await checkFeatureFolderPaths(out, old, metaFile);
     }
     const fresh: FeatureMeta = {
       format: FEATURE_FORMAT,
@@ -437,10 +458,11 @@ export class FeatureWriter {
 
   /** @internal called by ShardWriter.commit after its .npy files are durable. */
   async _commitShard(k: number, rows: RowInput[], errors: { path: string; reason: string }[]): Promise<void> {
+    this.guard();
     const c = this.meta.counts;
     const base = c.images;
     const idx = rows
-      .map((r, i) => JSON.stringify({ row: base + i, path: r.path, label: r.label, label_index: this._labelIndex(r.label), split: r.split, shard: k, shard_row: i }) + '\n')
+      .map((r, i) => JSON.stringify({ row: base + i, path: r.path, label: r.label, label_index: this._labelIndex(r.label), split: r.split, shard: k, shard_row: i, ...(r.view !== undefined ? { view: r.view } : {}) }) + '\n')
       .join('');
     const errs = errors.map((e) => JSON.stringify({ path: e.path, reason: e.reason, shard: k }) + '\n').join('');
     if (errs) await appendDurable(path.join(this.out, 'errors.jsonl'), errs, this.io);
@@ -483,6 +505,7 @@ export class FeatureWriter {
   /** Mark the folder complete (all shards committed). */
   async finish(): Promise<void> {
     if (this.current) throw new Error('finish: a shard is still open');
+    this.guard();
     const next = orderMeta({ ...this.meta, complete: true });
     try {
       await writeFileAtomic(path.join(this.out, 'meta.json'), JSON.stringify(next, null, 2) + '\n', this.io);
@@ -559,7 +582,7 @@ export class ShardWriter {
       await this.abort();
       throw writeFailure(e, this.w.out, `shard ${this.k}`, this.w.counts);
     }
-    for (let i = 0; i < n; i++) this.rows.push({ path: inputs[i].path, label: inputs[i].label, split: inputs[i].split });
+    for (let i = 0; i < n; i++) this.rows.push({ path: inputs[i].path, label: inputs[i].label, split: inputs[i].split, ...(inputs[i].view !== undefined ? { view: inputs[i].view } : {}) });
   }
 
   /** Record an input of this shard that could not be used. */
@@ -616,6 +639,7 @@ function orderMeta(m: FeatureMeta): FeatureMeta {
     counts: { images: m.counts.images, errors: m.counts.errors, shards: m.counts.shards, rows_per_shard: m.counts.rows_per_shard },
     data: m.data,
     shard: m.shard,
+    ...(m.views ? { views: m.views } : {}),
     batch: m.batch,
     complete: m.complete,
     created: m.created,

@@ -12,7 +12,8 @@ import type { Matrix } from './matrix.js';
 import type { GraphPart, OnnxHeadOutputs } from '../onnx/graph-part.js';
 
 export const HEAD_KINDS = ['linear', 'svm', 'svm-rbf', 'mlp', 'knn'] as const;
-export type HeadKind = (typeof HEAD_KINDS)[number];
+/** Heads fitted on features, plus `finetune` (trained by src/finetune/, registered when that is loaded). */
+export type HeadKind = (typeof HEAD_KINDS)[number] | 'finetune';
 
 export type ParamValue = number | string | boolean | number[] | null;
 export type HeadParams = Record<string, ParamValue>;
@@ -47,6 +48,8 @@ export interface HeadState {
   /** Learned arrays (saved as .npy). */
   arrays: Record<string, Float32Array | Int32Array>;
   shapes: Record<string, number[]>;
+  /** Opaque files saved as they are beside head.json (a fine-tuned head's ONNX graph). */
+  files?: Record<string, Uint8Array>;
 }
 
 export interface Head {
@@ -171,7 +174,8 @@ export function validateParam(kind: string, name: string, v: ParamValue, rules =
 
 function factory(kind: string): Factory {
   const f = registry.get(kind as HeadKind);
-  if (!f) throw new XferError(`--head: unknown head '${kind}'`, { hint: `use one of ${HEAD_KINDS.join(', ')}` });
+  if (!f && kind === 'finetune') throw new XferError("head 'finetune' is trained by finetune() / `xfer train --head finetune --from <tap>`", { hint: "import { finetune } from 'xfer' (it also registers the kind for loading)" });
+  if (!f) throw new XferError(`--head: unknown head '${kind}'`, { hint: `use one of ${HEAD_KINDS.join(', ')}, or finetune` });
   return f;
 }
 

@@ -5,6 +5,7 @@
  *
  * <headdir>/head.json      everything small (format below)
  * <headdir>/<array>.npy    each learned array (head arrays by name, transforms as t<i>_<name>.npy)
+ * <headdir>/<file>         a head's opaque files, listed in head.json "files" (finetune.onnx)
  *
  * Saving over an existing head: the old head.json is removed first, every array is written
  * atomically (temp file, fsync, rename), head.json is written last (atomically), and only then are
@@ -13,6 +14,7 @@
  */
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { containedPath } from '../util/contain.js';
 import { XferError } from '../errors.js';
 import { encodeNpy, readNpy } from '../features/npy.js';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -21,6 +23,7 @@ import { headFromState, type Head, type HeadKind, type HeadParams, type HeadStat
 import { applyChain, type TransformState } from './transforms.js';
 import type { Matrix } from './matrix.js';
 import { externalWeightsLabel, sameExternalWeights } from '../features/external-weights.js';
+import { checkArrayFile, checkHeadJson, checkHeadValues } from './validate.js';
 
 export const HEAD_FORMAT = 'xfer-head';
 export const HEAD_FORMAT_VERSION = 1;
@@ -60,6 +63,8 @@ interface HeadJson {
   source: HeadSource;
   transforms: { kind: TransformState['kind']; k?: number; dIn: number; dOut: number; arrays: Record<string, ArrayRef> }[];
   arrays: Record<string, ArrayRef>;
+  /** Opaque files of the head (name → file in the folder), absent when it has none. */
+  files?: Record<string, string>;
   info: Record<string, unknown>;
   created: string;
 }
@@ -90,8 +95,9 @@ async function ownedArrays(dir: string): Promise<string[]> {
   }
   if (json.format !== HEAD_FORMAT) return [];
   const refs = [...Object.values(json.arrays ?? {}), ...(json.transforms ?? []).flatMap((t) => Object.values(t.arrays ?? {}))];
-  // only plain .npy names inside the folder: never follow a path out of it
-  return refs.map((r) => r.file).filter((f) => typeof f === 'string' && f.endsWith('.npy') && path.basename(f) === f);
+  // only plain .npy (and the head's own) names inside the folder: never follow a path out of it
+  const own = Object.values(json.files ?? {}).filter((f) => typeof f === 'string' && path.basename(f) === f);
+  return [...refs.map((r) => r.file).filter((f) => typeof f === 'string' && f.endsWith('.npy') && path.basename(f) === f), ...own];
 }
 
 export async function saveHead(dir: string, t: TrainedHead): Promise<string> {
@@ -113,6 +119,12 @@ export async function saveHead(dir: string, t: TrainedHead): Promise<string> {
     }
     transforms.push({ kind: tr.kind, k: tr.k, dIn: tr.dIn, dOut: tr.dOut, arrays: refs });
   }
+  const files: Record<string, string> = {};
+  for (const [name, bytes] of Object.entries(st.files ?? {})) {
+    if (path.basename(name) !== name || name === 'head.json') throw new Error(`saveHead: bad file name '${name}'`);
+    await writeFileAtomic(path.join(dir, name), bytes);
+    files[name] = name;
+  }
   const json: HeadJson = {
     format: HEAD_FORMAT,
     format_version: HEAD_FORMAT_VERSION,
@@ -124,17 +136,19 @@ export async function saveHead(dir: string, t: TrainedHead): Promise<string> {
     source: t.source,
     transforms,
     arrays,
+    ...(Object.keys(files).length ? { files } : {}),
     info: st.info,
     created: new Date().toISOString(),
   };
   await writeFileAtomic(file, JSON.stringify(json, null, 2) + '\n');
-  const used = new Set([...Object.values(arrays), ...transforms.flatMap((tr) => Object.values(tr.arrays))].map((r) => r.file));
+  const used = new Set([...[...Object.values(arrays), ...transforms.flatMap((tr) => Object.values(tr.arrays))].map((r) => r.file), ...Object.values(files)]);
   for (const old of previous) if (!used.has(old)) await rm(path.join(dir, old), { force: true });
   return file;
 }
 
-async function readArray(dir: string, ref: ArrayRef): Promise<Float32Array | Int32Array> {
+async function readArray(dir: string, ref: ArrayRef, headFile: string): Promise<Float32Array | Int32Array> {
   const a = await readNpy(path.join(dir, ref.file));
+  checkArrayFile(headFile, path.join(dir, ref.file), ref.shape, a.shape);
   const copy = new Uint8Array(a.bytes.byteLength);
   copy.set(a.bytes);
   if (a.dtype === 'int32') return new Int32Array(copy.buffer);
@@ -154,21 +168,33 @@ export async function loadHead(dir: string): Promise<TrainedHead> {
       cause: e,
     });
   }
-  if (json.format !== HEAD_FORMAT) throw new XferError(`${file}: not an xfer head (format '${json.format}')`, { hint: 'pass the --out folder of `xfer train`' });
+  if (json?.format !== HEAD_FORMAT) throw new XferError(`${file}: not an xfer head (format '${json?.format}')`, { hint: 'pass the --out folder of `xfer train`' });
   if (json.format_version > HEAD_FORMAT_VERSION) throw new XferError(`${file}: head format ${json.format_version} is newer than this xfer understands`, { hint: 'upgrade xfer' });
+  // Shapes, labels and array paths (validate.ts), before any file is read; values after.
+  await checkHeadJson(dir, file, json);
   const arrays: HeadState['arrays'] = {};
   const shapes: HeadState['shapes'] = {};
   for (const [name, ref] of Object.entries(json.arrays)) {
-    arrays[name] = await readArray(dir, ref);
+    arrays[name] = await readArray(dir, ref, file);
     shapes[name] = ref.shape;
   }
-  const head = headFromState({ kind: json.kind, params: json.params, nClasses: json.n_classes, nFeatures: json.n_features, info: json.info, arrays, shapes });
+  const files: Record<string, Uint8Array> = {};
+  for (const [name, rel] of Object.entries(json.files ?? {})) {
+    const at = await containedPath(dir, rel, file, `files.${name}`);
+    try {
+      files[name] = await readFile(at);
+    } catch (e) {
+      throw new XferError(`${at}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`, { hint: 'the head folder is damaged; train it again', cause: e });
+    }
+  }
   const transforms: TransformState[] = [];
   for (const t of json.transforms) {
     const ta: Record<string, Float32Array> = {};
-    for (const [name, ref] of Object.entries(t.arrays)) ta[name] = (await readArray(dir, ref)) as Float32Array;
+    for (const [name, ref] of Object.entries(t.arrays)) ta[name] = (await readArray(dir, ref, file)) as Float32Array;
     transforms.push({ kind: t.kind, k: t.k, dIn: t.dIn, dOut: t.dOut, arrays: ta });
   }
+  checkHeadValues(file, json, arrays, transforms.map((t) => t.arrays));
+  const head = headFromState({ kind: json.kind, params: json.params, nClasses: json.n_classes, nFeatures: json.n_features, info: json.info, arrays, shapes, ...(json.files ? { files } : {}) });
   return { head, transforms, classLabels: json.labels, source: json.source };
 }
 

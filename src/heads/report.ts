@@ -66,8 +66,8 @@ export async function writeReport(dir: string, r: Report, history?: { epoch: num
     const ep = history.map((h) => h.epoch);
     const loss = [{ name: 'train loss', x: ep, y: history.map((h) => h.loss) }];
     if (history[0].valLoss !== undefined) loss.push({ name: 'val loss', x: ep, y: history.map((h) => h.valLoss ?? NaN) });
-    await png('learning-loss.png', lineChartSvg(loss, { title: 'MLP learning curve (loss)', xLabel: 'epoch', yLabel: 'cross-entropy' }));
-    if (history[0].valAcc !== undefined) await png('learning-acc.png', lineChartSvg([{ name: 'val accuracy', x: ep, y: history.map((h) => h.valAcc ?? NaN) }], { title: 'MLP learning curve (validation accuracy)', xLabel: 'epoch', yLabel: 'accuracy' }));
+    await png('learning-loss.png', lineChartSvg(loss, { title: `${r.kind === 'finetune' ? 'Fine-tuning' : 'MLP'} learning curve (loss)`, xLabel: 'epoch', yLabel: 'cross-entropy' }));
+    if (history[0].valAcc !== undefined) await png('learning-acc.png', lineChartSvg([{ name: 'val accuracy', x: ep, y: history.map((h) => h.valAcc ?? NaN) }], { title: `${r.kind === 'finetune' ? 'Fine-tuning' : 'MLP'} learning curve (validation accuracy)`, xLabel: 'epoch', yLabel: 'accuracy' }));
   }
   r.plots = plots;
   await writeFile(path.join(dir, 'report.json'), JSON.stringify(r, null, 2) + '\n');

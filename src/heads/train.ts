@@ -20,6 +20,7 @@
  */
 import path from 'node:path';
 import { XferError } from '../errors.js';
+import { withFolderLock } from '../util/lock.js';
 import { loadRows, openFeatures, pickLayers, type FeatureFolder } from '../features/reader.js';
 import { createHead, defaultSweepFor, defaultTransformsFor, headDefaults, type FitContext, type FitEvent, type Head, type HeadParams } from './head.js';
 import './linear.js';
@@ -83,7 +84,12 @@ function accuracy(pred: Int32Array, y: Int32Array): number {
   return y.length ? c / y.length : 0;
 }
 
+/** Train a head into `opts.out`, holding the folder's lock (util/lock.ts) for the whole run. */
 export async function trainHead(opts: TrainOptions): Promise<TrainResult> {
+  return withFolderLock(opts.out, 'xfer train', () => trainUnlocked(opts));
+}
+
+async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
   const t0 = performance.now();
   const warnings: string[] = [];
   const warn = (m: string): void => {

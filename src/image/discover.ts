@@ -168,7 +168,10 @@ class Walker {
       ents = (await readdir(this.abs(rel), { withFileTypes: true, encoding: 'buffer' })) as Dirent<Buffer>[];
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      this.errors.push({ path: displayBytes(rel) || '.', reason: code === 'EACCES' || code === 'EPERM' ? 'permission denied (folder skipped)' : `cannot read folder (${code})` });
+      const reason = code === 'EACCES' || code === 'EPERM' ? 'permission denied (folder skipped)' : `cannot read folder (${code})`;
+      this.errors.push({ path: displayBytes(rel) || '.', reason });
+      // A whole folder left out is said at once, not only in errors.jsonl.
+      this.warnings.push(`${displayBytes(rel) || '.'}: ${reason}`);
       return { dirs, files };
     }
     ents.sort((a, b) => Buffer.compare(a.name, b.name));

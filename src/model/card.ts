@@ -6,6 +6,8 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../errors.js';
+import type { Pool } from './taps.js';
+import { containedPath } from '../util/contain.js';
 
 export type Layout = 'NCHW' | 'NHWC';
 export type ChannelOrder = 'RGB' | 'BGR';
@@ -42,7 +44,7 @@ export interface CardTaps {
   /** The pre-classifier pooled (or poolable) tensor: the usual "CNN code". */
   default: string;
   /** Default pooling for `default`. */
-  pool?: 'avg' | 'max' | 'avgmax' | 'flatten' | 'none';
+  pool?: Pool;
 }
 
 export interface ModelCard {
@@ -113,8 +115,12 @@ export function validateCard(obj: unknown, file: string): ModelCard {
   return c as unknown as ModelCard;
 }
 
-/** Load and validate a card JSON file; relative paths inside resolve against its folder. */
-export async function loadCard(file: string): Promise<ModelCard> {
+/**
+ * Load and validate a card JSON file; relative paths inside resolve against its folder. With
+ * `containPaths` (a card that came with a model or the package, not one the user named with --card),
+ * its `labels` and `file` must stay inside the card's folder (util/contain.ts).
+ */
+export async function loadCard(file: string, opts: { containPaths?: boolean } = {}): Promise<ModelCard> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -129,6 +135,9 @@ export async function loadCard(file: string): Promise<ModelCard> {
   }
   const card = validateCard(obj, file);
   card.dir = path.dirname(path.resolve(file));
+  if (opts.containPaths) {
+    for (const field of ['labels', 'file'] as const) if (card[field] !== undefined) await containedPath(card.dir, card[field], file, field);
+  }
   return card;
 }
 

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { XferError } from '../errors.js';
 import { sha256FileRemembered } from '../util/stamp-digest.js';
 import { loadCard, type ModelCard } from './card.js';
+import { looksLikeOnnxFile } from '../onnx/io.js';
 import { applyCardFlags, hasCardFlags, type CardFlags } from './card-flags.js';
 
 /** The package's models/ folder (built-in cards and label files). */
@@ -21,7 +22,7 @@ export function builtinCardDir(): string {
 export async function listBuiltinCards(): Promise<ModelCard[]> {
   const dir = builtinCardDir();
   const files = (await readdir(dir)).filter((f) => f.endsWith('.json')).sort();
-  const cards = await Promise.all(files.map((f) => loadCard(path.join(dir, f))));
+  const cards = await Promise.all(files.map((f) => loadCard(path.join(dir, f), { containPaths: true })));
   return cards.filter((c) => c.builtin);
 }
 
@@ -62,6 +63,13 @@ export async function resolveBackbone(spec: string, opts: ResolveOptions = {}): 
 }
 
 async function resolveFile(spec: string, opts: ResolveOptions): Promise<ResolvedBackbone> {
+  const b = await resolveSpec(spec, opts);
+  // Cards without hand-written taps get the default tap found from the graph (catalog entries, user cards).
+  if (b.card && !b.card.taps) b.card = await (await import('./default-tap.js')).withDefaultTaps(b.card, b.file, b.sha256);
+  return b;
+}
+
+async function resolveSpec(spec: string, opts: ResolveOptions): Promise<ResolvedBackbone> {
   const builtins = await listBuiltinCards();
   const builtin = builtins.find((c) => c.id === spec);
   if (builtin && !looksLikePath(spec)) {
@@ -71,14 +79,22 @@ async function resolveFile(spec: string, opts: ResolveOptions): Promise<Resolved
     return { id: builtin.id, file, sha256: await sha256FileRemembered(file), card };
   }
   if (!looksLikePath(spec)) {
-    throw new XferError(`unknown model "${spec}": not a built-in id and not a path to an .onnx/.tflite file`, {
-      hint: `built-in ids: ${builtins.map((c) => c.id).join(', ')}; or pass a path like ./model.onnx`,
+    const { resolveCatalogModel, catalogIds } = await import('./catalog-use.js');
+    const pulled = await resolveCatalogModel(spec, builtinCardDir(), opts.onNotice);
+    if (pulled) {
+      const card = opts.card ? await loadCard(opts.card) : pulled.card;
+      const file = /\.tflite$/i.test(pulled.file) ? await (await import('../import/tflite/index.js')).tfliteToOnnxCached(pulled.file) : pulled.file;
+      return { id: pulled.entry.id, file, sha256: await sha256FileRemembered(file), card };
+    }
+    throw new XferError(`unknown model "${spec}": not a built-in id, not a catalog id and not a path to an .onnx/.tflite file`, {
+      hint: `built-in ids: ${builtins.map((c) => c.id).join(', ')}; catalog ids (downloaded on first use): ${(await catalogIds(builtinCardDir())).join(', ')}; or pass a path like ./model.onnx`,
     });
   }
   const abs = path.resolve(spec);
   if (!existsSync(abs)) throw new XferError(`${spec}: model file not found`, { hint: 'check the path, or run `xfer models` for the built-in ids' });
   const cardFile = opts.card ?? cardBeside(abs);
-  const card = cardFile ? await loadCard(cardFile) : null;
+  // A card found beside the model came with it: its paths stay in its folder. One named with --card is the user's.
+  const card = cardFile ? await loadCard(cardFile, { containPaths: opts.card === undefined }) : null;
   const id = card?.id ?? path.basename(abs).replace(/\.(onnx|tflite)$/i, '');
   if (/\.tflite$/i.test(abs)) {
     const { tfliteToOnnxCached } = await import('../import/tflite/index.js');
@@ -92,6 +108,8 @@ async function resolveFile(spec: string, opts: ResolveOptions): Promise<Resolved
 /** The card or a clear error saying how to supply one. */
 export function requireCard(b: ResolvedBackbone, what: string): ModelCard {
   if (b.card) return b.card;
+  // A file that is no model at all is that error, not a missing card.
+  if (!looksLikeOnnxFile(b.file)) throw new XferError(`${b.file}: not an ONNX model`, { hint: 'pass an .onnx file (TFLite files: `xfer import`, or --model file.tflite)' });
   throw new XferError(`${b.file}: no model card, needed for ${what}`, {
     hint: `pass --card <card.json>, card flags (--size, --layout, --channel-order, --range, --mean, --std, ...), or put ${path.basename(b.file)}.card.json beside the model (docs/model-cards.md)`,
   });

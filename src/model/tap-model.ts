@@ -12,7 +12,7 @@ import { pixelAffine, type ModelCard } from './card.js';
 import { inferDtypes, listTensors, realInputs } from './graph.js';
 import { checkBatching, hasFixedBatch, withSymbolicBatch } from './batch.js';
 import { dummyInput } from './probe.js';
-import { deriveTapModel, PIXEL_INPUT, resolveTapName, type ResolvedTap, type TapRequest } from './taps.js';
+import { deriveTapModel, PIXEL_INPUT, resolveTapOrInput, type ResolvedTap, type TapRequest } from './taps.js';
 
 /** The model's image input (named by the card or the only real input). */
 export function imageInputName(model: ModelProto, card: ModelCard, file: string): string {
@@ -37,7 +37,7 @@ export function imageInputName(model: ModelProto, card: ModelCard, file: string)
 async function tapRanks(model: ModelProto, taps: TapRequest[], file: string): Promise<Map<string, number> | undefined> {
   // Declared shapes first (converted models declare them): no probe run needed.
   const tensors = listTensors(model);
-  const declared = taps.map((t) => resolveTapName(t.name, tensors, file));
+  const declared = taps.map((t) => resolveTapOrInput(t.name, model, tensors, file));
   if (declared.every((t) => t.shape !== null)) return new Map(declared.map((t) => [t.name, t.shape!.length]));
   const { model: raw, taps: resolved } = deriveTapModel(model, taps.map((t) => ({ name: t.name, pool: 'none' as const })), { file });
   let session: ort.InferenceSession | undefined;

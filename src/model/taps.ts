@@ -6,11 +6,29 @@
 import { closest, distance } from 'fastest-levenshtein';
 import { XferError } from '../errors.js';
 import { node, int64Tensor } from '../onnx/builder.js';
-import { DataType, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.js';
+import { DataType, dataTypeName, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/proto.js';
 import { inferDtypes, listTensors, realInputs, type TensorInfo } from './graph.js';
 
-export type Pool = 'avg' | 'max' | 'avgmax' | 'flatten' | 'none';
-export const POOLS: readonly Pool[] = ['avg', 'max', 'avgmax', 'flatten', 'none'];
+export type Pool = 'avg' | 'max' | 'avgmax' | 'flatten' | 'none' | 'cls' | 'mean' | 'patch-mean' | 'cls+mean';
+export const POOLS: readonly Pool[] = ['avg', 'max', 'avgmax', 'flatten', 'none', 'cls', 'mean', 'patch-mean', 'cls+mean'];
+/** Poolings over the token axis of transformer outputs [N, T, C] (token 0 = CLS). */
+export const TOKEN_POOLS: readonly Pool[] = ['cls', 'mean', 'patch-mean', 'cls+mean'];
+
+/**
+ * What each pooling does, for --help and docs. Rank-4 maps are [N,C,H,W] (4-D taps inside xfer's
+ * graphs are channels-first); rank-3 token tensors are [N,T,C].
+ */
+export const POOL_HELP: Record<Pool, string> = {
+  avg: 'mean over every axis after axis 1: [N,C,H,W] -> [N,C]; on [N,T,C] that averages channels, not tokens (use mean)',
+  max: 'max over every axis after axis 1 (like avg)',
+  avgmax: 'avg and max concatenated: [N,2C]',
+  flatten: 'all values per image: [N,C,H,W] -> [N,C*H*W], [N,T,C] -> [N,T*C]',
+  none: 'the raw tensor (rank 2 only for training heads)',
+  cls: 'token 0 of [N,T,C] (the class token): [N,C]; rank 3 only',
+  mean: 'mean over all tokens of [N,T,C], CLS included: [N,C]; rank 3 only',
+  'patch-mean': 'mean over tokens 1..T-1 of [N,T,C] (without the CLS token): [N,C]; rank 3 only',
+  'cls+mean': 'CLS token and patch-mean concatenated: [N,2C] (the DINOv2 linear-probe feature); rank 3 only',
+};
 
 export interface TapRequest {
   /** Tensor name, node name, or index (as a string of digits) from `xfer layers`. */
@@ -56,6 +74,18 @@ export function resolveTapName(requested: string, tensors: TensorInfo[], file = 
   });
 }
 
+/**
+ * `resolveTapName`, plus the model's own (non-initializer) inputs by exact name: fine-tuning from the
+ * input records the input tensor as its tap, and predict must feed the head exactly that tensor.
+ */
+export function resolveTapOrInput(requested: string, model: ModelProto, tensors: TensorInfo[], file = 'model'): TensorInfo {
+  const input = tensors.some((t) => t.name === requested) ? undefined : realInputs(model.graph).find((i) => i.name === requested);
+  if (!input) return resolveTapName(requested, tensors, file);
+  const tt = input.type?.tensorType;
+  const shape = tt?.shape ? (tt.shape.dim ?? []).map((d) => (d.dimValue !== undefined ? Number(d.dimValue) : d.dimParam ? d.dimParam : null)) : null;
+  return { index: -1, name: input.name, node: input.name, op: 'input', dtype: tt?.elemType ? dataTypeName(tt.elemType) : null, shape };
+}
+
 export interface DeriveOptions {
   /** Element types of tensors (from a shape probe), used to check taps are float and to insert casts. */
   dtypes?: Map<string, string>;
@@ -94,7 +124,7 @@ export function deriveTapModel(model: ModelProto, taps: TapRequest[], opts: Deri
   const used = new Set<string>();
   taps.forEach((tap, i) => {
     if (!POOLS.includes(tap.pool)) throw new XferError(`unknown pooling "${tap.pool}"`, { hint: `use one of ${POOLS.join(', ')}` });
-    const info = resolveTapName(tap.name, tensors, file);
+    const info = resolveTapOrInput(tap.name, model, tensors, file);
     const dtype = dtypes.get(info.name) ?? info.dtype;
     if (dtype && dtype !== 'float' && dtype !== 'float16' && dtype !== 'double' && dtype !== 'bfloat16') {
       throw new XferError(`${file}: tap "${tap.name}" is tensor ${info.name} of type ${dtype}, not a float tensor`, {
@@ -110,7 +140,13 @@ export function deriveTapModel(model: ModelProto, taps: TapRequest[], opts: Deri
       newNodes.push(node('Cast', [cur], [`${out}/cast`], { to: DataType.FLOAT }));
       cur = `${out}/cast`;
     }
-    const pooled = poolNodes(cur, out, tap.pool, inits, opts.ranks?.get(info.name));
+    const rank = opts.ranks?.get(info.name) ?? info.shape?.length;
+    if (TOKEN_POOLS.includes(tap.pool) && rank !== undefined && rank !== 3) {
+      throw new XferError(`${file}: pooling "${tap.pool}" needs a rank-3 token tensor [N,T,C], but tap ${info.name} has rank ${rank}`, {
+        hint: 'use avg, max, avgmax or flatten for conv feature maps; token pools are for transformer outputs',
+      });
+    }
+    const pooled = poolNodes(cur, out, tap.pool, inits, opts.ranks?.get(info.name), opsetOf(model));
     newNodes.push(...pooled);
     if (pooled.length === 0) newNodes.push(node('Identity', [cur], [out]));
     outputs.push({ name: out });
@@ -130,8 +166,21 @@ export function deriveTapModel(model: ModelProto, taps: TapRequest[], opts: Deri
   return { model: { ...model, graph: pruned, functions: model.functions }, taps: resolved };
 }
 
+/** The model's default-domain opset version. */
+function opsetOf(model: ModelProto): number {
+  return Number(model.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 17);
+}
+
+/** A Reduce* node over `axes` without kept dims: axes as an attribute before opset 18, as an input from 18 on. */
+function reduce(op: 'ReduceMean' | 'ReduceMax', src: string, dst: string, axes: number[], inits: TensorProto[], opset: number): NodeProto {
+  if (opset < 18) return node(op, [src], [dst], { axes, keepdims: 0 });
+  const name = `xfer_axes_${axes.join('_')}`;
+  if (!inits.some((t) => t.name === name)) inits.push(int64Tensor(name, [axes.length], axes));
+  return node(op, [src, name], [dst], { keepdims: 0 });
+}
+
 /** Pooling nodes from `src` into `out` (empty for 'none'). Rank-agnostic where ONNX allows. */
-function poolNodes(src: string, out: string, pool: Pool, inits: TensorProto[], rank?: number): NodeProto[] {
+function poolNodes(src: string, out: string, pool: Pool, inits: TensorProto[], rank: number | undefined, opset: number): NodeProto[] {
   switch (pool) {
     case 'none':
       return [];
@@ -139,12 +188,39 @@ function poolNodes(src: string, out: string, pool: Pool, inits: TensorProto[], r
       return [node('Flatten', [src], [out], { axis: 1 })];
     case 'avg':
     case 'max':
-      return globalPool(pool, src, out, inits, rank);
+      return globalPool(pool, src, out, inits, rank, opset);
+    case 'cls':
+    case 'mean':
+    case 'patch-mean':
+    case 'cls+mean':
+      return tokenPool(pool, src, out, inits, opset);
     case 'avgmax': {
-      const a = globalPool('avg', src, `${out}/avg`, inits, rank);
-      const m = globalPool('max', src, `${out}/max`, inits, rank);
+      const a = globalPool('avg', src, `${out}/avg`, inits, rank, opset);
+      const m = globalPool('max', src, `${out}/max`, inits, rank, opset);
       return [...a, ...m, node('Concat', [`${out}/avg`, `${out}/max`], [out], { axis: 1 })];
     }
+  }
+}
+
+/** Token poolings of [N,T,C]: token 0 (Gather), mean of tokens 0.. or 1.. (Slice + ReduceMean over axis 1), or both concatenated. */
+function tokenPool(pool: 'cls' | 'mean' | 'patch-mean' | 'cls+mean', src: string, out: string, inits: TensorProto[], opset: number): NodeProto[] {
+  const constant = (name: string, values: number[], dims: number[]) => {
+    if (!inits.some((t) => t.name === name)) inits.push(int64Tensor(name, dims, values));
+    return name;
+  };
+  const cls = (dst: string) => node('Gather', [src, constant('xfer_token0', [0], [])], [dst], { axis: 1 });
+  const mean = (from: string, dst: string) => reduce('ReduceMean', from, dst, [1], inits, opset);
+  const patches = (dst: string) =>
+    node('Slice', [src, constant('xfer_token_start', [1], [1]), constant('xfer_token_end', [Number.MAX_SAFE_INTEGER], [1]), constant('xfer_token_axis', [1], [1])], [dst]);
+  switch (pool) {
+    case 'cls':
+      return [cls(out)];
+    case 'mean':
+      return [mean(src, out)];
+    case 'patch-mean':
+      return [patches(`${out}/patches`), mean(`${out}/patches`, out)];
+    case 'cls+mean':
+      return [cls(`${out}/cls`), patches(`${out}/patches`), mean(`${out}/patches`, `${out}/mean`), node('Concat', [`${out}/cls`, `${out}/mean`], [out], { axis: 1 })];
   }
 }
 
@@ -153,7 +229,7 @@ function poolNodes(src: string, out: string, pool: Pool, inits: TensorProto[], r
  * NCHW conv output) use GlobalAveragePool/GlobalMaxPool, which onnxruntime runs in its blocked
  * NCHWc layout without a reorder; other ranks reshape to [N, C, -1] and reduce axis 2 (rank 2: identity).
  */
-function globalPool(pool: 'avg' | 'max', src: string, out: string, inits: TensorProto[], rank?: number): NodeProto[] {
+function globalPool(pool: 'avg' | 'max', src: string, out: string, inits: TensorProto[], rank: number | undefined, opset: number): NodeProto[] {
   if (rank === 4) {
     return [node(pool === 'avg' ? 'GlobalAveragePool' : 'GlobalMaxPool', [src], [`${out}/g`]), node('Flatten', [`${out}/g`], [out], { axis: 1 })];
   }
@@ -161,7 +237,7 @@ function globalPool(pool: 'avg' | 'max', src: string, out: string, inits: Tensor
   if (!inits.some((t) => t.name === shapeName)) inits.push(int64Tensor(shapeName, [3], [0, 0, -1]));
   return [
     node('Reshape', [src, shapeName], [`${out}/flat`]),
-    node(pool === 'avg' ? 'ReduceMean' : 'ReduceMax', [`${out}/flat`], [out], { axes: [2], keepdims: 0 }),
+    reduce(pool === 'avg' ? 'ReduceMean' : 'ReduceMax', `${out}/flat`, out, [2], inits, opset),
   ];
 }
 

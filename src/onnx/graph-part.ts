@@ -54,4 +54,6 @@ export function transposed(a: Float32Array, rows: number, cols: number): Float32
 export interface OnnxHeadOutputs {
   scores: string;
   probs: string;
+  /** The default-domain opset the head's nodes need, when newer than the backbone's (a fine-tuned head's own graph). */
+  opset?: number;
 }

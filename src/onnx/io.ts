@@ -4,6 +4,7 @@
  * locations that escape the model's folder are refused.
  */
 import { readFile, mkdir, open } from 'node:fs/promises';
+import { closeSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { XferError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -60,6 +61,65 @@ export async function readOnnxFile(file: string): Promise<LoadedModel> {
   const model = decodeOnnxBytes(bytes, file);
   const external = await inlineExternalData(model, path.dirname(abs), file);
   return { model, file: abs, sha256: sha256Hex(bytes), size: bytes.length, external };
+}
+
+/** ModelProto's top-level fields by wire type (onnx.proto): varints, and length-delimited ones. */
+const MODEL_VARINT_FIELDS = new Set([1, 5]);
+const MODEL_LEN_FIELDS = new Set([2, 3, 4, 6, 7, 8, 14, 20, 21, 25]);
+
+/**
+ * Whether the start of `file` (64 KiB) reads as an ONNX ModelProto's top-level fields: a cheap check
+ * that tells an image, a text file or a .tflite given as a model from an ONNX file whose card is missing.
+ */
+export function looksLikeOnnxFile(file: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    return true; // unreadable: the loader reports it
+  }
+  const buf = Buffer.alloc(64 * 1024);
+  let n: number;
+  try {
+    n = readSync(fd, buf, 0, buf.length, 0);
+  } finally {
+    closeSync(fd);
+  }
+  const whole = n < buf.length;
+  let pos = 0;
+  let fields = 0;
+  const varint = (): number | null => {
+    let v = 0;
+    for (let shift = 0; shift < 64; shift += 7) {
+      if (pos >= n) return null;
+      const b = buf[pos++];
+      v += (b & 0x7f) * 2 ** shift;
+      if (b < 0x80) return v;
+    }
+    return -1;
+  };
+  while (pos < n) {
+    const tag = varint();
+    if (tag === null) return !whole && fields > 0;
+    if (tag < 0) return false;
+    const field = Math.floor(tag / 8);
+    const wire = tag % 8;
+    if (wire === 0 && MODEL_VARINT_FIELDS.has(field)) {
+      const v = varint();
+      if (v === null) return !whole && fields > 0;
+      if (v < 0) return false;
+    } else if (wire === 2 && MODEL_LEN_FIELDS.has(field)) {
+      const len = varint();
+      if (len === null) return !whole && fields > 0;
+      if (len < 0) return false;
+      pos += len;
+      if (pos > n) return !whole;
+    } else {
+      return false;
+    }
+    fields++;
+  }
+  return fields > 0;
 }
 
 /** Decode bytes as ONNX, turning protobuf failures into clear errors. */

@@ -111,7 +111,14 @@ export async function buildExportModel(headDir: string, opts: ExportOptions = {}
   const X = flat.length === 1 ? flat[0] : g.op('Concat', flat, { axis: 1 });
   const tr = transformNodes(g, head, X);
   if (head.head.nFeatures !== tr.d) throw new XferError(`head: expects ${head.head.nFeatures} features but the transforms give ${tr.d}`, { hint: 'the head folder is damaged; train it again' });
-  const { scores, probs } = head.head.toOnnx(g, tr.out);
+  const { scores, probs, opset } = head.head.toOnnx(g, tr.out);
+  if (opset) {
+    // the head's own graph may use a newer opset than the backbone's (same op semantics in between for the ops it uses)
+    const imports = tapModel.model.opsetImport ?? [];
+    const def = imports.find((o) => !o.domain);
+    if (def && Number(def.version) < opset) def.version = opset;
+    else if (!def) imports.push({ domain: '', version: opset });
+  }
   const K = head.head.nClasses;
   g.op('Identity', [probs], {}, EXPORT_OUTPUTS.probabilities);
   g.op('Identity', [scores], {}, EXPORT_OUTPUTS.scores);

@@ -25,6 +25,7 @@ import { POOLS, type Pool, type TapRequest } from '../model/taps.js';
 import { loadPixelsOrSkip } from '../image/decode.js';
 import { cardDifferences, overridesFromRecord, resolvePreprocess, type PreprocessOverrides, type PreprocessPlan } from '../image/plan.js';
 import '../heads/index.js';
+import '../finetune/head.js';
 import { loadHead, type TrainedHead } from '../heads/model.js';
 import { transformFor } from '../heads/model.js';
 import { externalWeightsLabel, sameExternalWeights } from '../features/external-weights.js';

@@ -1,0 +1,185 @@
+/**
+ * `npm run bench:finetune` — fine-tuning vs the best frozen probe, measured in the same run.
+ *
+ *   node dist/scripts/bench-finetune.js [--train 20000] [--test 10000] [--epochs 5] [--batch 32]
+ *        [--lr 1e-3] [--from block_13_expand_relu] [--threads n] [--out <dir>]
+ *        [--no-fashion] [--no-hymenoptera] [--rss]
+ *
+ * Fashion-MNIST (Debian `dataset-fashion-mnist`; scripts/prepare-fashion-mnist.ts writes the
+ * ImageFolder tree, greyscale → 3 channels by xfer's decoding), built-in backbone:
+ *  1. extractions: float16 unpooled at `--from`; float32 average-pooled at `--from`,
+ *     block_16_project_BN and out_relu;
+ *  2. frozen probes on every pooled tap: linear and linear SVM
+ *     heads (standardized) for C in {0.1, 1, 10}; the best test accuracy of all of them is the
+ *     anchor (optimistic for the probe: it is picked on test);
+ *  3. fine-tuning from `--from` (val carved 10 % stratified from train, early stopping on it), test
+ *     accuracy of the restored best epoch, training time.
+ * Hymenoptera (../shared; train → val, no test split): the same, scored on val (the probe's best C
+ * and the fine-tune's best epoch are both picked on val).
+ * --rss [--rss-rows a,b]: fine-tunes one epoch on a quarter and on all training rows (or a and b
+ * rows) in child processes and prints both peak RSS (streaming: it must not grow with the dataset).
+ * Then ft-core's step-time benchmark (scripts/bench-finetune-step.ts) when it is there.
+ * Targets (issue 18): fine-tune ≥ probe + 3 points on Fashion-MNIST; ≥ probe − 1 on hymenoptera.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { extractFeatures } from '../src/extract/pipeline.js';
+import { loadRows, openFeatures, pickLayers, type FeatureFolder } from '../src/features/reader.js';
+import { createHead } from '../src/heads/head.js';
+import '../src/heads/linear.js';
+import '../src/heads/svm-linear.js';
+import { fitTransform, applyTransform } from '../src/heads/transforms.js';
+import { releaseKernel } from '../src/heads/kernel/matmul.js';
+import { finetune } from '../src/finetune/fit.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '..', '..');
+const argv = process.argv.slice(2);
+const flag = (name: string): boolean => argv.includes(`--${name}`);
+const opt = (name: string, def: string): string => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < argv.length ? argv[i + 1] : def;
+};
+const TRAIN = Number(opt('train', '20000'));
+const TEST = Number(opt('test', '10000'));
+const EPOCHS = Number(opt('epochs', '5'));
+const BATCH = Number(opt('batch', '32'));
+const LR = Number(opt('lr', '1e-3'));
+const FROM = opt('from', 'block_13_expand_relu');
+const THREADS = opt('threads', '') ? Number(opt('threads', '')) : undefined;
+const OUT = path.resolve(opt('out', path.join(os.tmpdir(), 'xfer-bench-finetune')));
+const TAPS = [...new Set([FROM, 'block_16_project_BN', 'out_relu'])];
+const SHARED = process.env.XFER_SHARED ?? path.resolve(REPO, '..', 'shared');
+
+const pct = (v: number): string => `${(100 * v).toFixed(2)}%`;
+const rows: string[] = [];
+
+/** Best test accuracy of linear / SVM heads on every tap, average-pooled. */
+async function frozenProbe(f: FeatureFolder, trainSplit: string, testSplit: string): Promise<{ acc: number; what: string; seconds: number }> {
+  const t0 = performance.now();
+  const lab = f.index.filter((r) => r.label_index !== null);
+  const tr = lab.filter((r) => r.split === trainSplit).map((r) => r.row);
+  const te = lab.filter((r) => r.split === testSplit).map((r) => r.row);
+  const ytr = Int32Array.from(tr, (r) => f.index[r].label_index as number);
+  const yte = Int32Array.from(te, (r) => f.index[r].label_index as number);
+  let best = { acc: 0, what: '' };
+  for (const tap of TAPS) {
+    const a = { X: (await loadRows(f, pickLayers(f, [tap]), tr)).X, d: 0 };
+    const b = { X: (await loadRows(f, pickLayers(f, [tap]), te)).X, d: 0 };
+    a.d = b.d = a.X.length / tr.length;
+    const st = await fitTransform({ kind: 'standardize' }, { data: a.X, rows: tr.length, cols: a.d }, 0);
+    const Xtr = await applyTransform(st, { data: a.X, rows: tr.length, cols: a.d });
+    const Xte = await applyTransform(st, { data: b.X, rows: te.length, cols: b.d });
+    for (const kind of ['linear', 'svm']) {
+      for (const C of [0.1, 1, 10]) {
+        const h = createHead(kind, { C });
+        await h.fit(Xtr, ytr, f.labels.length);
+        const p = await h.predict(Xte);
+        let ok = 0;
+        for (let i = 0; i < p.length; i++) if (p[i] === yte[i]) ok++;
+        const acc = ok / p.length;
+        process.stderr.write(`  probe ${tap}/avg ${kind} C=${C}: ${pct(acc)}\n`);
+        if (acc > best.acc) best = { acc, what: `${kind} C=${C} on ${tap}/avg` };
+      }
+    }
+  }
+  return { ...best, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** Extract (once: a complete folder is reused) `layers` of the built-in backbone. */
+async function extract(data: string, out: string, layers: string[], pool: 'none' | 'avg'): Promise<FeatureFolder> {
+  const done = await openFeatures(out).then(() => true, () => false);
+  if (!done) {
+    const t0 = performance.now();
+    await extractFeatures({ model: 'mobilenet_v2', layers, pool, dtype: pool === 'none' ? 'float16' : 'float32', data, out, resume: existsSync(out) });
+    process.stderr.write(`  extracted ${data} → ${out} in ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
+  }
+  return openFeatures(out);
+}
+
+async function compare(name: string, images: string, features: string, trainSplit: string, testSplit: string, valFrac: number | undefined, target: number): Promise<void> {
+  // Two extractions: several taps with --pool none in one model trip an onnxruntime optimizer bug
+  // (basic-level Identity elimination leaves a dangling input), so the probes get their own, pooled.
+  const probes = await extract(images, `${features}-avg`, TAPS, 'avg');
+  const f = await extract(images, features, [FROM], 'none');
+  process.stderr.write(`${name}: frozen probes\n`);
+  const probe = await frozenProbe(probes, trainSplit, testSplit);
+  process.stderr.write(`${name}: fine-tuning from ${FROM}\n`);
+  const t0 = performance.now();
+  const r = await finetune({
+    features: f.dir,
+    from: FROM,
+    out: path.join(OUT, `${name}-head`),
+    epochs: EPOCHS,
+    batch: BATCH,
+    lr: LR,
+    val: valFrac,
+    threads: THREADS,
+    progress: (e) => {
+      if (e.event === 'epoch') process.stderr.write(`  epoch ${e.epoch}: loss ${e.loss.toFixed(4)}, val acc ${e.valAcc !== undefined ? pct(e.valAcc) : '-'}, ${e.seconds.toFixed(0)} s, ${e.imagesPerSecond.toFixed(1)} img/s\n`);
+    },
+  });
+  await r.head.close();
+  const seconds = (performance.now() - t0) / 1000;
+  const m = r.report.metrics[testSplit === 'val' ? 'val' : 'test'];
+  const delta = 100 * (m.accuracy - probe.acc);
+  rows.push(
+    `| ${name} | ${r.report.rows.train} / ${m.n} | ${pct(probe.acc)} (${probe.what}, ${probe.seconds.toFixed(0)} s) | ${pct(m.accuracy)} (best epoch ${String(r.report.fit?.bestEpoch)} of ${String(r.report.fit?.epochsRun)}, ${seconds.toFixed(0)} s) | ${delta >= 0 ? '+' : ''}${delta.toFixed(2)} | ${delta >= target ? 'met' : 'NOT met'} (${target >= 0 ? '≥ +' : '≥ '}${target}) |`,
+  );
+}
+
+/** Peak RSS of one fine-tuning epoch on `limit` training rows, in a fresh process. */
+function rssRun(features: string, limit: number): string {
+  const code = `
+    import { finetune } from '${path.join(REPO, 'dist', 'src', 'finetune', 'fit.js')}';
+    import { openFeatures } from '${path.join(REPO, 'dist', 'src', 'features', 'reader.js')}';
+    const r = await finetune({ features: ${JSON.stringify(features)}, from: ${JSON.stringify(FROM)}, out: ${JSON.stringify(path.join(OUT, `rss-${limit}`))}, epochs: 1, batch: ${BATCH}, val: 0.02, maxTrain: ${limit} });
+    await r.head.close();
+    process.stdout.write(String(process.resourceUsage().maxRSS));`;
+  const p = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8' });
+  if (p.status !== 0) return `failed: ${p.stderr.split('\n').slice(-3).join(' ')}`;
+  return `${(Number(p.stdout) / 1024).toFixed(0)} MB`;
+}
+
+async function main(): Promise<void> {
+  await mkdir(OUT, { recursive: true });
+  process.stderr.write(`bench:finetune — ${os.cpus().length} CPUs, train ${TRAIN} / test ${TEST}, ${EPOCHS} epochs, batch ${BATCH}, lr ${LR}, from ${FROM}\n`);
+  const fmFeatures = path.join(OUT, `fashion-mnist-${TRAIN}-${TEST}-features`);
+  if (!flag('no-fashion')) {
+    const src = process.env.FASHION_MNIST_DIR ?? '/usr/share/datasets/fashion-mnist';
+    if (!existsSync(path.join(src, 'train-images-idx3-ubyte.gz'))) {
+      rows.push(`| Fashion-MNIST | skipped: no ${src} (apt-get install dataset-fashion-mnist) | | | | |`);
+    } else {
+      const images = path.join(OUT, `fashion-mnist-${TRAIN}-${TEST}`);
+      const p = spawnSync(process.execPath, [path.join(HERE, 'prepare-fashion-mnist.js'), '--out', images, '--train', String(TRAIN), '--test', String(TEST)], { stdio: 'inherit' });
+      if (p.status !== 0) throw new Error('prepare-fashion-mnist failed');
+      await compare('Fashion-MNIST', images, fmFeatures, 'train', 'test', 0.1, 3);
+    }
+  }
+  if (!flag('no-hymenoptera')) {
+    const hym = path.join(SHARED, 'datasets', 'hymenoptera');
+    if (!existsSync(hym)) rows.push(`| hymenoptera | skipped: ${hym} not found | | | | |`);
+    else await compare('hymenoptera', hym, path.join(OUT, 'hymenoptera-features'), 'train', 'val', undefined, -1);
+  }
+  await releaseKernel();
+  process.stdout.write(`\nbench:finetune (${os.cpus().length} CPUs${THREADS ? `, ${THREADS} threads` : ''}; machine shared with other work: times are indicative)\n`);
+  process.stdout.write('| data | train / scored rows | best frozen probe (time) | fine-tuned from ' + FROM + ' (time) | Δ points | target |\n| --- | --- | --- | --- | --- | --- |\n');
+  process.stdout.write(rows.join('\n') + '\n');
+  if (flag('rss')) {
+    // --rss-rows a,b: the two sizes (default a quarter of --train, and --train)
+    const [small, large] = opt('rss-rows', `${Math.max(BATCH, Math.floor(TRAIN / 4))},${TRAIN}`).split(',').map(Number);
+    if (!existsSync(path.join(fmFeatures, 'meta.json'))) process.stdout.write(`peak RSS: no ${fmFeatures} (run once without --no-fashion)\n`);
+    else process.stdout.write(`peak RSS, one epoch from ${FROM}: ${small} training rows ${rssRun(fmFeatures, small)}, ${large} rows ${rssRun(fmFeatures, large)}\n`);
+  }
+  const step = path.join(HERE, 'bench-finetune-step.js');
+  if (existsSync(step)) {
+    process.stdout.write('\nstep time (ft-core, scripts/bench-finetune-step.ts):\n');
+    spawnSync(process.execPath, [step], { stdio: 'inherit' });
+  } else process.stdout.write('\n(step-time benchmark: scripts/bench-finetune-step.ts not in this tree)\n');
+}
+
+await main();

@@ -1,0 +1,188 @@
+/**
+ * The three models built from a plan: the training step (forward, loss, backward, optimizer update
+ * in one graph; weights and optimizer state in, updated ones out), the evaluation forward with the
+ * weights as inputs, and the stand-alone inference model with the weights baked in.
+ */
+import type { ModelProto, TensorProto } from '../onnx/proto.js';
+import { DataType } from '../onnx/proto.js';
+import { floatTensor, makeModel, valueInfo } from '../onnx/builder.js';
+import { XferError } from '../errors.js';
+import { Lowering } from './lower.js';
+import { HEAD_BIAS, HEAD_WEIGHT, partOf, type FinetunePlan, type ParamInfo } from './plan.js';
+
+export interface TrainGraphOptions {
+  optimizer: 'sgd' | 'adamw';
+  momentum: number;
+  weightDecay: number;
+  labelSmoothing: number;
+  /** AdamW betas and epsilon (PyTorch defaults 0.9, 0.999, 1e-8). */
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  /** Also output every parameter's gradient as `<name>@grad` (tests). */
+  outputGradients?: boolean;
+}
+
+/** Names shared by the graphs and TrainingSession. */
+export const IO = {
+  x: 'x',
+  target: 'target',
+  invN: 'inv_n',
+  loss: 'loss',
+  logits: 'logits',
+  probabilities: 'probabilities',
+  next: (t: string): string => `${t}@next`,
+  grad: (p: string): string => `${p}@grad`,
+  /** Optimizer state tensors of a parameter. */
+  state: (p: string, opt: 'sgd' | 'adamw', momentum: number): string[] => (opt === 'adamw' ? [`${p}#m`, `${p}#v`] : momentum !== 0 ? [`${p}#mom`] : []),
+  /** Per-group hyper-parameter inputs (group = block index, or 'head'). */
+  lr: (g: string): string => `lr:${g}`,
+  decay: (g: string): string => `decay:${g}`,
+  bc2: 'sqrt_bc2',
+} as const;
+
+export const groupOf = (p: ParamInfo): string => (p.group === 'head' ? 'head' : String(p.block));
+
+function opsetOf(model: ModelProto): number {
+  const v = model.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 17;
+  return Math.max(17, Number(v));
+}
+
+function finish(model: ModelProto, lw: Lowering, inputs: ReturnType<typeof valueInfo>[], outputs: ReturnType<typeof valueInfo>[], name: string, initializers: TensorProto[] = []): ModelProto {
+  const m = makeModel({ name, node: lw.em.nodes, initializer: [...lw.em.inits, ...initializers], input: inputs, output: outputs, valueInfo: [] }, { opset: opsetOf(model) });
+  return m;
+}
+
+/** Forward of the part and the classifier; returns the logits tensor name. */
+function forward(lw: Lowering, plan: FinetunePlan, input: string): { logits: string; feats: string } {
+  const em = lw.em;
+  if (input !== plan.from) em.op('Identity', [input], {}, '', plan.from);
+  lw.forward();
+  const feats = plan.toShape.length > 1 ? em.op('Reshape', [plan.to, em.i64([0, plan.featureDim])], {}, 'features') : plan.to;
+  const logits = em.op('Gemm', [feats, HEAD_WEIGHT, HEAD_BIAS], { transB: 1 }, IO.logits, IO.logits);
+  return { logits, feats };
+}
+
+function activationsIn(plan: FinetunePlan, name: string): ReturnType<typeof valueInfo> {
+  return valueInfo(name, DataType.FLOAT, ['N', ...plan.fromShape]);
+}
+
+function checkOptions(opts: TrainGraphOptions): void {
+  const bad = (flag: string, v: unknown, want: string): never => {
+    throw new XferError(`${flag}: expected ${want}, got ${String(v)}`);
+  };
+  if (opts.optimizer !== 'sgd' && opts.optimizer !== 'adamw') bad('--optimizer', opts.optimizer, 'sgd or adamw');
+  if (!(opts.momentum >= 0 && opts.momentum < 1)) bad('--momentum', opts.momentum, 'a number in [0, 1)');
+  if (!(opts.weightDecay >= 0) || !Number.isFinite(opts.weightDecay)) bad('--weight-decay', opts.weightDecay, 'a number ≥ 0');
+  if (!(opts.labelSmoothing >= 0 && opts.labelSmoothing < 1)) bad('--label-smoothing', opts.labelSmoothing, 'a number in [0, 1)');
+}
+
+/**
+ * The training step. Inputs: `x` [N, ...fromShape], `target` [N, K] (smoothed one-hot rows),
+ * `inv_n` [] (1/N), per-group `lr:<g>` (SGD: the rate; AdamW: rate / (1 − β1^t)), AdamW's
+ * `decay:<g>` (1 − rate·weight decay) and `sqrt_bc2` (√(1 − β2^t)), every parameter and its
+ * optimizer state. Outputs: `loss`, then `<name>@next` for every parameter and state tensor.
+ */
+export function buildTrainingModel(model: ModelProto, plan: FinetunePlan, opts: TrainGraphOptions): ModelProto {
+  checkOptions(opts);
+  const part = partOf(model, plan);
+  const trainable = new Set(plan.params.map((p) => p.name));
+  const lw = new Lowering(part, trainable);
+  const em = lw.em;
+  const { logits, feats } = forward(lw, plan, IO.x);
+  // Softmax cross-entropy; the label smoothing is in the target rows.
+  const logp = em.op('LogSoftmax', [logits], { axis: 1 }, 'logp');
+  const loss = em.op('Mul', [em.op('Neg', [em.op('ReduceSum', [em.op('Mul', [IO.target, logp])], { keepdims: 0 })]), IO.invN], {}, IO.loss, IO.loss);
+  const dlogits = em.op('Mul', [em.op('Sub', [em.op('Exp', [logp]), IO.target]), IO.invN], {}, 'd/logits');
+  lw.paramGrads.set(HEAD_WEIGHT, em.op('Gemm', [dlogits, feats], { transA: 1 }, `d/${HEAD_WEIGHT}`));
+  lw.paramGrads.set(HEAD_BIAS, em.op('ReduceSum', [dlogits, em.i64([0])], { keepdims: 0 }, `d/${HEAD_BIAS}`));
+  if (lw.needsGrad(plan.to)) {
+    const df = em.op('MatMul', [dlogits, HEAD_WEIGHT], {}, 'd/features');
+    lw.seed(plan.to, plan.toShape.length > 1 ? em.op('Reshape', [df, em.i64([0, ...plan.toShape])]) : df);
+    lw.backward();
+  }
+  const inputs = [activationsIn(plan, IO.x), valueInfo(IO.target, DataType.FLOAT, ['N', plan.nClasses]), valueInfo(IO.invN, DataType.FLOAT, [])];
+  const outputs = [valueInfo(loss, DataType.FLOAT, [])];
+  const groups = [...new Set(plan.params.map(groupOf))];
+  for (const g of groups) {
+    inputs.push(valueInfo(IO.lr(g), DataType.FLOAT, []));
+    if (opts.optimizer === 'adamw' && opts.weightDecay !== 0) inputs.push(valueInfo(IO.decay(g), DataType.FLOAT, []));
+  }
+  if (opts.optimizer === 'adamw') inputs.push(valueInfo(IO.bc2, DataType.FLOAT, []));
+  const wd = opts.weightDecay;
+  const b1 = opts.beta1 ?? 0.9;
+  const b2 = opts.beta2 ?? 0.999;
+  const eps = opts.eps ?? 1e-8;
+  for (const p of plan.params) {
+    const g = lw.paramGrads.get(p.name);
+    if (!g) throw new Error(`fine-tune: no gradient reached ${p.name}`);
+    inputs.push(valueInfo(p.name, DataType.FLOAT, p.shape));
+    const state = IO.state(p.name, opts.optimizer, opts.momentum);
+    for (const s of state) inputs.push(valueInfo(s, DataType.FLOAT, p.shape));
+    const lr = IO.lr(groupOf(p));
+    if (opts.outputGradients) outputs.push(valueInfo(em.op('Identity', [g], {}, '', IO.grad(p.name)), DataType.FLOAT, p.shape));
+    // The last op of each update writes the output itself (an Identity there would be a copy).
+    const declare = (t: string): string => {
+      outputs.push(valueInfo(IO.next(t), DataType.FLOAT, p.shape));
+      return IO.next(t);
+    };
+    if (opts.optimizer === 'sgd') {
+      // PyTorch SGD: g += wd·p; buf = μ·buf + g; p -= lr·buf.
+      const gw = wd !== 0 ? em.op('Add', [g, em.op('Mul', [p.name, em.f32([wd])])]) : g;
+      const buf = opts.momentum !== 0 ? em.op('Add', [em.op('Mul', [state[0], em.f32([opts.momentum])]), gw], {}, '', declare(state[0])) : gw;
+      em.op('Sub', [p.name, em.op('Mul', [buf, lr])], {}, '', declare(p.name));
+    } else {
+      // PyTorch AdamW: p *= 1 − lr·wd; m, v moments; p −= lr/(1−β1^t) · m / (√v/√(1−β2^t) + ε).
+      const p1 = wd !== 0 ? em.op('Mul', [p.name, IO.decay(groupOf(p))]) : p.name;
+      const m = em.op('Add', [em.op('Mul', [state[0], em.f32([b1])]), em.op('Mul', [g, em.f32([1 - b1])])], {}, '', declare(state[0]));
+      const v = em.op('Add', [em.op('Mul', [state[1], em.f32([b2])]), em.op('Mul', [em.op('Mul', [g, g]), em.f32([1 - b2])])], {}, '', declare(state[1]));
+      const denom = em.op('Add', [em.op('Div', [em.op('Sqrt', [v]), IO.bc2]), em.f32([eps])]);
+      em.op('Sub', [p1, em.op('Mul', [em.op('Div', [m, denom]), lr])], {}, '', declare(p.name));
+    }
+  }
+  const m = finish(model, lw, inputs, outputs, 'xfer-finetune-train');
+  const kind = { optimizer: opts.optimizer, decay: opts.optimizer === 'adamw' && wd !== 0, beta1: b1, beta2: b2, weightDecay: wd, labelSmoothing: opts.labelSmoothing };
+  m.metadataProps = [{ key: 'xfer.finetune', value: JSON.stringify(kind) }];
+  return m;
+}
+
+/** The forward half of a training graph, `x` and the weights → `logits` (evaluation during training). */
+export function evalModelOf(training: ModelProto, plan: FinetunePlan): ModelProto {
+  const g = training.graph;
+  const producer = new Map(g.node.flatMap((n) => n.output.map((o) => [o, n] as const)));
+  const keep = new Set<(typeof g.node)[number]>();
+  const used = new Set<string>();
+  const stack = [IO.logits as string];
+  while (stack.length > 0) {
+    const t = stack.pop()!;
+    if (used.has(t)) continue;
+    used.add(t);
+    const n = producer.get(t);
+    if (n && !keep.has(n)) {
+      keep.add(n);
+      stack.push(...n.input.filter((i) => i));
+    }
+  }
+  const inputs = [activationsIn(plan, IO.x), ...plan.params.map((p) => valueInfo(p.name, DataType.FLOAT, p.shape))];
+  const graph = { name: 'xfer-finetune-eval', node: g.node.filter((n) => keep.has(n)), initializer: g.initializer.filter((t) => used.has(t.name!)), input: inputs, output: [valueInfo(IO.logits, DataType.FLOAT, ['N', plan.nClasses])], valueInfo: [] };
+  return { ...training, graph, metadataProps: [] };
+}
+
+/**
+ * The fine-tuned part as a stand-alone model: input named like `plan.from` [N, ...fromShape],
+ * outputs `logits` and `probabilities` [N, K], the weights baked in.
+ */
+export function buildInferenceModel(model: ModelProto, plan: FinetunePlan, weights: Map<string, Float32Array>): ModelProto {
+  const part = partOf(model, plan);
+  const lw = new Lowering(part, new Set(plan.params.map((p) => p.name)));
+  const { logits } = forward(lw, plan, plan.from);
+  lw.em.op('Softmax', [logits], { axis: 1 }, '', IO.probabilities);
+  const inits = plan.params.map((p) => {
+    const w = weights.get(p.name);
+    const n = p.shape.reduce((a, b) => a * b, 1);
+    if (!w || w.length !== n) throw new XferError(`fine-tuned weights: ${p.name} is ${w ? `${w.length} values` : 'missing'}, expected [${p.shape}]`, { hint: 'the weights do not belong to this plan; train again' });
+    return floatTensor(p.name, p.shape, w);
+  });
+  const outs = [valueInfo(logits, DataType.FLOAT, ['N', plan.nClasses]), valueInfo(IO.probabilities, DataType.FLOAT, ['N', plan.nClasses])];
+  return finish(model, lw, [activationsIn(plan, plan.from)], outs, 'xfer-finetune', inits);
+}

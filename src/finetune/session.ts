@@ -1,0 +1,160 @@
+/**
+ * Running the training graph: weights and optimizer state stay in ORT tensors, each step's outputs
+ * are the next step's inputs (no copies in JS), and a second session evaluates with the current weights.
+ */
+import ort from '../model/ort.js';
+import { openSession } from '../model/session.js';
+import type { DeviceSpec } from '../model/device.js';
+import type { ModelProto } from '../onnx/proto.js';
+import { serializeModel } from '../onnx/io.js';
+import { XferError } from '../errors.js';
+import { evalModelOf, groupOf, IO } from './graphs.js';
+import type { FinetunePlan } from './plan.js';
+
+export interface LearningRates {
+  head: number;
+  /** One per block of the plan (entries of frozen blocks are not used). */
+  backbone: number[];
+}
+
+export interface SessionOptions {
+  threads?: number;
+  device?: string;
+}
+
+/** What TrainingSession needs to know of the options the graph was built with, read from the graph itself. */
+interface Kind {
+  optimizer: 'sgd' | 'adamw';
+  decay: boolean;
+  beta1: number;
+  beta2: number;
+  weightDecay: number;
+}
+
+const size = (s: number[]): number => s.reduce((a, b) => a * b, 1);
+
+export class TrainingSession {
+  private stepCount = 0;
+
+  private constructor(
+    private readonly train: ort.InferenceSession,
+    private readonly evalSession: ort.InferenceSession,
+    private readonly plan: FinetunePlan,
+    private readonly kind: Kind,
+    /** Parameters and optimizer state, by input name. */
+    private tensors: Map<string, ort.Tensor>,
+    private readonly stateNames: string[],
+    readonly gradNames: string[],
+    private readonly smoothing: number,
+  ) {}
+
+  static async open(model: ModelProto, plan: FinetunePlan, init: Map<string, Float32Array>, opts: SessionOptions = {}): Promise<TrainingSession> {
+    const meta = new Map((model.metadataProps ?? []).map((e) => [e.key, e.value]));
+    const kind = JSON.parse(meta.get('xfer.finetune') ?? 'null') as (Kind & { labelSmoothing: number }) | null;
+    if (!kind) throw new XferError('TrainingSession.open: the model is not a training graph from buildTrainingModel');
+    const inputs = new Set(model.graph.input.map((i) => i.name));
+    const tensors = new Map<string, ort.Tensor>();
+    const stateNames: string[] = [];
+    for (const p of plan.params) {
+      const w = init.get(p.name);
+      if (!w || w.length !== size(p.shape)) throw new XferError(`fine-tune: initial weight ${p.name} is ${w ? `${w.length} values` : 'missing'}, expected [${p.shape}]`);
+      tensors.set(p.name, new ort.Tensor('float32', w.slice(), p.shape));
+      for (const s of [`${p.name}#m`, `${p.name}#v`, `${p.name}#mom`]) {
+        if (!inputs.has(s)) continue;
+        tensors.set(s, new ort.Tensor('float32', new Float32Array(size(p.shape)), p.shape));
+        stateNames.push(s);
+      }
+    }
+    const device = { device: (opts.device ?? 'cpu') as DeviceSpec, threads: opts.threads };
+    const train = await openSession(serializeModel(model), device);
+    const ev = await openSession(serializeModel(evalModelOf(model, plan)), device);
+    const gradNames = model.graph.output.map((o) => o.name).filter((n) => n.endsWith('@grad'));
+    return new TrainingSession(train.session, ev.session, plan, kind, tensors, stateNames, gradNames, kind.labelSmoothing);
+  }
+
+  /**
+   * One optimizer step on a batch: `x` holds n samples at `from`, `y` their class indices.
+   * Returns the batch's mean loss (before the update).
+   */
+  async step(x: Float32Array, y: Int32Array, n: number, lr: LearningRates): Promise<{ loss: number; gradients?: Map<string, Float32Array> }> {
+    const { plan, kind } = this;
+    const K = plan.nClasses;
+    this.checkBatch(x, n);
+    if (y.length < n) throw new XferError(`fine-tune step: ${y.length} labels for ${n} samples`);
+    if (lr.backbone.length < plan.blocks.length) throw new XferError(`fine-tune step: ${lr.backbone.length} backbone learning rates for ${plan.blocks.length} blocks`);
+    const target = new Float32Array(n * K);
+    const off = this.smoothing / K;
+    for (let i = 0; i < n; i++) {
+      const c = y[i];
+      if (!(c >= 0 && c < K)) throw new XferError(`fine-tune step: label ${c} outside 0..${K - 1}`);
+      target.fill(off, i * K, (i + 1) * K);
+      target[i * K + c] += 1 - this.smoothing;
+    }
+    const t = ++this.stepCount;
+    const scalar = (v: number): ort.Tensor => new ort.Tensor('float32', Float32Array.of(v), []);
+    const feeds: Record<string, ort.Tensor> = {
+      [IO.x]: new ort.Tensor('float32', x.subarray(0, n * size(plan.fromShape)), [n, ...plan.fromShape]),
+      [IO.target]: new ort.Tensor('float32', target, [n, K]),
+      [IO.invN]: scalar(1 / n),
+    };
+    const bc1 = kind.optimizer === 'adamw' ? 1 - kind.beta1 ** t : 1;
+    if (kind.optimizer === 'adamw') feeds[IO.bc2] = scalar(Math.sqrt(1 - kind.beta2 ** t));
+    for (const g of new Set(plan.params.map(groupOf))) {
+      const rate = g === 'head' ? lr.head : lr.backbone[Number(g)];
+      if (!(rate >= 0) || !Number.isFinite(rate)) throw new XferError(`fine-tune step: learning rate ${rate} for ${g === 'head' ? 'the classifier' : `block ${plan.blocks[Number(g)]}`}`, { hint: 'learning rates must be finite numbers ≥ 0' });
+      feeds[IO.lr(g)] = scalar(rate / bc1);
+      if (kind.decay) feeds[IO.decay(g)] = scalar(1 - rate * kind.weightDecay);
+    }
+    for (const [k, v] of this.tensors) feeds[k] = v;
+    const out = await this.train.run(feeds);
+    const next = new Map<string, ort.Tensor>();
+    for (const k of this.tensors.keys()) next.set(k, out[IO.next(k)]);
+    this.tensors = next;
+    const loss = (out[IO.loss].data as Float32Array)[0];
+    if (this.gradNames.length === 0) return { loss };
+    return { loss, gradients: new Map(this.gradNames.map((g) => [g.slice(0, -'@grad'.length), (out[g].data as Float32Array).slice()])) };
+  }
+
+  private checkBatch(x: Float32Array, n: number): void {
+    if (!Number.isInteger(n) || n < 1) throw new XferError(`fine-tune: batch size ${n}`);
+    if (x.length < n * size(this.plan.fromShape)) throw new XferError(`fine-tune: ${x.length} values for ${n} samples of [${this.plan.fromShape}]`);
+  }
+
+  /** Logits [n, K] with the current weights (evaluation mode). */
+  async logits(x: Float32Array, n: number): Promise<Float32Array> {
+    this.checkBatch(x, n);
+    const feeds: Record<string, ort.Tensor> = { [IO.x]: new ort.Tensor('float32', x.subarray(0, n * size(this.plan.fromShape)), [n, ...this.plan.fromShape]) };
+    for (const p of this.plan.params) feeds[p.name] = this.tensors.get(p.name)!;
+    const out = await this.evalSession.run(feeds);
+    return (out[IO.logits].data as Float32Array).slice();
+  }
+
+  /** Copies of the current trainable weights. */
+  async weights(): Promise<Map<string, Float32Array>> {
+    return new Map(this.plan.params.map((p) => [p.name, (this.tensors.get(p.name)!.data as Float32Array).slice()]));
+  }
+
+  /** Everything a resumed run needs: the step count, weights and optimizer state. */
+  async state(): Promise<{ step: number; tensors: Map<string, Float32Array> }> {
+    return { step: this.stepCount, tensors: new Map([...this.tensors].map(([k, v]) => [k, (v.data as Float32Array).slice()])) };
+  }
+
+  async setState(s: { step: number; tensors: Map<string, Float32Array> }): Promise<void> {
+    for (const [k, v] of this.tensors) {
+      const w = s.tensors.get(k);
+      if (!w || w.length !== v.size) throw new XferError(`fine-tune checkpoint: ${k} is ${w ? `${w.length} values` : 'missing'}, expected ${v.size}`, { hint: 'the checkpoint belongs to another plan or optimizer; start again without --resume' });
+    }
+    this.tensors = new Map([...this.tensors].map(([k, v]) => [k, new ort.Tensor('float32', s.tensors.get(k)!.slice(), v.dims as number[])]));
+    this.stepCount = s.step;
+  }
+
+  async close(): Promise<void> {
+    await this.train.release();
+    await this.evalSession.release();
+  }
+
+  /** Names of the optimizer-state tensors (for checkpoints). */
+  get optimizerState(): string[] {
+    return this.stateNames;
+  }
+}

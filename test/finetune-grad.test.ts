@@ -1,0 +1,195 @@
+/**
+ * Finite-difference checks of the training graph's gradients on small graphs covering every op the
+ * backward pass supports, plus the plan's checks, the inference model and checkpoint round trips.
+ * The finite differences come from a float64 interpreter of the original ops (finetune-f64.ts),
+ * along one random direction per parameter; the float32 graph must agree to ~1e-4.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import ort from '../src/model/ort.js';
+import { serializeModel } from '../src/onnx/io.js';
+import { logits64 } from './finetune-f64.js';
+import { emptyGraph, floatTensor, int64Tensor, makeModel, node, valueInfo } from '../src/onnx/builder.js';
+import { DataType, type ModelProto, type NodeProto, type TensorProto } from '../src/onnx/proto.js';
+import { XferError } from '../src/errors.js';
+import {
+  planFinetune, buildTrainingModel, buildInferenceModel, initialWeights, TrainingSession, Rng, type FinetunePlan,
+} from '../src/finetune/index.js';
+
+const N = 2;
+const C = 4;
+const HW = 6;
+const K = 3;
+const SMOOTH = 0.1;
+
+/** A model: input `in` [N, 4, 6, 6] → `nodes` → (GlobalAveragePool → Flatten if 4-D) → Gemm to 5 outputs (the old classifier). */
+function model(nodes: NodeProto[], inits: TensorProto[], last: string, lastIs4d = true): ModelProto {
+  const g = emptyGraph('t');
+  g.input.push(valueInfo('in', DataType.FLOAT, ['N', C, HW, HW]));
+  g.node.push(...nodes);
+  let feat = last;
+  if (lastIs4d) {
+    g.node.push(node('GlobalAveragePool', [last], ['gap']), node('Flatten', ['gap'], ['feat'], { axis: 1 }));
+    feat = 'feat';
+  }
+  g.node.push(node('Gemm', [feat, 'old.w'], ['old'], { transB: 1 }));
+  g.output.push(valueInfo('old', DataType.FLOAT, ['N', 5]));
+  g.initializer.push(...inits);
+  return makeModel(g, { opset: 17 });
+}
+
+let seed = 100;
+const w = (name: string, dims: number[], lo = -0.5, hi = 0.5): TensorProto => floatTensor(name, dims, new Rng(seed++).uniform(dims.reduce((a, b) => a * b, 1), lo, hi));
+const bn = (p: string, c: number): TensorProto[] => [w(`${p}.g`, [c], 0.5, 1.5), w(`${p}.b`, [c], -0.2, 0.2), w(`${p}.m`, [c], -0.2, 0.2), w(`${p}.v`, [c], 0.5, 1.5)];
+const bnNode = (x: string, p: string, out: string): NodeProto => node('BatchNormalization', [x, `${p}.g`, `${p}.b`, `${p}.m`, `${p}.v`], [out], { epsilon: 1e-3 });
+const old = (f: number): TensorProto => w('old.w', [5, f]);
+
+interface Case { name: string; model: ModelProto; freeze?: number }
+
+function cases(): Case[] {
+  const out: Case[] = [];
+  out.push({ name: 'Conv 3×3 + BatchNormalization + Relu', model: model([node('Conv', ['in', 'c1'], ['z1'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }), bnNode('z1', 'bn1', 'b1'), node('Relu', ['b1'], ['r1'])], [w('c1', [6, C, 3, 3]), ...bn('bn1', 6), old(6)], 'r1') });
+  out.push({
+    name: 'Conv stride 2 with bias + Clip (bounds as inputs)',
+    model: model([node('Conv', ['in', 'c0'], ['z0'], { kernel_shape: [1, 1] }), node('Relu', ['z0'], ['r0']), node('Conv', ['r0', 'c1', 'cb'], ['z1'], { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }), node('Clip', ['z1', 'lo', 'hi'], ['r1'])],
+      [w('c0', [C, C, 1, 1]), w('c1', [6, C, 3, 3]), w('cb', [6]), floatTensor('lo', [], [-0.3]), floatTensor('hi', [], [0.3]), old(6)], 'r1'),
+  });
+  out.push({
+    name: 'depthwise 3×3 stride 1 + pointwise, BN folded',
+    model: model([node('Conv', ['in', 'c0'], ['z0'], { kernel_shape: [1, 1] }), node('Relu', ['z0'], ['r0']), node('Conv', ['r0', 'dw'], ['z1'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1], group: C }), bnNode('z1', 'bn1', 'b1'), node('Clip', ['b1', 'lo', 'hi'], ['r1']), node('Conv', ['r1', 'pw'], ['z2'], { kernel_shape: [1, 1] }), bnNode('z2', 'bn2', 'b2')],
+      [w('c0', [C, C, 1, 1]), w('dw', [C, 1, 3, 3]), ...bn('bn1', C), floatTensor('lo', [], [0]), floatTensor('hi', [], [6]), w('pw', [8, C, 1, 1]), ...bn('bn2', 8), old(8)], 'b2'),
+  });
+  out.push({
+    name: 'Keras-style Pad + depthwise stride 2 (ConvTranspose with groups)',
+    model: model([node('Conv', ['in', 'c0'], ['z0'], { kernel_shape: [1, 1] }), node('Relu', ['z0'], ['r0']), node('Pad', ['r0', 'pads'], ['p0'], { mode: 'constant' }), node('Conv', ['p0', 'dw'], ['z1'], { kernel_shape: [3, 3], strides: [2, 2], group: C }), bnNode('z1', 'bn1', 'b1'), node('Relu', ['b1'], ['r1']), node('Conv', ['r1', 'pw'], ['z2'], { kernel_shape: [1, 1] })],
+      [w('c0', [C, C, 1, 1]), int64Tensor('pads', [8], [0, 0, 0, 0, 0, 0, 1, 1]), w('dw', [C, 1, 3, 3]), ...bn('bn1', C), w('pw', [6, C, 1, 1]), old(6)], 'z2'),
+  });
+  out.push({
+    name: 'Conv 3×3 stride 2 without padding (output_padding 1) and dilation 2',
+    model: model([node('Conv', ['in', 'c0'], ['z0'], { kernel_shape: [3, 3], dilations: [2, 2], pads: [2, 2, 2, 2] }), node('Relu', ['z0'], ['r0']), node('Conv', ['r0', 'c1'], ['z1'], { kernel_shape: [3, 3], strides: [2, 2] }), node('Relu', ['z1'], ['r1'])],
+      [w('c0', [C, C, 3, 3]), w('c1', [6, C, 3, 3]), old(6)], 'r1'),
+  });
+  const residual = model([
+    node('Conv', ['in', 'c0'], ['z0'], { kernel_shape: [1, 1] }), node('Relu', ['z0'], ['r0']),
+    node('Conv', ['r0', 'c1'], ['z1'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }), bnNode('z1', 'bn1', 'b1'), node('Add', ['b1', 'r0'], ['a1']), node('Relu', ['a1'], ['r1']),
+    node('Conv', ['r1', 'c2'], ['z2'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }), node('Sum', ['z2', 'r1', 'r0'], ['a2']), node('Relu', ['a2'], ['r2']),
+  ], [w('c0', [C, C, 1, 1]), w('c1', [C, C, 3, 3]), ...bn('bn1', C), w('c2', [C, C, 3, 3]), old(C)], 'r2');
+  out.push({ name: 'residual Add and three-way Sum', model: residual });
+  out.push({ name: 'residual, bottom block frozen', model: residual, freeze: 1 });
+  out.push({
+    name: 'HardSwish, Sigmoid, SiLU (Mul), HardSigmoid',
+    model: model([node('Conv', ['in', 'c0'], ['z0'], { kernel_shape: [1, 1] }), node('HardSwish', ['z0'], ['h0']), node('Conv', ['h0', 'c1'], ['z1'], { kernel_shape: [1, 1] }), node('Sigmoid', ['z1'], ['s1']), node('Mul', ['z1', 's1'], ['silu']), node('Conv', ['silu', 'c2'], ['z2'], { kernel_shape: [1, 1] }), node('HardSigmoid', ['z2'], ['hs'], { alpha: 0.3, beta: 0.4 })],
+      [w('c0', [C, C, 1, 1], -2, 2), w('c1', [C, C, 1, 1], -1, 1), w('c2', [C, C, 1, 1], -1, 1), old(C)], 'hs'),
+  });
+  out.push({
+    name: 'squeeze-excitation: broadcast Mul, Mul by a constant, Add of a constant',
+    model: model([node('Conv', ['in', 'c0'], ['z0'], { kernel_shape: [1, 1] }), node('Relu', ['z0'], ['r0']), node('GlobalAveragePool', ['r0'], ['g0']), node('Conv', ['g0', 'se', 'seb'], ['z1'], { kernel_shape: [1, 1] }), node('Sigmoid', ['z1'], ['s1']), node('Mul', ['r0', 's1'], ['m0']), node('Mul', ['m0', 'k'], ['m1']), node('Add', ['m1', 'kb'], ['m2'])],
+      [w('c0', [C, C, 1, 1]), w('se', [C, C, 1, 1]), w('seb', [C]), w('k', [C, 1, 1]), w('kb', [1, C, 1, 1]), old(C)], 'm2'),
+  });
+  out.push({
+    name: 'standalone Pad, global AveragePool, Transpose, Reshape, Dropout',
+    model: model([node('Conv', ['in', 'c0'], ['z0'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }), node('Relu', ['z0'], ['r0']), node('Pad', ['r0', 'pads'], ['p0'], { mode: 'constant' }), node('AveragePool', ['p0'], ['a0'], { kernel_shape: [8, 8] }), node('Transpose', ['a0'], ['t0'], { perm: [0, 2, 3, 1] }), node('Dropout', ['t0'], ['d0']), node('Reshape', ['d0', 'shape'], ['f0'])],
+      [w('c0', [C, C, 3, 3]), int64Tensor('pads', [8], [0, 0, 1, 1, 0, 0, 1, 1]), int64Tensor('shape', [2], [0, -1]), old(C)], 'f0', false),
+  });
+  out.push({
+    name: 'ReduceMean (keepdims 0), Identity, Flatten',
+    model: model([node('Conv', ['in', 'c0'], ['z0'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }), node('Relu', ['z0'], ['r0']), node('Identity', ['r0'], ['i0']), node('ReduceMean', ['i0'], ['m0'], { axes: [2, 3], keepdims: 1 }), node('Flatten', ['m0'], ['f0'], { axis: 1 })],
+      [w('c0', [C, C, 3, 3]), old(C)], 'f0', false),
+  });
+  return out;
+}
+
+function lossOf(logits: Float64Array, y: Int32Array): number {
+  let loss = 0;
+  for (let i = 0; i < N; i++) {
+    const row = Array.from(logits.subarray(i * K, (i + 1) * K), Number);
+    const mx = Math.max(...row);
+    const lse = mx + Math.log(row.reduce((a, v) => a + Math.exp(v - mx), 0));
+    for (let k = 0; k < K; k++) loss -= ((k === y[i] ? 1 - SMOOTH : 0) + SMOOTH / K) * (row[k] - lse);
+  }
+  return loss / N;
+}
+
+for (const c of cases()) {
+  test(`finite differences: ${c.name}`, async () => {
+    const plan = planFinetune(c.model, { from: 'in', nClasses: K, freeze: c.freeze });
+    const train = buildTrainingModel(c.model, plan, { optimizer: 'sgd', momentum: 0, weightDecay: 0, labelSmoothing: SMOOTH, outputGradients: true });
+    const init = initialWeights(c.model, plan, 3);
+    const x = new Rng(7).uniform(N * C * HW * HW, -1, 1);
+    const y = Int32Array.from({ length: N }, (_, i) => i % K);
+    const sess = await TrainingSession.open(train, plan, init, { threads: 1, device: 'cpu' });
+    const { gradients } = await sess.step(x, y, N, { head: 0, backbone: plan.blocks.map(() => 0) });
+    await sess.close();
+    assert.ok(gradients);
+    assert.deepEqual([...gradients.keys()].sort(), plan.params.map((p) => p.name).sort());
+    const x64 = Float64Array.from(x);
+    const w64 = new Map([...init].map(([k, v]) => [k, Float64Array.from(v)]));
+    const lossAt = (weights: Map<string, Float64Array>): number => lossOf(logits64(c.model, plan, x64, N, weights), y);
+    let k = 0;
+    for (const p of plan.params) {
+      const g = gradients.get(p.name)!;
+      const v = new Rng(500 + k++).uniform(g.length, -1, 1);
+      const h = 1e-6;
+      const at = (sign: number): number => {
+        const wp = Float64Array.from(w64.get(p.name)!);
+        for (let i = 0; i < wp.length; i++) wp[i] += sign * h * v[i];
+        return lossAt(new Map([...w64, [p.name, wp]]));
+      };
+      const fd = (at(1) - at(-1)) / (2 * h);
+      let an = 0;
+      let gn = 0;
+      for (let i = 0; i < g.length; i++) {
+        an += g[i] * v[i];
+        gn += g[i] * g[i];
+      }
+      const tol = 1e-4 * (Math.abs(an) + Math.sqrt(gn)) + 1e-7;
+      assert.ok(Math.abs(fd - an) <= tol, `${p.name}: finite difference ${fd}, gradient·v ${an} (|g| ${Math.sqrt(gn)})`);
+    }
+  });
+}
+
+test('plan: frozen blocks are not trained, blocks follow residual units', () => {
+  const m = cases().find((c) => c.freeze === 1)!.model;
+  const all = planFinetune(m, { from: 'in', nClasses: K });
+  // Two residual units, named after their Add/Sum: up to the first Add's Relu, then up to the Sum's Relu (pooling joins it).
+  assert.deepEqual(all.blocks, ['a1', 'a2']);
+  assert.deepEqual(all.params.map((p) => `${p.name}:${p.block}`), ['c0:0', 'c1:0', 'bn1.g:0', 'bn1.b:0', 'c2:1', 'head.weight:2', 'head.bias:2']);
+  const frozen = planFinetune(m, { from: 'in', nClasses: K, freeze: 1 });
+  assert.deepEqual(frozen.params.map((p) => p.name), ['c2', 'head.weight', 'head.bias']);
+  assert.throws(() => planFinetune(m, { from: 'in', nClasses: K, freeze: 9 }), (e: unknown) => e instanceof XferError && /--freeze 9/.test(e.message));
+  assert.throws(() => planFinetune(m, { from: 'in', nClasses: 1 }), (e: unknown) => e instanceof XferError && /at least 2 classes/.test(e.message));
+});
+
+test('plan: a tensor inside a residual branch, an unknown tensor and an unsupported op are refused before training', () => {
+  const m = cases().find((c) => c.freeze === 1)!.model;
+  assert.throws(() => planFinetune(m, { from: 'z1', nClasses: K }), (e: unknown) => e instanceof XferError && /not on a single path/.test(e.message) && /deepest taps .*r2/.test(e.hint ?? ''));
+  assert.throws(() => planFinetune(m, { from: 'nope', nClasses: K }), (e: unknown) => e instanceof XferError && /no tensor named nope/.test(e.message));
+  const bad = model([node('Conv', ['in', 'c0'], ['z0'], { kernel_shape: [1, 1] }), node('LeakyRelu', ['z0'], ['r0'])], [w('c0', [C, C, 1, 1]), old(C)], 'r0');
+  assert.throws(() => planFinetune(bad, { from: 'in', nClasses: K }), (e: unknown) => e instanceof XferError && /unsupported op LeakyRelu node r0/.test(e.message));
+  assert.equal(planFinetune(bad, { from: 'r0', nClasses: K }).params.length, 2);
+});
+
+test('inference model = evaluation logits; state round trip resumes exactly', async () => {
+  const m = cases()[2].model;
+  const plan: FinetunePlan = JSON.parse(JSON.stringify(planFinetune(m, { from: 'in', nClasses: K })));
+  const train = buildTrainingModel(m, plan, { optimizer: 'adamw', momentum: 0, weightDecay: 0.01, labelSmoothing: 0 });
+  const x = new Rng(9).uniform(N * C * HW * HW, -1, 1);
+  const y = Int32Array.from([0, 2]);
+  const lr = { head: 0.05, backbone: plan.blocks.map(() => 0.01) };
+  const a = await TrainingSession.open(train, plan, initialWeights(m, plan, 1), { threads: 1 });
+  await a.step(x, y, N, lr);
+  const saved = await a.state();
+  const l2 = (await a.step(x, y, N, lr)).loss;
+  const logits = await a.logits(x, N);
+  const inf = await ort.InferenceSession.create(serializeModel(buildInferenceModel(m, plan, await a.weights())));
+  const out = await inf.run({ in: new ort.Tensor('float32', x, [N, C, HW, HW]) });
+  const got = out.logits.data as Float32Array;
+  for (let i = 0; i < got.length; i++) assert.ok(Math.abs(got[i] - logits[i]) <= 1e-5, `logit ${i}: ${got[i]} vs ${logits[i]}`);
+  const p = out.probabilities.data as Float32Array;
+  assert.ok(Math.abs(p[0] + p[1] + p[2] - 1) < 1e-6);
+  const b = await TrainingSession.open(train, plan, initialWeights(m, plan, 2), { threads: 1 });
+  await b.setState(saved);
+  assert.equal((await b.step(x, y, N, lr)).loss, l2);
+  await assert.rejects(b.step(x, y, N, { head: Number.NaN, backbone: lr.backbone }), /learning rate NaN/);
+  await Promise.all([a.close(), b.close(), inf.release()]);
+});
