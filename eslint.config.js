@@ -4,7 +4,7 @@ const ORT_IMPORT = { name: 'onnxruntime-node', message: "import ort from src/mod
 const SHARP_IMPORT = { name: 'sharp', message: 'import sharp from src/image/sharp.js (it loads the CommonJS build, 2× faster than the ESM one)', allowTypeImports: true };
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'data/**', '.cache/**', 'tmp/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'data/**', '.cache/**', 'tmp/**', 'models/**'] },
   ...tseslint.configs.recommended,
   {
     rules: {

@@ -130,8 +130,11 @@ test('xfer classify --card … --json prints one JSON object per image and exits
   process.stdout.write = ((s: string) => (out.push(s), true)) as typeof process.stdout.write;
   process.stderr.write = (() => true) as typeof process.stderr.write;
   const before = process.exitCode;
+  // A file that exists but is no image is skipped (exit 3); a path that does not exist is a usage error (exit 2, test/cli-truth.test.ts).
+  const notImage = path.join(await mkdtemp(path.join(os.tmpdir(), 'xfer-classify-')), 'notes.jpg');
+  await writeFile(notImage, 'not an image\n');
   try {
-    await program.parseAsync(['node', 'xfer', 'classify', '--card', cardFile, '--top', '2', '--json', '--device', 'cpu', path.join(shared, 'images/parrot.jpg'), path.join(shared, 'missing.jpg')]);
+    await program.parseAsync(['node', 'xfer', 'classify', '--card', cardFile, '--top', '2', '--json', '--device', 'cpu', path.join(shared, 'images/parrot.jpg'), notImage]);
   } finally {
     process.stdout.write = write;
     process.stderr.write = errWrite;
@@ -142,6 +145,6 @@ test('xfer classify --card … --json prints one JSON object per image and exits
   assert.equal(lines.length, 2);
   assert.equal(lines[0].top?.[0].label, 'macaw');
   assert.equal(lines[0].top?.length, 2);
-  assert.equal(lines[1].error, 'file not found');
+  assert.match(lines[1].error ?? '', /not an image|unsupported|cannot/i, JSON.stringify(lines[1]));
   assert.equal(code, 3);
 });

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { XferError } from '../src/errors.js';
-import { computeMetrics, loadHead, stratifiedFolds, topKRows, trainHead, type TrainEvent } from '../src/heads/index.js';
+import { computeMetrics, loadHead, saveHead, stratifiedFolds, topKRows, trainHead, type TrainEvent } from '../src/heads/index.js';
 import { parseParams, registerTrainCommands } from '../src/cli/train-cmd.js';
 import { blobs, tmpDir, writeFolder } from './heads-helpers.js';
 
@@ -166,7 +166,9 @@ test('saveHead over an old head: stale arrays removed, foreign files kept, no te
   const before = (await readdir(out)).filter((f) => f.endsWith('.npy'));
   assert.ok(before.some((f) => f.startsWith('t1_')), before.join(','));
   await writeFile(path.join(out, 'notes.npy'), 'not the head format’s'); // a file head.json never referenced
-  await trainHead({ features: dir, head: 'linear', transforms: 'none', out });
+  // (trainHead refuses an existing --out unless force, and then replaces the whole folder: test/cli-truth.test.ts.)
+  const { trained } = await trainHead({ features: dir, head: 'linear', transforms: 'none', out: path.join(await tmpDir(), 'h2') });
+  await saveHead(out, trained);
   const after = await readdir(out);
   assert.deepEqual(after.filter((f) => /^t\d+_/.test(f)), [], 'old transform arrays removed');
   assert.ok(after.includes('notes.npy'), 'foreign file kept');

@@ -43,3 +43,18 @@ export function parseBackground(v: string | undefined): [number, number, number]
   }
   return [Number(parts[0]), Number(parts[1]), Number(parts[2])];
 }
+
+/**
+ * Image arguments must exist: a path that is not there is a usage error (exit 2), told before any
+ * model loads; files that exist but cannot be decoded are skipped per image (exit 3).
+ */
+export async function requireExistingPaths(paths: string[], command: string): Promise<void> {
+  const { stat } = await import('node:fs/promises');
+  for (const p of paths) {
+    try {
+      await stat(p);
+    } catch {
+      throw new XferError(`xfer ${command}: ${p}: no such file or folder`, { hint: 'pass image files or folders that exist' });
+    }
+  }
+}

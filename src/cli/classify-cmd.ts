@@ -8,7 +8,7 @@ import { expandImageArgs } from '../image/discover.js';
 import type { ClassifyError, ClassifyResult } from '../predict/classify.js';
 import type { DeviceSpec } from '../model/session.js';
 import { notice } from './output.js';
-import { parseBackground, positiveIntArg, preprocessFlags } from './args.js';
+import { parseBackground, positiveIntArg, preprocessFlags, requireExistingPaths } from './args.js';
 
 /** Exit code when every image was classified but some inputs were skipped (as `xfer extract`). */
 export const EXIT_SKIPPED = 3;
@@ -44,6 +44,7 @@ export function registerClassifyCommand(program: Command): void {
     .addHelpText('after', '\nExit codes: 0 all images classified; 3 finished, but some images could not be read (skipped); 2 bad input or usage; 1 the run failed.');
   addCardFlags(cmd).action(async (images: string[], opts: ClassifyCliOptions & CardFlags) => {
     const background = parseBackground(opts.background);
+    await requireExistingPaths(images, 'classify');
     let spec = opts.model;
     if (spec === undefined) {
       if (!opts.card) throw new XferError('xfer classify: --model is required', { hint: 'pass --model <built-in id | model.onnx> (and --card card.json for your own models)' });

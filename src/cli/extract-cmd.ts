@@ -9,6 +9,7 @@ import { addCardFlags, hasCardFlags, type CardFlags } from '../model/card-flags.
 import { optionalPositiveInt, parseBackground, parsePositiveInt, preprocessFlags } from './args.js';
 import type { DeviceOptions, Pool } from '../model/runner.js';
 import { parseDevice } from '../model/device.js';
+import { DEFAULT_BACKBONE } from '../model/registry.js';
 import { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD } from '../extract/defaults.js';
 import type { ExtractOptions, ExtractSummary } from '../extract/pipeline.js';
 import type { ExtractJob } from '../extract/jobs.js';
@@ -73,7 +74,7 @@ export function registerExtractCommands(program: Command): void {
   const extract = program
     .command('extract')
     .description('extract CNN codes of a dataset to a feature folder (docs/feature-format.md): streaming, resumable, shardable')
-    .option('--model <id|path>', 'backbone: built-in id (`xfer models`) or path to an .onnx / .tflite file')
+    .option('--model <id|path>', 'backbone: built-in id (`xfer models`) or path to an .onnx / .tflite file', DEFAULT_BACKBONE)
     .option('--layers <names>', "comma-separated tensor names to tap (`xfer layers <model>`); default: the card's default tap")
     .addOption(new Option('--pool <pool>', `pooling of each tap (default: the card's for its default tap, else avg): ${POOLS.map((p) => `${p} = ${POOL_HELP[p]}`).join('; ')}`).choices(POOLS))
     .option('--data <dir|list>', 'image folder (root/<class>/*.jpg, root/<split>/<class>/..., or flat) or a CSV/JSONL list file')
@@ -159,8 +160,8 @@ export function registerExtractCommands(program: Command): void {
         process.exitCode = code;
         return;
       }
-      const missing = (['model', 'data', 'out'] as const).filter((k) => o[k] === undefined);
-      if (missing.length > 0) throw new XferError(`xfer extract: missing ${missing.map((m) => `--${m}`).join(', ')}`, { hint: 'xfer extract --model mobilenet_v2 --data <dir> --out <featdir> (or --jobs file.yaml)' });
+      const missing = (['data', 'out'] as const).filter((k) => o[k] === undefined);
+      if (missing.length > 0) throw new XferError(`xfer extract: missing ${missing.map((m) => `--${m}`).join(', ')}`, { hint: 'xfer extract --data <dir> --out <featdir> [--model <id|path>] (or --jobs file.yaml)' });
       const threads = optionalPositiveInt(o.threads, '--threads');
       const opts: ExtractOptions = {
         ...common,

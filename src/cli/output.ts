@@ -8,7 +8,16 @@ export function printTable(header: string[], rows: string[][]): void {
   for (const r of rows) process.stdout.write(`${line(r)}\n`);
 }
 
-/** A one-line notice on stderr (kept off stdout so --json output stays parseable). */
+const shown = new Set<string>();
+
+/**
+ * A one-line notice on stderr (kept off stdout so --json output stays parseable). Device notices
+ * come from every inference session a command opens; each is printed once per command.
+ */
 export function notice(msg: string): void {
+  if (msg.startsWith('device:')) {
+    if (shown.has(msg)) return;
+    shown.add(msg);
+  }
   process.stderr.write(`${msg}\n`);
 }

@@ -1,11 +1,12 @@
 /** `xfer predict` (backbone + trained head on images) and `xfer export` (the pair as one ONNX file). */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { addCardFlags, type CardFlags } from '../model/card-flags.js';
 import { expandImageArgs } from '../image/discover.js';
 import type { DeviceSpec } from '../model/session.js';
 import type { PredictOutcome } from '../predict/predict.js';
-import { positiveIntArg } from './args.js';
+import { positiveIntArg, requireExistingPaths } from './args.js';
 import { notice } from './output.js';
+import { XferError } from '../errors.js';
 
 interface PredictCliOptions extends CardFlags {
   head: string;
@@ -16,6 +17,7 @@ interface PredictCliOptions extends CardFlags {
   device: string;
   threads?: number;
   json?: boolean;
+  format?: 'text' | 'csv' | 'jsonl';
   decodeCpus: string;
 }
 
@@ -32,6 +34,31 @@ function round6(x: number): number {
   return Number(x.toFixed(6));
 }
 
+/** One CSV field (RFC 4180): quoted when it holds a comma, quote, line break or edge spaces. */
+function csvField(v: string | number): string {
+  const s = String(v);
+  return /[",\r\n]|^\s|\s$/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+/** CSV header for top-k rows: path, label, probability, then label_2, probability_2 … label_k, probability_k, error. */
+export function csvHeader(k: number): string {
+  const cols = ['path', 'label', 'probability'];
+  for (let r = 2; r <= k; r++) cols.push(`label_${r}`, `probability_${r}`);
+  return [...cols, 'error'].join(',');
+}
+
+export function csvRow(r: PredictOutcome, k: number): string {
+  const cells: (string | number)[] = [r.path];
+  if ('error' in r) {
+    for (let i = 0; i < 2 * k; i++) cells.push('');
+    cells.push(r.error);
+  } else {
+    for (let i = 0; i < k; i++) cells.push(r.top[i]?.label ?? '', r.top[i] ? round6(r.top[i].prob) : '');
+    cells.push('');
+  }
+  return cells.map(csvField).join(',');
+}
+
 export function registerPredictCommands(program: Command): void {
   const predict = program
     .command('predict')
@@ -44,9 +71,13 @@ export function registerPredictCommands(program: Command): void {
     .option('--batch <n>', 'images per backbone run (default: 2 on CPU, 32 on CUDA, as for extract)', positiveIntArg('--batch'))
     .option('--device <dev>', 'auto, cpu, cuda or cuda:<id>', 'auto')
     .option('--threads <n>', 'intra-op threads per inference session (default as for extract: on CPU the cores split between two sessions)', positiveIntArg('--threads'))
-    .option('--json', 'one JSON object per image on stdout: {path, label, index, prob, top:[{index,label,prob,score}]} or {path, error}')
+    .addOption(new Option('--format <format>', 'text (default) | csv (path,label,probability,label_2,probability_2,…,error; for spreadsheets) | jsonl (as --json)').choices(['text', 'csv', 'jsonl']))
+    .option('--json', 'one JSON object per image on stdout: {path, label, index, prob, top:[{index,label,prob,score}]} or {path, error} (= --format jsonl)')
     .option('--decode-cpus <auto|off|list>', 'Linux, CPU inference: decode on these CPUs while inference uses all of them, as for extract (auto: on a 2-CPU machine, for 256+ images)', 'auto');
   addCardFlags(predict).action(async (images: string[], opts: PredictCliOptions) => {
+    await requireExistingPaths(images, 'predict');
+    const format = opts.format ?? (opts.json ? 'jsonl' : 'text');
+    if (opts.json && opts.format !== undefined && opts.format !== 'jsonl') throw new XferError(`--json and --format ${opts.format} disagree`, { hint: 'pass one of them' });
     const { isPredictError, openPredictor } = await import('../predict/predict.js');
     const { parseDecodeCpus } = await import('../extract/decode-cpus.js');
     const p = await openPredictor(opts.head, {
@@ -62,14 +93,18 @@ export function registerPredictCommands(program: Command): void {
     try {
       const list = await expandImageArgs(images);
       let failed = 0;
+      const k = Math.min(opts.top, p.head.classLabels.length);
+      if (format === 'csv') process.stdout.write(`${csvHeader(k)}\n`);
       const onResult = (r: PredictOutcome): void => {
+        if (format === 'csv') process.stdout.write(`${csvRow(r, k)}\n`);
         if (isPredictError(r)) {
           failed++;
-          if (opts.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+          if (format === 'jsonl') process.stdout.write(`${JSON.stringify(r)}\n`);
           else process.stderr.write(`skipped ${r.path}: ${r.error}\n`);
           return;
         }
-        if (opts.json) {
+        if (format === 'csv') return;
+        if (format === 'jsonl') {
           const top = r.top.map((t) => ({ index: t.index, label: t.label, prob: round6(t.prob), score: round6(t.score) }));
           process.stdout.write(`${JSON.stringify({ path: r.path, label: r.label, index: r.index, prob: round6(r.probs[r.index]), top })}\n`);
           return;
@@ -78,7 +113,7 @@ export function registerPredictCommands(program: Command): void {
         process.stdout.write(`${r.path}\n${lines.join('\n')}\n`);
       };
       await p.predict(list, onResult);
-      if (!p.probabilistic && !opts.json) notice(`note: this ${p.head.head.kind} head is not calibrated; percentages are a softmax of its scores`);
+      if (!p.probabilistic && format === 'text') notice(`note: this ${p.head.head.kind} head is not calibrated; percentages are a softmax of its scores`);
       if (failed > 0) {
         notice(`${failed} of ${list.length} image(s) could not be read`);
         process.exitCode = 3;

@@ -131,6 +131,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--patience <n>', 'finetune: early stopping after n epochs without a better val accuracy; the best epoch is kept (0: off; default 3)')
     .option('--augment <list>', 'finetune --from input: hflip,crop,color or none (default hflip,crop)')
     .option('--resume', 'finetune: continue from the checkpoint in --out (written every epoch and on Ctrl-C)')
+    .option('--force', 'replace an existing --out folder (atomically, once the new head is complete)')
     .addHelpText(
       'after',
       `
@@ -196,6 +197,7 @@ Fine-tuning (--head finetune, docs/finetune.md):
           refit: o.refit as RefitRows | undefined,
           seed,
           out: String(o.out),
+          force: o.force === true,
           progress: onEvent,
           warn: (m) => {
             live?.clear();
@@ -225,7 +227,7 @@ Fine-tuning (--head finetune, docs/finetune.md):
 
   program
     .command('eval')
-    .description('evaluate a trained head on a feature folder (checks backbone and layers match)')
+    .description('evaluate a trained head on a feature folder (checks backbone and layers match): report, confusion matrix and misclassified.html')
     .requiredOption('--head <dir>', 'head folder written by `xfer train`')
     .requiredOption('--features <dir>', 'feature folder')
     .option('--layers <names>', 'layer(s), default: those the head was trained on', list)
@@ -238,10 +240,10 @@ Fine-tuning (--head finetune, docs/finetune.md):
       await import('../finetune/head.js'); // fine-tuned heads load like any other
       try {
         const r = await evalHead({ head: String(o.head), features: String(o.features), layers: o.layers as string[] | undefined, split: o.split as string | undefined, out: o.out as string | undefined });
-        if (o.json) process.stdout.write(JSON.stringify({ ok: true, out: r.dir, ...r.report }) + '\n');
+        if (o.json) process.stdout.write(JSON.stringify({ ok: true, out: r.dir, misclassified: r.misclassifiedPage, ...r.report }) + '\n');
         else {
           for (const w of r.report.warnings) process.stderr.write(`warning: ${w}\n`);
-          process.stdout.write(summary(Object.keys(r.report.metrics)[0], r.metrics) + `\nreport written to ${r.dir}\n`);
+          process.stdout.write(summary(Object.keys(r.report.metrics)[0], r.metrics) + `\nreport written to ${r.dir}; misclassified images: ${r.misclassifiedPage}\n`);
         }
       } finally {
         await releaseKernel();

@@ -224,6 +224,9 @@ export const WORKER_CLOSE_TIMEOUT_MS = 5000;
 export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: DeviceOptions | undefined, onNotice: (msg: string) => void): Promise<ExtractBackbone> {
   const worker = new Worker(new URL('./backbone-worker.js', import.meta.url));
   const pending = new Map<number, { resolve: (r: BatchResult) => void; reject: (e: Error) => void }>();
+  // An idle worker must not keep its caller's process alive (an API user need not know about the
+  // pool; close() still releases it early): referenced only while it opens or has runs in flight.
+  const refWhileBusy = () => (pending.size > 0 ? worker.ref() : worker.unref());
   let nextId = 0;
   let closed = false;
   let fatal: Error | null = null;
@@ -266,6 +269,7 @@ export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: 
       if (m.type === 'notice') onNotice(m.message);
       else if (m.type === 'ready') {
         opened = true;
+        refWhileBusy();
         resolveOpen({
           info: m.info,
           inferenceThreads: m.threads,
@@ -275,6 +279,7 @@ export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: 
             const id = nextId++;
             return new Promise<BatchResult>((resolve, reject) => {
               pending.set(id, { resolve, reject });
+              refWhileBusy();
               const whole = wholeBuffer(pixels);
               worker.postMessage({ type: 'run', id, pixels, n } satisfies WorkerInMessage, whole ? [whole] : []);
             });
@@ -284,6 +289,7 @@ export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: 
       } else if (m.type === 'result') {
         const p = pending.get(m.id);
         pending.delete(m.id);
+        refWhileBusy();
         p?.resolve({ outputs: m.outputs, pixels: m.pixels });
       } else if (m.type === 'error') {
         const e = deserializeError(m.error);
@@ -291,6 +297,7 @@ export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: 
         else {
           const p = pending.get(m.id);
           pending.delete(m.id);
+          refWhileBusy();
           p?.reject(e);
         }
       }

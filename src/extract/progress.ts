@@ -35,8 +35,14 @@ export function createProgress(mode: ProgressMode, job?: string): ProgressReport
   const json = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(job === undefined ? o : { job, ...o })}\n`);
   let bar: cliProgress.SingleBar | null = null;
   let lastLine = 0;
+  // Device notices come from every inference session (one per worker): print each once.
+  const shownDevice = new Set<string>();
   return {
     notice(msg) {
+      if (msg.startsWith('device:')) {
+        if (shownDevice.has(msg)) return;
+        shownDevice.add(msg);
+      }
       if (mode === 'json') json({ event: 'notice', message: msg });
       else if (mode !== 'quiet') {
         if (bar) bar.stop();

@@ -53,10 +53,10 @@ async function readJson<T>(file: string, what: string): Promise<T> {
 /** Read meta.json, labels.json and index.jsonl of a feature folder. */
 export async function openFeatures(dir: string): Promise<FeatureFolder> {
   const st = await stat(dir).catch(() => null);
-  if (!st) throw new XferError(`--features ${dir}: folder not found`, { hint: 'run `xfer extract <images> --out <dir>` first' });
+  if (!st) throw new XferError(`--features ${dir}: folder not found`, { hint: 'run `xfer extract --data <images> --out <dir>` first' });
   if (!st.isDirectory()) throw new XferError(`--features ${dir}: not a folder`, { hint: 'pass the folder written by `xfer extract`' });
   const entries = (await readdir(dir)).filter((f) => !isLockEntry(f));
-  if (entries.length === 0) throw new XferError(`--features ${dir}: folder is empty`, { hint: 'run `xfer extract <images> --out <dir>` to fill it' });
+  if (entries.length === 0) throw new XferError(`--features ${dir}: folder is empty`, { hint: 'run `xfer extract --data <images> --out <dir>` to fill it' });
   const metaFile = path.join(dir, 'meta.json');
   const meta = await readJson<FeatureMeta>(metaFile, 'meta.json');
   if (!meta || typeof meta !== 'object' || meta.format !== FEATURE_FORMAT) {
@@ -143,10 +143,12 @@ function checkIndexRow(r: IndexRow, line: number, expect: number, idxFile: strin
   const prev = seen.positions.get(pos);
   if (prev !== undefined) throw new XferError(`${where}: row ${r.row} is at shard ${r.shard} position ${r.shard_row}, like row ${prev}`, hint);
   if (typeof r.path !== 'string') throw new XferError(`${where}: row ${r.row} has no path`, hint);
-  const dup = seen.paths.get(r.path);
-  if (dup !== undefined) throw new XferError(`${where}: row ${r.row} repeats the path ${r.path} of row ${dup}`, hint);
+  // Augmented views (`"view": v`) share their image's path: the key is the (path, view) pair.
+  const key = r.view === undefined ? r.path : `${r.path}\0view ${String(r.view)}`;
+  const dup = seen.paths.get(key);
+  if (dup !== undefined) throw new XferError(`${where}: row ${r.row} repeats the path ${r.path}${r.view === undefined ? '' : ` (view ${String(r.view)})`} of row ${dup}`, hint);
   seen.positions.set(pos, r.row);
-  seen.paths.set(r.path, r.row);
+  seen.paths.set(key, r.row);
 }
 
 /** Resolve `--layers` (names or dirs); default: the folder's only layer. */

@@ -138,3 +138,53 @@ export function lineChartSvg(series: Series[], opts: { title: string; xLabel: st
   p.push('</svg>');
   return p.join('\n');
 }
+
+/** Categorical colours for scatter plots (Tableau 10, then greys cycle). */
+const CATEGORY = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
+
+/** Scatter plot of 2-D points coloured by class, with a legend (`cls[i]` indexes `classes`; -1 = unlabelled, grey). */
+export function scatterSvg(x: ArrayLike<number>, y: ArrayLike<number>, cls: ArrayLike<number>, classes: string[], opts: { title: string; xLabel: string; yLabel: string }): string {
+  const W = 760;
+  const H = 560;
+  const L = 60;
+  const legendW = Math.min(200, 40 + 7 * Math.max(4, ...classes.map((c) => Math.min(24, c.length))));
+  const R = 20 + legendW;
+  const T = 40;
+  const B = 50;
+  const n = x.length;
+  let x0 = Infinity;
+  let x1 = -Infinity;
+  let y0 = Infinity;
+  let y1 = -Infinity;
+  for (let i = 0; i < n; i++) {
+    x0 = Math.min(x0, x[i]);
+    x1 = Math.max(x1, x[i]);
+    y0 = Math.min(y0, y[i]);
+    y1 = Math.max(y1, y[i]);
+  }
+  if (!(x1 > x0)) [x0, x1] = [x0 - 1, x0 + 1];
+  if (!(y1 > y0)) [y0, y1] = [y0 - 1, y0 + 1];
+  const padX = (x1 - x0) * 0.04;
+  const padY = (y1 - y0) * 0.04;
+  [x0, x1, y0, y1] = [x0 - padX, x1 + padX, y0 - padY, y1 + padY];
+  const px = (v: number): number => L + ((v - x0) / (x1 - x0)) * (W - L - R);
+  const py = (v: number): number => T + (1 - (v - y0) / (y1 - y0)) * (H - T - B);
+  const colour = (c: number): string => (c < 0 ? '#999' : CATEGORY[c % CATEGORY.length]);
+  const r = n > 5000 ? 1.5 : n > 1000 ? 2.5 : 3.5;
+  const p: string[] = [];
+  p.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="${FONT}">`);
+  p.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  p.push(`<text x="${(L + W - R) / 2}" y="22" font-size="15" text-anchor="middle">${esc(opts.title)}</text>`);
+  p.push(`<rect x="${L}" y="${T}" width="${W - L - R}" height="${H - T - B}" fill="none" stroke="#333"/>`);
+  for (let i = 0; i < n; i++) p.push(`<circle cx="${px(x[i]).toFixed(1)}" cy="${py(y[i]).toFixed(1)}" r="${r}" fill="${colour(cls[i])}" fill-opacity="0.75"/>`);
+  const shown = classes.slice(0, 30);
+  shown.forEach((c, i) => {
+    p.push(`<circle cx="${W - R + 20}" cy="${T + 10 + i * 16}" r="4" fill="${colour(i)}"/>`);
+    p.push(`<text x="${W - R + 30}" y="${T + 14 + i * 16}" font-size="11">${esc(c.length > 24 ? `${c.slice(0, 23)}…` : c)}</text>`);
+  });
+  if (classes.length > shown.length) p.push(`<text x="${W - R + 14}" y="${T + 14 + shown.length * 16}" font-size="11">… ${classes.length - shown.length} more</text>`);
+  p.push(`<text x="${(L + W - R) / 2}" y="${H - 15}" font-size="12" text-anchor="middle">${esc(opts.xLabel)}</text>`);
+  p.push(`<text x="16" y="${(T + H - B) / 2}" font-size="12" text-anchor="middle" transform="rotate(-90 16 ${(T + H - B) / 2})">${esc(opts.yLabel)}</text>`);
+  p.push('</svg>');
+  return p.join('\n');
+}

@@ -18,6 +18,7 @@
  * `refit: 'train' | 'train+val'` overrides which rows the final head is fitted on; val is reported
  * only when the final head never saw it.
  */
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../errors.js';
 import { withFolderLock } from '../util/lock.js';
@@ -32,6 +33,7 @@ import { rowView, takeRows, type Matrix } from './matrix.js';
 import { computeMetrics, type Metrics } from './metrics.js';
 import { checkCompatible, loadHead, saveHead, sourceOf, transformFor, type TrainedHead } from './model.js';
 import { writeReport, type Report } from './report.js';
+import { replaceFolder } from '../util/atomic.js';
 import { REFIT_CHOICES, stratifiedFolds, stratifiedSplit, type RefitRows } from './split.js';
 import { bestPoint, gridName, gridPoints, parseSweeps, type SweepGrid, type SweepPoint, type SweepSpec } from './sweep.js';
 import { applyTransform, fitApplyChain, fitTransform, parseTransforms, type TransformSpec, type TransformState } from './transforms.js';
@@ -55,6 +57,8 @@ export interface TrainOptions {
   refit?: RefitRows;
   seed?: number;
   out: string;
+  /** Replace an existing `out` folder (atomically, once the new head is complete); without it an existing one is refused. */
+  force?: boolean;
   /** Progress events (fit iterations/epochs, sweep candidates and CV folds as they finish). */
   progress?: (e: TrainEvent) => void;
   warn?: (msg: string) => void;
@@ -110,6 +114,7 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
   if (opts.refit !== undefined && !REFIT_CHOICES.includes(opts.refit)) {
     throw new XferError(`--refit: expected ${REFIT_CHOICES.join(' or ')}, got '${String(opts.refit)}'`, { hint: 'train: the final head sees the training rows only (val stays a hold-out); train+val: it sees both' });
   }
+  await refuseExistingOut(opts.out, opts.force === true);
   const f = await openFeatures(opts.features);
   const layers = pickLayers(f, opts.layers);
 
@@ -277,7 +282,6 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
   if (finalRows === nTr) await evalPart('val', nTr, nTr + nVa);
   await evalPart('test', nTr + nVa, nTr + nVa + nTe);
 
-  await saveHead(opts.out, trained);
   const report: Report = {
     command: 'train',
     head: path.resolve(opts.out),
@@ -298,7 +302,11 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
     plots: [],
   };
   const history = (head.info.history as { epoch: number; loss: number; valLoss?: number; valAcc?: number }[] | undefined) ?? undefined;
-  await writeReport(opts.out, report, history);
+  // The head and its report are written to a staging folder and renamed over --out only when complete.
+  await replaceFolder(opts.out, async (staging) => {
+    await saveHead(staging, trained);
+    await writeReport(staging, report, history);
+  });
   return { dir: opts.out, report, trained };
 }
 
@@ -306,6 +314,22 @@ function toGrid(s: TrainOptions['sweep'], kind: string): SweepGrid | undefined {
   if (s === undefined) return undefined;
   if (s === true || typeof s === 'string' || Array.isArray(s)) return parseSweeps(s as string | string[] | true, defaultSweepFor(kind), kind);
   return 'axes' in (s as object) ? (s as SweepGrid) : { axes: [s as SweepSpec] };
+}
+
+/** An existing, non-empty --out is refused unless `force` (a stale file of an older head must never survive beside a new one). */
+async function refuseExistingOut(out: string, force: boolean): Promise<void> {
+  let entries: string[];
+  try {
+    entries = await readdir(out);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    if (code === 'ENOTDIR') throw new XferError(`--out ${out}: exists and is not a folder`, { hint: 'choose another --out' });
+    throw e;
+  }
+  if (entries.length > 0 && !force) {
+    throw new XferError(`--out ${out}: folder exists (${entries.includes('head.json') ? 'a head' : `${entries.length} entries`})`, { hint: 'pass --force to replace it (the old folder is removed once the new head is complete), or choose another --out' });
+  }
 }
 
 export interface EvalOptions {
@@ -321,6 +345,8 @@ export interface EvalResult {
   report: Report;
   metrics: Metrics;
   dir: string;
+  /** `misclassified.html` in `dir`: the misclassified images with true/predicted labels and confidence. */
+  misclassifiedPage: string;
 }
 
 export async function evalHead(opts: EvalOptions): Promise<EvalResult> {
@@ -366,5 +392,22 @@ export async function evalHead(opts: EvalOptions): Promise<EvalResult> {
     plots: [],
   };
   await writeReport(out, report);
-  return { report, metrics, dir: out };
+  const page = await writeMisclassified(out, split, f, rows, y, P, trained.head.nClasses, headToLabel, labels, trained.head.probabilistic, report.plots);
+  return { report, metrics, dir: out, misclassifiedPage: page };
+}
+
+/** The misclassified rows of an eval as a page beside its confusion matrix (heads/misclassified.ts). */
+async function writeMisclassified(out: string, split: string, f: FeatureFolder, rows: number[], y: Int32Array, P: Float32Array, K: number, headToLabel: number[], labels: string[], probabilistic: boolean, plots: string[]): Promise<string> {
+  const { writeMisclassifiedPage } = await import('./misclassified.js');
+  const root = f.meta.data?.root;
+  const misses = [];
+  for (let i = 0; i < rows.length; i++) {
+    let best = 0;
+    for (let c = 1; c < K; c++) if (P[i * K + c] > P[i * K + best]) best = c;
+    if (headToLabel[best] === y[i]) continue;
+    const entry = f.index[rows[i]];
+    misses.push({ path: entry.path, file: root ? path.resolve(root, entry.path) : entry.path, truth: labels[y[i]], predicted: labels[headToLabel[best]], confidence: P[i * K + best] });
+  }
+  const confusion = plots.find((p) => p === `confusion-${split}.png`) ?? null;
+  return writeMisclassifiedPage(out, { split, total: rows.length, confidenceKind: probabilistic ? 'probability' : 'softmax of scores', confusionPng: confusion, misses });
 }

@@ -21,7 +21,8 @@ export interface DeviceOptions {
   spinning?: boolean;
 }
 
-export const CUDA_SETUP_HINT = 'run `npm run setup:cuda` on a machine with an NVIDIA driver, CUDA 12 and cuDNN 9 (it fetches onnxruntime-node\'s CUDA 12 provider), or use --device cpu';
+export const CUDA_SETUP_HINT =
+  'GPU install: run `npx xfer-setup-cuda` (`npm run setup:cuda` in the xfer repository) on a machine with an NVIDIA driver, CUDA 12 and cuDNN 9; it fetches onnxruntime-node\'s CUDA 12 provider from NuGet (docs/install.md). CPU-only or firewalled: use --device cpu';
 
 /** Parse and validate a --device value. */
 export function parseDevice(value: string): { kind: 'auto' | 'cpu' | 'cuda'; id: number } {

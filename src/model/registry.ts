@@ -12,6 +12,9 @@ import { loadCard, type ModelCard } from './card.js';
 import { looksLikeOnnxFile } from '../onnx/io.js';
 import { applyCardFlags, hasCardFlags, type CardFlags } from './card-flags.js';
 
+/** The built-in backbone used when a command is given no --model (shipped in the package: models/nsfwjs/). */
+export const DEFAULT_BACKBONE = 'mobilenet_v2';
+
 /** The package's models/ folder (built-in cards and label files). */
 export function builtinCardDir(): string {
   // dist/src/model/registry.js → <package root>/models

@@ -58,8 +58,9 @@ export async function openSession(model: Uint8Array | string, opts: DeviceOption
       hint: CUDA_SETUP_HINT,
     });
   }
+  // auto without the CUDA provider: no GPU was asked for or found, so CPU is simply the default
+  // (the CLI says so under --verbose).
   if (dev.kind === 'auto' && !installed) {
-    onNotice('device: CUDA provider not installed, using CPU (npm run setup:cuda enables GPUs)');
     return { session: await createCpu(model, so, optimized), provider: 'cpu', deviceId: 0 };
   }
   try {

@@ -21,7 +21,6 @@ import { DataType, type ModelProto, type TensorProto } from '../onnx/proto.js';
 import { describeLayers } from '../model/layers.js';
 import { fromHalfBits } from '../util/float16.js';
 import { loadRows, openFeatures } from '../features/reader.js';
-import { HEAD_KINDS } from '../heads/head.js';
 import { runProbe } from '../heads/probe.js';
 import { stratifiedSplit } from '../heads/split.js';
 import { parseTransforms } from '../heads/transforms.js';
@@ -61,7 +60,6 @@ export interface Advice {
   recipe: string;
   commands: string[];
   notes: string[];
-  finetuneAvailable: boolean;
 }
 
 function tensorFloats(t: TensorProto): Float32Array | null {
@@ -216,7 +214,6 @@ export async function advise(o: AdviseOptions): Promise<Advice> {
   const similar = gapToLast <= DIFFERENT_GAP;
 
   // --- recipe
-  const finetuneAvailable = (HEAD_KINDS as readonly string[]).includes('finetune');
   const M = o.model;
   const D = o.data;
   const out = path.resolve(o.out);
@@ -238,8 +235,7 @@ export async function advise(o: AdviseOptions): Promise<Advice> {
         ? `fine-tune the top blocks (from ${from}) — for reference, ${frozen(best)}`
         : `fine-tune the whole network (from the input) — for reference, ${frozen(best)}`;
     if (from !== 'input') cmds.push(`xfer extract --model ${M} --layers ${from} --pool none --data ${D} --out ${out}/ft-features`, `xfer train --features ${out}/ft-features --head finetune --from ${from} --out ${out}/ft-head`);
-    else cmds.push(`xfer extract --model ${M} --layers ${sweep.taps[0].name} --pool none --data ${D} --out ${out}/ft-features`, `xfer train --features ${out}/ft-features --head finetune --from input --out ${out}/ft-head`);
-    if (!finetuneAvailable) notes.push(`fine-tuning (xfer train --head finetune) is not in this build yet; until it is, the best frozen option is the sweep's probe: xfer predict --head ${sweep.bestHead} <images>`);
+    else cmds.push(`xfer train --head finetune --from input --model ${M} --data ${D} --augment hflip,crop --out ${out}/ft-head`);
   }
   return {
     sweep,
@@ -249,7 +245,6 @@ export async function advise(o: AdviseOptions): Promise<Advice> {
     recipe,
     commands: cmds,
     notes,
-    finetuneAvailable,
   };
 }
 

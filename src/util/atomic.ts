@@ -45,3 +45,37 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, o
     throw e;
   }
 }
+
+/**
+ * Write a whole folder by `fill(staging)`, then put it at `dir`: the old folder (if any) is moved
+ * aside, the new one renamed into place, the old one deleted. Readers see the old folder or the new
+ * one, never a mix of files from both; a failed `fill` leaves `dir` untouched.
+ */
+export async function replaceFolder<T>(dir: string, fill: (staging: string) => Promise<T>): Promise<T> {
+  const { mkdir } = await import('node:fs/promises');
+  const staging = tempNameFor(dir);
+  const aside = `${staging}-old`;
+  await mkdir(path.dirname(path.resolve(dir)), { recursive: true });
+  let result: T;
+  try {
+    result = await fill(staging);
+  } catch (e) {
+    await rm(staging, { recursive: true, force: true }).catch(() => {});
+    throw e;
+  }
+  let hadOld = true;
+  try {
+    await rename(dir, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    hadOld = false;
+  }
+  try {
+    await rename(staging, dir);
+  } catch (e) {
+    if (hadOld) await rename(aside, dir).catch(() => {});
+    throw e;
+  }
+  if (hadOld) await rm(aside, { recursive: true, force: true });
+  return result;
+}

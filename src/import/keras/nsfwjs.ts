@@ -4,15 +4,18 @@
  * running their code (the embedded literals are parsed), converted to ONNX once, and cached at
  * `<cache>/models/<model>-<hash16>.onnx`, where hash16 covers the source files and the converter version.
  *
- * Files come from the installed `nsfwjs` package (a dependency of xfer; its @tensorflow/tfjs peer is
- * not needed). When it cannot be resolved, `npm pack nsfwjs@4.4.0` fetches the tarball from the
- * npm registry into the cache and only `package/dist/models/<model>/*` is unpacked.
+ * MobileNetV2's files (3.5 MB) ship in xfer's package (models/nsfwjs/, MIT, copied unchanged from
+ * nsfwjs@4.4.0), so the default backbone needs neither nsfwjs nor its 650 MB @tensorflow/tfjs peer.
+ * Other models come from an installed `nsfwjs` (an optional peer dependency); when it cannot be
+ * resolved, `npm pack nsfwjs@4.4.0` fetches the tarball from the npm registry into the cache and
+ * only `package/dist/models/<model>/*` is unpacked.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { readFile, readdir, writeFile, rename, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { threadId } from 'node:worker_threads';
 import { XferError } from '../../errors.js';
@@ -107,9 +110,16 @@ async function fetchFromRegistry(model: BuiltinKerasModel, opts: BuiltinOptions)
   }
 }
 
+/** The copy shipped in xfer's package (models/nsfwjs/<model>), if this model is shipped. */
+function packagedModelDir(model: BuiltinKerasModel): string {
+  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..', 'models', 'nsfwjs', model);
+}
+
 /** Folder holding `model.min.js` and `group1-shard*.min.js` for a built-in model. */
 export async function nsfwjsModelDir(model: BuiltinKerasModel, opts: BuiltinOptions = {}): Promise<string> {
   checkModel(model);
+  const packaged = packagedModelDir(model);
+  if (await fileExists(path.join(packaged, 'model.min.js'))) return packaged;
   const root = await installedNsfwjsRoot();
   if (root) {
     const dir = path.join(root, 'dist', 'models', model);
@@ -120,7 +130,7 @@ export async function nsfwjsModelDir(model: BuiltinKerasModel, opts: BuiltinOpti
 
 async function sourceFiles(dir: string): Promise<string[]> {
   const files = (await readdir(dir)).filter((f) => f === 'model.min.js' || /^group\d+-shard\d+of\d+\.min\.js$/.test(f)).sort();
-  if (!files.includes('model.min.js')) throw new XferError(`${dir}: model.min.js is missing`, { hint: 'reinstall nsfwjs@4.4.0' });
+  if (!files.includes('model.min.js')) throw new XferError(`${dir}: model.min.js is missing`, { hint: 'reinstall xfer (its models/nsfwjs/ folder) or nsfwjs@4.4.0, whichever holds the folder named' });
   return files;
 }
 
@@ -155,7 +165,7 @@ export async function convertNsfwjsDir(dir: string, model = path.basename(dir)):
     try {
       src = await readFile(f, 'utf8');
     } catch (e) {
-      throw new XferError(`${f}: weight shard listed in the manifest is missing`, { hint: 'reinstall nsfwjs@4.4.0', cause: e });
+      throw new XferError(`${f}: weight shard listed in the manifest is missing`, { hint: 'reinstall xfer (its models/nsfwjs/ folder) or nsfwjs@4.4.0, whichever holds the folder named', cause: e });
     }
     return extractShardBytes(src, f);
   };
