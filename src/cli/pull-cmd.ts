@@ -92,7 +92,7 @@ async function runPull(ids: string[], opts: PullOpts): Promise<void> {
     );
   }
   if (failed.length > 0) {
-    throw new XferError(`xfer pull --all: ${failed.length} of ${entries.length} entries could not be downloaded: ${failed.join(', ')}`, {
+    throw new XferError(`${failed.length} of ${entries.length} catalog entries could not be downloaded (pull --all): ${failed.join(', ')}`, {
       hint: 'the errors above say why and how to fetch each by other means',
       exitCode: 1,
     });

@@ -21,7 +21,7 @@
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../errors.js';
-import { withFolderLock } from '../util/lock.js';
+import { isLockEntry, withFolderLock } from '../util/lock.js';
 import { loadRows, openFeatures, pickLayers, type FeatureFolder } from '../features/reader.js';
 import { createHead, defaultSweepFor, defaultTransformsFor, headDefaults, type FitContext, type FitEvent, type Head, type HeadParams } from './head.js';
 import './linear.js';
@@ -306,7 +306,7 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
   await replaceFolder(opts.out, async (staging) => {
     await saveHead(staging, trained);
     await writeReport(staging, report, history);
-  });
+  }, { carry: isLockEntry });
   return { dir: opts.out, report, trained };
 }
 
@@ -320,7 +320,8 @@ function toGrid(s: TrainOptions['sweep'], kind: string): SweepGrid | undefined {
 async function refuseExistingOut(out: string, force: boolean): Promise<void> {
   let entries: string[];
   try {
-    entries = await readdir(out);
+    // This run's own lock (util/lock.ts) is already inside --out: it is not a previous head's file.
+    entries = (await readdir(out)).filter((f) => !isLockEntry(f));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return;

@@ -244,8 +244,13 @@ export function offline(): boolean {
 export function offlineError(entry: CatalogEntry): XferError {
   const missing = entry.catalog.files.filter((f) => !isPresent({ ...entry, catalog: { ...entry.catalog, files: [f] } }));
   const list = missing.map((m) => `${m.urls[0]} (${formatSize(m.size)}, sha256 ${m.sha256})`).join(' and ');
-  const register = missing.map((m) => `xfer pull ${entry.id} --file <path of ${m.name}>${m.role === 'labels' ? ' --labels' : ''}`).join(' and ');
+  const register = missing.map((m) => `xfer pull ${entry.id} --file <path of ${m.name}>${labelsFlag(m.role)}`).join(' and ');
   return new XferError(`${entry.id} is not downloaded yet and downloads are off (--offline / XFER_OFFLINE): fetch ${list}`, {
     hint: `then register: ${register}; or go online and run xfer pull ${entry.id}`,
   });
+}
+
+/** The `xfer pull --file` flag that registers a file of this role. */
+function labelsFlag(role: string): string {
+  return role === 'labels' ? ' --labels' : '';
 }

@@ -51,7 +51,7 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, o
  * aside, the new one renamed into place, the old one deleted. Readers see the old folder or the new
  * one, never a mix of files from both; a failed `fill` leaves `dir` untouched.
  */
-export async function replaceFolder<T>(dir: string, fill: (staging: string) => Promise<T>): Promise<T> {
+export async function replaceFolder<T>(dir: string, fill: (staging: string) => Promise<T>, opts: { carry?: (name: string) => boolean } = {}): Promise<T> {
   const { mkdir } = await import('node:fs/promises');
   const staging = tempNameFor(dir);
   const aside = `${staging}-old`;
@@ -62,6 +62,12 @@ export async function replaceFolder<T>(dir: string, fill: (staging: string) => P
   } catch (e) {
     await rm(staging, { recursive: true, force: true }).catch(() => {});
     throw e;
+  }
+  // Entries of the old folder that belong to the running command (its lock) move into the new one.
+  if (opts.carry) {
+    const { readdir } = await import('node:fs/promises');
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const n of names.filter(opts.carry)) await rename(path.join(dir, n), path.join(staging, n));
   }
   let hadOld = true;
   try {

@@ -198,7 +198,9 @@ async function own(abs: string, lockDir: string, mine: LockOwner, created: strin
   let lost = false;
   let released = false;
   const beat = async () => {
-    const h = await readHolder(lockDir);
+    // A holder briefly absent is this run moving its own lock (train --force swaps folders): look twice.
+    let h = await readHolder(lockDir);
+    if (!h) h = await new Promise((r) => setTimeout(r, 200)).then(() => readHolder(lockDir));
     if (!h || (h.owner && h.owner.token !== mine.token)) {
       lost = true;
       clearInterval(timer);
