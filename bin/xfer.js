@@ -1,10 +1,10 @@
 #!/usr/bin/env node
-// The image commands keep V8's young generation at its start size from the first line, before the
-// CLI's modules load (src/cli/young-generation.ts says why).
-if (process.argv[2] === 'extract' || process.argv[2] === 'predict') {
-  const { keepYoungGenerationSmall } = await import('../dist/src/cli/young-generation.js');
-  keepYoungGenerationSmall();
-}
+// libuv sizes its thread pool once, at its first use, from UV_THREADPOOL_SIZE (default 4). sharp
+// decodes each image on one of its threads, so with 4 a machine with more cores could never decode
+// more than 4 images at once: size it to the cores before anything loads (docs/performance.md).
+import os from 'node:os';
+
+process.env.UV_THREADPOOL_SIZE ??= String(Math.min(1024, Math.max(4, os.availableParallelism() + 2)));
 // A reader that stops early (`xfer layers m | head`) closes the pipe: end quietly, as cat and ls do.
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (e) => {

@@ -16,10 +16,10 @@
  *     weights, eager and TorchScript optimize_for_inference, batch 32 and xfer's batch), installing
  *     Debian's python3-torch and python3-torchvision with apt when missing (skip with --no-python,
  *     or --no-apt).
- *   - with --ab-decode-cpus <pairs>: that many alternating pairs of end-to-end runs with
- *     `--decode-cpus off` and with the default (auto), and the median of the paired ratios (this VM
- *     drifts too much for one pair to tell).
- * Options: --data <dataset dir> --copies 5 --batch <n> --rounds 3 --no-python --no-apt --keep --ab-decode-cpus <pairs>
+ *   - with --compare <checkout>: that many --pairs (default 5) of end-to-end runs alternating this
+ *     checkout's `xfer extract` with the other checkout's (built, e.g. a `git worktree` of an older
+ *     commit), and the median and range of the paired ratios (a shared or drifting machine needs pairs).
+ * Options: --data <dataset dir> --copies 5 --batch <n> --rounds 3 --no-python --no-apt --keep --compare <dir> --pairs 5
  * Not part of the test suite. Run it on a quiet machine.
  */
 import { spawnSync } from 'node:child_process';
@@ -29,7 +29,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findPython } from '../test/helpers/python.js';
-import { allowedCpus } from '../src/util/affinity.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/scripts
 const ROOT = path.resolve(HERE, '..', '..');
@@ -41,7 +40,7 @@ function arg(name: string, def?: string): string | undefined {
 }
 const flag = (name: string) => process.argv.includes(`--${name}`);
 const log = (s: string) => process.stdout.write(`${s}\n`);
-const CPUS = allowedCpus() ?? Array.from({ length: os.availableParallelism() }, (_, i) => i);
+const CPUS = Array.from({ length: os.availableParallelism() }, (_, i) => i);
 const haveTaskset = spawnSync('taskset', ['-c', String(CPUS[0]), 'true']).status === 0;
 
 // ---------- children: decode-only / infer-only, each meant to run pinned to one core ----------
@@ -153,13 +152,6 @@ function xferCli(): string {
   return probe.status === 0 ? main : path.join(DIST, 'test', 'extract-cli.js');
 }
 
-/** What a run's summary says of decoding on its own CPUs. */
-function describeCpus(d: unknown): string {
-  const c = d as { decode?: number[]; released?: string | null } | null | undefined;
-  if (!c || !Array.isArray(c.decode)) return 'decoding unconfined';
-  return c.released ? `decoding confined to CPU ${c.decode.join(',')}, given up: ${c.released}` : `decoding on CPU ${c.decode.join(',')}`;
-}
-
 async function runExtract(cli: string, data: string, out: string, batch: number | null, preload: string, extra: string[] = []): Promise<{ summary: Record<string, number>; maxRssMB: number; wall: number }> {
   const t = performance.now();
   const args = ['--import', preload, cli, 'extract', '--model', 'mobilenet_v2', '--data', data, '--out', out, '--overwrite', '--json', ...(batch ? ['--batch', String(batch)] : []), ...extra];
@@ -175,14 +167,61 @@ async function runExtract(cli: string, data: string, out: string, batch: number 
 
 // ---------- Python anchor ----------
 const PY = String.raw`
-import sys, time, json, torch, torchvision
-from torchvision import datasets, transforms
+import sys, os, time, json, torch
 root, mode, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-torch.set_num_threads(2)
-tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
-ds = datasets.ImageFolder(root, transform=tf, loader=lambda p: datasets.folder.pil_loader(p))
+torch.set_num_threads(os.cpu_count())
+try:
+    import torchvision
+    from torchvision import datasets, transforms
+    tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    ds = datasets.ImageFolder(root, transform=tf, loader=lambda p: datasets.folder.pil_loader(p))
+    m = torchvision.models.mobilenet_v2()
+except ImportError:
+    # Without torchvision: the same transforms with PIL, and torchvision's mobilenet_v2 written out.
+    import numpy as np
+    from PIL import Image
+    from torch import nn
+    class Folder(torch.utils.data.Dataset):
+        def __init__(self, root):
+            classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+            self.items = [(os.path.join(root, c, f), i) for i, c in enumerate(classes) for f in sorted(os.listdir(os.path.join(root, c)))]
+        def __len__(self):
+            return len(self.items)
+        def __getitem__(self, k):
+            p, y = self.items[k]
+            im = Image.open(p).convert('RGB')
+            w, h = im.size
+            s = 256 / min(w, h)
+            im = im.resize((max(256, int(w * s)), max(256, int(h * s))), Image.BILINEAR)
+            w, h = im.size
+            l, t = int(round((w - 224) / 2)), int(round((h - 224) / 2))
+            x = np.asarray(im.crop((l, t, l + 224, t + 224)), dtype=np.float32) / 255
+            x = (x - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
+            return torch.from_numpy(x.transpose(2, 0, 1).copy()), y
+    def cbr(i, o, s=1, g=1, k=3):
+        return [nn.Conv2d(i, o, k, s, (k - 1) // 2, groups=g, bias=False), nn.BatchNorm2d(o), nn.ReLU6(inplace=True)]
+    class Block(nn.Module):
+        def __init__(self, i, o, s, t):
+            super().__init__()
+            h = i * t
+            self.res = s == 1 and i == o
+            self.conv = nn.Sequential(*((cbr(i, h, k=1) if t != 1 else []) + cbr(h, h, s, h) + [nn.Conv2d(h, o, 1, bias=False), nn.BatchNorm2d(o)]))
+        def forward(self, x):
+            return x + self.conv(x) if self.res else self.conv(x)
+    layers, c = cbr(3, 32, 2), 32
+    for t, o, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]:
+        for j in range(n):
+            layers.append(Block(c, o, s if j == 0 else 1, t)); c = o
+    layers += cbr(c, 1280, k=1)
+    class MobileNetV2(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(*layers)
+            self.classifier = nn.Linear(1280, 1000)
+        def forward(self, x):
+            return self.classifier(nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+    ds, m = Folder(root), MobileNetV2()
 dl = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=2, shuffle=False)
-m = torchvision.models.mobilenet_v2()
 m.classifier = torch.nn.Identity()  # pooled 1280-d features, like xfer's out_relu + avg
 m.eval()
 if mode == 'torchscript':
@@ -198,7 +237,7 @@ print(json.dumps({"images": n, "seconds": s, "rate": n / s, "torch": torch.__ver
 `;
 
 function ensureTorch(): boolean {
-  const ok = () => findPython(['torch', 'torchvision']) !== null;
+  const ok = () => findPython(['torch', 'PIL', 'numpy']) !== null;
   if (ok()) return true;
   if (flag('no-apt')) return false;
   log('installing Debian python3-torch python3-torchvision (apt-get) for the Python anchor…');
@@ -210,7 +249,7 @@ function ensureTorch(): boolean {
 function runPython(root: string, mode: string, batch: number, dir: string): { rate: number; torch: string } | null {
   const file = path.join(dir, 'anchor.py');
   spawnSync('sh', ['-c', `cat > '${file}'`], { input: PY });
-  const r = spawnSync(findPython(['torch', 'torchvision']) ?? 'python3', [file, root, mode, String(batch)], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const r = spawnSync(findPython(['torch', 'PIL', 'numpy']) ?? 'python3', [file, root, mode, String(batch)], { encoding: 'utf8', maxBuffer: 1 << 24 });
   if (r.status !== 0) {
     log(`  python ${mode} failed: ${r.stderr.trim().split('\n').pop()}`);
     return null;
@@ -291,11 +330,15 @@ async function main(): Promise<void> {
     log(
       `round ${i + 1}: decode ${fmtCores(before.dec)}→${fmtCores(after.dec)}, infer ${fmtCores(before.inf)}→${fmtCores(after.inf)} (per core), bound ${bound.toFixed(1)} (${bound0.toFixed(1)} from the first core alone), ` +
         `end to end ${per[i].e2e.toFixed(1)} (pipeline ${per[i].steady.toFixed(1)}) img/s → ratio ${(per[i].e2e / bound).toFixed(2)} (${(per[i].steady / bound).toFixed(2)}); ` +
-        `start ${(r5.summary.seconds - r5.summary.pipelineSeconds).toFixed(2)} s; ${describeCpus(r5.summary.decodeCpus)}`,
+        `start ${(r5.summary.seconds - r5.summary.pipelineSeconds).toFixed(2)} s`,
     );
     before = after;
   }
-  const med = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const med = (xs: number[]) => {
+    const s = xs.slice().sort((a, b) => a - b);
+    const m = s.length >> 1;
+    return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+  };
   const dec = med(per.map((p) => p.dec));
   const inf = med(per.map((p) => p.inf));
   const bound = med(per.map((p) => p.bound));
@@ -332,26 +375,25 @@ async function main(): Promise<void> {
   );
   log(`peak RSS at ${n2n} images (one run): ${rss2n.toFixed(0)} MB, ${rss2n >= rss5 ? '+' : ''}${(((rss2n - rss5) / rss5) * 100).toFixed(1)} % from ${n5} images`);
 
-  const abPairs = Number(arg('ab-decode-cpus', '0'));
-  if (abPairs > 0) {
+  const other = arg('compare');
+  if (other !== undefined) {
+    const otherCli = path.join(path.resolve(other), 'bin', 'xfer.js');
+    const pairs = Number(arg('pairs', '5'));
     log('');
-    log(`--decode-cpus off vs auto (the default), ${abPairs} alternating pairs on the ${n5} images (img/s whole command / pipeline):`);
+    log(`this checkout vs ${other}, ${pairs} alternating pairs on the ${n5} images (img/s whole command / pipeline):`);
     const ratios: { whole: number; pipe: number }[] = [];
-    for (let i = 0; i < abPairs; i++) {
-      const rate = async (extra: string[]) => {
-        const r = await runExtract(cli, x5, path.join(tmp, 'out5'), batchArg ? batch : null, preload, extra);
-        return { whole: r.summary.imagesThisRun / r.summary.seconds, pipe: r.summary.imagesThisRun / r.summary.pipelineSeconds, confined: r.summary.decodeCpus };
+    for (let i = 0; i < pairs; i++) {
+      const rate = async (c: string) => {
+        const r = await runExtract(c, x5, path.join(tmp, 'out5'), batchArg ? batch : null, preload);
+        return { whole: r.summary.imagesThisRun / r.summary.seconds, pipe: r.summary.imagesThisRun / r.summary.pipelineSeconds };
       };
-      const off = await rate(['--decode-cpus', 'off']);
-      const auto = await rate([]);
-      ratios.push({ whole: auto.whole / off.whole, pipe: auto.pipe / off.pipe });
-      const state = (auto.confined as unknown as { released: string | null } | null) ?? null;
-      log(
-        `  pair ${i + 1}: off ${off.whole.toFixed(1)} / ${off.pipe.toFixed(1)}, auto ${auto.whole.toFixed(1)} / ${auto.pipe.toFixed(1)} → ×${ratios[i].whole.toFixed(3)} / ×${ratios[i].pipe.toFixed(3)}` +
-          (state === null ? ' (auto did not confine here)' : state.released ? ` (released: ${state.released})` : ''),
-      );
+      // Alternate which goes first, so neither always runs on a warmer (or busier) machine.
+      const [a, b] = i % 2 === 0 ? [await rate(otherCli), await rate(cli)] : [await rate(cli), await rate(otherCli)].reverse();
+      ratios.push({ whole: b.whole / a.whole, pipe: b.pipe / a.pipe });
+      log(`  pair ${i + 1}: other ${a.whole.toFixed(1)} / ${a.pipe.toFixed(1)}, this ${b.whole.toFixed(1)} / ${b.pipe.toFixed(1)} → ×${ratios[i].whole.toFixed(3)} / ×${ratios[i].pipe.toFixed(3)}`);
     }
-    log(`  auto / off, median of pairs: ×${med(ratios.map((r) => r.whole)).toFixed(3)} whole command, ×${med(ratios.map((r) => r.pipe)).toFixed(3)} pipeline (range ×${Math.min(...ratios.map((r) => r.pipe)).toFixed(3)}–×${Math.max(...ratios.map((r) => r.pipe)).toFixed(3)})`);
+    const w = ratios.map((r) => r.whole);
+    log(`  this / other, median of pairs: ×${med(w).toFixed(3)} whole command (range ×${Math.min(...w).toFixed(3)}–×${Math.max(...w).toFixed(3)}), ×${med(ratios.map((r) => r.pipe)).toFixed(3)} pipeline`);
   }
 
   if (!flag('no-python')) {
@@ -363,11 +405,11 @@ async function main(): Promise<void> {
       const best = Math.max(eager?.rate ?? 0, ts32?.rate ?? 0, tsB?.rate ?? 0);
       const fmt = (r: { rate: number } | null) => (r ? `${r.rate.toFixed(1)} img/s` : 'n/a');
       log(
-        `python anchor (torch ${eager?.torch ?? ts32?.torch ?? '?'}, ImageFolder+DataLoader 2 workers, mobilenet_v2): eager ${fmt(eager)} (batch 32), ` +
+        `python anchor (torch ${eager?.torch ?? ts32?.torch ?? '?'}, ${process.env.XFER_PYTHON ?? 'python3'}, ImageFolder+DataLoader 2 workers, mobilenet_v2): eager ${fmt(eager)} (batch 32), ` +
           `TorchScript optimize_for_inference ${fmt(ts32)} (batch 32)${batch === 32 ? '' : `, ${fmt(tsB)} (batch ${batch})`}`,
       );
       if (best > 0) log(`xfer / best python: ${(e2e / best).toFixed(2)}× (target ≥ 1.5×)`);
-    } else log('python anchor: skipped (python3-torch / python3-torchvision not available)');
+    } else log('python anchor: skipped (no python with torch, PIL and numpy: set XFER_PYTHON)');
   }
   if (!flag('keep')) await rm(tmp, { recursive: true, force: true });
   else log(`kept ${tmp}`);

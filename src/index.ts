@@ -10,7 +10,7 @@ export { loadCard, validateCard, pixelAffine, type ModelCard, type CardInput, ty
 export { resolveBackbone, listBuiltinCards, type ResolvedBackbone } from './model/registry.js';
 export { describeLayers, filterLayers, type LayerRow } from './model/layers.js';
 export { listTensors, type TensorInfo } from './model/graph.js';
-export { deriveTapModel, resolveTapName, POOLS, POOL_HELP, type Pool, type TapRequest, type ResolvedTap } from './model/taps.js';
+export { deriveTapModel, resolveTapName, MODEL_OUTPUT_TAP, POOLS, POOL_HELP, type Pool, type TapRequest, type ResolvedTap } from './model/taps.js';
 // model: the catalog of downloadable backbones, cards from Hugging Face preprocessor configs
 export { listCatalog, isPresent, type CatalogEntry, type CatalogFile } from './model/catalog.js';
 export { pullEntry, registerLocalFile, type PullOptions, type PullResult } from './model/pull.js';
@@ -33,16 +33,23 @@ export { discoverDataset, type Dataset, type DatasetEntry } from './image/discov
 export { resolvePreprocess, type PreprocessPlan } from './image/plan.js';
 export { loadImagePixels, toModelTensor, ImageError } from './image/decode.js';
 
+// the runtime every image command runs on: plan, worker sessions, ordered streaming
+export { inferencePlan, defaultBatch, defaultDecodeConcurrency } from './runtime/plan.js';
+export { openBackbone, type OpenBackboneOptions, type OpenedBackbone } from './runtime/open.js';
+export { runStream, type StreamOptions, type StreamBatch, type StreamSlot, type StreamProgress } from './runtime/stream.js';
+export type { Backbone, BatchResult } from './runtime/pool.js';
+
 // extraction and feature folders
 export { extractFeatures, type ExtractOptions, type ExtractSummary } from './extract/pipeline.js';
 export { mergeFeatureFolders } from './extract/merge.js';
 export { loadJobFile } from './extract/jobs.js';
 export { readNpy, encodeNpy, readNpyHeader } from './features/npy.js';
+export { FEATURE_FORMAT, FEATURE_FORMAT_VERSION, DEFAULT_ROWS_PER_SHARD, type FeatureMeta, type FeatureLayer, type IndexRow } from './features/format.js';
 
 // heads (linear, svm, svm-rbf, mlp, knn), training and evaluation
 export { createHead, headFromState, HEAD_KINDS, type Head, type HeadKind, type HeadParams } from './heads/head.js';
 export { trainHead, evalHead, saveHead, loadHead, checkCompatible, computeMetrics, parseSweep, type TrainOptions, type TrainResult, type EvalResult, type TrainedHead } from './heads/index.js';
-export { openFeatures, pickLayers, loadRows } from './features/reader.js';
+export { openFeatures, readFeatureMeta, pickLayers, loadRows } from './features/reader.js';
 
 // where to cut and what to train: probe sweeps over taps, advice, nearest neighbours (issue 19)
 export { runSweep, planTaps, sweepPlotSvg, SWEEP_HEADS, SWEEP_POOLS, type SweepOptions, type SweepResult, type SweepRow } from './sweep/sweep.js';

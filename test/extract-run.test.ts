@@ -9,7 +9,7 @@ import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { folderBytes, havePythonNumpy, pythonWithNumpy, makeDataset, makeTinyModel, runCli, spawnCli, tmpDir } from './extract-helpers.js';
-import { DEFAULT_BATCH_CPU } from '../src/extract/defaults.js';
+import { DEFAULT_BATCH_CPU } from '../src/runtime/plan.js';
 
 let dir: string;
 let model: string;
@@ -122,13 +122,14 @@ print(a.shape)`;
 
   test('kill -9 mid-run, then --resume: byte-identical to an uninterrupted run', async () => {
     const out = path.join(dir, 'killed');
-    const child = spawnCli([...base(), '--out', out], { XFER_TEST_BATCH_DELAY_MS: '60' });
+    // The run holds after its second shard until it is killed.
+    const child = spawnCli([...base(), '--out', out], { XFER_TEST_HOLD_AFTER_SHARDS: '2' });
     await waitFor(async () => (await committedShards(out)) >= 2);
     child.kill('SIGKILL');
     await new Promise((r) => child.once('close', r));
     const m = await meta(out);
     assert.equal(m.complete, false);
-    assert.ok(m.counts.shards < 5, 'killed before the end');
+    assert.equal(m.counts.shards, 2, 'killed after its second shard');
     const r = await runCli([...base(), '--out', out, '--resume']);
     assert.equal(r.code, 3, r.stderr);
     await assertSameFolder(out, ref);
@@ -136,7 +137,8 @@ print(a.shape)`;
 
   test('Ctrl-C stops after the batch in flight (exit 130); --resume completes identically', async () => {
     const out = path.join(dir, 'sigint');
-    const child = spawnCli([...base(), '--out', out], { XFER_TEST_BATCH_DELAY_MS: '60' });
+    // The run holds after its first shard until Ctrl-C; the batches already at the backbone are then finished.
+    const child = spawnCli([...base(), '--out', out], { XFER_TEST_HOLD_AFTER_SHARDS: '1' });
     await waitFor(async () => (await committedShards(out)) >= 1);
     child.kill('SIGINT');
     const code = await new Promise<number | null>((r) => child.once('close', (c) => r(c)));

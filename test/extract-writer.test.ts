@@ -273,10 +273,14 @@ test('shard specs: Slurm array step and an ID below MIN', () => {
   assert.throws(() => parseJobs({ jobs: [{ model: 'm', data: 'd', out: 'o', batch: 'many' }] }, 'j.yaml'), /job 1: "batch": expected a positive integer, got "many"/);
 });
 
-test('inferencePlan: two single-thread sessions on a 2-core CPU, one session on a GPU, --workers/--threads honoured', () => {
+test('inferencePlan: two single-thread sessions on a 2-core CPU, up to four sessions of about four threads on more cores, one session on a GPU, --workers/--threads honoured', () => {
   const cpu2 = { cores: 2, cudaInstalled: false };
   assert.deepEqual(inferencePlan({ device: { device: 'auto' } }, cpu2), { workers: 2, threads: 1, gpu: false });
-  assert.deepEqual(inferencePlan({ device: { device: 'cpu' } }, { cores: 8, cudaInstalled: true }), { workers: 2, threads: 3, gpu: false });
+  assert.deepEqual(inferencePlan({ device: { device: 'cpu' } }, { cores: 8, cudaInstalled: true }), { workers: 2, threads: 4, gpu: false });
+  assert.deepEqual(inferencePlan({ device: { device: 'cpu' } }, { cores: 4 }), { workers: 2, threads: 2, gpu: false });
+  assert.deepEqual(inferencePlan({ device: { device: 'cpu' } }, { cores: 16 }), { workers: 4, threads: 4, gpu: false });
+  assert.deepEqual(inferencePlan({ device: { device: 'cpu' } }, { cores: 64 }), { workers: 4, threads: 16, gpu: false }, 'at most 4 copies of the weights');
+  assert.deepEqual(inferencePlan({ device: { device: 'cuda' } }, { cores: 64 }), { workers: 1, threads: 4, gpu: true }, 'a GPU run leaves the cores to decoding');
   assert.deepEqual(inferencePlan({ device: { device: 'auto' } }, { cores: 2, cudaInstalled: true }), { workers: 1, threads: 2, gpu: true });
   assert.deepEqual(inferencePlan({ device: { device: 'cuda:1' } }, cpu2).workers, 1);
   assert.deepEqual(inferencePlan({ device: { device: 'cuda:1' } }, cpu2).gpu, true);

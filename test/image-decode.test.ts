@@ -14,7 +14,6 @@ import sharp from 'sharp';
 import type { ModelCard } from '../src/model/card.js';
 import { resolvePreprocess } from '../src/image/plan.js';
 import { ImageError, loadImagePixels, type ImageErrorKind } from '../src/image/decode.js';
-import xferSharp from '../src/image/sharp.js';
 import { findPython } from './helpers/python.js';
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
@@ -257,13 +256,6 @@ test('20000×20000 header (decompression bomb) → too-large, before decoding', 
   await rejectsWith(f, 'too-large', /^image too large: 20000×20000 exceeds limitInputPixels \(100000000\)$/);
   // The limit is configurable.
   await rejectsWith(await put('small.png', await solid(20, 20, [1, 2, 3])), 'too-large', /20×20 exceeds limitInputPixels \(100\)/, resolvePreprocess(card, { limitInputPixels: 100 }));
-});
-
-test("xfer's sharp is the CommonJS build with libvips' operation cache off (every image is decoded once)", () => {
-  const c = xferSharp.cache();
-  assert.deepEqual([c.memory.max, c.files.max, c.items.max], [0, 0, 0]);
-  assert.equal(typeof xferSharp, 'function');
-  assert.equal(xferSharp.versions.sharp, sharp.versions.sharp);
 });
 
 test('a directory named x.jpg → not-a-file', async () => {

@@ -11,6 +11,8 @@ test('card flags build a card for a model without one (torchvision defaults + ov
   assert.deepEqual(c.input.mean, [0.5, 0.5, 0.5]);
   assert.equal(c.input.layout, 'NCHW');
   assert.equal(c.resize.policy, 'squash');
+  assert.equal(c.resize.crop_pct, 1, 'a squashed image is not cropped: no 0.875 recorded');
+  assert.equal(applyCardFlags(null, { resize: 'squash', cropPct: '0.9' }, 'my_net').resize.crop_pct, 0.9, 'an explicit --crop-pct is kept');
   assert.equal(hasCardFlags({}), false);
 });
 

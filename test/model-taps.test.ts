@@ -339,3 +339,20 @@ test('CPU: batch- and thread-invariant outputs on fp16 SqueezeNet (../shared)', 
   const path = await import('node:path');
   await assertBatchInvariant(shared('models', 'squeezenet1.1-fp16.onnx'), { card: path.join(REPO_ROOT, 'test', 'fixtures', 'cards', 'squeezenet1.1.json'), taps: ['fire5/concat_1', 'pool10_1'] });
 });
+
+test('a tensor computed from the weights alone (an Identity copy of a weight, as torch.onnx exports start with) is marked, and tapping it is refused naming it', async () => {
+  const m = tinyNet();
+  m.graph.node.unshift(node('Identity', ['w1'], ['w1_copy']));
+  const tensors = listTensors(m);
+  assert.equal(tensors.find((t) => t.name === 'w1_copy')?.fromInput, false);
+  assert.ok(tensors.filter((t) => t.name !== 'w1_copy').every((t) => t.fromInput), 'every other tensor is computed from x');
+  for (const pool of ['none', 'avg'] as const) {
+    assert.throws(
+      () => deriveTapModel(m, [{ name: 'w1_copy', pool }], { file: 'net.onnx' }),
+      (e: unknown) => e instanceof XferError && /net\.onnx: tap "w1_copy" is tensor w1_copy \(Identity\), computed from the model's weights alone: it has no batch axis/.test(e.message) && /xfer layers net\.onnx/.test(e.hint ?? ''),
+    );
+  }
+  const { describeLayers } = await import('../src/model/layers.js');
+  const rows = await describeLayers(m, null, { probe: false });
+  assert.deepEqual(rows.filter((r) => !r.fromInput).map((r) => r.name), ['w1_copy']);
+});

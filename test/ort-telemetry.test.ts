@@ -1,7 +1,7 @@
 /**
  * onnxruntime's telemetry stays off (src/util/ort-telemetry.ts): the environment variable is set in
  * the main thread unless the user set it, and a real extraction (sessions in worker threads) leaves
- * none of ORT's telemetry files, where the same run with ORT_DISABLE_TELEMETRY=0 does.
+ * none of ORT's telemetry files.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -65,13 +65,8 @@ async function extractWithHome(name: string, telemetryVar: string | undefined): 
   return found;
 }
 
-test('an extraction leaves no ORT telemetry database or debug log; with ORT_DISABLE_TELEMETRY=0 (the user allowing it) ORT writes them', { skip: process.platform === 'win32' && 'ORT reports through ETW on Windows' }, async (t) => {
+// No control run with telemetry allowed: a test must never turn telemetry on on the machine it runs on
+// (ORT would upload where it can reach Microsoft's servers).
+test('an extraction leaves no ORT telemetry database or debug log', { skip: process.platform === 'win32' && 'ORT reports through ETW on Windows' }, async () => {
   assert.deepEqual(await extractWithHome('off', undefined), { database: false, debugLog: false });
-  const control = await extractWithHome('allowed', '0');
-  if (!control.database && !control.debugLog) {
-    // Some other trait of this machine stops ORT's telemetry; the check above then shows nothing.
-    t.skip('onnxruntime wrote no telemetry here even when allowed (a CI marker not in CI_MARKERS?), so the off-run proves nothing on this machine');
-    return;
-  }
-  assert.deepEqual(control, { database: true, debugLog: true }, 'the control: this onnxruntime does collect telemetry when allowed');
 });

@@ -10,7 +10,6 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
@@ -20,23 +19,11 @@ import { loadRows, openFeatures, pickLayers } from '../src/features/reader.js';
 import { trainHead, type TrainOptions } from '../src/heads/train.js';
 import { loadHead, transformFor } from '../src/heads/model.js';
 import { loadImagePixels } from '../src/image/decode.js';
-import { CONFINE_MIN_IMAGES, isPredictError, openPredictor, type Predictor, type PredictResult } from '../src/predict/predict.js';
-import { allowedCpus, findTaskset, formatCpuList, threadId } from '../src/util/affinity.js';
+import { isPredictError, openPredictor, type Predictor, type PredictResult } from '../src/predict/predict.js';
 import { exportOnnx } from '../src/predict/export.js';
 import { PIXEL_INPUT } from '../src/model/taps.js';
 import { XferError } from '../src/errors.js';
 import { REPO_ROOT } from './helpers/paths.js';
-
-const cpus = allowedCpus();
-const canPin = process.platform === 'linux' && findTaskset() !== null && cpus !== null && cpus.length >= 2 && threadId() !== null;
-/** A thread's CPU list (Linux), or null once it has ended. */
-function cpusOf(tid: number): string | null {
-  try {
-    return /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync(`/proc/self/task/${tid}/status`, 'utf8'))![1];
-  } catch {
-    return null;
-  }
-}
 
 const CLASSES = ['blue_checks', 'green_vstripes', 'red_hstripes'];
 const PER_CLASS = 8;
@@ -304,31 +291,6 @@ describe('predict and export with backbone + head', () => {
     const meta = Object.fromEntries((decodeModel(await readFile(file)).metadataProps ?? []).map((e) => [e.key, e.value]));
     assert.deepEqual(JSON.parse(meta['xfer.preprocessing']), t.source.preprocessing);
   });
-
-  test(
-    `a predict call of ${CONFINE_MIN_IMAGES}+ images with decodeCpus decodes on those CPUs, gives the same outcomes, and restores the CPUs`,
-    { skip: !canPin && 'needs Linux, taskset (util-linux) and 2+ CPUs' },
-    async () => {
-      const images = Array.from({ length: CONFINE_MIN_IMAGES + 8 }, (_, i) => path.join(data, CLASSES[i % 3], `img_${String(i % PER_CLASS).padStart(2, '0')}.jpg`));
-      const decode = [cpus![cpus!.length - 1]];
-      const mainCpus: (string | null)[] = [];
-      const off = await openPredictor(heads.linear, { device: { device: 'cpu' } });
-      const on = await openPredictor(heads.linear, { device: { device: 'cpu' }, decodeCpus: decode });
-      try {
-        const a = await off.predict(images);
-        const b = await on.predict(images, () => mainCpus.push(cpusOf(process.pid)));
-        assert.deepEqual(b, a, 'the same outcomes');
-        assert.ok(mainCpus.slice(150).includes(formatCpuList(decode)), `the main thread decoded on CPU ${decode} mid-call: ${[...new Set(mainCpus)].join(' ')}`);
-        for (const t of readdirSync('/proc/self/task')) {
-          const c = cpusOf(Number(t));
-          if (c !== null) assert.equal(c, formatCpuList(cpus!), `thread ${t} after the call`);
-        }
-      } finally {
-        await off.close();
-        await on.close();
-      }
-    },
-  );
 
   test('unreadable images are reported, not thrown; the CLI exits 3 and expands folders', async () => {
     const extra = path.join(dir, 'extra');

@@ -220,7 +220,7 @@ test('sweep: one extraction, probes per (tap, pool, head), outputs, the best pro
   }
   const sheet = path.join(root, 'sheet.png');
   await neighborsPng(nb, sheet, 64);
-  const { default: sharp } = await import('../src/image/sharp.js');
+  const { default: sharp } = await import('sharp');
   const meta = await sharp(sheet).metadata();
   assert.equal(meta.width, 6 + 5 * 70);
   assert.equal(meta.height, 6 + 2 * (64 + 16 + 6));

@@ -1,27 +1,9 @@
 /** Parsing of numeric command-line values, one set of rules for every command. */
 import { XferError } from '../errors.js';
 import type { PreprocessOverrides } from '../image/plan.js';
+import { parsePositiveInt } from '../util/parse-int.js';
 
-/** A positive integer written in decimal digits ("32"); anything else is refused naming the flag. */
-export function parsePositiveInt(value: string | number, flag: string): number {
-  const s = String(value).trim();
-  const n = Number(s);
-  if (!/^\d+$/.test(s) || !Number.isSafeInteger(n) || n < 1) throw new XferError(`${flag}: expected a positive integer, got "${value}"`);
-  return n;
-}
-
-/** A non-negative integer ("0", "7"). */
-export function parseNonNegativeInt(value: string | number, flag: string): number {
-  const s = String(value).trim();
-  const n = Number(s);
-  if (!/^\d+$/.test(s) || !Number.isSafeInteger(n)) throw new XferError(`${flag}: expected a non-negative integer, got "${value}"`);
-  return n;
-}
-
-/** The same, as optional: undefined stays undefined. */
-export function optionalPositiveInt(value: string | number | undefined, flag: string): number | undefined {
-  return value === undefined ? undefined : parsePositiveInt(value, flag);
-}
+export { optionalPositiveInt, parseNonNegativeInt, parsePositiveInt } from '../util/parse-int.js';
 
 /** A commander argument parser for positive integers (`.option('--top <k>', ..., positiveIntArg('--top'))`). */
 export function positiveIntArg(flag: string): (value: string) => number {

@@ -1,7 +1,9 @@
 /** `xfer classify`: top-k labels of a pretrained model's own head (the card's labels file). */
 import path from 'node:path';
 import type { Command } from 'commander';
-import { addCardFlags, type CardFlags } from '../model/card-flags.js';
+import type { CardFlags } from '../model/card-flags.js';
+import { addCardFlags } from './card-flags.js';
+import { configureSharpForBatchDecoding } from './image-process.js';
 import { XferError } from '../errors.js';
 import { loadCard } from '../model/card.js';
 import { expandImageArgs } from '../image/discover.js';
@@ -35,14 +37,15 @@ export function registerClassifyCommand(program: Command): void {
     .option('--card <file>', 'model card JSON (input size, channel order, mean/std, labels)')
     .option('--labels <file>', 'labels file overriding the card\'s (one per line, 1000 or 1001 lines, or a JSON array)')
     .option('--top <k>', 'predictions per image', positiveIntArg('--top'), 5)
-    .option('--batch <n>', 'images per model run when the model allows batching', positiveIntArg('--batch'))
+    .option('--batch <n>', 'images per model run when the model allows batching (default as for extract)', positiveIntArg('--batch'))
     .option('--device <dev>', 'auto, cpu, cuda or cuda:<id>', 'auto')
-    .option('--threads <n>', 'inference threads', positiveIntArg('--threads'))
+    .option('--threads <n>', 'intra-op threads per inference session (default as for extract)', positiveIntArg('--threads'))
     .option('--background <r,g,b>', 'colour transparent pixels are flattened onto (default 255,255,255)')
     .option('--apply-icc', 'convert images with an embedded ICC profile to sRGB through it (default: pixels as stored, like PIL/torchvision)')
     .option('--json', 'one JSON object per image on stdout: {path, top:[{index,label,prob}]} or {path, error}')
     .addHelpText('after', '\nExit codes: 0 all images classified; 3 finished, but some images could not be read (skipped); 2 bad input or usage; 1 the run failed.');
   addCardFlags(cmd).action(async (images: string[], opts: ClassifyCliOptions & CardFlags) => {
+    await configureSharpForBatchDecoding();
     const background = parseBackground(opts.background);
     await requireExistingPaths(images, 'classify');
     let spec = opts.model;

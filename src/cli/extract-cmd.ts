@@ -5,16 +5,18 @@
  */
 import { Option, type Command } from 'commander';
 import { XferError } from '../errors.js';
-import { addCardFlags, hasCardFlags, type CardFlags } from '../model/card-flags.js';
+import { hasCardFlags, type CardFlags } from '../model/card-flags.js';
+import { addCardFlags } from './card-flags.js';
+import { configureSharpForBatchDecoding } from './image-process.js';
 import { optionalPositiveInt, parseBackground, parsePositiveInt, preprocessFlags } from './args.js';
 import type { DeviceOptions, Pool } from '../model/runner.js';
 import { parseDevice } from '../model/device.js';
 import { DEFAULT_BACKBONE } from '../model/registry.js';
-import { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, DEFAULT_ROWS_PER_SHARD } from '../extract/defaults.js';
+import { DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA } from '../runtime/plan.js';
+import { DEFAULT_ROWS_PER_SHARD } from '../features/format.js';
 import type { ExtractOptions, ExtractSummary } from '../extract/pipeline.js';
 import type { ExtractJob } from '../extract/jobs.js';
 import { chooseProgressMode, createProgress } from '../extract/progress.js';
-import { parseDecodeCpus } from '../extract/decode-cpus.js';
 import { POOLS, POOL_HELP } from '../model/taps.js';
 
 export const EXIT_SKIPPED = 3;
@@ -47,7 +49,6 @@ interface ExtractCliOptions {
   backboneThread?: 'worker' | 'inline';
   workers?: string;
   background?: string;
-  decodeCpus: string;
 }
 
 /** `where` names the source of a device value other than --device (e.g. a job file's job). */
@@ -79,9 +80,9 @@ export function registerExtractCommands(program: Command): void {
     .addOption(new Option('--pool <pool>', `pooling of each tap (default: the card's for its default tap, else avg): ${POOLS.map((p) => `${p} = ${POOL_HELP[p]}`).join('; ')}`).choices(POOLS))
     .option('--data <dir|list>', 'image folder (root/<class>/*.jpg, root/<split>/<class>/..., or flat) or a CSV/JSONL list file')
     .option('--out <featdir>', 'output feature folder ({shard} is replaced by the shard index)')
-    .option('--batch <n>', `images per backbone run (default ${DEFAULT_BATCH_CUDA} on CUDA, where the last batch of each shard is padded to it; ${DEFAULT_BATCH_CPU} on CPU, where results are the same at any batch)`)
+    .option('--batch <n>', `images per backbone run (default ${DEFAULT_BATCH_CUDA} on CUDA, where the last batch of each shard is padded to it; on CPU, where results are the same at any batch, ${DEFAULT_BATCH_CPU} or the threads per session if more)`)
     .option('--device <device>', 'auto | cpu | cuda | cuda:<id> (auto: CUDA when its provider is installed, else CPU)')
-    .option('--threads <n>', 'intra-op threads per inference session (default on CPU: the cores split between two sessions, 1 each on 2 cores; one core is left for decoding above 4 cores)')
+    .option('--threads <n>', 'intra-op threads per inference session (default on CPU: the cores split between 2 to 4 sessions, 1 each on 2 cores; docs/performance.md)')
     .addOption(new Option('--dtype <dtype>', 'feature dtype on disk').choices(['float32', 'float16']).default('float32'))
     .option('--views <k>', 'store K augmented views of every training image (for fine-tuning; val/test images keep one plain row)')
     .option('--augment <list>', 'with --views: hflip,crop,color (default hflip,crop)')
@@ -97,15 +98,11 @@ export function registerExtractCommands(program: Command): void {
     .option('--fast-decode', 'allow JPEG shrink-on-load: faster decoding, features not bit-exact with the reference preprocessing')
     .option('--apply-icc', 'convert images with an embedded ICC profile to sRGB through it (default: pixels as stored, like PIL/torchvision)')
     .option('--background <r,g,b>', 'colour transparent pixels are flattened onto (default 255,255,255)')
-    .option(
-      '--decode-cpus <auto|off|list>',
-      'Linux, CPU inference: run image decoding on these CPUs only while inference uses all of them (auto: one of the two on a 2-CPU machine, given up if decoding falls behind; or a list such as 2-3)',
-      'auto',
-    )
     .addOption(new Option('--decode-concurrency <n>', 'images decoded at once').hideHelp())
     .addOption(new Option('--workers <n>', 'inference sessions (measurement)').hideHelp())
     .addOption(new Option('--backbone-thread <where>', 'worker | inline (measurement only)').choices(['worker', 'inline']).hideHelp());
   addCardFlags(extract).action(async (o: ExtractCliOptions & CardFlags, cmd: Command) => {
+    await configureSharpForBatchDecoding();
     const explicit = (k: string) => cmd.getOptionValueSource(k) === 'cli';
     const mode = chooseProgressMode(o);
     const controller = new AbortController();
@@ -133,7 +130,6 @@ export function registerExtractCommands(program: Command): void {
         decodeConcurrency: optionalPositiveInt(o.decodeConcurrency, '--decode-concurrency'),
         workers: optionalPositiveInt(o.workers, '--workers'),
         backboneThread: o.backboneThread,
-        decodeCpus: parseDecodeCpus(o.decodeCpus),
       };
       if (o.jobs !== undefined) {
         const clash = ['model', 'layers', 'pool', 'data', 'out', 'card'].filter(explicit).map((c) => `--${c}`);

@@ -54,8 +54,9 @@ export function registerModelCommands(program: Command): void {
     .option('--op <ops>', 'only tensors produced by these op types (comma-separated, e.g. Relu,Conv)')
     .option('--recommended', 'only the card\'s recommended taps')
     .option('--no-probe', 'do not run the model to measure shapes it does not declare')
+    .option('--all', 'also list the tensors computed from the weights alone (no batch axis; they cannot be tapped)')
     .option('--json', 'print JSON rows')
-    .action(async (spec: string, opts: { card?: string; grep?: string; op?: string; recommended?: boolean; probe: boolean; json?: boolean }) => {
+    .action(async (spec: string, opts: { card?: string; grep?: string; op?: string; recommended?: boolean; probe: boolean; all?: boolean; json?: boolean }) => {
       const { resolveBackbone } = await import('../model/registry.js');
       const { readOnnxFile } = await import('../onnx/io.js');
       const { describeLayers, filterLayers, formatShape } = await import('../model/layers.js');
@@ -63,14 +64,17 @@ export function registerModelCommands(program: Command): void {
       const { model } = await readOnnxFile(b.file);
       let rows = filterLayers(await describeLayers(model, b.card, { probe: opts.probe }), opts);
       if (opts.recommended) rows = rows.filter((r) => r.mark !== null);
+      const constant = rows.filter((r) => !r.fromInput).length;
+      if (!opts.all) rows = rows.filter((r) => r.fromInput);
       if (opts.json) {
         process.stdout.write(`${JSON.stringify({ model: b.id, file: b.file, sha256: b.sha256, layers: rows }, null, 2)}\n`);
         return;
       }
       printTable(
         ['#', 'node', 'op', 'tensor', 'dtype', 'shape', ''],
-        rows.map((r) => [String(r.index), r.node === r.name ? '' : r.node, r.op, r.name, r.dtype ?? '?', formatShape(r.shape), r.mark === 'default' ? '* default' : r.mark ? '* recommended' : '']),
+        rows.map((r) => [String(r.index), r.node === r.name ? '' : r.node, r.op, r.name, r.dtype ?? '?', formatShape(r.shape), !r.fromInput ? 'weights only' : r.mark === 'default' ? '* default' : r.mark ? '* recommended' : '']),
       );
-      process.stdout.write(`\n${rows.length} tensors${b.card?.taps ? '; * = recommended taps from the card' : ''}. Tap by name or index: xfer extract --layers <name>[,<name>]\n`);
+      const hidden = !opts.all && constant > 0 ? ` (${constant} computed from the weights alone not shown: --all)` : '';
+      process.stdout.write(`\n${rows.length} tensors${hidden}${b.card?.taps ? '; * = recommended taps from the card' : ''}. Tap by name or index: xfer extract --layers <name>[,<name>]\n`);
     });
 }

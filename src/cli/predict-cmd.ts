@@ -1,6 +1,8 @@
 /** `xfer predict` (backbone + trained head on images) and `xfer export` (the pair as one ONNX file). */
 import { Option, type Command } from 'commander';
-import { addCardFlags, type CardFlags } from '../model/card-flags.js';
+import type { CardFlags } from '../model/card-flags.js';
+import { addCardFlags } from './card-flags.js';
+import { configureSharpForBatchDecoding } from './image-process.js';
 import { expandImageArgs } from '../image/discover.js';
 import type { DeviceSpec } from '../model/session.js';
 import type { PredictOutcome } from '../predict/predict.js';
@@ -18,7 +20,6 @@ interface PredictCliOptions extends CardFlags {
   threads?: number;
   json?: boolean;
   format?: 'text' | 'csv' | 'jsonl';
-  decodeCpus: string;
 }
 
 interface ExportCliOptions extends CardFlags {
@@ -68,20 +69,18 @@ export function registerPredictCommands(program: Command): void {
     .option('--model <id|path>', 'backbone (default: the one the head was trained on; must have the same sha256)')
     .option('--card <file>', 'model card JSON for the backbone')
     .option('--top <k>', 'predictions per image', positiveIntArg('--top'), 5)
-    .option('--batch <n>', 'images per backbone run (default: 2 on CPU, 32 on CUDA, as for extract)', positiveIntArg('--batch'))
+    .option('--batch <n>', 'images per backbone run (default as for extract: 32 on CUDA; on CPU 2, or the threads per session if more)', positiveIntArg('--batch'))
     .option('--device <dev>', 'auto, cpu, cuda or cuda:<id>', 'auto')
-    .option('--threads <n>', 'intra-op threads per inference session (default as for extract: on CPU the cores split between two sessions)', positiveIntArg('--threads'))
+    .option('--threads <n>', 'intra-op threads per inference session (default as for extract: on CPU the cores split between 2 to 4 sessions)', positiveIntArg('--threads'))
     .addOption(new Option('--format <format>', 'text (default) | csv (path,label,probability,label_2,probability_2,…,error; for spreadsheets) | jsonl (as --json)').choices(['text', 'csv', 'jsonl']))
-    .option('--json', 'one JSON object per image on stdout: {path, label, index, prob, top:[{index,label,prob,score}]} or {path, error} (= --format jsonl)')
-    .option('--decode-cpus <auto|off|list>', 'Linux, CPU inference: decode on these CPUs while inference uses all of them, as for extract (auto: on a 2-CPU machine, for 256+ images)', 'auto');
+    .option('--json', 'one JSON object per image on stdout: {path, label, index, prob, top:[{index,label,prob,score}]} or {path, error} (= --format jsonl)');
   addCardFlags(predict).action(async (images: string[], opts: PredictCliOptions) => {
     await requireExistingPaths(images, 'predict');
+    await configureSharpForBatchDecoding();
     const format = opts.format ?? (opts.json ? 'jsonl' : 'text');
     if (opts.json && opts.format !== undefined && opts.format !== 'jsonl') throw new XferError(`--json and --format ${opts.format} disagree`, { hint: 'pass one of them' });
     const { isPredictError, openPredictor } = await import('../predict/predict.js');
-    const { parseDecodeCpus } = await import('../extract/decode-cpus.js');
     const p = await openPredictor(opts.head, {
-      decodeCpus: parseDecodeCpus(opts.decodeCpus),
       model: opts.model,
       card: opts.card,
       cardFlags: opts,

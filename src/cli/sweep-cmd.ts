@@ -4,9 +4,10 @@
  */
 import type { Command } from 'commander';
 import { XferError } from '../errors.js';
-import { addCardFlags, type CardFlags } from '../model/card-flags.js';
+import type { CardFlags } from '../model/card-flags.js';
+import { addCardFlags } from './card-flags.js';
+import { configureSharpForBatchDecoding } from './image-process.js';
 import { parseDevice } from '../model/device.js';
-import { parseDecodeCpus } from '../extract/decode-cpus.js';
 import type { Pool } from '../model/taps.js';
 import type { DeviceOptions } from '../model/session.js';
 import type { SweepOptions, SweepRow } from '../sweep/sweep.js';
@@ -39,7 +40,6 @@ interface CommonFlags extends CardFlags {
   seed: string;
   batch?: string;
   device?: string;
-  decodeCpus: string;
   overwrite?: boolean;
   json?: boolean;
   quiet?: boolean;
@@ -62,7 +62,6 @@ function addSweepFlags(cmd: Command, headDefault: string): Command {
       .option('--seed <n>', 'seed for the val carve-out and folds', '0')
       .option('--batch <n>', 'images per backbone run (extraction)')
       .option('--device <device>', 'auto | cpu | cuda[:id] (extraction)')
-      .option('--decode-cpus <auto|off|list>', 'Linux: keep decoding on these CPUs while extracting (see xfer extract --help)', 'auto')
       .option('--overwrite', 'replace an existing <out>/features folder')
       .option('--json', 'print the result as JSON on stdout')
       .option('--quiet', 'no progress on stderr'),
@@ -90,7 +89,6 @@ function sweepOptions(o: CommonFlags, out: string): SweepOptions {
     extract: {
       batch: optionalPositiveInt(o.batch, '--batch'),
       device: o.device ? { device: o.device as DeviceOptions['device'] } : undefined,
-      decodeCpus: parseDecodeCpus(o.decodeCpus),
       overwrite: o.overwrite,
       onEvent: o.quiet || o.json ? undefined : (e) => {
         if (e.type === 'progress' && process.stderr.isTTY) process.stderr.write(`\r\x1b[Kextract ${e.done}/${e.total} (${e.rate.toFixed(0)} img/s)`);
@@ -112,6 +110,7 @@ export function registerSweepCommands(program: Command): void {
       .requiredOption('--out <dir>', 'output folder: sweep.json, sweep.md, sweep.png, best/ (head), features/'),
     'linear',
   ).action(async (o: CommonFlags) => {
+    await configureSharpForBatchDecoding();
     const { runSweep } = await import('../sweep/sweep.js');
     const { releaseKernel } = await import('../heads/kernel/matmul.js');
     try {
@@ -138,6 +137,7 @@ export function registerSweepCommands(program: Command): void {
       .option('--out <dir>', 'output folder (sweep, features, advice.json)', 'advise'),
     'linear',
   ).action(async (o: CommonFlags) => {
+    await configureSharpForBatchDecoding();
     const { advise, formatAdvice, checkAdviseInput } = await import('../sweep/advise.js');
     const { releaseKernel } = await import('../heads/kernel/matmul.js');
     const { writeFile } = await import('node:fs/promises');

@@ -20,7 +20,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { XferError } from '../errors.js';
-import { parsePositiveInt } from '../cli/args.js';
+import { parsePositiveInt } from '../util/parse-int.js';
 import type { Pool } from '../model/runner.js';
 import { POOLS } from '../model/taps.js';
 

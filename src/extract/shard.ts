@@ -5,7 +5,7 @@
  * files a single run writes for those shards, and `xfer merge` only renumbers.
  */
 import { XferError } from '../errors.js';
-import { parseNonNegativeInt, parsePositiveInt } from '../cli/args.js';
+import { parseNonNegativeInt, parsePositiveInt } from '../util/parse-int.js';
 
 export interface ShardSpec {
   index: number;

@@ -16,7 +16,7 @@ import { readNpy } from './npy.js';
 import { fromHalfBits } from '../util/float16.js';
 import { isLockEntry } from '../util/lock.js';
 import { checkFeatureFolderPaths } from './paths.js';
-import { FEATURE_FORMAT, shardFileName, type FeatureLayer, type FeatureMeta, type IndexRow } from './writer.js';
+import { FEATURE_FORMAT, INDEX_FILE, LABELS_FILE, META_FILE, shardFileName, type FeatureLayer, type FeatureMeta, type IndexRow } from './format.js';
 
 export type { FeatureLayer, FeatureMeta, IndexRow };
 
@@ -50,6 +50,19 @@ async function readJson<T>(file: string, what: string): Promise<T> {
   }
 }
 
+/**
+ * A feature folder's meta.json as recorded, without checking that the folder is complete or still
+ * holds its features; null when it cannot be read (moved, deleted, not a feature folder).
+ */
+export async function readFeatureMeta(dir: string): Promise<FeatureMeta | null> {
+  try {
+    const meta = JSON.parse(await readFile(path.join(dir, META_FILE), 'utf8')) as FeatureMeta;
+    return meta && typeof meta === 'object' && meta.format === FEATURE_FORMAT ? meta : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Read meta.json, labels.json and index.jsonl of a feature folder. */
 export async function openFeatures(dir: string): Promise<FeatureFolder> {
   const st = await stat(dir).catch(() => null);
@@ -57,7 +70,7 @@ export async function openFeatures(dir: string): Promise<FeatureFolder> {
   if (!st.isDirectory()) throw new XferError(`--features ${dir}: not a folder`, { hint: 'pass the folder written by `xfer extract`' });
   const entries = (await readdir(dir)).filter((f) => !isLockEntry(f));
   if (entries.length === 0) throw new XferError(`--features ${dir}: folder is empty`, { hint: 'run `xfer extract --data <images> --out <dir>` to fill it' });
-  const metaFile = path.join(dir, 'meta.json');
+  const metaFile = path.join(dir, META_FILE);
   const meta = await readJson<FeatureMeta>(metaFile, 'meta.json');
   if (!meta || typeof meta !== 'object' || meta.format !== FEATURE_FORMAT) {
     throw new XferError(`${metaFile}: not an xfer feature folder (format ${JSON.stringify((meta as { format?: unknown } | null)?.format)})`, {
@@ -79,14 +92,14 @@ export async function openFeatures(dir: string): Promise<FeatureFolder> {
       hint: 'finish it with `xfer extract ... --resume` (the same command plus --resume)',
     });
   }
-  const labelsFile = path.join(dir, 'labels.json');
+  const labelsFile = path.join(dir, LABELS_FILE);
   const labelsStat = await stat(labelsFile).catch(() => null);
   if (!labelsStat) throw new XferError(`${labelsFile}: missing (every feature folder has one, [] when unlabelled)`, { hint: 'the folder is damaged; re-run the extraction with --overwrite' });
   const labels = await readJson<string[]>(labelsFile, 'labels.json');
   if (!Array.isArray(labels) || !labels.every((l) => typeof l === 'string')) {
     throw new XferError(`${labelsFile}: not a list of label names`, { hint: 'the folder is damaged; re-run the extraction with --overwrite' });
   }
-  const idxFile = path.join(dir, 'index.jsonl');
+  const idxFile = path.join(dir, INDEX_FILE);
   let txt: string;
   try {
     txt = await readFile(idxFile, 'utf8');
@@ -162,7 +175,7 @@ export function pickLayers(f: FeatureFolder, want?: string[]): FeatureLayer[] {
   }
   return want.map((w) => {
     const l = all.find((x) => x.name === w || x.dir === w);
-    if (!l) throw new XferError(`--layers: '${w}' is not in ${path.join(f.dir, 'meta.json')}`, { hint: `available: ${all.map((x) => x.name).join(', ')}` });
+    if (!l) throw new XferError(`--layers: '${w}' is not in ${path.join(f.dir, META_FILE)}`, { hint: `available: ${all.map((x) => x.name).join(', ')}` });
     return l;
   });
 }

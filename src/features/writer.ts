@@ -21,100 +21,24 @@ import { npyHeader } from './npy.js';
 import { float32ToFloat16 } from '../util/float16.js';
 import { normalizePlanRecord } from '../image/plan.js';
 import { externalWeightsLabel, sameExternalWeights } from './external-weights.js';
-import type { Pool } from '../model/taps.js';
 import { isLockEntry } from '../util/lock.js';
 import { checkFeatureFolderPaths } from './paths.js';
+import {
+  ERRORS_FILE,
+  FEATURE_FORMAT,
+  FEATURE_FORMAT_VERSION,
+  INDEX_FILE,
+  LABELS_FILE,
+  META_FILE,
+  shardFileName,
+  type FeatureDtype,
+  type FeatureLayer,
+  type FeatureMeta,
+  type FeatureMetaInit,
+  type RowInput,
+} from './format.js';
 
-export const FEATURE_FORMAT = 'xfer-features';
-export const FEATURE_FORMAT_VERSION = 1;
-
-export type FeatureDtype = 'float32' | 'float16';
-export type LayerPool = Pool;
-
-export interface FeatureLayer {
-  /** ONNX tensor name tapped. */
-  name: string;
-  /** Folder-safe form of `name` (see `layerDirName`). */
-  dir: string;
-  pool: LayerPool;
-  /** Per-row shape after pooling. */
-  shape: number[];
-  dtype: FeatureDtype;
-}
-
-/** Set when the folder holds one part of a `--shard i/n` run (see docs/feature-format.md "Sharded runs"). */
-export interface ShardPart {
-  /** i of i/n. */
-  index: number;
-  /** n of i/n. */
-  count: number;
-  /** Global number of this part's first shard (its local shard 0). */
-  first_shard: number;
-  /** Number of shards this part covers. */
-  shards: number;
-  /** Shards of the whole (unsharded) run. */
-  total_shards: number;
-  /** Position of this part's first input in the whole sorted input list, and how many it covers. */
-  first_item: number;
-  items: number;
-}
-
-export interface FeatureMeta {
-  format: typeof FEATURE_FORMAT;
-  format_version: number;
-  tool_version: string;
-  /**
-   * `external_sha256`: of the model's external weight files (onnx/io.ts externalWeightsDigest), null
-   * when it has none; absent in folders written before it was recorded (then not compared).
-   */
-  model: { id: string; sha256: string; file: string; external_sha256?: string | null };
-  card: unknown;
-  layers: FeatureLayer[];
-  dtype: FeatureDtype;
-  preprocessing: Record<string, unknown>;
-  counts: { images: number; errors: number; shards: number; rows_per_shard: number };
-  /** `items`: inputs found (after the shard split), `sha256`: of the sorted input list (paths, labels, splits) of the whole run. */
-  data: { root: string; kind: string; items: number; sha256: string };
-  shard: ShardPart | null;
-  /** K augmented views per training image (`xfer extract --views`), absent when none. */
-  views?: { k: number; augment: string[]; seed: number };
-  /** Batch size used (on CUDA the last batch of every shard is padded to it; on CPU nothing is padded). */
-  batch: number;
-  complete: boolean;
-  created: string;
-}
-
-/** What the caller fixes when opening a writer; counts/complete/created are the writer's. */
-export type FeatureMetaInit = Omit<FeatureMeta, 'format' | 'format_version' | 'counts' | 'complete' | 'created'> & {
-  counts: { rows_per_shard: number };
-};
-
-export interface IndexRow {
-  row: number;
-  path: string;
-  label: string | null;
-  label_index: number | null;
-  split: string | null;
-  shard: number;
-  shard_row: number;
-  /** Which augmented view of the image this row is (`--views`); absent for plain rows. */
-  view?: number;
-}
-
-export interface ErrorRow {
-  path: string;
-  reason: string;
-  /** Shard whose input range holds the input (null: found unusable while listing the dataset). */
-  shard: number | null;
-}
-
-/** An input that produced a row. */
-export interface RowInput {
-  path: string;
-  label: string | null;
-  split: string | null;
-  view?: number;
-}
+export * from './format.js';
 
 /** Low-level write hook (tests inject failures such as ENOSPC through it). */
 export interface WriterIO {
@@ -130,28 +54,6 @@ const defaultIO: WriterIO = {
     }
   },
 };
-
-/** Folder-safe form of a tensor name: characters outside [A-Za-z0-9_.-] become '_'. */
-export function layerDirName(name: string): string {
-  const s = name.replace(/[^A-Za-z0-9_.-]/g, '_');
-  return s === '' || s === '.' || s === '..' ? `_${s}` : s;
-}
-
-/** Give layers unique dirs (a suffix `_2`, `_3`... when two names map to the same folder). */
-export function assignLayerDirs(names: string[]): string[] {
-  const used = new Set<string>();
-  return names.map((n) => {
-    const base = layerDirName(n);
-    let d = base;
-    for (let i = 2; used.has(d.toLowerCase()) || ['index.jsonl', 'meta.json', 'labels.json', 'errors.jsonl'].includes(d.toLowerCase()); i++) d = `${base}_${i}`;
-    used.add(d.toLowerCase());
-    return d;
-  });
-}
-
-export function shardFileName(k: number): string {
-  return `${String(k).padStart(5, '0')}.npy`;
-}
 
 /**
  * .npy header for `shape` padded to exactly `length` bytes (>= its natural length). Shards reserve
@@ -173,7 +75,7 @@ export function paddedNpyHeader(dtype: FeatureDtype, shape: number[], length: nu
  * The fields two runs must agree on to share a folder (resume) or be merged. `metaFile` names the
  * meta.json `m` was read from: a meta lacking those fields is refused naming it.
  */
-export function metaFingerprint(m: Pick<FeatureMeta, 'model' | 'layers' | 'dtype' | 'preprocessing' | 'counts' | 'data'>, metaFile = 'meta.json'): string {
+export function metaFingerprint(m: Pick<FeatureMeta, 'model' | 'layers' | 'dtype' | 'preprocessing' | 'counts' | 'data'>, metaFile = META_FILE): string {
   const missing = (['model', 'layers', 'counts', 'data'] as const).filter((k) => !m || typeof m[k] !== 'object' || m[k] === null);
   if (missing.length === 0 && !Array.isArray(m.layers)) missing.push('layers');
   if (missing.length > 0) {
@@ -323,7 +225,7 @@ export class FeatureWriter {
 
   private static async openUnguarded(out: string, init: FeatureMetaInit, labels: string[], opts: OpenWriterOptions): Promise<FeatureWriter> {
     const io = opts.io ?? defaultIO;
-    const metaFile = path.join(out, 'meta.json');
+    const metaFile = path.join(out, META_FILE);
     let old: FeatureMeta | null = null;
     let entries: string[] = [];
     try {
@@ -336,7 +238,7 @@ export class FeatureWriter {
       }
     }
     if (entries.length > 0) {
-      if (!entries.includes('meta.json')) {
+      if (!entries.includes(META_FILE)) {
         throw new XferError(`--out ${out}: folder is not empty and is not an xfer feature folder (no meta.json)`, {
           hint: 'choose a new or empty folder for --out (xfer never deletes files it did not write)',
         });
@@ -378,10 +280,10 @@ export class FeatureWriter {
     try {
       await mkdir(out, { recursive: true });
       for (const l of ordered.layers) await mkdir(path.join(out, l.dir), { recursive: true });
-      await writeFileAtomic(path.join(out, 'labels.json'), JSON.stringify(labels) + '\n', io);
+      await writeFileAtomic(path.join(out, LABELS_FILE), JSON.stringify(labels) + '\n', io);
       const errs = (opts.discoveryErrors ?? []).map((e) => JSON.stringify({ path: e.path, reason: e.reason, shard: null }) + '\n').join('');
-      await writeFileAtomic(path.join(out, 'errors.jsonl'), errs, io);
-      await writeFileAtomic(path.join(out, 'index.jsonl'), '', io);
+      await writeFileAtomic(path.join(out, ERRORS_FILE), errs, io);
+      await writeFileAtomic(path.join(out, INDEX_FILE), '', io);
       ordered.counts.errors = opts.discoveryErrors?.length ?? 0;
       await writeFileAtomic(metaFile, JSON.stringify(ordered, null, 2) + '\n', io);
       await fsyncPath(out);
@@ -396,7 +298,7 @@ export class FeatureWriter {
     const D = old.counts.shards;
     let oldLabels: unknown;
     try {
-      oldLabels = JSON.parse(await readFile(path.join(out, 'labels.json'), 'utf8'));
+      oldLabels = JSON.parse(await readFile(path.join(out, LABELS_FILE), 'utf8'));
     } catch {
       oldLabels = null;
     }
@@ -407,8 +309,8 @@ export class FeatureWriter {
     for (const f of await readdir(out)) {
       if (ROOT_TEMP.test(f)) await rm(path.join(out, f), { force: true });
     }
-    const images = await trimJsonl(path.join(out, 'index.jsonl'), (o) => typeof o.shard === 'number' && o.shard < D);
-    const errors = await trimJsonl(path.join(out, 'errors.jsonl'), (o) => o.shard === null || (typeof o.shard === 'number' && o.shard < D));
+    const images = await trimJsonl(path.join(out, INDEX_FILE), (o) => typeof o.shard === 'number' && o.shard < D);
+    const errors = await trimJsonl(path.join(out, ERRORS_FILE), (o) => o.shard === null || (typeof o.shard === 'number' && o.shard < D));
     if (images !== old.counts.images || errors !== old.counts.errors) {
       throw new XferError(`${out}: index.jsonl/errors.jsonl hold ${images}/${errors} committed lines but meta.json says ${old.counts.images}/${old.counts.errors}`, {
         hint: 'the folder was modified by hand; use --overwrite to start over',
@@ -465,10 +367,10 @@ export class FeatureWriter {
       .map((r, i) => JSON.stringify({ row: base + i, path: r.path, label: r.label, label_index: this._labelIndex(r.label), split: r.split, shard: k, shard_row: i, ...(r.view !== undefined ? { view: r.view } : {}) }) + '\n')
       .join('');
     const errs = errors.map((e) => JSON.stringify({ path: e.path, reason: e.reason, shard: k }) + '\n').join('');
-    if (errs) await appendDurable(path.join(this.out, 'errors.jsonl'), errs, this.io);
-    if (idx) await appendDurable(path.join(this.out, 'index.jsonl'), idx, this.io);
+    if (errs) await appendDurable(path.join(this.out, ERRORS_FILE), errs, this.io);
+    if (idx) await appendDurable(path.join(this.out, INDEX_FILE), idx, this.io);
     const next = orderMeta({ ...this.meta, counts: { ...c, images: c.images + rows.length, errors: c.errors + errors.length, shards: k + 1 } });
-    await writeFileAtomic(path.join(this.out, 'meta.json'), JSON.stringify(next, null, 2) + '\n', this.io);
+    await writeFileAtomic(path.join(this.out, META_FILE), JSON.stringify(next, null, 2) + '\n', this.io);
     this.meta = next;
     this.current = null;
   }
@@ -508,9 +410,9 @@ export class FeatureWriter {
     this.guard();
     const next = orderMeta({ ...this.meta, complete: true });
     try {
-      await writeFileAtomic(path.join(this.out, 'meta.json'), JSON.stringify(next, null, 2) + '\n', this.io);
+      await writeFileAtomic(path.join(this.out, META_FILE), JSON.stringify(next, null, 2) + '\n', this.io);
     } catch (e) {
-      throw writeFailure(e, this.out, 'meta.json', this.meta.counts);
+      throw writeFailure(e, this.out, META_FILE, this.meta.counts);
     }
     this.meta = next;
   }
@@ -727,7 +629,7 @@ export async function removeFeatureFolder(out: string, old: Pick<FeatureMeta, 'l
     for (const f of files) if (/^\d{5,}\.npy$/.test(f) || /^\.\d{5,}\.npy\.tmp$/.test(f)) await rm(path.join(dir, f), { force: true });
     await rmdir(dir).catch(() => {});
   }
-  for (const f of ['index.jsonl', 'errors.jsonl', 'labels.json']) await rm(path.join(out, f), { force: true });
+  for (const f of [INDEX_FILE, ERRORS_FILE, LABELS_FILE]) await rm(path.join(out, f), { force: true });
   for (const f of await readdir(out).catch(() => [] as string[])) if (ROOT_TEMP.test(f)) await rm(path.join(out, f), { force: true });
-  await rm(path.join(out, 'meta.json'), { force: true });
+  await rm(path.join(out, META_FILE), { force: true });
 }

@@ -6,7 +6,7 @@
  */
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import sharp from '../image/sharp.js';
+import sharp from 'sharp';
 
 export interface Misclassified {
   /** Path as recorded in the feature folder's index (relative to its data root). */

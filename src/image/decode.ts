@@ -17,7 +17,7 @@ import { toHalfBits } from '../util/float16.js';
 import { BmpError, decodeBmp, isBmp, readBmpHeader } from './bmp.js';
 import { readImageHeader } from './header.js';
 import { resizeGeometry, type PreprocessPlan } from './plan.js';
-import sharp from './sharp.js';
+import sharp from 'sharp';
 
 export type ImageErrorKind =
   | 'not-found'

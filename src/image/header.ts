@@ -2,8 +2,7 @@
  * Size and EXIF orientation of a JPEG or PNG, read from the bytes already in memory: what
  * decodeImageBuffer needs before it builds the sharp pipeline (the resize geometry depends on them).
  * Asking sharp (`metadata()`) instead is a separate libvips operation and thread-pool round trip per
- * image, which costs ~0.4 ms on one core and ~1 ms when decodes share two cores (see the README's
- * performance section).
+ * image (docs/performance.md).
  *
  * Only plain, well-formed headers are answered; anything else returns null and the caller asks sharp,
  * so the answer is always the one libvips would give:

@@ -16,9 +16,8 @@
  * ICC profiles (default: ignored): the pixels are decoded as stored, like PIL's `Image.convert('RGB')`
  * in the torchvision/timm/Keras loaders backbones are trained and evaluated with (none of them colour-
  * manage). Applying an embedded profile (`applyIcc`, `--apply-icc`: convert through it to sRGB, as a
- * browser shows the photo) changes the pixels of images whose profile is not sRGB, and costs ~11 ms
- * per image that has one on this project's 2-core machine (4.5 ms per image averaged over
- * hymenoptera, where 41 % of the photos carry a profile: decoding 12 → 7.6 ms).
+ * browser shows the photo) changes the pixels of images whose profile is not sRGB, and makes decoding
+ * of those images markedly slower (docs/performance.md).
  *
  * Alpha: transparent pixels are flattened onto `background`, default white (255,255,255), the usual
  * web/document convention and what most training sets' PNG/GIF exports look like on screen. Note that

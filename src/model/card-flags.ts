@@ -2,7 +2,6 @@
  * Model cards from command-line flags: for a user's own .onnx without a card file, or to override
  * single fields of a card (`--mean`, `--size`, ...). The result is validated like a card file.
  */
-import { Option, type Command } from 'commander';
 import { validateCard, type ModelCard } from './card.js';
 
 export interface CardFlags {
@@ -17,22 +16,6 @@ export interface CardFlags {
   cropPct?: string;
   interpolation?: string;
   inputName?: string;
-}
-
-/** Add the card-override flags to a command. */
-export function addCardFlags(cmd: Command): Command {
-  return cmd
-    .option('--size <h[,w]>', 'card override: network input size, e.g. 224 or 224,224')
-    .addOption(new Option('--layout <layout>', 'card override: input layout').choices(['NCHW', 'NHWC']))
-    .addOption(new Option('--channel-order <order>', 'card override: channel order').choices(['RGB', 'BGR']))
-    .addOption(new Option('--input-dtype <dtype>', 'card override: input dtype').choices(['float32', 'float16']))
-    .option('--range <lo,hi>', 'card override: range 0..255 pixels map to before mean/std, e.g. 0,1')
-    .option('--mean <m1,m2,m3>', 'card override: per-channel mean (model channel order, range units)')
-    .option('--std <s1,s2,s3>', 'card override: per-channel std')
-    .addOption(new Option('--resize <policy>', 'card override: resize policy').choices(['crop', 'squash']))
-    .option('--crop-pct <p>', 'card override: crop fraction, e.g. 0.875')
-    .addOption(new Option('--interpolation <kind>', 'card override: resize interpolation').choices(['bilinear', 'bicubic', 'lanczos', 'nearest']))
-    .option('--input-name <name>', 'card override: the model input that takes the image');
 }
 
 function nums(v: string): number[] {
@@ -72,6 +55,8 @@ export function applyCardFlags(card: ModelCard | null, f: CardFlags, id: string)
   if (f.std !== undefined) obj.input.std = nums(f.std);
   if (f.inputName !== undefined) obj.input.name = f.inputName;
   if (f.resize !== undefined) obj.resize.policy = f.resize;
+  // A squashed image is not cropped: record crop_pct 1 rather than a crop fraction that was never applied.
+  if (f.resize === 'squash' && f.cropPct === undefined) obj.resize.crop_pct = 1;
   if (f.cropPct !== undefined) obj.resize.crop_pct = Number(f.cropPct);
   if (f.interpolation !== undefined) obj.resize.interpolation = f.interpolation;
   const dir = base.dir;

@@ -3,7 +3,7 @@
  * against the catalog's sha256, and give back the model file and its card.
  */
 import { XferError } from '../errors.js';
-import { sha256FileRemembered } from '../util/stamp-digest.js';
+import { sha256File } from '../util/hash.js';
 import { cachedPath, formatSize, isPresent, listCatalog, modelFile, pulledCard, type CatalogEntry } from './catalog.js';
 import type { ModelCard } from './card.js';
 import { offline, offlineError, pullEntry, manualHint } from './pull.js';
@@ -39,7 +39,7 @@ export async function resolveCatalogModel(id: string, builtinDir: string, onNoti
   }
   const f = modelFile(entry);
   const file = cachedPath(entry, f);
-  const sha = await sha256FileRemembered(file);
+  const sha = await sha256File(file);
   if (sha !== f.sha256) {
     throw new XferError(`${file}: cached ${id} does not match the catalog (expected sha256 ${f.sha256}, found ${sha})`, {
       hint: `delete it and pull again: rm ${file} && xfer pull ${id}; or ${manualHint(entry, f)}`,

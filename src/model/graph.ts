@@ -20,6 +20,11 @@ export interface TensorInfo {
   dtype: string | null;
   /** Shape as declared (numbers, symbolic names, null = unknown dim), or null when not declared. */
   shape: Dim[] | null;
+  /**
+   * Whether it is computed from the model's input. A tensor that is not (e.g. the Identity copies of
+   * weights a torch.onnx export starts with) has no batch axis: one value for every image, not a feature.
+   */
+  fromInput: boolean;
 }
 
 /** Names of graph inputs that are real inputs (not initializers, which old IR versions also list). */
@@ -67,11 +72,14 @@ export function listTensors(model: ModelProto): TensorInfo[] {
   const vis = new Map<string, ValueInfoProto>();
   for (const v of [...g.valueInfo, ...g.input, ...g.output]) vis.set(v.name, v);
   const out: TensorInfo[] = [];
+  const dependent = new Set(realInputs(g).map((i) => i.name));
   for (const n of topoSort(g)) {
+    const fromInput = n.input.some((i) => dependent.has(i));
     for (const name of n.output) {
       if (!name) continue;
+      if (fromInput) dependent.add(name);
       const { dtype, shape } = declaredShape(vis.get(name));
-      out.push({ index: out.length, name, node: n.name || name, op: n.opType, dtype, shape });
+      out.push({ index: out.length, name, node: n.name || name, op: n.opType, dtype, shape, fromInput });
     }
   }
   return out;

@@ -26,5 +26,5 @@ export async function prepareTappedBackbone(spec: string, opts: PrepareOptions):
   const b = opts.resolved ?? (await resolveBackbone(spec, { card: opts.card, cardFlags: opts.cardFlags, onNotice: notice }));
   const card = requireCard(b, 'feature extraction');
   const built = await cachedTapBuild({ sha256: b.sha256, file: b.file, card, taps: opts.taps, spec }, notice);
-  return { spec, id: b.id, sha256: b.sha256, externalSha256: built.externalSha256, file: b.file, card, input: built.input, taps: built.taps, fixedBatch: built.fixedBatch, model: built.model, optimized: built.optimized };
+  return { spec, id: b.id, sha256: b.sha256, externalSha256: built.externalSha256, file: b.file, card, input: built.input, taps: built.taps, fixedBatch: built.fixedBatch, model: built.model };
 }

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { XferError } from '../errors.js';
-import { sha256FileRemembered } from '../util/stamp-digest.js';
+import { sha256File } from '../util/hash.js';
 import { loadCard, type ModelCard } from './card.js';
 import { looksLikeOnnxFile } from '../onnx/io.js';
 import { applyCardFlags, hasCardFlags, type CardFlags } from './card-flags.js';
@@ -79,7 +79,7 @@ async function resolveSpec(spec: string, opts: ResolveOptions): Promise<Resolved
     const { builtinOnnxPath } = await import('../import/keras/nsfwjs.js');
     const file = await builtinOnnxPath(builtin.builtin!.model, { onProgress: opts.onNotice });
     const card = opts.card ? await loadCard(opts.card) : builtin;
-    return { id: builtin.id, file, sha256: await sha256FileRemembered(file), card };
+    return { id: builtin.id, file, sha256: await sha256File(file), card };
   }
   if (!looksLikePath(spec)) {
     const { resolveCatalogModel, catalogIds } = await import('./catalog-use.js');
@@ -87,7 +87,7 @@ async function resolveSpec(spec: string, opts: ResolveOptions): Promise<Resolved
     if (pulled) {
       const card = opts.card ? await loadCard(opts.card) : pulled.card;
       const file = /\.tflite$/i.test(pulled.file) ? await (await import('../import/tflite/index.js')).tfliteToOnnxCached(pulled.file) : pulled.file;
-      return { id: pulled.entry.id, file, sha256: await sha256FileRemembered(file), card };
+      return { id: pulled.entry.id, file, sha256: await sha256File(file), card };
     }
     throw new XferError(`unknown model "${spec}": not a built-in id, not a catalog id and not a path to an .onnx/.tflite file`, {
       hint: `built-in ids: ${builtins.map((c) => c.id).join(', ')}; catalog ids (downloaded on first use): ${(await catalogIds(builtinCardDir())).join(', ')}; or pass a path like ./model.onnx`,
@@ -103,9 +103,9 @@ async function resolveSpec(spec: string, opts: ResolveOptions): Promise<Resolved
     const { tfliteToOnnxCached } = await import('../import/tflite/index.js');
     opts.onNotice?.(`converting ${path.basename(abs)} to ONNX (cached after the first time)`);
     const file = await tfliteToOnnxCached(abs);
-    return { id, file, sha256: await sha256FileRemembered(file), card };
+    return { id, file, sha256: await sha256File(file), card };
   }
-  return { id, file: abs, sha256: await sha256FileRemembered(abs), card };
+  return { id, file: abs, sha256: await sha256File(abs), card };
 }
 
 /** The card or a clear error saying how to supply one. */

@@ -4,12 +4,7 @@
  * so xfer decides: `auto` uses CUDA when its provider library is installed and loads, else CPU with a
  * one-line notice; `cuda[:id]` fails with an actionable message when it cannot be used.
  */
-import { constants } from 'node:fs';
-import { access, readFile, rename, rm } from 'node:fs/promises';
-import path from 'node:path';
 import ort from './ort.js';
-import { tempNameFor, writeFileAtomic } from '../util/atomic.js';
-import { fileStamp, sameStamp, type FileStamp } from '../util/file-stamp.js';
 import { XferError } from '../errors.js';
 import { cudaProviderInstalled, ortBinaryDir } from './provider.js';
 import { CUDA_SETUP_HINT, parseDevice, type DeviceOptions } from './device.js';
@@ -45,13 +40,12 @@ function baseOptions(opts: DeviceOptions): ort.InferenceSession.SessionOptions {
 
 /**
  * Create a session on the requested device. `onNotice` receives one-line notices (e.g. "CUDA not
- * installed; using CPU"). The CUDA provider's own failure message is kept in the error. `optimized`:
- * where the model's CPU-optimized form for this machine is kept (see createCpu), or null.
+ * installed; using CPU"). The CUDA provider's own failure message is kept in the error.
  */
-export async function openSession(model: Uint8Array | string, opts: DeviceOptions = {}, onNotice: (msg: string) => void = () => {}, optimized: string | null = null): Promise<OpenedSession> {
+export async function openSession(model: Uint8Array | string, opts: DeviceOptions = {}, onNotice: (msg: string) => void = () => {}): Promise<OpenedSession> {
   const dev = parseDevice(opts.device ?? 'auto');
   const so = baseOptions(opts);
-  if (dev.kind === 'cpu') return { session: await createCpu(model, so, optimized), provider: 'cpu', deviceId: 0 };
+  if (dev.kind === 'cpu') return { session: await createCpu(model, so), provider: 'cpu', deviceId: 0 };
   const installed = cudaProviderInstalled();
   if (dev.kind === 'cuda' && !installed) {
     throw new XferError(`--device ${opts.device}: onnxruntime-node's CUDA execution provider is not installed (no libonnxruntime_providers_cuda in ${ortBinaryDir()})`, {
@@ -61,7 +55,7 @@ export async function openSession(model: Uint8Array | string, opts: DeviceOption
   // auto without the CUDA provider: no GPU was asked for or found, so CPU is simply the default
   // (the CLI says so under --verbose).
   if (dev.kind === 'auto' && !installed) {
-    return { session: await createCpu(model, so, optimized), provider: 'cpu', deviceId: 0 };
+    return { session: await createCpu(model, so), provider: 'cpu', deviceId: 0 };
   }
   try {
     // ORT prints its own provider-load failure; xfer reports it (once, with a hint) instead.
@@ -76,55 +70,13 @@ export async function openSession(model: Uint8Array | string, opts: DeviceOption
       });
     }
     onNotice(`device: CUDA provider failed to start (${reason}); using CPU`);
-    return { session: await createCpu(model, so, optimized), provider: 'cpu', deviceId: 0 };
+    return { session: await createCpu(model, so), provider: 'cpu', deviceId: 0 };
   }
 }
 
-/**
- * A CPU session. With `optimized` (a path; tap-cache.ts gives one per cached tap model and kind of
- * CPU), the graph ORT optimizes for this CPU is kept there the first time (ORT writes it while it
- * creates the session) and opened with graph optimizations off afterwards: what ORT would build
- * again, NCHWc layout included, minus the ~80 ms of CPU per session it took (the default backbone:
- * 205 → 125 ms per session here; outputs bit-identical, tested). The file is trusted while its stamp
- * is the one recorded beside it when it was written (`<optimized>.json`); one that changed, or that
- * ORT cannot open, is written again. Anything failing here falls back to a plain session.
- */
-async function createCpu(model: Uint8Array | string, so: ort.InferenceSession.SessionOptions, optimized: string | null): Promise<ort.InferenceSession> {
-  const cpu = { ...so, executionProviders: ['cpu'] };
-  if (optimized === null) return create(model, cpu);
-  const stampFile = `${optimized}.json`;
-  try {
-    const recorded = JSON.parse(await readFile(stampFile, 'utf8')) as { format?: number; stamp?: FileStamp };
-    if (recorded.format === OPTIMIZED_FORMAT && sameStamp(await fileStamp(optimized), recorded.stamp)) {
-      return await create(optimized, { ...cpu, graphOptimizationLevel: 'disabled' });
-    }
-  } catch {
-    /* none yet, unreadable, or ORT refused it: written again below */
-  }
-  // (A folder this process cannot write, e.g. a cache baked read-only into an image: a plain session,
-  // rather than one that fails to save and is created again on every start.)
-  if (!(await access(path.dirname(optimized), constants.W_OK).then(() => true, () => false))) return create(model, cpu);
-  const tmp = tempNameFor(optimized);
-  let session: ort.InferenceSession;
-  try {
-    // (ORT warns that an NCHWc graph is hardware-specific: it is, and kept per kind of CPU.)
-    session = await create(model, { ...cpu, optimizedModelFilePath: tmp, logSeverityLevel: Math.max(3, so.logSeverityLevel ?? 0) as 3 | 4 });
-  } catch {
-    // A file ORT could not write, or a model it cannot open: a plain session then (which says why, for the latter).
-    await rm(tmp, { force: true }).catch(() => {});
-    return create(model, cpu);
-  }
-  try {
-    await rename(tmp, optimized);
-    await writeFileAtomic(stampFile, JSON.stringify({ format: OPTIMIZED_FORMAT, stamp: await fileStamp(optimized) }), { fsync: false });
-  } catch {
-    await rm(tmp, { force: true }).catch(() => {}); // (a cache that cannot be written: next time again)
-  }
-  return session;
+function createCpu(model: Uint8Array | string, so: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
+  return create(model, { ...so, executionProviders: ['cpu'] });
 }
-
-/** Bumped when what createCpu writes changes meaning. */
-const OPTIMIZED_FORMAT = 1;
 
 async function create(model: Uint8Array | string, so: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
   return typeof model === 'string' ? ort.InferenceSession.create(model, so) : ort.InferenceSession.create(model, so);

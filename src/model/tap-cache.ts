@@ -1,22 +1,21 @@
 /**
  * The on-disk cache of built tap models, `<cache>/taps/` (see util/cache.ts for `<cache>`).
  * Building one (parse the ONNX file, derive taps, pixel input and pooling, serialize: tap-model.ts)
- * takes ~0.2 s for the default backbone, and it sat on the critical path of every extract and
- * predict start; a cached one is a file read, and the builder and the ONNX schema never load.
+ * costs more than opening a session and grows with the model; a cached one is a file read, and the
+ * builder and the ONNX schema never load.
  *
  * An entry is keyed by sha256 over: the model file's sha256 and absolute path (external data files
  * are found relative to it), the card (without its folder), the taps asked for, the model spec (it
- * is quoted in the build's notices), the code that builds tap models (every .js/.ts file of model/
- * and onnx/, compiled or run from source, so any change to that code, released or not, misses) and
- * the versions of onnxruntime-node (it probes ranks and batching) and protobufjs (it serializes).
+ * is quoted in the build's notices), xfer's version and this file's FORMAT (bump it when what
+ * tap-model.ts builds changes between releases) and the versions of onnxruntime-node (it probes
+ * ranks and batching) and protobufjs (it serializes).
  * It is `<key>.onnx` (the serialized tap model) and `<key>.json` (resolved taps, fixed batch, the
  * build's notices, the bytes' length and sha256, the size, mtime, ctime and inode of every external
  * data file the weights came from, which the model's sha256 does not cover, and the digest of those
  * files' contents that feature folders and heads record, and the stamp (size, mtime, ctime, inode) of
  * the .onnx file when its bytes were last checked against that sha256), each written atomically, the
  * JSON last. A hit whose .onnx stamp is unchanged is handed over as its path, unread: each session
- * reads the file itself (this saved reading and hashing the file on the path to the first batch, and
- * structured-cloning its bytes to every worker: ~80 ms of the start here); otherwise the bytes are
+ * reads the file itself (nothing is copied to the workers); otherwise the bytes are
  * read and checked, and the new stamp recorded. An entry that is missing, unreadable or inconsistent,
  * or whose external data files changed, is rebuilt; a build whose model file changed since it was
  * resolved is not stored. The MAX_ENTRIES most recently used are kept.
@@ -25,12 +24,10 @@
 import { readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../util/atomic.js';
 import { cacheDir, cacheRoot } from '../util/cache.js';
 import { sha256Hex } from '../util/hash.js';
-import { cpuSignature } from '../util/cpu-signature.js';
-import { digestByStamps } from '../util/stamp-digest.js';
+import { VERSION } from '../version.js';
 import { fileStamp, sameStamp, type FileStamp } from '../util/file-stamp.js';
 import type { ModelCard } from './card.js';
 import type { ResolvedTap, TapRequest } from './taps.js';
@@ -39,7 +36,7 @@ import type { TapBuild, TapBuildResult } from './tap-model.js';
 
 /** Entries kept (each about the size of the backbone's .onnx file). */
 export const MAX_ENTRIES = 8;
-const FORMAT = 3;
+const FORMAT = 4;
 /** Temp files of writes that never finished (a crash) are removed after this long. */
 const STALE_TEMP_MS = 3600_000;
 
@@ -74,8 +71,6 @@ interface EntryMeta {
  */
 export type PreparedTap = Omit<TapBuild, 'bytes'> & {
   model: Uint8Array | string;
-  /** Where the entry's CPU-optimized form for this kind of CPU is kept (session.ts createCpu), or null. */
-  optimized: string | null;
 };
 
 /** Whether every external data file is still the one the entry was built from. */
@@ -98,28 +93,6 @@ function canonical(v: unknown): string {
   return JSON.stringify(v);
 }
 
-let codeHash: Promise<string> | null = null;
-
-/**
- * sha256 over the names and bytes of the model/ and onnx/ modules (this file's folder and its
- * sibling; .js and .ts), remembered by the files' stamps (util/stamp-digest.ts).
- */
-export function tapCodeHash(): Promise<string> {
-  codeHash ??= (async () => {
-    const here = path.dirname(fileURLToPath(import.meta.url));
-    const dirs = [here, path.join(here, '..', 'onnx')];
-    const files = (await Promise.all(dirs.map(async (dir) => (await readdir(dir)).filter((f) => /\.(js|ts)$/.test(f)).sort().map((f) => path.join(dir, f))))).flat();
-    return digestByStamps(`tap-code:${here}`, files, async () => {
-      const parts: string[] = [];
-      for (const f of files) parts.push(`${path.basename(path.dirname(f))}/${path.basename(f)}\n${sha256Hex(await readFile(f))}\n`);
-      return sha256Hex(parts.join(''));
-    });
-  })();
-  // A failure (e.g. too many open files) is not kept: the next call tries again.
-  codeHash.catch(() => (codeHash = null));
-  return codeHash;
-}
-
 /** Versions of the libraries whose behaviour goes into a built tap model. */
 function libraryVersions(): Record<string, string> {
   const require = createRequire(import.meta.url);
@@ -137,24 +110,12 @@ function libraryVersions(): Record<string, string> {
 export async function tapCacheKey(p: TapCacheParts): Promise<string> {
   const { dir: _dir, ...card } = p.card;
   const taps = p.taps.map((t) => ({ name: t.name, pool: t.pool }));
-  return sha256Hex(canonical({ format: FORMAT, code: await tapCodeHash(), libs: libraryVersions(), model: p.sha256, file: p.file, card, taps, spec: p.spec }));
+  return sha256Hex(canonical({ format: FORMAT, version: VERSION, libs: libraryVersions(), model: p.sha256, file: p.file, card, taps, spec: p.spec }));
 }
 
 function entryPaths(key: string): { onnx: string; json: string } {
   const dir = path.join(cacheRoot(), 'taps');
   return { onnx: path.join(dir, `${key}.onnx`), json: path.join(dir, `${key}.json`) };
-}
-
-/** Tap models larger than this get no optimized copy (ORT cannot save a protobuf of 2 GB or more). */
-export const MAX_OPTIMIZED_BYTES = 1 << 30;
-
-/**
- * The entry's ORT-optimized form for this kind of CPU (`<key>.cpu-<signature>.onnx`, written and
- * checked by session.ts), for entries whose weights are all in their .onnx file (an optimized copy of
- * a model with external data would need its own) and under MAX_OPTIMIZED_BYTES. Evicted with the entry.
- */
-function optimizedPath(key: string, external: readonly unknown[], bytes: number): string | null {
-  return external.length === 0 && bytes < MAX_OPTIMIZED_BYTES ? path.join(cacheRoot(), 'taps', `${key}.cpu-${cpuSignature()}.onnx`) : null;
 }
 
 /**
@@ -170,7 +131,7 @@ export async function readTapCache(key: string): Promise<(PreparedTap & { notice
     if (meta.format !== FORMAT || typeof meta.input !== 'string' || !Array.isArray(meta.taps) || !Array.isArray(meta.notices) || !Array.isArray(meta.external)) return null;
     if (meta.externalSha256 !== null && typeof meta.externalSha256 !== 'string') return null;
     if (!(await externalUnchanged(meta.external))) return null;
-    const entry = { input: meta.input, taps: meta.taps, fixedBatch: meta.fixedBatch, externalSha256: meta.externalSha256, notices: meta.notices, optimized: optimizedPath(key, meta.external, meta.bytes) };
+    const entry = { input: meta.input, taps: meta.taps, fixedBatch: meta.fixedBatch, externalSha256: meta.externalSha256, notices: meta.notices };
     const stamp = await fileStamp(files.onnx);
     if (stamp && sameStamp(stamp, meta.checked)) {
       const now = new Date();
@@ -217,11 +178,6 @@ async function evict(dir: string, keep: string): Promise<void> {
   const metas = keyed('.json');
   // A model without its JSON is a write that did not finish (a crash, or one in progress elsewhere: it is then rebuilt).
   for (const k of keyed('.onnx')) if (!metas.has(k) && k !== keep) await rm(entryPaths(k).onnx, { force: true });
-  // Optimized forms (any kind of CPU) of entries that are gone.
-  for (const f of names) {
-    const m = /^([0-9a-f]{64})\.cpu-[0-9a-f]+\.onnx(\.json)?$/.exec(f);
-    if (m && !metas.has(m[1]) && m[1] !== keep) await rm(path.join(dir, f), { force: true });
-  }
   const entries = await Promise.all(
     [...metas].filter((k) => k !== keep).map(async (key) => ({ key, used: (await stat(entryPaths(key).json).catch(() => null))?.mtimeMs ?? 0 })),
   );
@@ -230,7 +186,6 @@ async function evict(dir: string, keep: string): Promise<void> {
     const files = entryPaths(e.key);
     await rm(files.json, { force: true });
     await rm(files.onnx, { force: true });
-    for (const f of names.filter((n) => n.startsWith(`${e.key}.cpu-`))) await rm(path.join(dir, f), { force: true });
   }
 }
 
@@ -257,6 +212,6 @@ export async function cachedTapBuild(parts: TapCacheParts, onNotice: (msg: strin
     onNotice(n);
   });
   // (A model file rewritten since it was resolved: the build is of other bytes than the key says.)
-  const stored = key !== null && build.modelSha256 === parts.sha256 && (await writeTapCache(key, build, notices));
-  return { input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, externalSha256: build.externalSha256, model: build.bytes, optimized: stored ? optimizedPath(key!, build.external, build.bytes.length) : null };
+  if (key !== null && build.modelSha256 === parts.sha256) await writeTapCache(key, build, notices);
+  return { input: build.input, taps: build.taps, fixedBatch: build.fixedBatch, externalSha256: build.externalSha256, model: build.bytes };
 }

@@ -12,7 +12,7 @@ import { pixelAffine, type ModelCard } from './card.js';
 import { inferDtypes, listTensors, realInputs } from './graph.js';
 import { checkBatching, hasFixedBatch, withSymbolicBatch } from './batch.js';
 import { dummyInput } from './probe.js';
-import { deriveTapModel, PIXEL_INPUT, resolveTapOrInput, type ResolvedTap, type TapRequest } from './taps.js';
+import { deriveTapModel, MODEL_OUTPUT_TAP, PIXEL_INPUT, resolveTapOrInput, type ResolvedTap, type TapRequest } from './taps.js';
 
 /** The model's image input (named by the card or the only real input). */
 export function imageInputName(model: ModelProto, card: ModelCard, file: string): string {
@@ -62,6 +62,9 @@ export async function buildTapModel(
   file: string,
   onNotice: (msg: string) => void = () => {},
 ): Promise<{ model: ModelProto; taps: ResolvedTap[]; fixedBatch: number | null }> {
+  const out0 = model.graph.output[0]?.name;
+  if (taps.some((t) => t.name === MODEL_OUTPUT_TAP) && !out0) throw new XferError(`${file}: the model declares no output`, { hint: 'check the model file with `xfer layers`' });
+  taps = taps.map((t) => (t.name === MODEL_OUTPUT_TAP ? { ...t, name: out0 } : t));
   const inputName = imageInputName(model, card, file);
   const ranks = await tapRanks(model, taps, file);
   const { scale, bias } = pixelAffine(card.input);

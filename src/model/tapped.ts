@@ -53,15 +53,13 @@ export interface PreparedBackbone {
   input: string;
   /** The serialized tap model (uint8 NHWC pixel input, float32 tap outputs), or a file holding it. */
   model: Uint8Array | string;
-  /** Where a CPU session keeps and finds the tap model's ORT-optimized form for this kind of CPU (session.ts), or null. */
-  optimized?: string | null;
 }
 
 /** Open a session on a prepared tap model; see TappedBackbone. */
 export async function openPreparedBackbone(p: PreparedBackbone, device: DeviceOptions | undefined, onNotice: (msg: string) => void = () => {}): Promise<TappedBackbone> {
   // (The closures below must not hold `p`: its model bytes are not needed once the session exists.)
   const { taps, fixedBatch, card, file, spec, input } = p;
-  const { session, provider } = await openSession(p.model, device, onNotice, p.optimized ?? null);
+  const { session, provider } = await openSession(p.model, device, onNotice);
   const [h, w] = card.input.size;
   /** session.run, with ORT failures reported naming the model file. */
   const runSession = async (feeds: Record<string, ort.Tensor>, n: number): Promise<ort.InferenceSession.ReturnType> => {

@@ -30,6 +30,9 @@ export const POOL_HELP: Record<Pool, string> = {
   'cls+mean': 'CLS token and patch-mean concatenated: [N,2C] (the DINOv2 linear-probe feature); rank 3 only',
 };
 
+/** A tap name meaning "the model's first output" (what `xfer classify` runs: the model's own head). */
+export const MODEL_OUTPUT_TAP = '@output';
+
 export interface TapRequest {
   /** Tensor name, node name, or index (as a string of digits) from `xfer layers`. */
   name: string;
@@ -83,7 +86,7 @@ export function resolveTapOrInput(requested: string, model: ModelProto, tensors:
   if (!input) return resolveTapName(requested, tensors, file);
   const tt = input.type?.tensorType;
   const shape = tt?.shape ? (tt.shape.dim ?? []).map((d) => (d.dimValue !== undefined ? Number(d.dimValue) : d.dimParam ? d.dimParam : null)) : null;
-  return { index: -1, name: input.name, node: input.name, op: 'input', dtype: tt?.elemType ? dataTypeName(tt.elemType) : null, shape };
+  return { index: -1, name: input.name, node: input.name, op: 'input', dtype: tt?.elemType ? dataTypeName(tt.elemType) : null, shape, fromInput: true };
 }
 
 export interface DeriveOptions {
@@ -125,6 +128,11 @@ export function deriveTapModel(model: ModelProto, taps: TapRequest[], opts: Deri
   taps.forEach((tap, i) => {
     if (!POOLS.includes(tap.pool)) throw new XferError(`unknown pooling "${tap.pool}"`, { hint: `use one of ${POOLS.join(', ')}` });
     const info = resolveTapOrInput(tap.name, model, tensors, file);
+    if (!info.fromInput) {
+      throw new XferError(`${file}: tap "${tap.name}" is tensor ${info.name} (${info.op}), computed from the model's weights alone: it has no batch axis (one value for every image), so it is not a feature`, {
+        hint: `tap a tensor computed from the image; \`xfer layers ${file}\` lists them`,
+      });
+    }
     const dtype = dtypes.get(info.name) ?? info.dtype;
     if (dtype && dtype !== 'float' && dtype !== 'float16' && dtype !== 'double' && dtype !== 'bfloat16') {
       throw new XferError(`${file}: tap "${tap.name}" is tensor ${info.name} of type ${dtype}, not a float tensor`, {

@@ -11,15 +11,20 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import ort from '../model/ort.js';
+import pLimit from 'p-limit';
 import { XferError } from '../errors.js';
 import type { ModelCard } from '../model/card.js';
-import { openSession, type DeviceOptions } from '../model/session.js';
-import { resolveBackbone, requireCard } from '../model/registry.js';
+import type { DeviceOptions } from '../model/session.js';
+import { resolveBackbone, requireCard, type ResolvedBackbone } from '../model/registry.js';
 import type { CardFlags } from '../model/card-flags.js';
-import { float16ToFloat32 } from '../util/float16.js';
-import { isImageError, ImageError, loadImagePixels, tensorSize, writeModelTensor } from '../image/decode.js';
+import { MODEL_OUTPUT_TAP } from '../model/taps.js';
+import { sha256File } from '../util/hash.js';
+import { loadImagePixels, loadPixelsOrSkip } from '../image/decode.js';
 import { resolvePreprocess, type PreprocessOverrides, type PreprocessPlan } from '../image/plan.js';
+import { openBackbone } from '../runtime/open.js';
+import { defaultBatch, defaultDecodeConcurrency } from '../runtime/plan.js';
+import { WORKER_DEPTH, type Backbone } from '../runtime/pool.js';
+import { runStream } from '../runtime/stream.js';
 
 export interface Prediction {
   /** Index in the model's output. */
@@ -43,8 +48,10 @@ export interface ClassifierOptions extends DeviceOptions {
   labels?: string;
   /** How many predictions per image (default 5). */
   top?: number;
-  /** Images per session.run for models with a dynamic batch dimension (default 8). */
+  /** Images per backbone run (default as for extraction: runtime/plan.ts defaultBatch). */
   batch?: number;
+  /** Images decoded concurrently (default as for extraction). */
+  decodeConcurrency?: number;
   preprocess?: PreprocessOverrides;
   onNotice?: (msg: string) => void;
 }
@@ -142,31 +149,39 @@ export function topK(p: Float32Array, k: number): { index: number; prob: number 
   return idx.map((i) => ({ index: i, prob: p[i] }));
 }
 
-function toFloat32(t: ort.Tensor): Float32Array {
-  if (t.type === 'float16') return float16ToFloat32(t.data as Uint16Array);
-  if (t.data instanceof Float32Array) return t.data;
-  return Float32Array.from(t.data as ArrayLike<number>, Number);
-}
-
-/** A loaded classifier: session + card + plan + labels. */
+/**
+ * A loaded classifier: the model's first output tapped as is (runtime/: worker sessions, pixels in,
+ * the model's own preprocessing in its graph) + card + plan + labels.
+ */
 export class Classifier {
   private labelNames: string[] | null = null;
 
   private constructor(
-    readonly session: ort.InferenceSession,
+    private readonly backbone: Backbone,
+    private readonly workers: number,
+    private readonly threads: number,
     readonly card: ModelCard,
     readonly plan: PreprocessPlan,
     private readonly labelLines: string[],
     private readonly labelsFile: string,
     private readonly labelsFromCard: boolean,
-    readonly inputName: string,
-    /** Fixed batch size of the model input, or null when dynamic. */
-    readonly fixedBatch: number | null,
     readonly opts: ClassifierOptions,
   ) {}
 
   /** Open a model file with its card. */
   static async open(file: string, card: ModelCard, opts: ClassifierOptions = {}): Promise<Classifier> {
+    return Classifier.openResolved(file, { id: card.id, file, sha256: await sha256File(file), card }, opts);
+  }
+
+  /** Resolve a model spec (built-in id or path) + optional card file via the registry, and open it. */
+  static async fromSpec(spec: string, opts: ClassifierOptions & { card?: string; cardFlags?: CardFlags } = {}): Promise<Classifier> {
+    const b = await resolveBackbone(spec, { card: opts.card, cardFlags: opts.cardFlags, onNotice: opts.onNotice });
+    requireCard(b, 'xfer classify');
+    return Classifier.openResolved(spec, b, opts);
+  }
+
+  private static async openResolved(spec: string, resolved: ResolvedBackbone, opts: ClassifierOptions): Promise<Classifier> {
+    const card = requireCard(resolved, 'xfer classify');
     const labelsFile = opts.labels ?? (card.labels ? path.resolve(card.dir ?? '.', card.labels) : undefined);
     if (!labelsFile) {
       throw new XferError(`model card "${card.id}" has no labels: xfer classify needs the class names of the model's output`, {
@@ -175,27 +190,24 @@ export class Classifier {
     }
     const lines = await readLabelsFile(labelsFile);
     const plan = resolvePreprocess(card, opts.preprocess);
-    const { session } = await openSession(file, opts, opts.onNotice);
-    const inputName = card.input.name ?? session.inputNames[0];
-    if (!session.inputNames.includes(inputName)) {
-      await session.release().catch(() => {});
-      throw new XferError(`${file}: model has no input "${inputName}" (inputs: ${session.inputNames.join(', ')})`, { hint: 'fix "input.name" in the model card' });
-    }
-    let fixedBatch: number | null = null;
-    const meta = (session as unknown as { inputMetadata?: { name: string; shape?: (number | string)[] }[] }).inputMetadata;
-    const m = Array.isArray(meta) ? meta.find((x) => x.name === inputName) : undefined;
-    if (m?.shape && typeof m.shape[0] === 'number' && m.shape[0] > 0) fixedBatch = m.shape[0];
-    return new Classifier(session, card, plan, lines, labelsFile, opts.labels === undefined, inputName, fixedBatch, opts);
+    const { device, threads: t, cudaMemLimit, cudnnAlgoSearch, spinning } = opts;
+    const { backbone, workers, threads } = await openBackbone({
+      spec,
+      resolved,
+      taps: [{ name: MODEL_OUTPUT_TAP, pool: 'none' }],
+      device: { device, threads: t, cudaMemLimit, cudnnAlgoSearch, spinning },
+      onNotice: opts.onNotice,
+    });
+    return new Classifier(backbone, workers, threads, card, plan, lines, labelsFile, opts.labels === undefined, opts);
   }
 
-  /** Resolve a model spec (built-in id or path) + optional card file via the registry, and open it. */
-  static async fromSpec(spec: string, opts: ClassifierOptions & { card?: string; cardFlags?: CardFlags } = {}): Promise<Classifier> {
-    const b = await resolveBackbone(spec, { card: opts.card, cardFlags: opts.cardFlags, onNotice: opts.onNotice });
-    return Classifier.open(b.file, requireCard(b, 'xfer classify'), opts);
+  /** Fixed batch size of the model input when it could not be made symbolic, else null. */
+  get fixedBatch(): number | null {
+    return this.backbone.info.fixedBatch;
   }
 
   get batchSize(): number {
-    return this.fixedBatch ?? Math.max(1, this.opts.batch ?? 8);
+    return this.fixedBatch ?? Math.max(1, this.opts.batch ?? defaultBatch(this.backbone.info.provider, this.threads));
   }
 
   private labelsFor(outputSize: number): string[] {
@@ -209,82 +221,51 @@ export class Classifier {
     return this.labelNames;
   }
 
-  /** Classify already-preprocessed pixel batches (internal). */
-  private async runBatch(pixels: { data: Uint8Array; width: number; height: number }[]): Promise<Float32Array[]> {
-    const B = this.fixedBatch ?? pixels.length;
-    const per = tensorSize(this.plan);
-    const buf = this.plan.dtype === 'float16' ? new Uint16Array(B * per) : new Float32Array(B * per);
-    pixels.forEach((p, i) => writeModelTensor(p, this.plan, buf, i * per));
-    const [h, w] = this.plan.size;
-    const dims = this.plan.layout === 'NCHW' ? [B, 3, h, w] : [B, h, w, 3];
-    const tensor = buf instanceof Uint16Array ? new ort.Tensor('float16', buf, dims) : new ort.Tensor('float32', buf, dims);
-    let out: ort.InferenceSession.ReturnType;
-    try {
-      out = await this.session.run({ [this.inputName]: tensor });
-    } catch (e) {
-      throw new XferError(`model run failed: ${(e as Error).message.split('\n')[0]}`, {
-        hint: 'check the card\'s input size/layout/dtype against `xfer layers <model>`',
-        cause: e,
-        exitCode: 1,
-      });
-    }
-    const t = out[this.session.outputNames[0]];
-    const all = toFloat32(t);
-    const n = all.length / B;
-    const rows: Float32Array[] = [];
-    for (let i = 0; i < pixels.length; i++) {
-      let row: Float32Array = all.slice(i * n, (i + 1) * n);
-      const isProb = this.card.output_is_probability ?? looksLikeProbabilities(row);
-      if (!isProb) row = softmax(row);
-      rows.push(row);
-    }
-    return rows;
-  }
-
-  private predictions(row: Float32Array): Prediction[] {
-    const names = this.labelsFor(row.length);
-    const k = Math.min(Math.max(1, this.opts.top ?? 5), row.length);
+  /** Top-k of row i of the model's output (n × K): a softmax first unless the output already is probabilities. */
+  private predictions(out: Float32Array, n: number, i: number): Prediction[] {
+    const K = out.length / n;
+    let row: Float32Array = out.slice(i * K, (i + 1) * K);
+    const isProb = this.card.output_is_probability ?? looksLikeProbabilities(row);
+    if (!isProb) row = softmax(row);
+    const names = this.labelsFor(K);
+    const k = Math.min(Math.max(1, this.opts.top ?? 5), K);
     return topK(row, k).map(({ index, prob }) => ({ index, label: names[index], prob }));
   }
 
   /**
-   * Classify images, in order, calling onResult for each (a result or an error record). Decoding of
-   * a batch runs 2 images at a time. Unreadable images are reported, not thrown; model errors throw.
+   * Classify images, in order, calling onResult for each (a result or an error record) as soon as it
+   * and those before it are done (runtime/stream.ts). Unreadable images are reported, not thrown;
+   * model errors throw.
    */
   async classifyAll(images: { path: string; source: string | Buffer }[], onResult: (r: ClassifyResult | ClassifyError) => void): Promise<{ ok: number; failed: number }> {
     let ok = 0;
     let failed = 0;
     const B = this.batchSize;
-    for (let i = 0; i < images.length; i += B) {
-      const chunk = images.slice(i, i + B);
-      const decoded: (Awaited<ReturnType<typeof loadImagePixels>> | ImageError)[] = new Array(chunk.length);
-      let next = 0;
-      const worker = async () => {
-        while (next < chunk.length) {
-          const j = next++;
-          try {
-            decoded[j] = await loadImagePixels(chunk[j].source, this.plan, { displayPath: chunk[j].path });
-          } catch (e) {
-            if (!isImageError(e)) throw e;
-            decoded[j] = e;
+    const [h, w] = this.plan.size;
+    const conc = Math.max(1, this.opts.decodeConcurrency ?? defaultDecodeConcurrency());
+    const limit = pLimit(conc);
+    await runStream({
+      backbone: this.backbone,
+      from: 0,
+      to: images.length,
+      decode: (i) => limit(() => loadPixelsOrSkip(images[i].source, this.plan, { displayPath: images[i].path })),
+      batch: B,
+      imageBytes: h * w * 3,
+      pad: this.backbone.info.provider === 'cuda',
+      window: Math.max(conc * 2, B * 2),
+      maxInflight: this.workers * WORKER_DEPTH + 1,
+      onBatch: (b, outputs) => {
+        for (const s of b.slots) {
+          if (s.row === null) {
+            failed++;
+            onResult({ path: images[s.item].path, error: s.reason });
+          } else {
+            ok++;
+            onResult({ path: images[s.item].path, top: this.predictions(outputs![0], b.rows, s.row) });
           }
         }
-      };
-      await Promise.all([worker(), worker()]);
-      const good = decoded.map((d, j) => ({ d, j })).filter((x): x is { d: Awaited<ReturnType<typeof loadImagePixels>>; j: number } => !(x.d instanceof ImageError));
-      const rows = good.length > 0 ? await this.runBatch(good.map((g) => g.d)) : [];
-      const byIndex = new Map(good.map((g, r) => [g.j, rows[r]]));
-      chunk.forEach((img, j) => {
-        const d = decoded[j];
-        if (d instanceof ImageError) {
-          failed++;
-          onResult({ path: img.path, error: d.reason });
-        } else {
-          ok++;
-          onResult({ path: img.path, top: this.predictions(byIndex.get(j) as Float32Array) });
-        }
-      });
-    }
+      },
+    });
     return { ok, failed };
   }
 
@@ -292,11 +273,11 @@ export class Classifier {
   async classify(file: string | Buffer, displayPath?: string): Promise<ClassifyResult> {
     const p = displayPath ?? (typeof file === 'string' ? file : file.toString('utf8'));
     const px = await loadImagePixels(file, this.plan, { displayPath: p });
-    const [row] = await this.runBatch([px]);
-    return { path: p, top: this.predictions(row) };
+    const { outputs } = await this.backbone.run(px.data, 1);
+    return { path: p, top: this.predictions(outputs[0], 1, 0) };
   }
 
   async close(): Promise<void> {
-    await this.session.release();
+    await this.backbone.close();
   }
 }

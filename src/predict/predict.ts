@@ -3,7 +3,7 @@
  * backbone tapped at exactly the head's layers and pooling → layer outputs concatenated in the
  * head's order → the head's saved transforms → the head's scores and probabilities → top-k.
  * It streams like `xfer extract`: images decode (sharp, bounded concurrency) ahead of the batch being
- * assembled while earlier batches run in backbone worker threads (extract/backbone.ts), and outcomes
+ * assembled while earlier batches run in backbone worker threads (runtime/stream.ts), and outcomes
  * come out in input order.
  *
  * The backbone must be the one the head was trained on: its sha256 (and that of its external weight
@@ -11,15 +11,12 @@
  * a different model is refused.
  * Unreadable images are reported per image (`{ path, error }`), never thrown.
  */
-import { readFile } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import pLimit from 'p-limit';
 import { XferError } from '../errors.js';
 import type { CardFlags } from '../model/card-flags.js';
 import type { ModelCard } from '../model/card.js';
 import { listBuiltinCards, resolveBackbone, type ResolvedBackbone } from '../model/registry.js';
-import { prepareTappedBackbone } from '../model/prepare.js';
 import type { DeviceOptions } from '../model/session.js';
 import { POOLS, type Pool, type TapRequest } from '../model/taps.js';
 import { loadPixelsOrSkip } from '../image/decode.js';
@@ -29,12 +26,11 @@ import '../finetune/head.js';
 import { loadHead, type TrainedHead } from '../heads/model.js';
 import { transformFor } from '../heads/model.js';
 import { externalWeightsLabel, sameExternalWeights } from '../features/external-weights.js';
-import { WORKER_DEPTH, openWorkerPool, type BackboneInfo, type ExtractBackbone } from '../extract/backbone.js';
-import { defaultBatch, inferencePlan } from '../extract/defaults.js';
-import { AffinityShell } from '../util/affinity.js';
-import { DecodeConfinement, decodeCpuSplit, type CpuSplit, type DecodeCpusMode } from '../extract/decode-cpus.js';
-import { BufferPool } from '../util/buffer-pool.js';
-import { ReadAhead } from '../util/read-ahead.js';
+import { readFeatureMeta } from '../features/reader.js';
+import { WORKER_DEPTH, type BackboneInfo, type Backbone } from '../runtime/pool.js';
+import { defaultBatch, defaultDecodeConcurrency } from '../runtime/plan.js';
+import { openBackbone } from '../runtime/open.js';
+import { runStream } from '../runtime/stream.js';
 
 export interface PredictorOptions {
   /** Backbone spec (built-in id or .onnx/.tflite path) overriding the head's recorded backbone. */
@@ -54,12 +50,6 @@ export interface PredictorOptions {
   decodeConcurrency?: number;
   /** Inference sessions (worker threads); default as for extraction (two on a multi-core CPU, one on a GPU). */
   workers?: number;
-  /**
-   * Keep decoding on these CPUs while a `predict` call of at least CONFINE_MIN_IMAGES images runs
-   * (Linux, CPU inference; extract/decode-cpus.ts). Default 'off' (it sets the affinity of every
-   * thread of the process while a call runs); the CLI uses 'auto'. Calls must not overlap then.
-   */
-  decodeCpus?: DecodeCpusMode;
   onNotice?: (msg: string) => void;
 }
 
@@ -139,12 +129,8 @@ export function headTaps(t: TrainedHead, headDir: string): TapRequest[] {
 export async function defaultBackboneSpec(t: TrainedHead, headDir: string): Promise<string> {
   const id = t.source.model.id;
   if ((await listBuiltinCards()).some((c) => c.id === id)) return id;
-  try {
-    const meta = JSON.parse(await readFile(path.join(t.source.features, 'meta.json'), 'utf8')) as { model?: { file?: string } };
-    if (meta.model?.file) return meta.model.file;
-  } catch {
-    // fall through to the error below
-  }
+  const meta = await readFeatureMeta(t.source.features);
+  if (meta?.model?.file) return meta.model.file;
   throw new XferError(`--head ${headDir}: the head was trained on backbone '${id}', which is not built in, and its feature folder ${t.source.features} no longer says where the model file is`, {
     hint: 'pass --model <model.onnx> (and --card <card.json>) for the backbone the head was trained on',
   });
@@ -195,13 +181,9 @@ function topIndices(p: ArrayLike<number>, k: number): number[] {
  */
 export async function headPreprocessingRecord(head: TrainedHead): Promise<Record<string, unknown> | null> {
   if (head.source.preprocessing) return head.source.preprocessing;
-  try {
-    const meta = JSON.parse(await readFile(path.join(head.source.features, 'meta.json'), 'utf8')) as { model?: { sha256?: string }; preprocessing?: Record<string, unknown> };
-    if (meta.model?.sha256 === head.source.model.sha256 && meta.preprocessing && typeof meta.preprocessing === 'object') return meta.preprocessing;
-  } catch {
-    /* moved or deleted: nothing known */
-  }
-  return null;
+  // (Moved or deleted: nothing known.)
+  const meta = await readFeatureMeta(head.source.features);
+  return meta?.model?.sha256 === head.source.model.sha256 && meta.preprocessing && typeof meta.preprocessing === 'object' ? meta.preprocessing : null;
 }
 
 /**
@@ -228,17 +210,7 @@ export async function openPredictor(headDir: string, opts: PredictorOptions = {}
   const taps = headTaps(head, headDir);
   const notice = opts.onNotice ?? (() => {});
   const { spec, backbone: resolved } = await resolveHeadBackbone(head, headDir, opts);
-  // The tap model is prepared here (cached or built) while the inference threads load onnxruntime.
-  const { workers, threads, gpu } = inferencePlan({ device: opts.device, workers: opts.workers });
-  const cpuSplit = decodeCpuSplit(opts.decodeCpus, gpu);
-  // Its shell starts now, while this process is small (see AffinityShell); it ends with the predictor.
-  const affinity = cpuSplit ? { split: cpuSplit, shell: new AffinityShell() } : null;
-  const prepared = prepareTappedBackbone(spec, { resolved, taps, onNotice: notice });
-  prepared.catch(() => {});
-  const backbone = await openWorkerPool(prepared, { ...opts.device, threads }, notice, workers).catch((e: unknown) => {
-    affinity?.shell.close();
-    throw e;
-  });
+  const { backbone, workers, threads } = await openBackbone({ spec, resolved, taps, device: opts.device, workers: opts.workers, onNotice: notice });
   try {
     const info = backbone.info;
     checkExternalWeights(head, info.externalSha256, info.file, headDir);
@@ -256,34 +228,24 @@ export async function openPredictor(headDir: string, opts: PredictorOptions = {}
       throw new XferError(`--head ${headDir}: the tapped layers give ${width} features but the head was trained on ${head.source.width}`, { hint: 'use the backbone and card the features were extracted with' });
     }
     const plan = headPlan(await headPreprocessingRecord(head), headDir, info.card, opts.preprocess);
-    return makePredictor(head, backbone, plan, widths, workers, affinity, opts);
+    return makePredictor(head, backbone, plan, widths, { workers, threads }, opts);
   } catch (e) {
-    affinity?.shell.close();
     await backbone.close();
     throw e;
   }
 }
 
-/**
- * Shorter `predict` calls are not confined to decoding CPUs: the watch that gives a confinement up
- * when decoding cannot keep up judges windows of 1 s (decode-cpus.ts), and a short call would run
- * its whole length unjudged.
- */
-export const CONFINE_MIN_IMAGES = 256;
-
-function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: PreprocessPlan, widths: number[], workers: number, affinity: { split: CpuSplit; shell: AffinityShell } | null, opts: PredictorOptions): Predictor {
+function makePredictor(head: TrainedHead, backbone: Backbone, plan: PreprocessPlan, widths: number[], { workers, threads }: { workers: number; threads: number }, opts: PredictorOptions): Predictor {
   const { info } = backbone;
   const K = head.head.nClasses;
   const D = head.source.width;
   const labels = head.classLabels;
   const [H, W] = plan.size;
   const imgBytes = H * W * 3;
-  const B = info.fixedBatch ?? Math.max(1, opts.batch ?? defaultBatch(info.provider));
+  const B = info.fixedBatch ?? Math.max(1, opts.batch ?? defaultBatch(info.provider, threads));
   const topK = Math.min(Math.max(1, opts.top ?? 5), K);
-  const conc = Math.max(1, opts.decodeConcurrency ?? os.availableParallelism() + 1);
+  const conc = Math.max(1, opts.decodeConcurrency ?? defaultDecodeConcurrency());
   const limit = pLimit(conc);
-  // Batch buffers go to a backbone worker and come back with its result (util/buffer-pool.ts).
-  const buffers = new BufferPool(B * imgBytes);
 
   const predictFeatures = async (X: Float32Array, n: number): Promise<HeadOutputs> => {
     const Xt = await transformFor(head, { data: X, rows: n, cols: D });
@@ -298,13 +260,8 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
     return { probs, scores, index };
   };
 
-  /**
-   * Head outputs for the first n images of `pixels`, run as a batch of `runN` ≥ n (padding); the
-   * buffer is transferred to a worker meanwhile and comes back via `done`.
-   */
-  const runPixels = async (pixels: Uint8Array, n: number, done: (px: Uint8Array) => void, runN = n): Promise<HeadOutputs> => {
-    const { outputs, pixels: back } = await backbone.run(pixels, runN);
-    done(back);
+  /** Head outputs for the first n rows of the backbone's outputs (layers concatenated in the head's order). */
+  const headOutputs = (outputs: Float32Array[], n: number): Promise<HeadOutputs> => {
     const X = new Float32Array(n * D);
     let col = 0;
     outputs.forEach((o, li) => {
@@ -322,68 +279,29 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
     return { path: p, index, label: labels[index], probs, scores, top: topIndices(probs, topK).map((c) => ({ index: c, label: labels[c], prob: probs[c], score: scores[c] })) };
   };
 
-  // Decodes run ahead of the batch being assembled (at most `window` images) while earlier batches
-  // are at the backbone workers (up to WORKER_DEPTH each); outcomes come out in input order.
+  // Outcomes come out in input order as soon as a batch and those before it are done (runtime/stream.ts).
   const predict = async (images: PredictInput[], onResult?: (r: PredictOutcome) => void): Promise<PredictOutcome[]> => {
     const items = images.map((im) => (typeof im === 'string' ? { path: im, source: im } : im));
     const all: PredictOutcome[] = [];
-    const decode = (i: number) => limit(() => loadPixelsOrSkip(items[i].source, plan, { displayPath: items[i].path }));
-    const ahead = new ReadAhead(decode, 0, items.length, Math.max(conc * 2, B * 2));
-    /** A batch: its inputs in order (a row of the result, or why the image could not be used). */
-    type Pending = { slots: { item: number; row: number | null; error?: string }[]; res: Promise<HeadOutputs> | null; settled: boolean };
-    const inflight: Pending[] = [];
-    const finish = async (b: Pending): Promise<void> => {
-      const out = b.res === null ? null : await b.res;
-      for (const s of b.slots) {
-        const r: PredictOutcome = s.row === null ? { path: items[s.item].path, error: s.error! } : result(items[s.item].path, out!, s.row);
-        all.push(r);
-        onResult?.(r);
-      }
-    };
-    // Outcomes of the batches at the front that are done, without waiting for any other.
-    const flushSettled = async () => {
-      while (inflight.length > 0 && inflight[0].settled) await finish(inflight.shift()!);
-    };
-    const pad = info.provider === 'cuda'; // one input shape on CUDA (no cuDNN re-tuning), as in extraction
-    const confinement = affinity && items.length >= CONFINE_MIN_IMAGES ? DecodeConfinement.apply(affinity.split, affinity.shell, backbone.inferenceThreads) : null;
-    confinement?.watch();
-    try {
-      let pos = 0;
-      while (pos < items.length) {
-        const pixels = buffers.take();
-        const slots: Pending['slots'] = [];
-        let rows = 0;
-        while (pos < items.length && rows < B) {
-          const item = pos++;
-          const d = await ahead.take();
-          if (!d.ok) slots.push({ item, row: null, error: d.reason });
-          else {
-            pixels.set(d.data, rows * imgBytes);
-            slots.push({ item, row: rows++ });
-          }
-          await flushSettled();
+    await runStream({
+      backbone,
+      from: 0,
+      to: items.length,
+      decode: (i) => limit(() => loadPixelsOrSkip(items[i].source, plan, { displayPath: items[i].path })),
+      batch: B,
+      imageBytes: imgBytes,
+      pad: info.provider === 'cuda',
+      window: Math.max(conc * 2, B * 2),
+      maxInflight: workers * WORKER_DEPTH + 1,
+      onBatch: async (b, outputs) => {
+        const out = outputs ? await headOutputs(outputs, b.rows) : null;
+        for (const s of b.slots) {
+          const r: PredictOutcome = s.row === null ? { path: items[s.item].path, error: s.reason } : result(items[s.item].path, out!, s.row);
+          all.push(r);
+          onResult?.(r);
         }
-        const b: Pending = { slots, res: null, settled: rows === 0 };
-        if (rows > 0) {
-          // A reused buffer holds an older batch beyond these rows: a padded batch runs zeros there.
-          if (pad) pixels.fill(0, rows * imgBytes);
-          b.res = runPixels(pixels, rows, (px) => buffers.give(px), pad ? B : rows);
-          const settle = () => {
-            b.settled = true;
-          };
-          b.res.then(settle, settle);
-        } else buffers.give(pixels);
-        inflight.push(b);
-        await flushSettled();
-        while (inflight.length > workers * WORKER_DEPTH) await finish(inflight.shift()!);
-        confinement?.watch();
-      }
-      while (inflight.length > 0) await finish(inflight.shift()!);
-    } finally {
-      // After a failure: let the batches still at the backbone end before the caller closes it.
-      for (const b of inflight) await b.res?.catch(() => null);
-      await confinement?.restore();
-    }
+      },
+    });
     return all;
   };
 
@@ -395,11 +313,8 @@ function makePredictor(head: TrainedHead, backbone: ExtractBackbone, plan: Prepr
     probabilistic: head.head.probabilistic,
     predict,
     // The caller's buffer stays theirs: a copy goes to the worker.
-    predictPixels: (pixels, n) => runPixels(pixels.slice(0, n * imgBytes), n, () => {}),
+    predictPixels: async (pixels, n) => headOutputs((await backbone.run(pixels.slice(0, n * imgBytes), n)).outputs, n),
     predictFeatures,
-    close: () => {
-      affinity?.shell.close();
-      return backbone.close();
-    },
+    close: () => backbone.close(),
   };
 }

@@ -130,7 +130,7 @@ ${rows.join('\n')}
 
 /** PNG contact sheet (sharp composite): one row per query, the query outlined in red, labels and scores under each thumbnail. */
 export async function neighborsPng(r: NeighborsResult, file: string, thumb = 112): Promise<void> {
-  const { default: sharp } = await import('../image/sharp.js');
+  const { default: sharp } = await import('sharp');
   const pad = 6;
   const capH = 16;
   const cols = 1 + Math.max(...r.queries.map((q) => q.neighbors.length));

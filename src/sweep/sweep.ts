@@ -56,8 +56,8 @@ export interface SweepOptions {
   seed?: number;
   /** Extra taps extracted in the same pass but not probed (advise: BatchNorm inputs, classifier output). */
   extraTaps?: string[];
-  /** Options passed on to extractFeatures (batch, device, decodeCpus, onEvent...). */
-  extract?: Partial<Pick<ExtractOptions, 'batch' | 'device' | 'decodeCpus' | 'onEvent' | 'signal' | 'overwrite' | 'resume' | 'preprocess' | 'dtype'>>;
+  /** Options passed on to extractFeatures (batch, device, onEvent...). */
+  extract?: Partial<Pick<ExtractOptions, 'batch' | 'device' | 'onEvent' | 'signal' | 'overwrite' | 'resume' | 'preprocess' | 'dtype'>>;
   /** Called as each probe finishes. */
   onProbe?: (r: SweepRow, done: number, total: number) => void;
   warn?: (msg: string) => void;

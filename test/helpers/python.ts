@@ -1,7 +1,7 @@
 /**
- * Find a Python interpreter that has the given modules. Debian's packages (python3-numpy,
- * python3-sklearn, python3-torch) install into /usr/bin/python3, which a pyenv or venv `python3`
- * on PATH may shadow, so /usr/bin/python3 is tried first.
+ * Find a Python interpreter that has the given modules: `$XFER_PYTHON` first (e.g. a venv with
+ * PyTorch), then Debian's /usr/bin/python3 (python3-numpy, python3-sklearn, python3-torch install
+ * there, which a pyenv or venv `python3` on PATH may shadow), then `python3`.
  */
 import { spawnSync } from 'node:child_process';
 
@@ -11,7 +11,7 @@ export function findPython(modules: string[]): string | null {
   const key = modules.join(',');
   if (cache.has(key)) return cache.get(key)!;
   let found: string | null = null;
-  for (const exe of ['/usr/bin/python3', 'python3']) {
+  for (const exe of [process.env.XFER_PYTHON, '/usr/bin/python3', 'python3'].filter((e): e is string => !!e)) {
     const r = spawnSync(exe, ['-c', `import ${modules.join(', ')}`], { stdio: 'ignore' });
     if (r.status === 0) {
       found = exe;

@@ -22,7 +22,6 @@ import { XferError } from '../../errors.js';
 import type { ModelProto } from '../../onnx/proto.js';
 import { cacheDir } from '../../util/cache.js';
 import { fileExists } from '../../util/hash.js';
-import { digestByStamps } from '../../util/stamp-digest.js';
 import { extractModelJson, extractShardBytes } from './bundle.js';
 import { readTar } from './tar.js';
 
@@ -134,23 +133,18 @@ async function sourceFiles(dir: string): Promise<string[]> {
   return files;
 }
 
-/**
- * First 16 hex digits of sha256 over the source files (names + bytes) and the converter version
- * (remembered by the files' stamps: util/stamp-digest.ts).
- */
+/** First 16 hex digits of sha256 over the source files (names + bytes) and the converter version. */
 export async function nsfwjsSourceHash(dir: string): Promise<string> {
   const files = await sourceFiles(dir);
   const abs = files.map((f) => path.resolve(dir, f));
-  return digestByStamps(`nsfwjs-source:${KERAS_CONVERTER_VERSION}:${path.resolve(dir)}`, abs, async () => {
-    const h = createHash('sha256');
-    h.update(`xfer-keras-converter:${KERAS_CONVERTER_VERSION}\n`);
-    for (const [i, f] of files.entries()) {
-      const bytes = await readFile(abs[i]);
-      h.update(`${f}\n${bytes.length}\n`);
-      h.update(bytes);
-    }
-    return h.digest('hex').slice(0, 16);
-  });
+  const h = createHash('sha256');
+  h.update(`xfer-keras-converter:${KERAS_CONVERTER_VERSION}\n`);
+  for (const [i, f] of files.entries()) {
+    const bytes = await readFile(abs[i]);
+    h.update(`${f}\n${bytes.length}\n`);
+    h.update(bytes);
+  }
+  return h.digest('hex').slice(0, 16);
 }
 
 /** Read and convert an nsfwjs model folder (model.min.js + shards) to ONNX. */

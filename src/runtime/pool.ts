@@ -1,5 +1,5 @@
 /**
- * The backbone as the extraction pipeline sees it. onnxruntime-node's `session.run` blocks the
+ * The backbone as a run sees it (extract, predict, classify). onnxruntime-node's `session.run` blocks the
  * calling thread for the whole batch, so by default sessions live in worker threads
  * (`backbone-worker.ts`): the main thread keeps decoding images (sharp) and writing shards while
  * batches run, and pixels/features move between threads as transferred ArrayBuffers (no copies); a
@@ -39,13 +39,8 @@ export interface BatchResult {
   pixels: Uint8Array;
 }
 
-export interface ExtractBackbone {
+export interface Backbone {
   info: BackboneInfo;
-  /**
-   * Kernel ids of the threads that run inference: each worker's thread, and the intra-op threads its
-   * session created (decode-cpus.ts keeps them on all CPUs). Empty where unknown (not Linux) or inline.
-   */
-  inferenceThreads: number[];
   /** Run n images (uint8 NHWC); `pixels` may be transferred meanwhile and comes back in the result. */
   run(pixels: Uint8Array, n: number): Promise<BatchResult>;
   /** Release the session(s). A run still waiting for a session, or asked for afterwards, is rejected (BackboneClosedError). */
@@ -96,7 +91,7 @@ export type WorkerInMessage =
   | { type: 'run'; id: number; pixels: Uint8Array; n: number }
   | { type: 'close' };
 export type WorkerOutMessage =
-  | { type: 'ready'; info: BackboneInfo; threads: number[] }
+  | { type: 'ready'; info: BackboneInfo }
   | { type: 'notice'; message: string }
   | { type: 'result'; id: number; outputs: Float32Array[]; pixels: Uint8Array }
   | { type: 'error'; id: number | null; error: SerializedError };
@@ -127,23 +122,22 @@ function deserializeError(s: SerializedError): Error {
 }
 
 /** Open the backbone in the main thread. */
-export async function openInlineBackbone(prepared: Promise<PreparedBackbone>, device: DeviceOptions | undefined, onNotice: (msg: string) => void): Promise<ExtractBackbone> {
+export async function openInlineBackbone(prepared: Promise<PreparedBackbone>, device: DeviceOptions | undefined, onNotice: (msg: string) => void): Promise<Backbone> {
   const { openPreparedBackbone } = await import('../model/tapped.js');
   const p = await prepared;
   const backbone = await openPreparedBackbone(p, device, onNotice);
   releaseModelBytes(p);
-  return { info: backboneInfo(backbone), inferenceThreads: [], run: async (px, n) => ({ outputs: await backbone.run(px, n), pixels: px }), close: () => backbone.close() };
+  return { info: backboneInfo(backbone), run: async (px, n) => ({ outputs: await backbone.run(px, n), pixels: px }), close: () => backbone.close() };
 }
 
 /**
  * Open `workers` backbone workers (each its own ORT session) and give each batch to the least busy
  * session, each holding up to WORKER_DEPTH batches (see firstFree). The workers start (load
- * onnxruntime) while `prepared` is being built, then open their sessions from its bytes. On CPU, two single-threaded sessions beat one two-threaded
- * session when images are decoded on the same cores: each batch runs without intra-op barriers, so a
- * decode thread taking a core never stalls the other half of an op. Results are identical whichever
- * session runs a batch.
+ * onnxruntime) while `prepared` is being built, then open their sessions from its bytes. How many
+ * sessions, of how many threads, is plan.ts's choice. Results are identical whichever session runs
+ * a batch.
  */
-export async function openWorkerPool(prepared: Promise<PreparedBackbone>, device: DeviceOptions | undefined, onNotice: (msg: string) => void, workers: number): Promise<ExtractBackbone> {
+export async function openWorkerPool(prepared: Promise<PreparedBackbone>, device: DeviceOptions | undefined, onNotice: (msg: string) => void, workers: number): Promise<Backbone> {
   const seen = new Set<string>();
   const once = (msg: string) => {
     if (!seen.has(msg)) {
@@ -154,7 +148,7 @@ export async function openWorkerPool(prepared: Promise<PreparedBackbone>, device
   const opened = await Promise.allSettled(Array.from({ length: Math.max(1, workers) }, () => openWorkerBackbone(prepared, device, once)));
   // Every worker has its copy by now (they report ready after opening a session on it).
   await prepared.then(releaseModelBytes, () => {});
-  const ok = opened.filter((r): r is PromiseFulfilledResult<ExtractBackbone> => r.status === 'fulfilled').map((r) => r.value);
+  const ok = opened.filter((r): r is PromiseFulfilledResult<Backbone> => r.status === 'fulfilled').map((r) => r.value);
   const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) {
     await Promise.all(ok.map((b) => b.close()));
@@ -168,10 +162,9 @@ export async function openWorkerPool(prepared: Promise<PreparedBackbone>, device
  * those equal, the one that has waited longest), and each holds at most `depth` runs. A worker
  * session given `depth` 2 has its next batch already when it finishes one, instead of waiting for
  * this thread to see the result and send another (a round trip through a thread that shares its
- * core with decoding: in `extract` the sessions sat idle ~16 % of the time between batches, though
- * a decoded batch was almost always waiting).
+ * cores with decoding, during which the session would sit idle with a decoded batch waiting).
  */
-export function firstFree(backbones: ExtractBackbone[], depth = 1): ExtractBackbone {
+export function firstFree(backbones: Backbone[], depth = 1): Backbone {
   if (!(Number.isInteger(depth) && depth >= 1)) throw new Error(`firstFree: depth must be a positive integer, got ${depth}`);
   // Backbones in the order they last took a run (least recent first), with their outstanding runs.
   const order = backbones.map((b) => ({ b, load: 0 }));
@@ -197,7 +190,6 @@ export function firstFree(backbones: ExtractBackbone[], depth = 1): ExtractBackb
   };
   return {
     info: backbones[0].info,
-    inferenceThreads: backbones.flatMap((b) => b.inferenceThreads),
     run(pixels, n) {
       if (closed) return Promise.reject(new BackboneClosedError());
       return new Promise<BatchResult>((resolve, reject) => {
@@ -221,8 +213,8 @@ export const WORKER_DEPTH = 2;
 export const WORKER_CLOSE_TIMEOUT_MS = 5000;
 
 /** Open the backbone in a worker thread (see the file comment). */
-export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: DeviceOptions | undefined, onNotice: (msg: string) => void): Promise<ExtractBackbone> {
-  const worker = new Worker(new URL('./backbone-worker.js', import.meta.url));
+export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: DeviceOptions | undefined, onNotice: (msg: string) => void): Promise<Backbone> {
+  const worker = new Worker(new URL('./worker.js', import.meta.url));
   const pending = new Map<number, { resolve: (r: BatchResult) => void; reject: (e: Error) => void }>();
   // An idle worker must not keep its caller's process alive (an API user need not know about the
   // pool; close() still releases it early): referenced only while it opens or has runs in flight.
@@ -248,7 +240,7 @@ export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: 
     for (const p of pending.values()) p.reject(new BackboneClosedError());
     pending.clear();
   };
-  return new Promise<ExtractBackbone>((resolveOpen, rejectOpen) => {
+  return new Promise<Backbone>((resolveOpen, rejectOpen) => {
     let opened = false;
     const failAll = (e: Error) => {
       fatal = fatal ?? e;
@@ -272,7 +264,6 @@ export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: 
         refWhileBusy();
         resolveOpen({
           info: m.info,
-          inferenceThreads: m.threads,
           run(pixels, n) {
             if (fatal) return Promise.reject(fatal);
             if (closed) return Promise.reject(new BackboneClosedError());

@@ -3,13 +3,11 @@
  * onnxruntime at once, then waits for the prepared tap model ('open'), opens a session on it and
  * runs batches one at a time ('run': session.run blocks this thread until the batch is done), sending
  * each batch's outputs and its pixel buffer back. 'close' lets the runs it has received finish and
- * answer, then releases the session. 'ready' names the threads that run inference here (this thread,
- * and on Linux those its session created) for decode-cpus.ts.
+ * answer, then releases the session.
  */
 import { parentPort } from 'node:worker_threads';
-import { backboneInfo, serializeError, type WorkerInMessage, type WorkerOutMessage } from './backbone.js';
+import { backboneInfo, serializeError, type WorkerInMessage, type WorkerOutMessage } from './pool.js';
 import { wholeBuffer } from '../util/buffer-pool.js';
-import { processThreads, threadId } from '../util/affinity.js';
 import type { TappedBackbone } from '../model/tapped.js';
 
 const port = parentPort;
@@ -31,23 +29,13 @@ port.on('message', (m: WorkerInMessage) => {
       .then(() => backbone?.close())
       .finally(() => port.close());
   } else if (m.type === 'open') {
-    // A session with intra-op threads of its own (threads ≠ 1) creates them while it opens: the
-    // threads that appear meanwhile are counted as its own (another thread starting at the same time
-    // may be counted too).
-    const ownPool = m.device?.threads !== 1;
-    let before: Set<number> | null = null;
     runner
-      .then(({ openPreparedBackbone }) => {
-        if (ownPool) before = new Set(processThreads());
-        return openPreparedBackbone(m.prepared, m.device, (message) => post({ type: 'notice', message }));
-      })
+      .then(({ openPreparedBackbone }) => openPreparedBackbone(m.prepared, m.device, (message) => post({ type: 'notice', message })))
       .then(
         async (b) => {
           if (closing) return b.close();
           backbone = b;
-          const own = threadId();
-          const pool = before ? processThreads().filter((t) => !before!.has(t)) : [];
-          post({ type: 'ready', info: backboneInfo(b), threads: own === null ? [] : [own, ...pool] });
+          post({ type: 'ready', info: backboneInfo(b) });
         },
         (e: unknown) => post({ type: 'error', id: null, error: serializeError(e) }),
       );

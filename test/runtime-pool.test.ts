@@ -1,5 +1,5 @@
 /**
- * The extraction backbone in a worker thread (src/extract/backbone.ts) on a real ONNX model: a
+ * The backbone in a worker thread (src/runtime/pool.ts) on a real ONNX model: a
  * batch's pixel buffer is transferred to the worker and back with the result (the pipeline reuses
  * it for later batches), and the outputs equal the same batch run in this thread. And the model's
  * identity a feature folder records covers external weight files.
@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { BackboneClosedError, WORKER_DEPTH, openInlineBackbone, openWorkerBackbone, openWorkerPool, prepareBackbone } from '../src/extract/backbone.js';
+import { BackboneClosedError, WORKER_DEPTH, openInlineBackbone, openWorkerBackbone, openWorkerPool, prepareBackbone } from '../src/runtime/pool.js';
 import { resolveBackbone } from '../src/model/registry.js';
 import { BufferPool } from '../src/util/buffer-pool.js';
 import { extractFeatures } from '../src/extract/pipeline.js';
