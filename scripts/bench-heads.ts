@@ -3,7 +3,17 @@
  *
  *   node dist/scripts/bench-heads.js [--features <dir>] [--layers a,b] [--subset 20000]
  *        [--heads linear,svm,svm-rbf,mlp] [--mlp-hidden 256] [--mlp-epochs 20] [--threads n]
- *        [--no-sklearn] [--out <dir>] [--kernel] [--memory [NxD]]
+ *        [--rounds 3] [--real-rounds n] [--no-sweep] [--no-synthetic] [--no-sklearn] [--no-venv] [--no-debian] [--out <dir>]
+ *        [--kernel] [--memory [NxD]]
+ *
+ * Anchors (scripts/bench-python.ts): scikit-learn from the project venv (current versions, made by
+ * scripts/make-venv.sh when missing; --no-venv skips it) and Debian's python3-sklearn (--no-debian
+ * skips it); the versions used are printed. Every round fits each head in xfer, then in each anchor
+ * (one Python process per anchor and round), so load on a shared machine hits both sides alike;
+ * cells are medians over rounds with the min–max, ratios are of medians (per-round range beside).
+ * ORT is warmed up before timing (as the anchors import scikit-learn before timing); xfer's first
+ * round also pays its per-graph session builds. The C sweep row times `xfer train --sweep` with 5
+ * folds (a feature folder written once) against LogisticRegressionCV on the same 10-value grid.
  *
  * (a) synthetic: N=5000 train + 2000 test, D=512, K=10 Gaussian class means + unit noise, always.
  * (b) real features: a feature folder (e.g. default-backbone codes of Fashion-MNIST), when
@@ -31,6 +41,10 @@ import path from 'node:path';
 import { encodeNpy } from '../src/features/npy.js';
 import { loadRows, openFeatures, pickLayers } from '../src/features/reader.js';
 import { createHead, type HeadParams } from '../src/heads/head.js';
+import { trainHead } from '../src/heads/train.js';
+import { parseSweep } from '../src/heads/sweep.js';
+import { defaultSweepFor } from '../src/heads/head.js';
+import { currentPython, debianPython, describeAnchor, type PythonAnchor } from './bench-python.js';
 import '../src/heads/linear.js';
 import '../src/heads/svm-linear.js';
 import '../src/heads/svm-kernel.js';
@@ -57,13 +71,15 @@ const opt = (name: string, def?: string): string | undefined => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 && i + 1 < argv.length && !argv[i + 1].startsWith('--') ? argv[i + 1] : def;
 };
-const PY = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 const HEADS = (opt('heads', 'linear,svm,svm-rbf,mlp') as string).split(',');
 const HIDDEN = (opt('mlp-hidden', '256') as string).split(',').map(Number);
 const EPOCHS = Number(opt('mlp-epochs', '20'));
 const C = Number(opt('C', '1'));
 const OUT = path.resolve(opt('out', path.join(os.tmpdir(), 'xfer-bench-heads')) as string);
-const TARGET: Record<string, number> = { linear: 1, svm: 1, mlp: 1, 'svm-rbf': 3 };
+const TARGET: Record<string, number> = { linear: 1, svm: 1, mlp: 1, 'svm-rbf': 1, sweep: 1 };
+const ROUNDS = Math.max(1, Number(opt('rounds', '3')));
+/** Rounds on the real features (longer fits): --real-rounds, default --rounds. */
+const REAL_ROUNDS = Math.max(1, Number(opt('real-rounds', String(ROUNDS))));
 
 function synthetic(): Data {
   const rng = new Rng(42);
@@ -128,39 +144,31 @@ async function writeData(d: Data, dir: string): Promise<void> {
   await writeFile(path.join(dir, 'y_test.npy'), encodeNpy(d.yte, 'int32', [d.yte.length]));
 }
 
-function sklearnAvailable(): string | null {
-  if (flag('no-sklearn')) return 'disabled by --no-sklearn';
-  const ok = (): boolean => spawnSync(PY, ['-c', 'import sklearn, numpy'], { stdio: 'ignore' }).status === 0;
-  if (ok()) return null;
-  if (process.getuid?.() === 0) {
-    process.stderr.write('scikit-learn missing: apt-get install -y python3-sklearn python3-numpy ...\n');
-    spawnSync('apt-get', ['install', '-y', '-q', 'python3-sklearn', 'python3-numpy', 'python3-threadpoolctl'], { stdio: 'inherit' });
-    if (!ok()) {
-      spawnSync('apt-get', ['update', '-q'], { stdio: 'inherit' });
-      spawnSync('apt-get', ['install', '-y', '-q', 'python3-sklearn', 'python3-numpy'], { stdio: 'inherit' });
-    }
-    if (ok()) return null;
-    return 'apt-get install python3-sklearn failed';
-  }
-  return 'python3 cannot import sklearn and we are not root to apt-get install python3-sklearn';
+interface Fit {
+  fit_s: number;
+  /** ORT / BLAS threads of the kept fit ('1' or 'default'). */
+  threads?: string;
+  /** CPU seconds of the fit, all threads (less sensitive to other load than wall time). */
+  cpu_s?: number;
+  acc: number;
+  n_iter?: number | null;
+  best_C?: number;
 }
-
 interface SkResult {
   sklearn: string;
+  numpy: string;
   blas: unknown;
-  results: Record<string, { fit_s: number; acc: number }>;
+  results: Record<string, Fit>;
 }
 
-function runSklearn(dir: string, heads: string[]): SkResult | string {
+function runSklearn(py: PythonAnchor, dir: string, heads: string[], sweepC: number[] | null): SkResult | string {
   const env = { ...process.env };
   delete env.OPENBLAS_CORETYPE; // fair anchor: let OpenBLAS pick its best kernel (see .library env notes)
   delete env.OPENBLAS_L2_SIZE;
+  const args = [path.resolve('scripts/bench_heads_sklearn.py'), '--data', dir, '--heads', heads.join(','), '--C', String(C), '--mlp-hidden', HIDDEN.join(','), '--mlp-epochs', String(EPOCHS)];
+  if (sweepC) args.push('--sweep-C', sweepC.join(','));
   try {
-    const out = execFileSync(PY, [path.resolve('scripts/bench_heads_sklearn.py'), '--data', dir, '--heads', heads.join(','), '--C', String(C), '--mlp-hidden', HIDDEN.join(','), '--mlp-epochs', String(EPOCHS)], {
-      env,
-      stdio: ['ignore', 'pipe', 'inherit'],
-      maxBuffer: 1 << 24,
-    });
+    const out = execFileSync(py.exe, args, { env, stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 });
     return JSON.parse(out.toString()) as SkResult;
   } catch (e) {
     return `sklearn run failed: ${(e as Error).message.split('\n')[0]}`;
@@ -174,13 +182,28 @@ function paramsFor(head: string): { params: HeadParams; transforms: ('standardiz
     case 'svm':
       return { params: { C, tol: 1e-4, maxIter: 1000 }, transforms: ['standardize'] };
     case 'svm-rbf':
-      return { params: { C, tol: 1e-3 }, transforms: ['standardize'] };
+      // scores only, as SVC(probability=False) is timed on the other side
+      return { params: { C, tol: 1e-3, probability: false }, transforms: ['standardize'] };
     default:
       return { params: { hidden: HIDDEN, epochs: EPOCHS, earlyStopping: false, patience: 0, batchSize: 200, weightDecay: 1e-4, lr: 1e-3, seed: 0 }, transforms: ['standardize'] };
   }
 }
 
-async function runXfer(d: Data, head: string): Promise<{ fit_s: number; acc: number }> {
+/**
+ * The ORT-bound heads (linear, mlp) are fitted at one ORT thread and at the default, keeping the
+ * faster — the same treatment the anchors get for their BLAS threads (² in the table).
+ */
+async function runXferBest(d: Data, head: string): Promise<Fit> {
+  const def = kernelThreads();
+  if (!['linear', 'mlp'].includes(head) || def === 1) return { ...(await runXfer(d, head)), threads: 'default' };
+  setKernelThreads(1);
+  const one = await runXfer(d, head);
+  setKernelThreads(def);
+  const dflt = await runXfer(d, head);
+  return one.fit_s < dflt.fit_s ? { ...one, threads: '1' } : { ...dflt, threads: 'default' };
+}
+
+async function runXfer(d: Data, head: string): Promise<Fit> {
   const { params, transforms } = paramsFor(head);
   // copies so each head starts from the raw data (transforms work in place)
   const tr: Matrix = { data: d.Xtr.slice(), rows: d.ytr.length, cols: d.d };
@@ -188,6 +211,9 @@ async function runXfer(d: Data, head: string): Promise<{ fit_s: number; acc: num
   const classes = [...new Set(d.ytr)].sort((a, b) => a - b);
   const map = new Map(classes.map((c, i) => [c, i]));
   const y = Int32Array.from(d.ytr, (c) => map.get(c)!);
+  // collect the previous fits' garbage now, not inside this timed fit (npm run bench:heads passes --expose-gc)
+  (globalThis as { gc?: () => void }).gc?.();
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   for (const t of transforms) {
     const st = await fitTransform({ kind: t }, tr);
@@ -197,11 +223,47 @@ async function runXfer(d: Data, head: string): Promise<{ fit_s: number; acc: num
   const h = createHead(head, params);
   await h.fit(tr, y, classes.length, { warn: () => {} });
   const fit_s = (performance.now() - t0) / 1000;
+  const c = process.cpuUsage(c0);
+  const cpu_s = (c.user + c.system) / 1e6;
   const pred = await h.predict(te);
   let ok = 0;
   for (let i = 0; i < pred.length; i++) if (classes[pred[i]] === d.yte[i]) ok++;
+  const n_iter = (h.info.iterations ?? h.info.epochs ?? null) as number | null;
   process.stderr.write(`  xfer ${head}: fit ${fit_s.toFixed(3)} s, acc ${((100 * ok) / pred.length).toFixed(2)}%\n`);
-  return { fit_s, acc: ok / pred.length };
+  return { fit_s, cpu_s, acc: ok / pred.length, n_iter };
+}
+
+/** Write `d` as a feature folder (train + test splits) once, for `xfer train --sweep`. */
+async function writeFeatureFolder(d: Data, dir: string): Promise<void> {
+  await mkdir(path.join(dir, 'feat'), { recursive: true });
+  const n = d.ytr.length + d.yte.length;
+  const X = new Float32Array(n * d.d);
+  X.set(d.Xtr, 0);
+  X.set(d.Xte, d.Xtr.length);
+  await writeFile(path.join(dir, 'feat', '00000.npy'), encodeNpy(X, 'float32', [n, d.d]));
+  const lines: string[] = [];
+  for (let row = 0; row < n; row++) {
+    const tr = row < d.ytr.length;
+    const c = tr ? d.ytr[row] : d.yte[row - d.ytr.length];
+    lines.push(JSON.stringify({ row, path: `${row}.png`, label: `c${c}`, label_index: c, split: tr ? 'train' : 'test', shard: 0, shard_row: row }));
+  }
+  await writeFile(path.join(dir, 'index.jsonl'), lines.join('\n') + '\n');
+  await writeFile(path.join(dir, 'labels.json'), JSON.stringify(Array.from({ length: d.k }, (_, c) => `c${c}`)));
+  await writeFile(path.join(dir, 'meta.json'), JSON.stringify({ format: 'xfer-features', format_version: 1, model: { id: 'bench', sha256: '0'.repeat(64) }, layers: [{ name: 'feat', dir: 'feat', pool: 'avg', shape: [d.d], dtype: 'float32' }], counts: { images: n, errors: 0, shards: 1, rows_per_shard: n }, complete: true }));
+}
+
+/** `xfer train --head linear --sweep C=<grid> --folds 5 --transforms none`, whole command in-process. */
+async function runXferSweep(featDir: string, out: string, grid: number[]): Promise<Fit> {
+  await rm(out, { recursive: true, force: true });
+  (globalThis as { gc?: () => void }).gc?.();
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  const r = await trainHead({ features: featDir, head: 'linear', params: { tol: 1e-4, maxIter: 100 }, transforms: 'none', sweep: { axes: [{ param: 'C', values: grid }] }, folds: 5, out });
+  const fit_s = (performance.now() - t0) / 1000;
+  const c = process.cpuUsage(c0);
+  const acc = r.report.metrics.test?.accuracy ?? NaN;
+  process.stderr.write(`  xfer sweep C (${grid.length} values × 5 folds + refit): ${fit_s.toFixed(3)} s, best C=${String(r.report.params.C)}, test acc ${(100 * acc).toFixed(2)}%\n`);
+  return { fit_s, cpu_s: (c.user + c.system) / 1e6, acc, best_C: r.report.params.C as number };
 }
 
 function limitRows(d: Data, max: number): Data {
@@ -213,29 +275,79 @@ function limitRows(d: Data, max: number): Data {
   return { ...d, name: `${d.name} [svm-rbf: ${idx.length}-row subset]`, Xtr: X, ytr: Int32Array.from(idx, (r) => d.ytr[r]) };
 }
 
-async function benchDataset(d: Data, rows: string[], skReason: string | null): Promise<void> {
+const median = (v: number[]): number => {
+  const s = [...v].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const spread = (v: number[], digits = 3): string => (v.length > 1 ? ` [${Math.min(...v).toFixed(digits)}–${Math.max(...v).toFixed(digits)}]` : '');
+
+async function benchDataset(d: Data, rows: string[], anchors: PythonAnchor[], withSweep: boolean, rounds: number): Promise<void> {
   process.stderr.write(`\n== ${d.name}\n`);
   const rbfMax = Number(opt('rbf-max', '20000'));
   const groups: [Data, string[]][] = [];
   const main = HEADS.filter((h) => h !== 'svm-rbf');
   if (main.length) groups.push([d, main]);
   if (HEADS.includes('svm-rbf')) groups.push([limitRows(d, rbfMax), ['svm-rbf']]);
-  for (const [data, heads] of groups) {
+  const grid = parseSweep(defaultSweepFor('linear') as string).values;
+  for (const [gi, [data, heads]] of groups.entries()) {
     const dir = path.join(OUT, data.name.replace(/[^A-Za-z0-9]+/g, '_').slice(0, 60));
     await writeData(data, dir);
-    const xf: Record<string, { fit_s: number; acc: number }> = {};
-    for (const h of heads) xf[h] = await runXfer(data, h);
-    const sk = skReason ? skReason : runSklearn(dir, heads);
-    for (const h of heads) {
-      const a = xf[h];
-      const s = typeof sk === 'string' ? undefined : sk.results[h];
-      const ratio = s ? a.fit_s / s.fit_s : NaN;
-      const dAcc = s ? 100 * (a.acc - s.acc) : NaN;
-      const ok = s ? (ratio <= TARGET[h] && (h === 'svm-rbf' || Math.abs(dAcc) <= 0.5) ? 'yes' : 'NO') : '-';
-      rows.push(`| ${data.name} | ${h} | ${a.fit_s.toFixed(3)} | ${s ? s.fit_s.toFixed(3) : 'n/a'} | ${s ? ratio.toFixed(2) + '×' : 'n/a'} | ${(100 * a.acc).toFixed(2)} | ${s ? (100 * s.acc).toFixed(2) : 'n/a'} | ${s ? (dAcc >= 0 ? '+' : '') + dAcc.toFixed(2) : 'n/a'} | ≤${TARGET[h]}× | ${ok} |`);
+    const sweepHere = withSweep && gi === 0 && heads.includes('linear');
+    if (sweepHere) await writeFeatureFolder(data, path.join(dir, 'features'));
+    const all = sweepHere ? [...heads, 'sweep'] : heads;
+    const xf: Record<string, Fit[]> = Object.fromEntries(all.map((h) => [h, []]));
+    const sk: Record<string, Record<string, Fit[]>> = Object.fromEntries(anchors.map((a) => [a.role, Object.fromEntries(all.map((h) => [h, []]))]));
+    const skWhy: Record<string, string> = {};
+    const skVersion: Record<string, string> = {};
+    for (let r = 0; r < rounds; r++) {
+      process.stderr.write(` round ${r + 1}/${rounds}\n`);
+      for (const h of heads) xf[h].push(await runXferBest(data, h));
+      if (sweepHere) xf.sweep.push(await runXferSweep(path.join(dir, 'features'), path.join(dir, 'sweep-head'), grid));
+      for (const a of anchors) {
+        const res = runSklearn(a, dir, heads, sweepHere ? grid : null);
+        if (typeof res === 'string') {
+          skWhy[a.role] = res;
+          continue;
+        }
+        skVersion[a.role] = res.sklearn;
+        for (const h of all) if (res.results[h]) sk[a.role][h].push(res.results[h]);
+      }
     }
-    if (typeof sk === 'string') rows.push(`| ${data.name} | (sklearn anchor skipped: ${sk}) | | | | | | | | |`);
-    else process.stderr.write(`  sklearn ${sk.sklearn}, BLAS ${JSON.stringify(sk.blas)}\n`);
+    for (const h of all) {
+      const xs = xf[h].map((f) => f.fit_s);
+      const xm = median(xs);
+      const xacc = xf[h][xf[h].length - 1].acc;
+      const cells = [`${xm.toFixed(3)}${spread(xs)}${xf[h].some((f) => f.threads === '1') ? ' ²' : ''}`];
+      const ratioCells: string[] = [];
+      const accCells: string[] = [];
+      let meets = '-';
+      for (const a of anchors) {
+        const f = sk[a.role][h];
+        if (!f.length) {
+          cells.push(`n/a (${skWhy[a.role] ?? 'no result'})`);
+          ratioCells.push('n/a');
+          accCells.push('n/a');
+          continue;
+        }
+        const ss = f.map((v) => v.fit_s);
+        const sm = median(ss);
+        const perRound = xs.slice(0, ss.length).map((x, i) => x / ss[i]);
+        cells.push(`${sm.toFixed(3)}${spread(ss)}${f.some((v) => v.threads === '1') ? ' ¹' : ''}`);
+        ratioCells.push(`${(xm / sm).toFixed(2)}×${spread(perRound, 2)}`);
+        const dAcc = 100 * (xacc - f[f.length - 1].acc);
+        accCells.push(`${(100 * f[f.length - 1].acc).toFixed(2)} (${dAcc >= 0 ? '+' : ''}${dAcc.toFixed(2)})`);
+        if (a.role === 'current') meets = xm / sm <= TARGET[h] && Math.abs(dAcc) <= 0.5 ? 'yes' : 'NO';
+      }
+      const cur = anchors.find((a) => a.role === 'current');
+      const curFits = cur ? sk[cur.role][h] : [];
+      const xc = xf[h].map((f) => f.cpu_s ?? NaN);
+      const sc = curFits.map((f) => f.cpu_s ?? NaN);
+      const cpuCell = curFits.length && sc.every(Number.isFinite) ? `${median(xc).toFixed(2)} / ${median(sc).toFixed(2)} = ${(median(xc) / median(sc)).toFixed(2)}×` : 'n/a';
+      const iters = [xf[h][0].n_iter, ...anchors.map((a) => sk[a.role][h][0]?.n_iter)].map((v) => (v === undefined || v === null ? '-' : String(v))).join(' / ');
+      const label = h === 'sweep' ? `linear C sweep (${grid.length}×5-fold + refit)` : h;
+      rows.push(`| ${data.name} | ${label} | ${cells.join(' | ')} | ${ratioCells.join(' | ')} | ${cpuCell} | ${(100 * xacc).toFixed(2)} | ${accCells.join(' | ')} | ${iters} | ${meets} |`);
+    }
+    for (const a of anchors) if (skVersion[a.role] && skVersion[a.role] !== a.versions.sklearn) process.stderr.write(`  note: ${a.role} anchor reported sklearn ${skVersion[a.role]}\n`);
   }
 }
 
@@ -316,23 +428,47 @@ async function main(): Promise<void> {
   }
   await rm(OUT, { recursive: true, force: true });
   await mkdir(OUT, { recursive: true });
-  const skReason = sklearnAvailable();
-  if (skReason) process.stderr.write(`sklearn anchor skipped: ${skReason}\n`);
+  const anchors: PythonAnchor[] = [];
+  if (!flag('no-sklearn')) {
+    const mods = ['sklearn', 'numpy', 'threadpoolctl'];
+    const cur = flag('no-venv') ? null : currentPython(mods);
+    if (cur) anchors.push(cur);
+    const deb = flag('no-debian') ? null : debianPython(mods, ['python3-sklearn', 'python3-numpy', 'python3-threadpoolctl']);
+    if (deb && deb.versions.sklearn !== cur?.versions.sklearn) anchors.push(deb);
+    if (!anchors.length) process.stderr.write('no scikit-learn anchor (venv and Debian both unavailable): xfer times only\n');
+  }
+  for (const a of anchors) process.stderr.write(`anchor ${a.role}: ${describeAnchor(a)}\n`);
+  // warm ORT up before timing, as the anchors import scikit-learn before theirs
+  await gemm(new Float32Array(4), new Float32Array(4), 2, 2, 2, { force: 'ort' });
   const rows: string[] = [];
-  await benchDataset(synthetic(), rows, skReason);
+  // a run stopped early (SIGINT/SIGTERM) still prints the rows it finished
+  const partial = (): void => {
+    console.log(`\n(interrupted) rows finished so far:`);
+    for (const r of rows) console.log(r);
+    process.exit(130);
+  };
+  process.once('SIGINT', partial);
+  process.once('SIGTERM', partial);
+  const withSweep = !flag('no-sweep') && HEADS.includes('linear');
+  if (!flag('no-synthetic')) await benchDataset(synthetic(), rows, anchors, withSweep, ROUNDS);
   const feat = opt('features') ?? (existsSync('data/features/fashion-mnist/meta.json') ? 'data/features/fashion-mnist' : undefined);
-  if (feat) await benchDataset(await fromFolder(feat), rows, skReason);
+  if (feat) await benchDataset(await fromFolder(feat), rows, anchors, withSweep, REAL_ROUNDS);
   else {
     process.stderr.write(
-      '\n(b) skipped: no feature folder. Extract default-backbone codes of Fashion-MNIST (Debian dataset-fashion-mnist, idx files in /usr/share/datasets/fashion-mnist) with\n' +
-        '    xfer extract <fashion-mnist images> --out data/features/fashion-mnist\n  then: npm run bench:heads -- --features data/features/fashion-mnist [--subset 20000]\n',
+      '\n(b) skipped: no feature folder. Make default-backbone codes of Fashion-MNIST (Debian dataset-fashion-mnist) with\n' +
+        '    node dist/scripts/prepare-fashion-mnist.js --train 20000 && xfer extract --data data/fashion-mnist --out data/features/fashion-mnist\n' +
+        '  then: npm run bench:heads -- --features data/features/fashion-mnist\n',
     );
   }
-  console.log(`\nxfer heads vs scikit-learn (fit time incl. transforms; ${os.cpus().length} cores, ORT threads ${kernelThreads()}, node ${process.version}, ${new Date().toISOString()})`);
-  console.log('| data | head | xfer s | sklearn s | ratio | xfer acc % | sklearn acc % | Δ points | target | meets |');
-  console.log('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |');
+  const sk = anchors.map((a) => `sklearn ${a.versions.sklearn}`);
+  console.log(`\nxfer heads vs scikit-learn: fit seconds incl. transforms, median of ${ROUNDS} rounds (real features: ${REAL_ROUNDS}) [min–max]; ${os.cpus().length} cores, ORT threads ${kernelThreads()}, node ${process.version}, ${new Date().toISOString()}`);
+  for (const a of anchors) console.log(`  ${a.role} anchor: ${describeAnchor(a)}`);
+  console.log(`| data | head | xfer s | ${sk.map((v) => `${v} s`).join(' | ')} | ${sk.map((v) => `xfer / ${v}`).join(' | ')} | CPU s xfer / ${sk[0] ?? 'sklearn'} | xfer acc % | ${sk.map((v) => `${v} acc % (Δ xfer)`).join(' | ')} | iterations xfer / ${sk.join(' / ')} | ≤ 1× ${sk[0] ?? ''} at ±0.5 pt |`);
+  console.log(`| --- | --- | ---: | ${sk.map(() => '---:').join(' | ')} | ${sk.map(() => '---:').join(' | ')} | ---: | ---: | ${sk.map(() => '---:').join(' | ')} | --- | --- |`);
   for (const r of rows) console.log(r);
-  console.log(`mlp: hidden ${HIDDEN.join(',')}, ${EPOCHS} epochs, batch 200 on both sides; C=${C}.`);
+  console.log(`mlp: hidden ${HIDDEN.join(',')}, ${EPOCHS} epochs, batch 200 on both sides; C=${C}; svm-rbf: decision scores on both sides (SVC probability=False).`);
+  console.log('² xfer ran faster with ORT limited to one thread in at least one round (linear and mlp are fitted at one thread and at the default, keeping the faster, as the anchors are).');
+  console.log('¹ scikit-learn ran with BLAS limited to one thread (threadpoolctl) in at least one round: its faster setting is used (the C sweep always runs at one thread).');
 }
 
 main()

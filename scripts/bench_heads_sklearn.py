@@ -3,7 +3,14 @@
 
 Reads <dir>/X_train.npy, y_train.npy, X_test.npy, y_test.npy (written once by the TS bench) and fits
 the scikit-learn counterparts of the xfer heads with the same settings, printing one JSON object:
-  {"sklearn": "1.2.1", "blas": [...], "results": {"linear": {"fit_s": .., "acc": ..}, ...}}
+  {"sklearn": "1.9.1", "numpy": .., "python": .., "blas": [...],
+   "results": {"linear": {"fit_s": .., "cpu_s": .., "acc": .., "threads": "1" | "default", "n_iter": ..}, ...}}
+cpu_s is the process CPU time (all threads) of the fit: on a shared machine it varies less than the wall time.
+Heads whose time depends on BLAS threads (linear, mlp) are fitted twice, with BLAS limited to one
+thread and at its default, and the faster fit is reported: on a shared machine OpenBLAS's spinning
+threads can be 10x slower than one thread, and the anchor should be scikit-learn at its best. The
+LogisticRegressionCV sweep runs at one BLAS thread only (the faster setting every time we tried).
+  --sweep-C 1e-4,...   also time LogisticRegressionCV(Cs=<those>, cv=StratifiedKFold(5)) ("sweep")
 
   python3 scripts/bench_heads_sklearn.py --data DIR --heads linear,svm,svm-rbf,mlp --mlp-hidden 256 --mlp-epochs 20
   python3 scripts/bench_heads_sklearn.py --make-fixture test/heads-sklearn.json   # the unit-test reference
@@ -51,18 +58,53 @@ def bench(args):
                                                                      learning_rate_init=1e-3, early_stopping=False, n_iter_no_change=E + 1,
                                                                      tol=0.0, random_state=0, shuffle=True)),
     }
-    out = {}
-    for h in args.heads.split(","):
-        m = models[h]()
+    if args.sweep_C:
+        from sklearn.linear_model import LogisticRegressionCV
+        from sklearn.model_selection import StratifiedKFold
+        Cs = [float(c) for c in args.sweep_C.split(",")]
+        models["sweep"] = lambda: LogisticRegressionCV(Cs=Cs, cv=StratifiedKFold(5, shuffle=True, random_state=0), max_iter=100, tol=1e-4)
+    try:
+        from threadpoolctl import threadpool_limits
+    except Exception:  # old Debian without threadpoolctl: default threads only
+        threadpool_limits = None
+
+    cpu = {}
+
+    def timed(make):
+        m = make()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            c0 = time.process_time()
             t0 = time.perf_counter()
             m.fit(X, y)
-            fit_s = time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            cpu[id(m)] = time.process_time() - c0
+            return m, dt
+
+    out = {}
+    heads = args.heads.split(",") + (["sweep"] if args.sweep_C else [])
+    for h in heads:
+        threads = "default"
+        if h in ("linear", "mlp", "sweep") and threadpool_limits is not None:
+            with threadpool_limits(limits=1):
+                m, fit_s = timed(models[h])
+            threads = "1"
+            # the sweep is long: at one thread only (on a shared 2-core machine that was always the faster)
+            if h != "sweep":
+                m2, fit2 = timed(models[h])
+                if fit2 < fit_s:
+                    m, fit_s, threads = m2, fit2, "default"
+        else:
+            m, fit_s = timed(models[h])
         acc = float((m.predict(Xt) == yt).mean())
-        out[h] = {"fit_s": fit_s, "acc": acc}
-        print(f"  sklearn {h}: fit {fit_s:.3f} s, acc {100 * acc:.2f}%", file=sys.stderr, flush=True)
-    print(json.dumps({"sklearn": sklearn.__version__, "numpy": np.__version__, "blas": blas_info(), "results": out}))
+        est = m[-1] if hasattr(m, "steps") else m
+        n_iter = getattr(est, "n_iter_", None)
+        r = {"fit_s": fit_s, "cpu_s": cpu[id(m)], "acc": acc, "threads": threads, "n_iter": np.asarray(n_iter).max().item() if n_iter is not None else None}
+        if h == "sweep":
+            r["best_C"] = float(np.ravel(est.C_)[0])
+        out[h] = r
+        print(f"  sklearn {sklearn.__version__} {h}: fit {fit_s:.3f} s ({threads} BLAS threads), acc {100 * acc:.2f}%", file=sys.stderr, flush=True)
+    print(json.dumps({"sklearn": sklearn.__version__, "numpy": np.__version__, "python": sys.version.split()[0], "blas": blas_info(), "results": out}))
 
 
 def make_fixture(path):
@@ -100,6 +142,7 @@ if __name__ == "__main__":
     ap.add_argument("--C", type=float, default=1.0)
     ap.add_argument("--mlp-hidden", default="256")
     ap.add_argument("--mlp-epochs", type=int, default=20)
+    ap.add_argument("--sweep-C", default="")
     ap.add_argument("--make-fixture")
     a = ap.parse_args()
     if a.make_fixture:

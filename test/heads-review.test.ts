@@ -148,9 +148,13 @@ test('CLI integer flags: --threads, --folds, --seed and integer head params refu
   await rejects(run(['--folds', '1']), /--folds: k-fold CV needs at least 2 folds/);
   await rejects(run(['--seed', '-1']), /--seed: expected a non-negative integer/);
   await rejects(run(['--seed', '1.5']), /--seed: expected a non-negative integer/);
-  assert.throws(() => parseParams('mlp', ['hidden=64.5']), /--param hidden: expected a positive integer, got "64\.5"/);
-  assert.throws(() => parseParams('mlp', ['hidden=64,0']), /--param hidden: expected a positive integer, got "0"/);
-  assert.throws(() => parseParams('mlp', ['epochs=2.5']), /--param epochs: expected a positive integer/);
+  // the head's constraint table names the parameter, what it accepts and what was given
+  assert.throws(() => parseParams('mlp', ['hidden=64.5']), /--param hidden: head mlp expects 1–2 integer\(s\) ≥ 1, got '64\.5'/);
+  assert.throws(() => parseParams('mlp', ['hidden=64,0']), /--param hidden: head mlp expects 1–2 integer\(s\) ≥ 1, got '64,0'/);
+  assert.throws(() => parseParams('mlp', ['epochs=2.5']), /--param epochs: head mlp expects an integer ≥ 1, got '2\.5'/);
+  assert.throws(() => parseParams('svm-rbf', ['gamma=-1']), /--param gamma: head svm-rbf expects 'scale', 'auto' or a number > 0, got '-1'/);
+  assert.throws(() => parseParams('svm-rbf', ['kernel=sigmoid']), /--param kernel: head svm-rbf expects 'rbf' or 'poly', got 'sigmoid'/);
+  assert.deepEqual(parseParams('svm-rbf', ['gamma=auto', 'probability=false']), { gamma: 'auto', probability: false });
   assert.deepEqual(parseParams('mlp', ['hidden=64,32', 'epochs=3', 'lr=0.01']), { hidden: [64, 32], epochs: 3, lr: 0.01 });
   assert.equal(existsSync(out), false);
 });

@@ -53,7 +53,7 @@ test('knn: probabilities match scikit-learn KNeighborsClassifier (euclidean unif
 test('knn: k larger than the training set is refused naming k and the row count', async () => {
   const h = createHead('knn', { k: 61 });
   await assert.rejects(h.fit(mat(fx.X), Int32Array.from(fx.y), 3), /k=61 is larger than the training set \(60 rows\)/);
-  assert.throws(() => createHead('knn', { metric: 'manhattan' }), /metric must be cosine or euclidean/);
+  assert.throws(() => createHead('knn', { metric: 'manhattan' }), /parameter metric must be 'cosine' or 'euclidean', got "manhattan"/);
 });
 
 test('knn: the ONNX nodes (export) give predictProba, every metric and weighting; state round-trips', async () => {

@@ -7,7 +7,7 @@
 import { Option, type Command } from 'commander';
 import { XferError } from '../errors.js';
 import { parseNonNegativeInt, parsePositiveInt } from './args.js';
-import { HEAD_KINDS, headDefaults, type HeadParams, type ParamValue } from '../heads/head.js';
+import { HEAD_KINDS, describeRule, headParamRules, satisfies, type HeadParams, type ParamValue } from '../heads/head.js';
 import { parseNumber } from '../heads/sweep.js';
 import { REFIT_CHOICES, type RefitRows } from '../heads/split.js';
 import type { TrainEvent } from '../heads/train.js';
@@ -24,42 +24,29 @@ function list(v: string): string[] {
     .filter(Boolean);
 }
 
-/** Head parameters that are counts: refused unless written as integers (`epochs=2.5` is an error). */
-const INT_PARAMS: Record<string, 'positive' | 'nonNegative'> = {
-  hidden: 'positive',
-  epochs: 'positive',
-  batchSize: 'positive',
-  patience: 'positive',
-  maxIter: 'positive',
-  degree: 'positive',
-  cacheMB: 'positive',
-  seed: 'nonNegative',
-  workers: 'nonNegative',
-  k: 'positive',
-};
-
-/** Parse `--param key=value` against the head's defaults (numbers, booleans, lists of numbers, strings). */
+/**
+ * Parse `--param key=value` by the head's constraint table (numbers, integers, booleans, integer
+ * lists, strings), then check it against the table: the error names the parameter, what it accepts
+ * and what was given.
+ */
 export function parseParams(kind: string, pairs: string[]): HeadParams {
-  const defs = headDefaults(kind);
+  const rules = headParamRules(kind);
   const out: HeadParams = {};
   for (const p of pairs) {
     const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(p);
-    if (!m) throw new XferError(`--param: expected key=value, got '${p}'`, { hint: `e.g. --param ${Object.keys(defs)[0]}=${JSON.stringify(Object.values(defs)[0])}` });
+    const [first, rule0] = Object.entries(rules)[0];
+    if (!m) throw new XferError(`--param: expected key=value, got '${p}'`, { hint: `e.g. --param ${first}=${JSON.stringify(rule0.default)}` });
     const [, key, raw] = m;
-    if (!(key in defs)) throw new XferError(`--param: head ${kind} has no parameter '${key}'`, { hint: `known: ${Object.keys(defs).join(', ')}` });
-    const def = defs[key];
+    const r = rules[key];
+    if (!r) throw new XferError(`--param: head ${kind} has no parameter '${key}'`, { hint: `known: ${Object.keys(rules).join(', ')}` });
+    const t = r.types;
     let v: ParamValue;
-    if (INT_PARAMS[key] && (typeof def === 'number' || Array.isArray(def))) {
-      const parse = INT_PARAMS[key] === 'positive' ? parsePositiveInt : parseNonNegativeInt;
-      v = Array.isArray(def) ? raw.split(',').map((s) => parse(s, `--param ${key}`)) : parse(raw, `--param ${key}`);
-    } else if (typeof def === 'number') v = parseNumber(raw, `--param ${key}`);
-    else if (typeof def === 'boolean') {
-      if (!['true', 'false', '1', '0'].includes(raw)) throw new XferError(`--param ${key}: expected true or false, got '${raw}'`);
-      v = raw === 'true' || raw === '1';
-    } else if (Array.isArray(def)) v = raw.split(',').map((s) => parseNumber(s, `--param ${key}`));
-    else if (raw === 'null' || raw === '') v = null;
-    else if (/^-?\d/.test(raw) && Number.isFinite(Number(raw))) v = Number(raw);
+    if (t.includes('ints')) v = raw.split(',').map((s) => parseNumber(s, `--param ${key}`));
+    else if (t.includes('bool') && ['true', 'false', '1', '0'].includes(raw)) v = raw === 'true' || raw === '1';
+    else if (t.includes('null') && (raw === 'null' || raw === '')) v = null;
+    else if ((t.includes('number') || t.includes('int')) && /^[-+.\d]/.test(raw) && !(t.includes('string') && r.values?.includes(raw))) v = parseNumber(raw, `--param ${key}`);
     else v = raw;
+    if (!satisfies(r, v)) throw new XferError(`--param ${key}: head ${kind} expects ${describeRule(r)}, got '${raw}'`, { hint: `e.g. --param ${key}=${Array.isArray(r.default) ? r.default.join(',') : String(r.default)} (the default)` });
     out[key] = v;
   }
   return out;
@@ -82,7 +69,7 @@ function progressLine(): { onEvent: (e: TrainEvent) => void; clear: () => void }
         if (e.valAcc !== undefined) parts.push(`val acc ${(100 * e.valAcc).toFixed(2)}%`);
         if (e.msg) parts.push(e.msg);
       } else if (e.event === 'candidate') {
-        parts.push(`sweep ${e.param}=${e.value}`, `fold ${e.fold}/${e.folds}`, `val acc ${(100 * e.valAcc).toFixed(2)}%`, `${e.seconds.toFixed(1)} s`);
+        parts.push(`sweep ${Object.entries(e.values).map(([k, v]) => `${k}=${v}`).join(' ')}`, `fold ${e.fold}/${e.folds}`, `val acc ${(100 * e.valAcc).toFixed(2)}%`, `${e.seconds.toFixed(1)} s`);
       } else {
         parts.push(`cv fold ${e.fold}/${e.folds}`, `val acc ${(100 * e.valAcc).toFixed(2)}%`, `${e.seconds.toFixed(1)} s`);
       }
@@ -115,9 +102,9 @@ export function registerTrainCommands(program: Command): void {
     .option('--param <key=value>', 'other head parameter (repeatable), e.g. hidden=512,128 epochs=50 kernel=poly', collect, [])
     .option('--transform <list>', 'standardize, l2, pca:K (comma list) or none; default: standardize for svm/svm-rbf/mlp, none for linear')
     .option('--class-weight <w>', "'balanced' to weight classes by n/(k·n_c)")
-    .option('--probability', 'svm: calibrate probabilities (Platt, 3-fold)')
-    .option('--sweep <spec>', 'model selection, e.g. C=1e-4..1e4 (9-point log grid), C=1e-3..1e3:7 or C=0.01,0.1,1')
-    .option('--val <fraction>', 'stratified validation split when the folder has none (default 0.2)')
+    .option('--probability', 'svm: calibrate probabilities (Platt, 3-fold); svm-rbf calibrates by default (Platt on 5 folds + pairwise coupling; --param probability=false skips it)')
+    .option('--sweep [spec]', "model selection, e.g. C=1e-4..1e4 (9-point log grid), C=1e-3..1e3:7 or C=0.01,0.1,1; repeat for a grid (--sweep C=0.1,1,10 --sweep gamma=0.01,0.1); alone, the head's default grid (C=1e-4..1e4:10 for linear and svm)", collect, [])
+    .option('--val <fraction>', 'carve a stratified validation split of this fraction when the folder has none (default: none, the head is fitted on all training rows; 0.2 for a sweep scored on val)')
     .option('--folds <k>', 'k-fold CV on train: selects the sweep (default 5 when the sweep does not use val); without --sweep, reports the cross-validated accuracy (mean ± std) of the given parameters')
     .addOption(new Option('--refit <rows>', 'rows the final head is fitted on (default: train+val after a sweep on val, else train)').choices([...REFIT_CHOICES]))
     .option('--seed <n>', 'seed for splits, shuffles and initialisation', '0')
@@ -149,8 +136,10 @@ export function registerTrainCommands(program: Command): void {
       'after',
       `
 Model selection and the final fit:
-  folder with train/val/test, --sweep:  each value is scored on val; the best is refitted on
-                                        train+val and reported on test
+  no --sweep, no --folds:               the head is fitted on all training rows (no validation
+                                        carve; --val 0.2 holds out a fifth of train as val)
+  folder with a test split, --sweep:    each grid point is scored on val (the folder's, or 0.2 of
+                                        train); the best is refitted on train+val, reported on test
   otherwise, --sweep:                   each value is scored by k-fold CV on train (--folds, default 5);
                                         the best is refitted on train, so val stays a clean hold-out
   --folds k without --sweep:            k-fold CV accuracy (mean ± std) of the given parameters, then
@@ -160,7 +149,7 @@ The choice and the rows used are printed and recorded in report.json ("selection
 
 Progress: a live line on stderr when it is a terminal (--quiet: none). --json prints one line per
 event on stdout: {"event":"fit","stage","phase","iter","loss"?,"valAcc"?}, {"event":"candidate",
-"param","value","fold","folds","valAcc"} per sweep value and fold, {"event":"fold",...} per CV fold,
+"param","value","values","fold","folds","valAcc"} per grid point and fold, {"event":"fold",...} per CV fold,
 then {"event":"result","ok":true,...report}.
 
 Fine-tuning (--head finetune, docs/finetune.md):
@@ -202,7 +191,7 @@ Fine-tuning (--head finetune, docs/finetune.md):
           head: kind,
           params,
           transforms: o.transform as string | undefined,
-          sweep: o.sweep as string | undefined,
+          sweep: o.sweep === true ? true : (o.sweep as string[]).length ? (o.sweep as string[]) : undefined,
           val: o.val !== undefined ? parseNumber(String(o.val), '--val') : undefined,
           folds,
           refit: o.refit as RefitRows | undefined,
@@ -219,7 +208,12 @@ Fine-tuning (--head finetune, docs/finetune.md):
         if (json) process.stdout.write(JSON.stringify({ event: 'result', ok: true, out: r.dir, ...r.report }) + '\n');
         else {
           const rep = r.report;
-          if (rep.sweep) process.stdout.write(`sweep (${rep.sweep.mode}): ${rep.sweep.points.map((p) => `${rep.sweep!.param}=${p.value} ${pct(p.score)}${p.scores.length > 1 ? ` ± ${pct(p.std)}` : ''}`).join(', ')}; best ${rep.sweep.param}=${rep.sweep.best}\n`);
+          if (rep.sweep) {
+            const sw = rep.sweep;
+            const at = (v: Record<string, number>): string => sw.params.map((k) => `${k}=${v[k]}`).join(' ');
+            if (sw.params.length > 1) process.stdout.write(`grid: ${sw.params.map((k) => `${k} ∈ {${sw.grid[k].join(', ')}}`).join(' × ')} (${sw.points.length} points)\n`);
+            process.stdout.write(`sweep (${sw.mode}, ${sw.seconds.toFixed(2)} s): ${sw.points.map((p) => `${at(p.values)} ${pct(p.score)}${p.scores.length > 1 ? ` ± ${pct(p.std)}` : ''}`).join(', ')}; best ${at(sw.bestValues)}\n`);
+          }
           if (rep.cv) process.stdout.write(`${rep.cv.folds}-fold CV on train (${rep.cv.rows} rows): accuracy ${pct(rep.cv.mean)} ± ${pct(rep.cv.std)} (folds: ${rep.cv.scores.map(pct).join(', ')})\n`);
           if (rep.selection) process.stdout.write(`selection: ${rep.selection.method}; final head fitted on ${rep.selection.fitOn}${rep.selection.holdout ? `; ${rep.selection.holdout}` : ''}\n`);
           for (const [k, m] of Object.entries(rep.metrics)) process.stdout.write(summary(k, m) + '\n');

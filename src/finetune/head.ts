@@ -8,7 +8,9 @@
  */
 import ort from '../model/ort.js';
 import { XferError } from '../errors.js';
-import { checkPredictInput, registerHead, type FitContext, type Head, type HeadParams, type HeadState } from '../heads/head.js';
+import { decodeOnnxBytes } from '../onnx/io.js';
+import type { GraphPart, OnnxHeadOutputs } from '../onnx/graph-part.js';
+import { checkFitted, checkPredictInput, registerHead, type FitContext, type Head, type HeadParams, type HeadState } from '../heads/head.js';
 import type { Matrix } from '../heads/matrix.js';
 
 export const FINETUNE_MODEL_FILE = 'finetune.onnx';
@@ -98,6 +100,23 @@ export class FinetuneHead implements Head {
 
   toState(): HeadState {
     return { kind: 'finetune', params: this.params, nClasses: this.nClasses, nFeatures: this.nFeatures, info: this.info, arrays: {}, shapes: {}, files: { [FINETUNE_MODEL_FILE]: this.model } };
+  }
+
+  /** Its own graph (finetune.onnx), tensors prefixed, fed by x [N, d] reshaped to the tap's shape; its opset travels with it. */
+  toOnnx(g: GraphPart, x: string): OnnxHeadOutputs {
+    checkFitted(this);
+    const rowShape = this.info.rowShape;
+    if (!Array.isArray(rowShape)) throw new XferError('head: info.rowShape missing', { hint: 'the head folder is damaged; train it again' });
+    const m = decodeOnnxBytes(this.model, FINETUNE_MODEL_FILE);
+    const inits = new Set(m.graph.initializer.map((t) => t.name));
+    const input = m.graph.input.find((i) => !inits.has(i.name))?.name;
+    if (!input) throw new XferError(`head: ${FINETUNE_MODEL_FILE} has no input`, { hint: 'the head folder is damaged; train it again' });
+    const xin = g.op('Reshape', [x, g.int64('ft_shape', [rowShape.length + 1], [-1, ...(rowShape as number[])])]);
+    const ren = (t: string): string => (t === '' ? '' : t === input ? xin : `xfer_ft/${t}`);
+    for (const n of m.graph.node) g.nodes.push({ ...n, name: n.name ? `xfer_ft/${n.name}` : n.name, input: n.input.map(ren), output: n.output.map(ren) });
+    for (const t of m.graph.initializer) g.inits.push({ ...t, name: ren(t.name ?? '') });
+    const opset = m.opsetImport.find((o) => !o.domain)?.version ?? 0;
+    return { scores: ren(FINETUNE_OUTPUTS.logits), probs: ren(FINETUNE_OUTPUTS.probabilities), opset: Number(opset) };
   }
 
   /** Release the inference session (it is opened on first use). */

@@ -15,7 +15,8 @@
 import { XferError } from '../errors.js';
 import { gemm } from './kernel/matmul.js';
 import { argmaxRows, topKRows, type Matrix } from './matrix.js';
-import { checkFitInput, checkPredictInput, num, registerHead, type FitContext, type Head, type HeadParams, type HeadState } from './head.js';
+import type { GraphPart, OnnxHeadOutputs } from '../onnx/graph-part.js';
+import { checkFitInput, checkFitted, checkPredictInput, num, registerHead, type FitContext, type Head, type HeadParams, type HeadState } from './head.js';
 
 export const KNN_METRICS = ['cosine', 'euclidean'] as const;
 export const KNN_WEIGHTS = ['uniform', 'distance'] as const;
@@ -208,6 +209,11 @@ export class KnnHead implements Head {
     h.y = s.arrays.y as Int32Array;
     return h;
   }
+
+  toOnnx(g: GraphPart, x: string): OnnxHeadOutputs {
+    checkFitted(this);
+    return knnOnnx(g, this.toState(), x);
+  }
 }
 
 /** What knnOnnx needs from a graph under construction (export.ts's GraphPart provides it). */
@@ -268,7 +274,12 @@ export function knnOnnx(g: OnnxPart, st: HeadState, x: string): { scores: string
 }
 
 registerHead('knn', {
-  defaults: { k: 10, metric: 'cosine', weights: 'distance', temperature: 0.07 },
+  params: {
+    k: { default: 10, types: ['int'], min: 1 },
+    metric: { default: 'cosine', types: ['string'], values: KNN_METRICS },
+    weights: { default: 'distance', types: ['string'], values: KNN_WEIGHTS },
+    temperature: { default: 0.07, types: ['number'], gt: 0 },
+  },
   defaultTransforms: 'none',
   create: (p) => new KnnHead(p),
   fromState: (s) => KnnHead.fromState(s),

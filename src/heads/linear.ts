@@ -1,9 +1,11 @@
 /**
- * `linear`: multinomial logistic regression, L2, solved by L-BFGS — the same objective and stopping
- * rule as scikit-learn 1.2's LogisticRegression(solver='lbfgs'):
- *   minimise  Σ_i s_i · (−log softmax(W x_i + b)_{y_i}) + ‖W‖² / (2C)      (intercept not penalised)
- * with s_i = class weight of y_i (1, or n/(k·n_c) for class_weight='balanced'); stop at
- * max|∇| ≤ tol (1e-4), a relative decrease ≤ 2.2e-9, or maxIter (100).
+ * `linear`: multinomial logistic regression, L2, solved by L-BFGS — the same objective scaling and
+ * stopping rule as scikit-learn ≥ 1.5's LogisticRegression(solver='lbfgs'):
+ *   minimise  (1/S) Σ_i s_i · (−log softmax(W x_i + b)_{y_i}) + ‖W‖² / (2 C S)   (intercept not penalised)
+ * with s_i = class weight of y_i (1, or n/(k·n_c) for class_weight='balanced') and S = Σ s_i — the
+ * minimiser of the summed form C·Σ loss + ½‖W‖², but the gradient test max|∇| ≤ tol (1e-4) applies
+ * to the mean loss, as scikit-learn's does; or a relative decrease ≤ 64·eps, or maxIter (100).
+ * A fit may start from a neighbouring fit (`FitContext.warmStart`, used along a C sweep).
  * Each evaluation is ONE fused ORT graph (Z = X·W + b, log-sum-exp, softmax residual R, ∇W = Xᵀ·R);
  * X is fed by reference every time (no copy).
  */
@@ -13,7 +15,8 @@ import { graphSession, tensor } from './kernel/graph.js';
 import { buildLinearLossGrad } from './linear-graph.js';
 import { lbfgs } from './lbfgs.js';
 import { argmaxRows, balancedWeights, softmaxRows, type Matrix } from './matrix.js';
-import { checkFitInput, checkPredictInput, num, registerHead, type FitContext, type Head, type HeadParams, type HeadState } from './head.js';
+import type { GraphPart, OnnxHeadOutputs } from '../onnx/graph-part.js';
+import { checkFitInput, checkFitted, checkPredictInput, num, registerHead, type FitContext, type Head, type HeadParams, type HeadState } from './head.js';
 
 export class LinearHead implements Head {
   readonly kind = 'linear' as const;
@@ -27,8 +30,8 @@ export class LinearHead implements Head {
 
   constructor(readonly params: HeadParams) {}
 
-  async fit(X: Matrix, y: Int32Array, k: number, ctx: FitContext = {}): Promise<this> {
-    checkFitInput('linear', X, y, k);
+  async fit(X: Matrix, y: Int32Array, nClasses?: number, ctx: FitContext = {}): Promise<this> {
+    const k = checkFitInput('linear', X, y, nClasses);
     const { rows: n, cols: d, data } = X;
     const C = num(this.params, 'C');
     const sw = new Float64Array(n).fill(1);
@@ -36,15 +39,17 @@ export class LinearHead implements Head {
       const cw = balancedWeights(y, k);
       for (let i = 0; i < n; i++) sw[i] = cw[y[i]];
     }
-    const invC = 1 / C;
+    let S = 0;
+    for (let i = 0; i < n; i++) S += sw[i];
+    const invC = 1 / (C * S);
     const W32 = new Float32Array(d * k);
     const b32 = new Float32Array(k);
     // one fused graph per evaluation: logits, log-sum-exp, softmax residual and Xᵀ·R (linear-graph.ts)
     const Ys = new Float32Array(n * k);
     const sw32 = new Float32Array(n);
     for (let i = 0; i < n; i++) {
-      Ys[i * k + y[i]] = sw[i];
-      sw32[i] = sw[i];
+      Ys[i * k + y[i]] = sw[i] / S;
+      sw32[i] = sw[i] / S;
     }
     const sess = await graphSession('linear-lossgrad', buildLinearLossGrad, n * d * k);
     const feeds: Record<string, ort.Tensor> = {
@@ -73,10 +78,17 @@ export class LinearHead implements Head {
       return loss + 0.5 * invC * reg;
     };
     const w0 = new Float64Array(d * k + k);
+    const init = ctx.warmStart;
+    if (init instanceof LinearHead && init.nFeatures === d && init.nClasses === k) {
+      for (let i = 0; i < d * k; i++) w0[i] = init.W[i];
+      for (let c = 0; c < k; c++) w0[d * k + c] = init.b[c];
+    }
     const t0 = performance.now();
     const res = await lbfgs(fun, w0, {
       maxIter: num(this.params, 'maxIter'),
       gtol: num(this.params, 'tol'),
+      ftol: 64 * Number.EPSILON,
+      maxLs: 50,
       fNoise: 2e-7,
       onIter: (it, f, gmax, ev) => ctx.progress?.({ phase: "lbfgs", iter: it, loss: f, msg: `|g|=${gmax.toExponential(2)} evals=${ev}` }),
     });
@@ -104,6 +116,14 @@ export class LinearHead implements Head {
     return argmaxRows(await this.decisionFunction(X), X.rows, this.nClasses);
   }
 
+  /** MatMul + Add → Softmax. */
+  toOnnx(g: GraphPart, x: string): OnnxHeadOutputs {
+    checkFitted(this);
+    const z = g.op('MatMul', [x, g.const('W', [this.nFeatures, this.nClasses], this.W)]);
+    const scores = g.op('Add', [z, g.const('b', [this.nClasses], this.b)]);
+    return { scores, probs: g.op('Softmax', [scores], { axis: 1 }) };
+  }
+
   toState(): HeadState {
     return {
       kind: 'linear',
@@ -128,8 +148,14 @@ export class LinearHead implements Head {
 }
 
 registerHead('linear', {
-  defaults: { C: 1, classWeight: null, tol: 1e-4, maxIter: 100 },
+  params: {
+    C: { default: 1, types: ['number'], gt: 0 },
+    classWeight: { default: null, types: ['null', 'string'], values: ['balanced'] },
+    tol: { default: 1e-4, types: ['number'], gt: 0 },
+    maxIter: { default: 100, types: ['int'], min: 1 },
+  },
   defaultTransforms: 'none',
+  defaultSweep: 'C=1e-4..1e4:10',
   create: (p) => new LinearHead(p),
   fromState: (s) => LinearHead.fromState(s),
 });

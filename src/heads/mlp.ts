@@ -15,7 +15,8 @@ import { graphSession, tensor } from './kernel/graph.js';
 import { buildMlpStep } from './mlp-graph.js';
 import { Rng } from './rng.js';
 import { argmaxRows, softmaxRows, type Matrix } from './matrix.js';
-import { checkFitInput, checkPredictInput, num, registerHead, type FitContext, type Head, type HeadParams, type HeadState } from './head.js';
+import type { GraphPart, OnnxHeadOutputs } from '../onnx/graph-part.js';
+import { checkFitInput, checkFitted, checkPredictInput, num, registerHead, type FitContext, type Head, type HeadParams, type HeadState } from './head.js';
 import { XferError } from '../errors.js';
 
 /** Minibatch steps chained inside one fused graph run (see mlp-graph.ts); 8 measured ~10% faster than 4. */
@@ -76,8 +77,8 @@ export class MlpHead implements Head {
     return acts;
   }
 
-  async fit(X: Matrix, y: Int32Array, k: number, ctx: FitContext = {}): Promise<this> {
-    checkFitInput('mlp', X, y, k);
+  async fit(X: Matrix, y: Int32Array, nClasses?: number, ctx: FitContext = {}): Promise<this> {
+    const k = checkFitInput('mlp', X, y, nClasses);
     const t0 = performance.now();
     const hidden = this.hidden();
     const rng = new Rng(num(this.params, 'seed'));
@@ -238,6 +239,17 @@ export class MlpHead implements Head {
     return argmaxRows(await this.decisionFunction(X), X.rows, this.nClasses);
   }
 
+  /** (MatMul + Add + Relu)* → MatMul + Add → Softmax. */
+  toOnnx(g: GraphPart, x: string): OnnxHeadOutputs {
+    checkFitted(this);
+    let cur = x;
+    this.layers.forEach((L, l) => {
+      cur = g.op('Add', [g.op('MatMul', [cur, g.const(`W${l}`, [L.inDim, L.outDim], L.W)]), g.const(`b${l}`, [L.outDim], L.b)]);
+      if (l + 1 < this.layers.length) cur = g.op('Relu', [cur]);
+    });
+    return { scores: cur, probs: g.op('Softmax', [cur], { axis: 1 }) };
+  }
+
   toState(): HeadState {
     const arrays: HeadState['arrays'] = {};
     const shapes: HeadState['shapes'] = {};
@@ -271,20 +283,21 @@ function gather(X: Matrix, idx: Int32Array): Float32Array {
 }
 
 registerHead('mlp', {
-  defaults: {
-    hidden: [256],
-    dropout: 0,
-    lr: 1e-3,
-    batchSize: 200,
-    epochs: 200,
-    weightDecay: 1e-4,
-    earlyStopping: true,
-    validationFraction: 0.1,
-    patience: 10,
-    tol: 1e-4,
-    seed: 0,
+  params: {
+    hidden: { default: [256], types: ['ints'], min: 1, length: [1, 2] },
+    dropout: { default: 0, types: ['number'], min: 0, lt: 1 },
+    lr: { default: 1e-3, types: ['number'], gt: 0 },
+    batchSize: { default: 200, types: ['int'], min: 1 },
+    epochs: { default: 200, types: ['int'], min: 1 },
+    weightDecay: { default: 1e-4, types: ['number'], min: 0 },
+    earlyStopping: { default: true, types: ['bool'] },
+    validationFraction: { default: 0.1, types: ['number'], gt: 0, lt: 1 },
+    patience: { default: 10, types: ['int'], min: 0 },
+    tol: { default: 1e-4, types: ['number'], min: 0 },
+    seed: { default: 0, types: ['int'], min: 0 },
   },
   defaultTransforms: 'standardize',
+  defaultSweep: 'weightDecay=1e-5..1e-1:5',
   create: (p) => new MlpHead(p),
   fromState: (s) => MlpHead.fromState(s),
 });

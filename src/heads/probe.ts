@@ -85,7 +85,7 @@ export async function runProbe(data: ProbeData, o: ProbeOptions): Promise<ProbeR
   const seed = o.seed ?? 0;
   const tr = o.trainSubset ?? Array.from({ length: data.nTrain }, (_, i) => i);
   const yTr = Int32Array.from(tr, (i) => data.y[i]);
-  const points: SweepPoint[] = o.grid.values.map((value) => ({ value, score: 0, scores: [], std: 0, seconds: 0 }));
+  const points: SweepPoint[] = o.grid.values.map((value) => ({ value, values: { [o.grid.param]: value }, score: 0, scores: [], std: 0, seconds: 0 }));
   const folds = o.folds;
   // one line per probe for the fits' warnings (e.g. no convergence at the largest C), not one per fit
   const warned = new Map<string, number>();

@@ -17,7 +17,8 @@ export interface Report {
   rows: Record<string, number>;
   /** How the parameters were chosen and which rows the final head was fitted on (train only). */
   selection?: { method: string; refit: 'train' | 'train+val'; refitDefault: boolean; fitRows: number; fitOn: string; holdout?: string };
-  sweep?: { param: string; mode: string; folds?: number; points: SweepPoint[]; best: number };
+  /** `param` names the grid ("C" or "C × gamma"); `best` is the first axis's best value, `bestValues` all of them. */
+  sweep?: { param: string; params: string[]; grid: Record<string, number[]>; mode: string; folds?: number; points: SweepPoint[]; best: number; bestValues: Record<string, number>; seconds: number };
   /** k-fold cross-validated accuracy of the fixed parameters (`--folds` without `--sweep`). */
   cv?: { folds: number; scores: number[]; mean: number; std: number; rows: number };
   metrics: Record<string, Metrics>;
@@ -44,13 +45,21 @@ export async function writeReport(dir: string, r: Report, history?: { epoch: num
     if (m.labels.length <= 60) await png(`confusion-${split}.png`, confusionSvg(pruneConfusion(m).conf, pruneConfusion(m).labels, `Confusion matrix (${split}, ${m.n} rows)`));
   }
   if (r.sweep && r.sweep.points.length > 1) {
-    const pts = r.sweep.points;
-    await png('sweep.png', lineChartSvg([{ name: `${r.sweep.mode} accuracy`, x: pts.map((p) => p.value), y: pts.map((p) => p.score), err: pts.map((p) => p.std) }], {
-      title: `Sweep over ${r.sweep.param} (${r.kind})`,
-      xLabel: r.sweep.param,
+    // one curve over the first axis per combination of the other axes (a grid's slices)
+    const sw = r.sweep;
+    const [first, ...rest] = sw.params;
+    const slices = new Map<string, SweepPoint[]>();
+    for (const p of sw.points) {
+      const key = rest.map((k) => `${k}=${p.values[k]}`).join(' ');
+      slices.set(key, [...(slices.get(key) ?? []), p]);
+    }
+    const series = [...slices].map(([key, pts]) => ({ name: key ? `${key} (${sw.mode})` : `${sw.mode} accuracy`, x: pts.map((p) => p.value), y: pts.map((p) => p.score), err: pts.map((p) => p.std) }));
+    await png('sweep.png', lineChartSvg(series, {
+      title: `Sweep over ${sw.param} (${r.kind})`,
+      xLabel: first,
       yLabel: 'accuracy',
-      logX: pts.every((p) => p.value > 0),
-      mark: r.sweep.best,
+      logX: sw.points.every((p) => p.value > 0),
+      mark: sw.best,
     }));
   }
   if (history && history.length > 1) {
@@ -99,10 +108,12 @@ export function markdown(r: Report): string {
     L.push('');
   }
   if (r.sweep) {
-    L.push(`## Sweep over ${r.sweep.param} (${r.sweep.mode}${r.sweep.folds ? `, ${r.sweep.folds} folds` : ''})`, '');
-    L.push(`| ${r.sweep.param} | accuracy | ± std | seconds |`, '| ---: | ---: | ---: | ---: |');
-    for (const p of r.sweep.points) L.push(`| ${p.value} | ${pct(p.score)} | ${pct(p.std)} | ${p.seconds.toFixed(2)} |`);
-    L.push('', `Best ${r.sweep.param} = ${r.sweep.best}.`, '');
+    const sw = r.sweep;
+    L.push(`## Sweep over ${sw.param} (${sw.mode}${sw.folds ? `, ${sw.folds} folds` : ''})`, '');
+    if (sw.params.length > 1) L.push(`Grid: ${sw.params.map((k) => `${k} ∈ {${sw.grid[k].join(', ')}}`).join(' × ')} — ${sw.points.length} points.`, '');
+    L.push(`| ${sw.params.join(' | ')} | accuracy | ± std | seconds |`, `|${' ---: |'.repeat(sw.params.length + 3)}`);
+    for (const p of sw.points) L.push(`| ${sw.params.map((k) => p.values[k]).join(' | ')} | ${pct(p.score)} | ${pct(p.std)} | ${p.seconds.toFixed(2)} |`);
+    L.push('', `Best ${sw.params.map((k) => `${k} = ${sw.bestValues[k]}`).join(', ')}; the whole sweep took ${sw.seconds.toFixed(2)} s.`, '');
   }
   for (const [split, m] of Object.entries(r.metrics)) {
     L.push(`## Metrics on ${split} (${m.n} rows)`, '');

@@ -22,7 +22,8 @@ import { Rng } from './rng.js';
 import { dualCdL2 } from './svm-dualcd.js';
 export { dualCdL2 } from './svm-dualcd.js';
 import { argmaxRows, balancedWeights, softmaxRows, takeRows, type Matrix } from './matrix.js';
-import { checkFitInput, checkPredictInput, num, registerHead, type FitContext, type Head, type HeadParams, type HeadState } from './head.js';
+import type { GraphPart, OnnxHeadOutputs } from '../onnx/graph-part.js';
+import { checkFitInput, checkFitted, checkPredictInput, num, registerHead, type FitContext, type Head, type HeadParams, type HeadState } from './head.js';
 
 export class LinearSvmHead implements Head {
   readonly kind = 'svm' as const;
@@ -104,8 +105,8 @@ export class LinearSvmHead implements Head {
     return { W, b, iters: iters.filter((v) => v !== undefined), converged };
   }
 
-  async fit(X: Matrix, y: Int32Array, k: number, ctx: FitContext = {}): Promise<this> {
-    checkFitInput('svm', X, y, k);
+  async fit(X: Matrix, y: Int32Array, nClasses?: number, ctx: FitContext = {}): Promise<this> {
+    const k = checkFitInput('svm', X, y, nClasses);
     const t0 = performance.now();
     const r = await this.fitRaw(X, y, k, ctx);
     if (!r.converged) ctx.warn?.(`svm: dual coordinate descent reached maxIter=${num(this.params, 'maxIter')} before tol; results are usable, consider a smaller C or standardised features`);
@@ -175,6 +176,28 @@ export class LinearSvmHead implements Head {
 
   async predict(X: Matrix): Promise<Int32Array> {
     return argmaxRows(await this.decisionFunction(X), X.rows, this.nClasses);
+  }
+
+  /**
+   * MatMul + Add; probabilities = Platt sigmoid per class normalised to sum 1 when calibrated,
+   * else Softmax of the margins (what predictProba does).
+   */
+  toOnnx(g: GraphPart, x: string): OnnxHeadOutputs {
+    checkFitted(this);
+    const K = this.nClasses;
+    const z = g.op('MatMul', [x, g.const('W', [this.nFeatures, K], this.W)]);
+    const scores = g.op('Add', [z, g.const('b', [K], this.b)]);
+    if (!this.platt) return { scores, probs: g.op('Softmax', [scores], { axis: 1 }) };
+    // p_c = 1 / (1 + exp(A_c s_c + B_c)) = sigmoid(−(A_c s_c + B_c)), normalised to sum 1
+    const A = new Float32Array(K);
+    const B = new Float32Array(K);
+    for (let c = 0; c < K; c++) {
+      A[c] = -this.platt[2 * c];
+      B[c] = -this.platt[2 * c + 1];
+    }
+    const p = g.op('Sigmoid', [g.op('Add', [g.op('Mul', [scores, g.const('platt_negA', [K], A)]), g.const('platt_negB', [K], B)])]);
+    const sum = g.op('MatMul', [p, g.const('ones', [K, 1], new Float32Array(K).fill(1))]);
+    return { scores, probs: g.op('Div', [p, sum]) };
   }
 
   toState(): HeadState {
@@ -273,8 +296,17 @@ export function plattFit(s: Float64Array, t: Uint8Array): [number, number] {
 }
 
 registerHead('svm', {
-  defaults: { C: 1, classWeight: null, tol: 1e-4, maxIter: 1000, probability: false, seed: 0, workers: 0 },
+  params: {
+    C: { default: 1, types: ['number'], gt: 0 },
+    classWeight: { default: null, types: ['null', 'string'], values: ['balanced'] },
+    tol: { default: 1e-4, types: ['number'], gt: 0 },
+    maxIter: { default: 1000, types: ['int'], min: 1 },
+    probability: { default: false, types: ['bool'] },
+    seed: { default: 0, types: ['int'], min: 0 },
+    workers: { default: 0, types: ['int'], min: 0 },
+  },
   defaultTransforms: 'standardize',
+  defaultSweep: 'C=1e-4..1e4:10',
   create: (p) => new LinearSvmHead(p),
   fromState: (s) => LinearSvmHead.fromState(s),
 });

@@ -23,7 +23,7 @@ import path from 'node:path';
 import { XferError } from '../errors.js';
 import { isLockEntry, withFolderLock } from '../util/lock.js';
 import { loadRows, openFeatures, pickLayers, type FeatureFolder } from '../features/reader.js';
-import { createHead, defaultTransformsFor, headDefaults, type FitContext, type FitEvent, type HeadParams } from './head.js';
+import { createHead, defaultSweepFor, defaultTransformsFor, headDefaults, type FitContext, type FitEvent, type Head, type HeadParams } from './head.js';
 import './linear.js';
 import './svm-linear.js';
 import './svm-kernel.js';
@@ -35,7 +35,7 @@ import { checkCompatible, loadHead, saveHead, sourceOf, transformFor, type Train
 import { writeReport, type Report } from './report.js';
 import { replaceFolder } from '../util/atomic.js';
 import { REFIT_CHOICES, stratifiedFolds, stratifiedSplit, type RefitRows } from './split.js';
-import { bestPoint, parseSweep, type SweepPoint, type SweepSpec } from './sweep.js';
+import { bestPoint, gridName, gridPoints, parseSweeps, type SweepGrid, type SweepPoint, type SweepSpec } from './sweep.js';
 import { applyTransform, fitApplyChain, fitTransform, parseTransforms, type TransformSpec, type TransformState } from './transforms.js';
 
 export interface TrainOptions {
@@ -45,7 +45,12 @@ export interface TrainOptions {
   params?: HeadParams;
   /** Transform list or string (`standardize,pca:64`, `none`); default depends on the head. */
   transforms?: TransformSpec[] | string;
-  sweep?: string | SweepSpec;
+  /**
+   * Model selection: a spec (`C=1e-4..1e4`), several (a grid: every combination), `true` for the
+   * head's default grid, or an already parsed one.
+   */
+  sweep?: string | readonly string[] | true | SweepSpec | SweepGrid;
+  /** Carve this fraction of train as val when the folder has none (default: no carve, except 0.2 for a sweep scored on val). */
   val?: number;
   folds?: number;
   /** Rows the final head is fitted on; default train+val after a sweep on the validation split, else train. */
@@ -64,7 +69,7 @@ export { REFIT_CHOICES, type RefitRows } from './split.js';
 /** One progress event: `fit` = an iteration/epoch of some fit, `candidate` = one sweep value scored on one fold, `fold` = one CV fold scored. */
 export type TrainEvent =
   | ({ event: 'fit'; stage: string } & FitEvent)
-  | { event: 'candidate'; stage: 'sweep'; param: string; value: number; fold: number; folds: number; valAcc: number; seconds: number }
+  | { event: 'candidate'; stage: 'sweep'; param: string; value: number; values: Record<string, number>; fold: number; folds: number; valAcc: number; seconds: number }
   | { event: 'fold'; stage: 'cv'; fold: number; folds: number; valAcc: number; seconds: number };
 
 export interface TrainResult {
@@ -100,9 +105,11 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
   const params: HeadParams = { ...(opts.params ?? {}) };
   createHead(kind, params); // validate kind and params early
   const specs = typeof opts.transforms === 'string' ? parseTransforms(opts.transforms) : opts.transforms ?? parseTransforms(defaultTransformsFor(kind));
-  const sweep = typeof opts.sweep === 'string' ? parseSweep(opts.sweep) : opts.sweep;
-  if (sweep && !(sweep.param in headDefaults(kind))) {
-    throw new XferError(`--sweep: head ${kind} has no parameter '${sweep.param}'`, { hint: `sweepable: ${Object.entries(headDefaults(kind)).filter(([, v]) => typeof v === 'number').map(([k]) => k).join(', ')}` });
+  const sweep = toGrid(opts.sweep, kind);
+  for (const a of sweep?.axes ?? []) {
+    if (!(a.param in headDefaults(kind))) {
+      throw new XferError(`--sweep: head ${kind} has no parameter '${a.param}'`, { hint: `sweepable: ${Object.entries(headDefaults(kind)).filter(([, v]) => typeof v === 'number').map(([k]) => k).join(', ')}` });
+    }
   }
   if (opts.refit !== undefined && !REFIT_CHOICES.includes(opts.refit)) {
     throw new XferError(`--refit: expected ${REFIT_CHOICES.join(' or ')}, got '${String(opts.refit)}'`, { hint: 'train: the final head sees the training rows only (val stays a hold-out); train+val: it sees both' });
@@ -119,7 +126,10 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
   const test = labelled.filter((r) => r.split === 'test').map((r) => r.row);
   const labelOf = (row: number): number => f.index[row].label_index as number;
   let carved = false;
-  if (val.length === 0 && (opts.val !== undefined || !opts.folds)) {
+  // Without a sweep nothing needs a validation split: the head is fitted on every training row (as
+  // scikit-learn's fit(X_train)) unless --val asks for a hold-out. A sweep scored on val carves 0.2.
+  const hasTest = labelled.some((r) => r.split === 'test');
+  if (val.length === 0 && (opts.val !== undefined || (!!sweep && !opts.folds && hasTest))) {
     const frac = opts.val ?? 0.2;
     const s = stratifiedSplit(train.map(labelOf), frac, seed);
     val = s.val.map((i) => train[i]);
@@ -157,14 +167,18 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
   const foldsFrom = opts.folds ? `--folds ${opts.folds}` : `the sweep's default 5-fold CV`;
 
   /** Fit every candidate on (Xtr, ytr) with transforms fitted on Xtr only; return accuracies on Xva. */
+  // Candidates are fitted in grid order, each starting from its neighbour's solution (warm start:
+  // the same optimum, fewer iterations, as LogisticRegressionCV along its Cs).
   const scoreCandidates = async (cands: HeadParams[], Xtr: Matrix, ytr: Int32Array, Xva: Matrix, yva: Int32Array, fold: number, folds: number, done: (i: number, acc: number, seconds: number) => void): Promise<void> => {
     const { train: tr, others } = await fitApplyChain(specs, Xtr, [Xva], seed);
     const keep = Int32Array.from(yva.keys()).filter((i) => yva[i] >= 0);
+    let prev: Head | undefined;
     for (let c = 0; c < cands.length; c++) {
       const ts = performance.now();
       const h = createHead(kind, cands[c]);
-      const label = sweep ? `sweep ${sweep.param}=${String(cands[c][sweep.param])} fold ${fold + 1}/${folds}` : `cv fold ${fold + 1}/${folds}`;
-      await h.fit(tr, ytr, K, { progress: progress(label) });
+      const label = sweep ? `sweep ${sweep.axes.map((a) => `${a.param}=${String(cands[c][a.param])}`).join(' ')} fold ${fold + 1}/${folds}` : `cv fold ${fold + 1}/${folds}`;
+      await h.fit(tr, ytr, K, { progress: progress(label), warmStart: prev });
+      prev = h;
       const pred = await h.predict(others[0]);
       done(c, accuracy(keep.map((i) => pred[i]) as Int32Array, keep.map((i) => yva[i]) as Int32Array), (performance.now() - ts) / 1000);
     }
@@ -187,12 +201,14 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
 
   if (sweep) {
     const folds = useVal ? 0 : opts.folds ?? 5;
-    const points: SweepPoint[] = sweep.values.map((value) => ({ value, score: 0, scores: [], std: 0, seconds: 0 }));
-    const cands = points.map((p) => ({ ...params, [sweep.param]: p.value }));
+    const name = gridName(sweep);
+    const first = sweep.axes[0].param;
+    const points: SweepPoint[] = gridPoints(sweep).map((values) => ({ value: values[first], values, score: 0, scores: [], std: 0, seconds: 0 }));
+    const cands = points.map((p) => ({ ...params, ...p.values }));
     const done = (c: number, fold: number, acc: number, seconds: number): void => {
       points[c].scores.push(acc);
       points[c].seconds += seconds;
-      opts.progress?.({ event: 'candidate', stage: 'sweep', param: sweep.param, value: points[c].value, fold: fold + 1, folds: Math.max(1, folds), valAcc: acc, seconds });
+      opts.progress?.({ event: 'candidate', stage: 'sweep', param: name, value: points[c].value, values: points[c].values, fold: fold + 1, folds: Math.max(1, folds), valAcc: acc, seconds });
     };
     if (useVal) {
       // one copy of train+val so the sweep's transforms are fitted on train only
@@ -207,10 +223,12 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
       p.std = ms.std;
     }
     const best = bestPoint(points);
-    params[sweep.param] = best.value;
+    Object.assign(params, best.values);
     const mode = useVal ? 'validation split' : `${folds}-fold CV`;
-    sweepReport = { param: sweep.param, mode, folds: useVal ? undefined : folds, points, best: best.value };
-    method = useVal ? `sweep over ${sweep.param}: best mean accuracy on val (${nVa} rows)` : `sweep over ${sweep.param}: best mean accuracy in ${folds}-fold CV on train (${nTr} rows)`;
+    const grid = Object.fromEntries(sweep.axes.map((a) => [a.param, a.values]));
+    sweepReport = { param: name, params: sweep.axes.map((a) => a.param), grid, mode, folds: useVal ? undefined : folds, points, best: best.value, bestValues: best.values, seconds: points.reduce((a, p) => a + p.seconds, 0) };
+    const what = sweep.axes.length > 1 ? `grid ${sweep.axes.map((a) => `${a.param} (${a.values.length})`).join(' × ')} = ${points.length} points` : `sweep over ${name}`;
+    method = useVal ? `${what}: best mean accuracy on val (${nVa} rows)` : `${what}: best mean accuracy in ${folds}-fold CV on train (${nTr} rows)`;
   } else if (opts.folds) {
     const folds = opts.folds;
     const scores: number[] = [];
@@ -222,6 +240,7 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
     cvReport = { folds, scores, mean: ms.mean, std: ms.std, rows: nTr };
     method = `none (fixed parameters); ${folds}-fold CV on train (${nTr} rows) estimates accuracy`;
   }
+  if (!sweep && !opts.folds && nVa === 0) method = `none (fixed parameters); all ${nTr} training rows fitted, no validation split carved (--val 0.2 holds one out)`;
   const holdout =
     nVa === 0 || finalRows > nTr
       ? nTe > 0
@@ -289,6 +308,12 @@ async function trainUnlocked(opts: TrainOptions): Promise<TrainResult> {
     await writeReport(staging, report, history);
   }, { carry: isLockEntry });
   return { dir: opts.out, report, trained };
+}
+
+function toGrid(s: TrainOptions['sweep'], kind: string): SweepGrid | undefined {
+  if (s === undefined) return undefined;
+  if (s === true || typeof s === 'string' || Array.isArray(s)) return parseSweeps(s as string | string[] | true, defaultSweepFor(kind), kind);
+  return 'axes' in (s as object) ? (s as SweepGrid) : { axes: [s as SweepSpec] };
 }
 
 /** An existing, non-empty --out is refused unless `force` (a stale file of an older head must never survive beside a new one). */

@@ -53,6 +53,8 @@ function headSpec(file: string, json: HeadJsonShape): Spec {
         pairSv: { dtype: 'int32', shape: [null] },
         pairCoef: { dtype: 'float32', shape: [m] },
         rho: { dtype: 'float32', shape: [P] },
+        // Platt (A, B) per class pair when calibrated (probability=true)
+        platt: { dtype: 'float32', shape: [P, 2], optional: true },
       };
     }
     // A fine-tuned head keeps its weights in its ONNX file (json.files), checked when loaded.

@@ -6,18 +6,7 @@
  *   → backbone taps (pooled, float32, pruned to what the taps need) → Flatten each → Concat
  *   → the head's transforms (standardize: Sub mean, Mul 1/scale; l2: x / max(‖x‖₂, 1e-12);
  *     pca: MatMul componentsᵀ, Sub mean·componentsᵀ)
- *   → the head:
- *       linear  MatMul + Add → Softmax
- *       svm     MatMul + Add; probabilities = Platt sigmoid per class normalised to sum 1 when the
- *               head is calibrated, else Softmax of the margins (what predictProba does)
- *       mlp     (MatMul + Add + Relu)* → MatMul + Add → Softmax
- *       finetune  Reshape to the tap's shape → the head's own graph (finetune.onnx: the fine-tuned
- *               top of the backbone + the new classifier), its `logits` and `probabilities`
- *       svm-rbf kernel against the support vectors (‖x−sv‖² = ‖x‖² + ‖sv‖² − 2·x·svᵀ, Exp; or the
- *               polynomial kernel), MatMul with the dense one-vs-one coefficients − rho, then the
- *               one-vs-one vote as matrix products (votes + conf / (3(|conf| + 1)), sklearn's 'ovr'
- *               shape) → Softmax
- *       knn     MatMul against the stored rows → TopK → weighted one-hot vote (heads/knn.ts, knnOnnx)
+ *   → the head's own nodes (`Head.toOnnx`, in each head's file: the exporter knows no head kind)
  *   outputs: `probabilities` float [N, K] (= predictProba), `scores` float [N, K]
  *            (= decisionFunction), `label` int64 [N] (ArgMax of probabilities, first on ties).
  *
@@ -28,16 +17,15 @@
  */
 import ort from '../model/ort.js';
 import { XferError } from '../errors.js';
-import { floatTensor, int64Tensor, node, valueInfo } from '../onnx/builder.js';
-import { decodeOnnxBytes, externalWeightsDigest, readOnnxFile, serializeModel, writeOnnxFile } from '../onnx/io.js';
-import { DataType, type ModelProto, type NodeProto, type TensorProto } from '../onnx/proto.js';
+import { valueInfo } from '../onnx/builder.js';
+import { GraphPart, rowSumSq, transposed } from '../onnx/graph-part.js';
+import { externalWeightsDigest, readOnnxFile, serializeModel, writeOnnxFile } from '../onnx/io.js';
+import { DataType, type ModelProto } from '../onnx/proto.js';
 import type { CardFlags } from '../model/card-flags.js';
 import { buildTapModel } from '../model/tap-model.js';
 import { PIXEL_INPUT } from '../model/taps.js';
 import '../heads/index.js';
-import { FINETUNE_MODEL_FILE, FINETUNE_OUTPUTS } from '../finetune/head.js';
 import { loadHead, type TrainedHead } from '../heads/model.js';
-import { knnOnnx } from '../heads/knn.js';
 import { checkExternalWeights, headPlan, headPreprocessingRecord, headTaps, resolveHeadBackbone } from './predict.js';
 import { describePlan } from '../image/plan.js';
 
@@ -65,62 +53,6 @@ export interface ExportResult {
   fixedBatch: number | null;
 }
 
-/** Accumulates the head part of the graph with unique, prefixed names. */
-class GraphPart {
-  readonly nodes: NodeProto[] = [];
-  readonly inits: TensorProto[] = [];
-  private n = 0;
-  constructor(private readonly prefix: string) {}
-  name(s: string): string {
-    return `${this.prefix}/${s}_${this.n++}`;
-  }
-  const(s: string, dims: number[], data: Float32Array | number[]): string {
-    const name = this.name(s);
-    this.inits.push(floatTensor(name, dims, data));
-    return name;
-  }
-  op(opType: string, inputs: string[], attrs: Parameters<typeof node>[3] = {}, out?: string): string {
-    const o = out ?? this.name(opType.toLowerCase());
-    this.nodes.push(node(opType, inputs, [o], attrs));
-    return o;
-  }
-  opN(opType: string, inputs: string[], outputs: number, attrs: Parameters<typeof node>[3] = {}): string[] {
-    const outs = Array.from({ length: outputs }, () => this.name(opType.toLowerCase()));
-    this.nodes.push(node(opType, inputs, outs, attrs));
-    return outs;
-  }
-  int64(s: string, dims: number[], data: number[]): string {
-    const name = this.name(s);
-    this.inits.push(int64Tensor(name, dims, data));
-    return name;
-  }
-}
-
-/** x [N, d] → per-row sum of squares [N, 1] (MatMul with ones: no opset-dependent Reduce* axes). */
-function rowSumSq(g: GraphPart, x: string, d: number): string {
-  const sq = g.op('Mul', [x, x]);
-  return g.op('MatMul', [sq, g.const('ones', [d, 1], new Float32Array(d).fill(1))]);
-}
-
-/** d × k row-major → k × d row-major. */
-function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
-  const t = new Float32Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) t[j * rows + i] = a[i * cols + j];
-  return t;
-}
-
-function f32(h: TrainedHead, name: string): Float32Array {
-  const a = h.head.toState().arrays[name];
-  if (!(a instanceof Float32Array)) throw new XferError(`head: array ${name} missing or not float32`, { hint: 'the head folder is damaged; train it again' });
-  return a;
-}
-
-function i32(h: TrainedHead, name: string): Int32Array {
-  const a = h.head.toState().arrays[name];
-  if (!(a instanceof Int32Array)) throw new XferError(`head: array ${name} missing or not int32`, { hint: 'the head folder is damaged; train it again' });
-  return a;
-}
-
 /** Transforms: x [N, dIn] → [N, dOut]. */
 function transformNodes(g: GraphPart, t: TrainedHead, x: string): { out: string; d: number } {
   let cur = x;
@@ -145,7 +77,7 @@ function transformNodes(g: GraphPart, t: TrainedHead, x: string): { out: string;
         for (let j = 0; j < d; j++) s += tr.arrays.mean[j] * comps[r * d + j];
         mc[r] = s;
       }
-      cur = g.op('MatMul', [cur, g.const('pca_components_t', [d, k], transpose(comps, k, d))]);
+      cur = g.op('MatMul', [cur, g.const('pca_components_t', [d, k], transposed(comps, k, d))]);
       cur = g.op('Sub', [cur, g.const('pca_mean_proj', [k], mc)]);
       d = k;
     } else {
@@ -153,127 +85,6 @@ function transformNodes(g: GraphPart, t: TrainedHead, x: string): { out: string;
     }
   }
   return { out: cur, d };
-}
-
-/** The head: x [N, d] → { scores [N, K], probs [N, K] }. */
-function headNodes(g: GraphPart, t: TrainedHead, x: string, d: number): { scores: string; probs: string; opset?: number } {
-  const h = t.head;
-  const K = h.nClasses;
-  const st = h.toState();
-  if (h.nFeatures !== d) throw new XferError(`head: expects ${h.nFeatures} features but the transforms give ${d}`, { hint: 'the head folder is damaged; train it again' });
-  const softmax = (s: string): string => g.op('Softmax', [s], { axis: 1 });
-  switch (h.kind) {
-    case 'linear':
-    case 'svm': {
-      const z = g.op('MatMul', [x, g.const('W', [d, K], f32(t, 'W'))]);
-      const scores = g.op('Add', [z, g.const('b', [K], f32(t, 'b'))]);
-      const platt = st.arrays.platt;
-      if (h.kind === 'svm' && platt instanceof Float32Array) {
-        // p_c = 1 / (1 + exp(A_c s_c + B_c)) = sigmoid(−(A_c s_c + B_c)), normalised to sum 1
-        const A = new Float32Array(K);
-        const B = new Float32Array(K);
-        for (let c = 0; c < K; c++) {
-          A[c] = -platt[2 * c];
-          B[c] = -platt[2 * c + 1];
-        }
-        const p = g.op('Sigmoid', [g.op('Add', [g.op('Mul', [scores, g.const('platt_negA', [K], A)]), g.const('platt_negB', [K], B)])]);
-        const sum = g.op('MatMul', [p, g.const('ones', [K, 1], new Float32Array(K).fill(1))]);
-        return { scores, probs: g.op('Div', [p, sum]) };
-      }
-      return { scores, probs: softmax(scores) };
-    }
-    case 'mlp': {
-      let cur = x;
-      let l = 0;
-      let inDim = d;
-      while (`W${l}` in st.arrays) {
-        const [i, o] = st.shapes[`W${l}`];
-        if (i !== inDim) throw new XferError(`head: mlp layer ${l} expects ${i} inputs but gets ${inDim}`, { hint: 'the head folder is damaged; train it again' });
-        cur = g.op('Add', [g.op('MatMul', [cur, g.const(`W${l}`, [i, o], f32(t, `W${l}`))]), g.const(`b${l}`, [o], f32(t, `b${l}`))]);
-        inDim = o;
-        l++;
-        if (`W${l}` in st.arrays) cur = g.op('Relu', [cur]);
-      }
-      if (l === 0 || inDim !== K) throw new XferError(`head: mlp has no layers or ends in ${inDim} outputs for ${K} classes`, { hint: 'the head folder is damaged; train it again' });
-      return { scores: cur, probs: softmax(cur) };
-    }
-    case 'svm-rbf': {
-      const SV = f32(t, 'SV');
-      const nSv = SV.length / d;
-      const pairStart = i32(t, 'pairStart');
-      const pairSv = i32(t, 'pairSv');
-      const pairCoef = f32(t, 'pairCoef');
-      const rho = f32(t, 'rho');
-      const nP = (K * (K - 1)) / 2;
-      const kernel = h.params.kernel === 'poly' ? 'poly' : 'rbf';
-      const gamma = Number(st.info.gamma);
-      if (!(gamma > 0)) throw new XferError('head: svm-rbf has no valid gamma in head.json info', { hint: 'the head folder is damaged; train it again' });
-      const G = g.op('MatMul', [x, g.const('sv_t', [d, nSv], transpose(SV, nSv, d))]);
-      let Kx: string;
-      if (kernel === 'rbf') {
-        const svn = new Float32Array(nSv);
-        for (let i = 0; i < nSv; i++) {
-          let s = 0;
-          for (let j = 0; j < d; j++) s += SV[i * d + j] * SV[i * d + j];
-          svn[i] = s;
-        }
-        const xn = rowSumSq(g, x, d); // [N, 1]
-        const twoG = g.op('Mul', [G, g.const('two', [], [2])]);
-        const d2 = g.op('Sub', [g.op('Add', [xn, g.const('sv_norms', [1, nSv], svn)]), twoG]);
-        const d2c = g.op('Max', [d2, g.const('zero', [], [0])]);
-        Kx = g.op('Exp', [g.op('Mul', [d2c, g.const('neg_gamma', [], [-gamma])])]);
-      } else {
-        const base = g.op('Add', [g.op('Mul', [G, g.const('gamma', [], [gamma])]), g.const('coef0', [], [Number(h.params.coef0)])]);
-        Kx = g.op('Pow', [base, g.const('degree', [], [Number(h.params.degree)])]);
-      }
-      // dense one-vs-one coefficients [nSv, nP] (an SV may serve several pairs)
-      const coef = new Float32Array(nSv * nP);
-      for (let p = 0; p < nP; p++) for (let q = pairStart[p]; q < pairStart[p + 1]; q++) coef[pairSv[q] * nP + p] += pairCoef[q];
-      const P = g.op('Sub', [g.op('MatMul', [Kx, g.const('dual_coef', [nSv, nP], coef)]), g.const('rho', [nP], rho)]);
-      // votes: pair p = (a, b) gives a vote to a when P > 0, else to b; conf_a += P, conf_b −= P
-      const Aw = new Float32Array(nP * K);
-      const Bw = new Float32Array(nP * K);
-      let p = 0;
-      for (let a = 0; a < K; a++) {
-        for (let b = a + 1; b < K; b++) {
-          Aw[p * K + a] = 1;
-          Bw[p * K + b] = 1;
-          p++;
-        }
-      }
-      const AmB = Aw.map((v, i) => v - Bw[i]);
-      const pos = g.op('Cast', [g.op('Greater', [P, g.const('zero', [], [0])])], { to: DataType.FLOAT });
-      const neg = g.op('Sub', [g.const('one', [], [1]), pos]);
-      const votes = g.op('Add', [g.op('MatMul', [pos, g.const('vote_a', [nP, K], Aw)]), g.op('MatMul', [neg, g.const('vote_b', [nP, K], Bw)])]);
-      const conf = g.op('MatMul', [P, g.const('conf', [nP, K], AmB)]);
-      const denom = g.op('Mul', [g.op('Add', [g.op('Abs', [conf]), g.const('one', [], [1])]), g.const('three', [], [3])]);
-      const scores = g.op('Add', [votes, g.op('Div', [conf, denom])]);
-      return { scores, probs: softmax(scores) };
-    }
-    case 'knn':
-      return knnOnnx(g, st, x);
-    case 'finetune':
-      return finetuneNodes(g, x, st.files?.[FINETUNE_MODEL_FILE], st.info.rowShape);
-    default:
-      throw new XferError(`head: cannot export head kind '${String(h.kind)}'`, { hint: 'export supports linear, svm, svm-rbf, mlp, knn and finetune heads' });
-  }
-}
-
-/** A fine-tuned head's own graph, its tensors prefixed, fed by x [N, d] reshaped to the tap's shape. */
-function finetuneNodes(g: GraphPart, x: string, bytes: Uint8Array | undefined, rowShape: unknown): { scores: string; probs: string; opset: number } {
-  if (!bytes || !Array.isArray(rowShape)) throw new XferError(`head: ${FINETUNE_MODEL_FILE} or info.rowShape missing`, { hint: 'the head folder is damaged; train it again' });
-  const m = decodeOnnxBytes(bytes, FINETUNE_MODEL_FILE);
-  const inits = new Set(m.graph.initializer.map((t) => t.name));
-  const input = m.graph.input.find((i) => !inits.has(i.name))?.name;
-  if (!input) throw new XferError(`head: ${FINETUNE_MODEL_FILE} has no input`, { hint: 'the head folder is damaged; train it again' });
-  const shape = g.name('ft_shape');
-  g.inits.push(int64Tensor(shape, [rowShape.length + 1], [-1, ...(rowShape as number[])]));
-  const xin = g.op('Reshape', [x, shape]);
-  const ren = (t: string): string => (t === '' ? '' : t === input ? xin : `xfer_ft/${t}`);
-  for (const n of m.graph.node) g.nodes.push({ ...n, name: n.name ? `xfer_ft/${n.name}` : n.name, input: n.input.map(ren), output: n.output.map(ren) });
-  for (const t of m.graph.initializer) g.inits.push({ ...t, name: ren(t.name ?? '') });
-  const opset = m.opsetImport.find((o) => !o.domain)?.version ?? 0;
-  return { scores: ren(FINETUNE_OUTPUTS.logits), probs: ren(FINETUNE_OUTPUTS.probabilities), opset: Number(opset) };
 }
 
 /** Build the combined model in memory (see the file comment). */
@@ -299,7 +110,8 @@ export async function buildExportModel(headDir: string, opts: ExportOptions = {}
   const flat = tapModel.taps.map((tp) => g.op('Flatten', [tp.output], { axis: 1 }));
   const X = flat.length === 1 ? flat[0] : g.op('Concat', flat, { axis: 1 });
   const tr = transformNodes(g, head, X);
-  const { scores, probs, opset } = headNodes(g, head, tr.out, tr.d);
+  if (head.head.nFeatures !== tr.d) throw new XferError(`head: expects ${head.head.nFeatures} features but the transforms give ${tr.d}`, { hint: 'the head folder is damaged; train it again' });
+  const { scores, probs, opset } = head.head.toOnnx(g, tr.out);
   if (opset) {
     // the head's own graph may use a newer opset than the backbone's (same op semantics in between for the ops it uses)
     const imports = tapModel.model.opsetImport ?? [];
