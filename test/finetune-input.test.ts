@@ -7,7 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
@@ -119,6 +119,13 @@ describe('fine-tuning from the input (tiny generated classifier)', () => {
       await sess.release();
       await pred.close();
     }
+    // The head folder now exists: a new run there is refused unless --force, which replaces it.
+    await assert.rejects(finetune({ from: 'input', data, model, card, out, epochs: 1, batch: 4, seed: 2, threads: 1 }), /--out .*: folder exists \(a head\)/);
+    await writeFile(path.join(out, 'stale.txt'), 'from an older head');
+    const again = await finetune({ from: 'input', data, model, card, out, epochs: 1, batch: 4, seed: 2, threads: 1, force: true });
+    await again.head.close();
+    await assert.rejects(stat(path.join(out, 'stale.txt')), { code: 'ENOENT' });
+    await stat(path.join(out, 'head.json'));
   });
 
   test('augmentations are seeded and keep the image size; hflip twice is the identity', () => {

@@ -49,6 +49,7 @@ export function finetuneOptions(o: Flags): FinetuneOptions {
     device: o.device as string | undefined,
     augment: o.augment as string | undefined,
     resume: o.resume === true,
+    force: o.force === true,
   };
 }
 

@@ -131,7 +131,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--patience <n>', 'finetune: early stopping after n epochs without a better val accuracy; the best epoch is kept (0: off; default 3)')
     .option('--augment <list>', 'finetune --from input: hflip,crop,color or none (default hflip,crop)')
     .option('--resume', 'finetune: continue from the checkpoint in --out (written every epoch and on Ctrl-C)')
-    .option('--force', 'replace an existing --out folder (atomically, once the new head is complete)')
+    .option('--force', 'replace an existing --out folder (atomically, once the new head is complete; finetune: its old files go when training starts)')
     .addHelpText(
       'after',
       `

@@ -7,7 +7,7 @@
  * continues), stops on a non-finite loss naming the step, and saves a normal head folder
  * (finetune.onnx + head.json + report with curves and confusion matrices).
  */
-import { rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { XferError } from '../errors.js';
 import { readOnnxFile, serializeModel } from '../onnx/io.js';
@@ -19,6 +19,8 @@ import { stratifiedSplit } from '../heads/split.js';
 import { computeMetrics, type Metrics } from '../heads/metrics.js';
 import { saveHead, sourceOf, type HeadSource } from '../heads/model.js';
 import { writeReport, type Report } from '../heads/report.js';
+import { refuseExistingOut } from '../heads/train.js';
+import { isLockEntry, withFolderLock } from '../util/lock.js';
 import type { WriteFn } from '../util/atomic.js';
 import { buildInferenceModel, buildTrainingModel, initialWeights, planFinetune, TrainingSession, type FinetunePlan } from './index.js';
 import { epochOrder, FeatureRowSource, imageCount, oneViewPerImage, pickFromLayer, type Example, type ExampleSource } from './data.js';
@@ -30,6 +32,8 @@ export type Optimizer = 'sgd' | 'adamw';
 export const OPTIMIZERS: readonly Optimizer[] = ['sgd', 'adamw'];
 
 export interface FinetuneOptions {
+  /** Replace an existing --out folder (its old files are removed before training starts). */
+  force?: boolean;
   /** Feature folder extracted at `from` with `--pool none` (fine-tuning from a tap). */
   features?: string;
   /** Image dataset (fine-tuning from `input`, the whole network). */
@@ -305,8 +309,22 @@ function interrupted(file: string, epoch: number, batch: number): XferError {
   });
 }
 
-/** Fine-tune from a tap (`features`) or from the input (`data`); see the file comment. */
+/**
+ * Fine-tune from a tap (`features`) or from the input (`data`); see the file comment. --out is locked
+ * for the run, and an existing head there is refused unless `resume` (its checkpoint) or `force`.
+ */
 export async function finetune(opts: FinetuneOptions): Promise<FinetuneResult> {
+  return withFolderLock(opts.out, 'xfer train', async () => {
+    if (!opts.resume) {
+      await refuseExistingOut(opts.out, opts.force === true);
+      // --force: the old head's files go now; the checkpoint of this run is written beside the new ones.
+      for (const f of await readdir(opts.out)) if (!isLockEntry(f)) await rm(path.join(opts.out, f), { recursive: true, force: true });
+    }
+    return finetuneLocked(opts);
+  });
+}
+
+async function finetuneLocked(opts: FinetuneOptions): Promise<FinetuneResult> {
   const t0 = performance.now();
   const R = resolveFinetuneOptions(opts);
   const warnings: string[] = [];

@@ -317,7 +317,7 @@ function toGrid(s: TrainOptions['sweep'], kind: string): SweepGrid | undefined {
 }
 
 /** An existing, non-empty --out is refused unless `force` (a stale file of an older head must never survive beside a new one). */
-async function refuseExistingOut(out: string, force: boolean): Promise<void> {
+export async function refuseExistingOut(out: string, force: boolean): Promise<void> {
   let entries: string[];
   try {
     // This run's own lock (util/lock.ts) is already inside --out: it is not a previous head's file.
