@@ -6,6 +6,7 @@
  */
 import { open, readFile, rm, stat, utimes } from 'node:fs/promises';
 import os from 'node:os';
+import { pidAlive } from '../util/lock.js';
 
 export interface LockOptions {
   /** Called once when another live process holds the lock. */
@@ -29,15 +30,6 @@ interface Owner {
   pid: number;
   host: string;
   token: string;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function readOwner(file: string): Promise<Owner | null> {
@@ -66,7 +58,7 @@ export async function withLock<T>(file: string, fn: () => Promise<T>, opts: Lock
     }
     const owner = await readOwner(file);
     // A lock being written right now reads as empty; only a lock that stays unreadable is stale.
-    const stale = owner === null ? ++unreadable > 25 : (owner.host === os.hostname() && !alive(owner.pid)) || (await ageMs(file)) > STALE_MS;
+    const stale = owner === null ? ++unreadable > 25 : (owner.host === os.hostname() && !pidAlive(owner.pid)) || (await ageMs(file)) > STALE_MS;
     if (stale) {
       await rm(file, { force: true });
       continue;

@@ -87,7 +87,8 @@ async function ownerWritten(lockDir: string): Promise<Holder | null> {
   }
 }
 
-function pidAlive(pid: number): boolean {
+/** Whether a process of this host is alive (EPERM: alive, someone else's). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
