@@ -7,14 +7,14 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chmod, cp, lstat, mkdir, readFile, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import sharp from 'sharp';
-import { makeDataset, makeTinyModel, runCli, tmpDir, type CliResult } from './extract-helpers.js';
+import { makeDataset, makeTinyModel, runCli, runScript, tmpDir, type CliResult } from './extract-helpers.js';
 import { blobs, writeFolder } from './heads-helpers.js';
 import { REPO_ROOT } from './helpers/paths.js';
 import { XferError } from '../src/errors.js';
@@ -40,15 +40,7 @@ let head: string;
 const extract = (out: string, ...more: string[]) => runCli(['extract', '--model', model, '--data', data, '--out', out, '--batch', '2', '--shard-rows', '4', '--quiet', ...more]);
 
 function xfer(args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, XFER_NO_AUTO_SHARD: '1' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
+  return runScript(BIN, args);
 }
 
 /** Every file (bytes), symlink (target) and folder under `root`, except the subtree `skip`. */
