@@ -31,7 +31,7 @@ import { argmaxRows, softmaxRows, takeRows, type Matrix } from './matrix.js';
 import { rowSumSq, transposed, type GraphPart, type OnnxHeadOutputs } from '../onnx/graph-part.js';
 import { DataType } from '../onnx/proto.js';
 import { stratifiedFolds } from './split.js';
-import { plattFit } from './svm-linear.js';
+import { plattFit, plattNodes } from './svm-linear.js';
 import { checkFitInput, checkFitted, checkPredictInput, num, registerHead, type FitContext, type Head, type HeadParams, type HeadState } from './head.js';
 import { XferError } from '../errors.js';
 
@@ -588,14 +588,8 @@ export class KernelSvmHead implements Head {
     const scores = g.op('Add', [votes, g.op('Div', [conf, denom])]);
     if (!this.platt) return { scores, probs: g.op('Softmax', [scores], { axis: 1 }) };
 
-    // r_ab = P(a | a or b) = 1 / (1 + exp(A f + B)) = sigmoid(−A f − B), clipped like libsvm
-    const negA = new Float32Array(nP);
-    const negB = new Float32Array(nP);
-    for (let p = 0; p < nP; p++) {
-      negA[p] = -this.platt[2 * p];
-      negB[p] = -this.platt[2 * p + 1];
-    }
-    const r0 = g.op('Sigmoid', [g.op('Add', [g.op('Mul', [P, g.const('platt_negA', [nP], negA)]), g.const('platt_negB', [nP], negB)])]);
+    // r_ab = P(a | a or b) = sigmoid(−A f − B), clipped like libsvm
+    const r0 = plattNodes(g, P, this.platt, nP);
     const r = g.op('Min', [g.op('Max', [r0, g.const('pmin', [], [MIN_PROB])]), g.const('pmax', [], [1 - MIN_PROB])]);
     const s = g.op('Sub', [g.const('one', [], [1]), r]); // r_ba
     // augmented system [Q e; eᵀ 0] (m = K + 1) as [N, m·m]: Q_aa += r_ba², Q_bb += r_ab², Q_ab = Q_ba = −r_ab·r_ba

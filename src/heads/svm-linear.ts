@@ -188,14 +188,8 @@ export class LinearSvmHead implements Head {
     const z = g.op('MatMul', [x, g.const('W', [this.nFeatures, K], this.W)]);
     const scores = g.op('Add', [z, g.const('b', [K], this.b)]);
     if (!this.platt) return { scores, probs: g.op('Softmax', [scores], { axis: 1 }) };
-    // p_c = 1 / (1 + exp(A_c s_c + B_c)) = sigmoid(−(A_c s_c + B_c)), normalised to sum 1
-    const A = new Float32Array(K);
-    const B = new Float32Array(K);
-    for (let c = 0; c < K; c++) {
-      A[c] = -this.platt[2 * c];
-      B[c] = -this.platt[2 * c + 1];
-    }
-    const p = g.op('Sigmoid', [g.op('Add', [g.op('Mul', [scores, g.const('platt_negA', [K], A)]), g.const('platt_negB', [K], B)])]);
+    // p_c = sigmoid(−(A_c s_c + B_c)), normalised to sum 1
+    const p = plattNodes(g, scores, this.platt, K);
     const sum = g.op('MatMul', [p, g.const('ones', [K, 1], new Float32Array(K).fill(1))]);
     return { scores, probs: g.op('Div', [p, sum]) };
   }
@@ -220,6 +214,17 @@ export class LinearSvmHead implements Head {
     h.platt = (s.arrays.platt as Float32Array | undefined) ?? null;
     return h;
   }
+}
+
+/** ONNX nodes of Platt's sigmoid on n score columns: 1 / (1 + exp(A s + B)) = sigmoid(−A s − B), (A, B) interleaved in `platt`. */
+export function plattNodes(g: GraphPart, s: string, platt: Float32Array, n: number): string {
+  const negA = new Float32Array(n);
+  const negB = new Float32Array(n);
+  for (let c = 0; c < n; c++) {
+    negA[c] = -platt[2 * c];
+    negB[c] = -platt[2 * c + 1];
+  }
+  return g.op('Sigmoid', [g.op('Add', [g.op('Mul', [s, g.const('platt_negA', [n], negA)]), g.const('platt_negB', [n], negB)])]);
 }
 
 /**
