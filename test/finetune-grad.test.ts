@@ -188,6 +188,12 @@ test('NCHWc depthwise kernels (stride 1, Keras Pad + stride 2, dilation 2) give 
   }
 });
 
+test('a model tensor named like one of the training graph\'s own (loss) is refused with the node named', () => {
+  const m = model([node('Conv', ['in', 'c0'], ['loss'], { kernel_shape: [1, 1] }), node('Relu', ['loss'], ['r0'])], [w('c0', [C, C, 1, 1]), old(C)], 'r0');
+  const plan = planFinetune(m, { from: 'in', nClasses: K });
+  assert.throws(() => buildTrainingModel(m, plan, { optimizer: 'sgd', momentum: 0.9, weightDecay: 0, labelSmoothing: 0 }), (e: unknown) => e instanceof XferError && /tensor named "loss" \(node loss\)/.test(e.message));
+});
+
 test('plan: frozen blocks are not trained, blocks follow residual units', () => {
   const m = cases().find((c) => c.freeze === 1)!.model;
   const all = planFinetune(m, { from: 'in', nClasses: K });

@@ -70,6 +70,21 @@ function forward(lw: Lowering, plan: FinetunePlan, input: string): { logits: str
   return { logits, feats };
 }
 
+/** The names the training graph gives its own tensors must not be tensors of the model's part. */
+function refuseNameClashes(part: ReturnType<typeof partOf>, plan: FinetunePlan): void {
+  const own = new Set<string>([IO.target, IO.invN, IO.loss, IO.logits, IO.probabilities, IO.bc2, HEAD_WEIGHT, HEAD_BIAS]);
+  if (plan.from !== IO.x) own.add(IO.x);
+  for (const n of part.nodes) {
+    for (const t of [...n.input, ...n.output]) {
+      if (t && (own.has(t) || /^(lr|decay):|@next$|@grad$|#(m|v|mom)$/.test(t))) {
+        throw new XferError(`fine-tune: the model has a tensor named "${t}" (node ${n.name || n.output[0]}), a name the training graph uses for its own tensors`, {
+          hint: 'rename that tensor in the ONNX file (e.g. with onnx.helper in Python) and extract again',
+        });
+      }
+    }
+  }
+}
+
 function activationsIn(plan: FinetunePlan, name: string): ReturnType<typeof valueInfo> {
   return valueInfo(name, DataType.FLOAT, ['N', ...plan.fromShape]);
 }
@@ -93,6 +108,7 @@ function checkOptions(opts: TrainGraphOptions): void {
 export function buildTrainingModel(model: ModelProto, plan: FinetunePlan, opts: TrainGraphOptions): ModelProto {
   checkOptions(opts);
   const part = partOf(model, plan);
+  refuseNameClashes(part, plan);
   const trainable = new Set(plan.params.map((p) => p.name));
   if (opts.nchwc && !(Number.isInteger(opts.nchwc.batch) && opts.nchwc.batch > 0 && opts.nchwc.block > 1)) throw new XferError(`fine-tune: NCHWc options ${JSON.stringify(opts.nchwc)}`);
   const lw = new Lowering(part, trainable, opts.nchwc);
