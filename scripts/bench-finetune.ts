@@ -124,6 +124,7 @@ async function compare(name: string, images: string, features: string, trainSpli
     features: f.dir,
     from: FROM,
     out: path.join(OUT, `${name}-head`),
+    force: true,
     epochs: EPOCHS,
     batch: BATCH,
     lr: LR,
