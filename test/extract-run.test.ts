@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { folderBytes, havePythonNumpy, pythonWithNumpy, makeDataset, makeTinyModel, runCli, spawnCli, tmpDir } from './extract-helpers.js';
 import { DEFAULT_BATCH_CPU } from '../src/runtime/plan.js';
@@ -42,21 +42,26 @@ async function assertSameFolder(a: string, b: string, ignoreMeta: string[] = [])
   assert.deepEqual(ma, mb);
 }
 
-async function waitFor(cond: () => Promise<boolean>, ms = 20000): Promise<void> {
-  const t = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - t > ms) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 10));
-  }
+/** Resolves once the child (run with --json) has reported `n` committed shards on stdout; rejects if it ends first. */
+function shardsReported(child: ChildProcess, n: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = 0;
+    let buf = '';
+    const onData = (d: Buffer) => {
+      buf += d.toString();
+      const lines = buf.split('\n');
+      buf = lines.pop()!;
+      for (const l of lines) if (l.includes('"event":"shard"') && ++seen === n) {
+        child.stdout!.off('data', onData);
+        child.off('close', onClose);
+        resolve();
+      }
+    };
+    const onClose = (code: number | null) => reject(new Error(`the run ended (exit ${code}) after ${seen} of ${n} shards`));
+    child.stdout!.on('data', onData);
+    child.once('close', onClose);
+  });
 }
-
-const committedShards = async (out: string) => {
-  try {
-    return (await meta(out)).counts.shards as number;
-  } catch {
-    return 0;
-  }
-};
 
 describe('xfer extract (end to end)', () => {
   before(async () => {
@@ -123,8 +128,8 @@ print(a.shape)`;
   test('kill -9 mid-run, then --resume: byte-identical to an uninterrupted run', async () => {
     const out = path.join(dir, 'killed');
     // The run holds after its second shard until it is killed.
-    const child = spawnCli([...base(), '--out', out], { XFER_TEST_HOLD_AFTER_SHARDS: '2' });
-    await waitFor(async () => (await committedShards(out)) >= 2);
+    const child = spawnCli([...base(), '--out', out, '--json'], { XFER_TEST_HOLD_AFTER_SHARDS: '2' });
+    await shardsReported(child, 2);
     child.kill('SIGKILL');
     await new Promise((r) => child.once('close', r));
     const m = await meta(out);
@@ -138,8 +143,8 @@ print(a.shape)`;
   test('Ctrl-C stops after the batch in flight (exit 130); --resume completes identically', async () => {
     const out = path.join(dir, 'sigint');
     // The run holds after its first shard until Ctrl-C; the batches already at the backbone are then finished.
-    const child = spawnCli([...base(), '--out', out], { XFER_TEST_HOLD_AFTER_SHARDS: '1' });
-    await waitFor(async () => (await committedShards(out)) >= 1);
+    const child = spawnCli([...base(), '--out', out, '--json'], { XFER_TEST_HOLD_AFTER_SHARDS: '1' });
+    await shardsReported(child, 1);
     child.kill('SIGINT');
     const code = await new Promise<number | null>((r) => child.once('close', (c) => r(c)));
     assert.equal(code, 130);

@@ -335,9 +335,18 @@ async function runExtraction(opts: ExtractOptions, lock: FolderLock): Promise<Ex
 }
 
 /** Resolves when `signal` aborts (never without one). */
-function untilAborted(signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) resolve();
-    else signal?.addEventListener('abort', () => resolve(), { once: true });
-  });
+/**
+ * The test hook's hold. A ref'd timer keeps the process alive meanwhile: idle worker threads are
+ * unref'd, so without it node would exit (13, an unsettled top-level await) before the signal came.
+ */
+async function untilAborted(signal: AbortSignal | undefined): Promise<void> {
+  const alive = setInterval(() => {}, 2 ** 30);
+  try {
+    await new Promise<void>((resolve) => {
+      if (signal?.aborted) resolve();
+      else signal?.addEventListener('abort', () => resolve(), { once: true });
+    });
+  } finally {
+    clearInterval(alive);
+  }
 }
