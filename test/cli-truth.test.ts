@@ -9,14 +9,14 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
 import type { Option } from 'commander';
 import { REPO_ROOT } from './helpers/paths.js';
 import { buildProgram } from '../src/cli/main.js';
 import { HEAD_KINDS } from '../src/heads/head.js';
+import { tempDir } from './helpers/tmp.js';
 
 const BIN = path.join(REPO_ROOT, 'bin', 'xfer.js');
 
@@ -95,8 +95,8 @@ describe('xfer CLI: exit codes, outputs and examples that run as written', () =>
   const noCuda = { XFER_ORT_BIN_DIR: '' };
 
   before(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-truth-'));
-    noCuda.XFER_ORT_BIN_DIR = await mkdtemp(path.join(os.tmpdir(), 'xfer-no-cuda-'));
+    dir = await tempDir('xfer-truth-');
+    noCuda.XFER_ORT_BIN_DIR = await tempDir('xfer-no-cuda-');
     data = path.join(dir, 'data');
     // train: 4 per class; val: 1 per class plus a red image filed under green (a labelling mistake eval must show).
     await colourImages(path.join(data, 'train'), 4, 1);
@@ -235,7 +235,7 @@ describe('xfer CLI: exit codes, outputs and examples that run as written', () =>
     const readme = await readFile(path.join(REPO_ROOT, 'README.md'), 'utf8');
     const m = /## API tour[\s\S]*?```(?:ts|js)\n([\s\S]*?)```/.exec(readme);
     assert.ok(m, 'README has an API tour code block');
-    const work = await mkdtemp(path.join(os.tmpdir(), 'xfer-tour-'));
+    const work = await tempDir('xfer-tour-');
     try {
       // An app folder where `import 'xfer'` resolves to this checkout, with the images the tour names.
       await mkdir(path.join(work, 'node_modules'));

@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, writeFile, mkdir } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
 import { REPO_ROOT, NO_SHARED, shared } from './helpers/paths.js';
 import { VERSION } from '../src/version.js';
+import { tempDir } from './helpers/tmp.js';
 
 const BIN = path.join(REPO_ROOT, 'bin', 'xfer.js');
 
@@ -55,7 +55,7 @@ test('xfer layers on SqueezeNet fp16 (../shared)', { skip: NO_SHARED }, () => {
 });
 
 test('bad model inputs: one-line errors naming the file, non-zero exit, stack only with --verbose', async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-cli-'));
+  const dir = await tempDir('xfer-cli-');
   assertCleanError(xfer('layers', path.join(dir, 'missing.onnx')), /missing\.onnx: model file not found/);
   const txt = path.join(dir, 'notes.onnx');
   await writeFile(txt, 'hello, not a model\n'.repeat(10));
@@ -69,7 +69,7 @@ test('bad model inputs: one-line errors naming the file, non-zero exit, stack on
 });
 
 test('an unknown tap name lists the closest names', async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-cli-'));
+  const dir = await tempDir('xfer-cli-');
   await mkdir(path.join(dir, 'data', 'a'), { recursive: true });
   await sharp({ create: { width: 32, height: 32, channels: 3, background: '#808080' } }).jpeg().toFile(path.join(dir, 'data', 'a', '1.jpg'));
   const r = xfer('extract', '--model', 'mobilenet_v2', '--layers', 'block_13_expand_rel', '--data', path.join(dir, 'data'), '--out', path.join(dir, 'f'), '--quiet');

@@ -9,8 +9,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
 import ort from '../src/model/ort.js';
@@ -24,6 +23,7 @@ import { exportOnnx } from '../src/predict/export.js';
 import { PIXEL_INPUT } from '../src/model/taps.js';
 import { XferError } from '../src/errors.js';
 import { REPO_ROOT } from './helpers/paths.js';
+import { tempDir } from './helpers/tmp.js';
 
 const CLASSES = ['blue_checks', 'green_vstripes', 'red_hstripes'];
 const PER_CLASS = 8;
@@ -129,7 +129,7 @@ function runXfer(args: string[]): Promise<{ code: number | null; stdout: string;
 
 describe('predict and export with backbone + head', () => {
   before(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-predict-'));
+    dir = await tempDir('xfer-predict-');
     data = path.join(dir, 'data');
     feats = path.join(dir, 'feats');
     await makeImages(data);

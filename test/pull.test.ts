@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import http from 'node:http';
 import https from 'node:https';
@@ -22,6 +22,7 @@ import { pullEntry, registerLocalFile } from '../src/model/pull.js';
 import { builtinCardDir, resolveBackbone } from '../src/model/registry.js';
 import { sha256File } from '../src/util/hash.js';
 import { NO_SHARED, REPO_ROOT, shared } from './helpers/paths.js';
+import { tempDir } from './helpers/tmp.js';
 
 const V2 = 'mobilenet_v2_1.0_224_quant.tflite';
 const FILES: Record<string, string> = {
@@ -122,7 +123,7 @@ async function coral(id = 'mobilenet-v2-quant'): Promise<CatalogEntry> {
 
 /** A fresh cache and the server, torn down after. */
 async function session(fn: (srv: Server, cache: string) => Promise<void>): Promise<void> {
-  const cache = await mkdtemp(path.join(os.tmpdir(), 'xfer-pull-'));
+  const cache = await tempDir('xfer-pull-');
   const srv = await startServer();
   try {
     await withEnv({ XFER_CACHE: cache, HTTP_PROXY: undefined, http_proxy: undefined, XFER_OFFLINE: undefined }, () => fn(srv, cache));
@@ -475,7 +476,7 @@ test('xfer pull and xfer models on the command line: download, the present colum
 });
 
 test('https: direct when NO_PROXY matches, else through the HTTPS_PROXY CONNECT tunnel', { skip: NO_SHARED }, async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-tls-'));
+  const dir = await tempDir('xfer-tls-');
   try {
     const key = path.join(dir, 'key.pem');
     const cert = path.join(dir, 'cert.pem');
