@@ -337,18 +337,22 @@ test('two pulls of one model at once make one download', { skip: NO_SHARED }, as
   });
 });
 
-test('a stale lock (dead owner, or untouched for 2 minutes) is taken over', { skip: NO_SHARED }, async () => {
+test('a stale lock (dead owner, or untouched past the stale time) is taken over', { skip: NO_SHARED }, async () => {
   await session(async (srv) => {
     const e = await coral('mobilenet-v1-embed');
     const dest = cachedPath(e, e.catalog.files[0]);
     await mkdir(path.dirname(dest), { recursive: true });
     // A pid that cannot be alive: above the kernel's pid_max.
-    await writeFile(`${dest}.lock`, JSON.stringify({ pid: 2 ** 22 + 1, host: os.hostname(), token: 'dead' }));
+    const plant = async (owner: object) => {
+      await mkdir(`${dest}.lock`);
+      await writeFile(path.join(`${dest}.lock`, 'owner.json'), JSON.stringify({ since: new Date().toISOString(), command: 'xfer pull', ...owner }));
+    };
+    await plant({ pid: 2 ** 22 + 1, host: os.hostname(), token: 'dead' });
     await withEnv({ XFER_MIRROR: `${srv.base}/ok` }, () => pullEntry(e, FAST));
     await assertVerified(e);
-    // Another host's lock that nobody has touched for 2 minutes (its owner's heartbeat stopped) is stale too.
+    // Another host's lock that nobody has touched for minutes (its owner's heartbeat stopped) is stale too.
     await rm(dest);
-    await writeFile(`${dest}.lock`, JSON.stringify({ pid: process.pid, host: 'elsewhere', token: 'old' }));
+    await plant({ pid: process.pid, host: 'elsewhere', token: 'old' });
     const old = new Date(Date.now() - 5 * 60_000);
     await utimes(`${dest}.lock`, old, old);
     await withEnv({ XFER_MIRROR: `${srv.base}/ok` }, () => pullEntry(e, FAST));
