@@ -127,8 +127,9 @@ test('xfer classify --card … --json prints one JSON object per image and exits
   const out: string[] = [];
   const write = process.stdout.write.bind(process.stdout);
   const errWrite = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((s: string) => (out.push(s), true)) as typeof process.stdout.write;
-  process.stderr.write = (() => true) as typeof process.stderr.write;
+  // Only text is the command's: node's test runner sends its own (binary) reports through stdout too.
+  process.stdout.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? (out.push(s), true) : write(s, ...rest))) as typeof process.stdout.write;
+  process.stderr.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? true : errWrite(s, ...rest))) as typeof process.stderr.write;
   const before = process.exitCode;
   // A file that exists but is no image is skipped (exit 3); a path that does not exist is a usage error (exit 2, test/cli-truth.test.ts).
   const notImage = path.join(await tempDir('xfer-classify-'), 'notes.jpg');
