@@ -190,7 +190,7 @@ test('sweep: one extraction, probes per (tap, pool, head), outputs, the best pro
   assert.equal(head.source.layers[0].name, r.best.tap);
   assert.equal(head.source.layers[0].pool, r.best.pool);
   const imgs = (await readdir(path.join(data, 'val', 'bees'))).slice(0, 2).map((f) => path.join(data, 'val', 'bees', f));
-  const p = await openPredictor(r.bestHead);
+  const p = await openPredictor(r.bestHead, { workers: 1 });
   try {
     const res = await p.predict(imgs);
     assert.equal(res.length, 2);
