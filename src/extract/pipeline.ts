@@ -335,18 +335,12 @@ async function runExtraction(opts: ExtractOptions, lock: FolderLock): Promise<Ex
 }
 
 /** Resolves when `signal` aborts (never without one). */
-/**
- * The test hook's hold. A ref'd timer keeps the process alive meanwhile: idle worker threads are
- * unref'd, so without it node would exit (13, an unsettled top-level await) before the signal came.
- */
-async function untilAborted(signal: AbortSignal | undefined): Promise<void> {
-  const alive = setInterval(() => {}, 2 ** 30);
-  try {
-    await new Promise<void>((resolve) => {
-      if (signal?.aborted) resolve();
-      else signal?.addEventListener('abort', () => resolve(), { once: true });
-    });
-  } finally {
-    clearInterval(alive);
-  }
+function untilAborted(signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    // A pending promise alone does not keep Node running (idle workers are unref'd): hold a timer,
+    // or the process ends with "unsettled top-level await" (exit 13) before the interrupt comes.
+    const keep = setInterval(() => {}, 2 ** 30);
+    signal?.addEventListener('abort', () => { clearInterval(keep); resolve(); }, { once: true });
+  });
 }
