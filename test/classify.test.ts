@@ -7,14 +7,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { XferError } from '../src/errors.js';
 import { loadCard } from '../src/model/card.js';
 import { discoverDataset } from '../src/image/discover.js';
 import { Classifier, looksLikeProbabilities, mapLabels, softmax, topK, type ClassifyResult } from '../src/predict/classify.js';
+import { tempDir } from './helpers/tmp.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const shared = path.resolve(repoRoot, '../shared');
@@ -106,7 +106,7 @@ test('classify reports unreadable images and keeps going', { skip: noShared }, a
 });
 
 test('a labels file that does not fit the model output is refused', { skip: noShared }, async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-labels-'));
+  const dir = await tempDir('xfer-labels-');
   const labels = path.join(dir, 'ten.txt');
   await writeFile(labels, `${names(10).join('\n')}\n`);
   const clf = await Classifier.fromSpec(modelFile, { card: cardFile, labels, device: 'cpu' });
@@ -127,11 +127,12 @@ test('xfer classify --card … --json prints one JSON object per image and exits
   const out: string[] = [];
   const write = process.stdout.write.bind(process.stdout);
   const errWrite = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((s: string) => (out.push(s), true)) as typeof process.stdout.write;
-  process.stderr.write = (() => true) as typeof process.stderr.write;
+  // Only text is the command's: node's test runner sends its own (binary) reports through stdout too.
+  process.stdout.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? (out.push(s), true) : write(s, ...rest))) as typeof process.stdout.write;
+  process.stderr.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? true : errWrite(s, ...rest))) as typeof process.stderr.write;
   const before = process.exitCode;
   // A file that exists but is no image is skipped (exit 3); a path that does not exist is a usage error (exit 2, test/cli-truth.test.ts).
-  const notImage = path.join(await mkdtemp(path.join(os.tmpdir(), 'xfer-classify-')), 'notes.jpg');
+  const notImage = path.join(await tempDir('xfer-classify-'), 'notes.jpg');
   await writeFile(notImage, 'not an image\n');
   try {
     await program.parseAsync(['node', 'xfer', 'classify', '--card', cardFile, '--top', '2', '--json', '--device', 'cpu', path.join(shared, 'images/parrot.jpg'), notImage]);

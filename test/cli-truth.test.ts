@@ -9,14 +9,14 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
 import type { Option } from 'commander';
 import { REPO_ROOT } from './helpers/paths.js';
 import { buildProgram } from '../src/cli/main.js';
 import { HEAD_KINDS } from '../src/heads/head.js';
+import { tempDir } from './helpers/tmp.js';
 
 const BIN = path.join(REPO_ROOT, 'bin', 'xfer.js');
 
@@ -95,8 +95,8 @@ describe('xfer CLI: exit codes, outputs and examples that run as written', () =>
   const noCuda = { XFER_ORT_BIN_DIR: '' };
 
   before(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-truth-'));
-    noCuda.XFER_ORT_BIN_DIR = await mkdtemp(path.join(os.tmpdir(), 'xfer-no-cuda-'));
+    dir = await tempDir('xfer-truth-');
+    noCuda.XFER_ORT_BIN_DIR = await tempDir('xfer-no-cuda-');
     data = path.join(dir, 'data');
     // train: 4 per class; val: 1 per class plus a red image filed under green (a labelling mistake eval must show).
     await colourImages(path.join(data, 'train'), 4, 1);
@@ -174,7 +174,11 @@ describe('xfer CLI: exit codes, outputs and examples that run as written', () =>
     // A file that is no image, with a comma in its name: its row carries the reason (quoted CSV), exit 3.
     const notImage = path.join(dir, 'notes, v2.jpg');
     await writeFile(notImage, 'not an image\n');
-    const csv = await xfer(['predict', '--head', head, '--format', 'csv', '--top', '2', images, notImage]);
+    // The two formats from two runs at once.
+    const [csv, jsonl] = await Promise.all([
+      xfer(['predict', '--head', head, '--format', 'csv', '--top', '2', images, notImage]),
+      xfer(['predict', '--head', head, '--format', 'jsonl', '--top', '3', images]),
+    ]);
     assert.equal(csv.code, 3, csv.stderr);
     const rows = parseCsv(csv.stdout);
     assert.deepEqual(rows[0], ['path', 'label', 'probability', 'label_2', 'probability_2', 'error']);
@@ -187,7 +191,6 @@ describe('xfer CLI: exit codes, outputs and examples that run as written', () =>
       assert.ok(Number(r[2]) >= Number(r[4]) && Number(r[2]) + Number(r[4]) <= 1 + 1e-5, r.join(','));
       if (!r[0].endsWith('mislabelled.jpg')) assert.equal(r[1], path.basename(path.dirname(r[0])), r.join(','));
     }
-    const jsonl = await xfer(['predict', '--head', head, '--format', 'jsonl', '--top', '3', images]);
     assert.equal(jsonl.code, 0, jsonl.stderr);
     const lines = jsonl.stdout.trim().split('\n').map((l) => JSON.parse(l) as { path: string; label: string; prob: number; top: { label: string; prob: number }[] });
     assert.equal(lines.length, 4);
@@ -215,16 +218,18 @@ describe('xfer CLI: exit codes, outputs and examples that run as written', () =>
 
   test('plot --features draws a 2-D PCA or UMAP map coloured by class (PNG)', async () => {
     const out = path.join(dir, 'map.png');
-    const r = await xfer(['plot', '--features', feat, '--out', out]);
+    // Four independent runs at once; UMAP (umap-js) is seeded: the same seed draws the same map.
+    const [r, bad, u1, u2] = await Promise.all([
+      xfer(['plot', '--features', feat, '--out', out]),
+      xfer(['plot', '--features', feat, '--split', 'nope']),
+      ...['u1.png', 'u2.png'].map((f) => xfer(['plot', '--features', feat, '--method', 'umap', '--seed', '3', '--out', path.join(dir, f)])),
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /PCA of 16 rows, 3 classes; PC1 and PC2 explain \d+\.\d% and \d+\.\d%/);
     const m = await sharp(out).metadata();
     assert.equal(m.format, 'png');
     assert.ok((m.width ?? 0) >= 600 && (m.height ?? 0) >= 400);
-    const bad = await xfer(['plot', '--features', feat, '--split', 'nope']);
     assert.equal(bad.code, 2);
-    // UMAP (umap-js) is seeded: the same seed draws the same map.
-    const [u1, u2] = await Promise.all(['u1.png', 'u2.png'].map((f) => xfer(['plot', '--features', feat, '--method', 'umap', '--seed', '3', '--out', path.join(dir, f)])));
     assert.equal(u1.code, 0, u1.stderr);
     assert.equal(u2.code, 0, u2.stderr);
     assert.match(u1.stdout, /UMAP of 16 rows, 3 classes/);
@@ -235,7 +240,7 @@ describe('xfer CLI: exit codes, outputs and examples that run as written', () =>
     const readme = await readFile(path.join(REPO_ROOT, 'README.md'), 'utf8');
     const m = /## API tour[\s\S]*?```(?:ts|js)\n([\s\S]*?)```/.exec(readme);
     assert.ok(m, 'README has an API tour code block');
-    const work = await mkdtemp(path.join(os.tmpdir(), 'xfer-tour-'));
+    const work = await tempDir('xfer-tour-');
     try {
       // An app folder where `import 'xfer'` resolves to this checkout, with the images the tour names.
       await mkdir(path.join(work, 'node_modules'));

@@ -1,22 +1,36 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtemp, writeFile, mkdir } from 'node:fs/promises';
-import os from 'node:os';
+import { spawn } from 'node:child_process';
+import { writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
 import { REPO_ROOT, NO_SHARED, shared } from './helpers/paths.js';
 import { VERSION } from '../src/version.js';
+import { tempDir } from './helpers/tmp.js';
 
 const BIN = path.join(REPO_ROOT, 'bin', 'xfer.js');
 
-function xfer(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: REPO_ROOT, timeout: 120_000 });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run bin/xfer.js to its end (async, so that independent runs can go at once). */
+function xfer(...args: string[]): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
 }
 
 /** A user-facing error: non-zero exit, `error: ...` naming the thing, a hint, no stack trace. */
-function assertCleanError(r: ReturnType<typeof xfer>, re: RegExp): void {
+function assertCleanError(r: Run, re: RegExp): void {
   assert.notEqual(r.code, 0, 'exit code is non-zero');
   assert.match(r.stderr, re);
   assert.match(r.stderr, /^error: /m);
@@ -26,52 +40,59 @@ function assertCleanError(r: ReturnType<typeof xfer>, re: RegExp): void {
 test('package.json and --version agree', async () => {
   const pkg = JSON.parse(await (await import('node:fs/promises')).readFile(path.join(REPO_ROOT, 'package.json'), 'utf8'));
   assert.equal(pkg.version, VERSION);
-  assert.equal(xfer('--version').stdout.trim(), VERSION);
+  assert.equal((await xfer('--version')).stdout.trim(), VERSION);
 });
 
-test('xfer models lists the two built-in backbones', () => {
-  const r = xfer('models');
+test('xfer models lists the two built-in backbones', async () => {
+  const r = await xfer('models');
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^mobilenet_v2 +224x224 RGB/m);
   assert.match(r.stdout, /^inception_v3 +299x299 RGB/m);
 });
 
-test('xfer layers mobilenet_v2 prints every tensor with its shape', () => {
-  const r = xfer('layers', 'mobilenet_v2');
+test('xfer layers mobilenet_v2 prints every tensor with its shape', async () => {
+  const [r, grep] = await Promise.all([xfer('layers', 'mobilenet_v2'), xfer('layers', 'mobilenet_v2', '--grep', 'block_6', '--json')]);
   assert.equal(r.code, 0, r.stderr);
   const rows = r.stdout.split('\n').filter((l) => /^\d+ /.test(l));
   assert.ok(rows.length >= 150, `${rows.length} rows`);
   assert.match(r.stdout, /block_13_expand_relu +float +\[N, 576, 14, 14\] +\* recommended/);
   assert.match(r.stdout, /out_relu +float +\[N, 1280, 7, 7\] +\* default/);
-  const json = JSON.parse(xfer('layers', 'mobilenet_v2', '--grep', 'block_6', '--json').stdout);
+  const json = JSON.parse(grep.stdout);
   assert.ok(json.layers.every((l: { name: string }) => l.name.includes('block_6')));
   assert.match(json.sha256, /^[0-9a-f]{64}$/);
 });
 
-test('xfer layers on SqueezeNet fp16 (../shared)', { skip: NO_SHARED }, () => {
-  const r = xfer('layers', shared('models', 'squeezenet1.1-fp16.onnx'), '--op', 'Concat');
+test('xfer layers on SqueezeNet fp16 (../shared)', { skip: NO_SHARED }, async () => {
+  const r = await xfer('layers', shared('models', 'squeezenet1.1-fp16.onnx'), '--op', 'Concat');
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /fire9\/concat_1 +float16 +\[1, 512, 13, 13\]/);
 });
 
 test('bad model inputs: one-line errors naming the file, non-zero exit, stack only with --verbose', async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-cli-'));
-  assertCleanError(xfer('layers', path.join(dir, 'missing.onnx')), /missing\.onnx: model file not found/);
+  const dir = await tempDir('xfer-cli-');
   const txt = path.join(dir, 'notes.onnx');
   await writeFile(txt, 'hello, not a model\n'.repeat(10));
-  assertCleanError(xfer('layers', txt), /notes\.onnx: not an ONNX model/);
-  assertCleanError(xfer('layers', 'resnet9000'), /unknown model "resnet9000".*\n\s+hint: built-in ids: .*mobilenet_v2/);
   const card = path.join(dir, 'card.json');
   await writeFile(card, JSON.stringify({ id: 'x' }));
-  assertCleanError(xfer('layers', 'mobilenet_v2', '--card', card), /card\.json: invalid model card: missing "description"/);
-  const verbose = xfer('layers', path.join(dir, 'missing.onnx'), '--verbose');
+  // Independent runs, all at once.
+  const [missing, notModel, unknown, badCard, verbose] = await Promise.all([
+    xfer('layers', path.join(dir, 'missing.onnx')),
+    xfer('layers', txt),
+    xfer('layers', 'resnet9000'),
+    xfer('layers', 'mobilenet_v2', '--card', card),
+    xfer('layers', path.join(dir, 'missing.onnx'), '--verbose'),
+  ]);
+  assertCleanError(missing, /missing\.onnx: model file not found/);
+  assertCleanError(notModel, /notes\.onnx: not an ONNX model/);
+  assertCleanError(unknown, /unknown model "resnet9000".*\n\s+hint: built-in ids: .*mobilenet_v2/);
+  assertCleanError(badCard, /card\.json: invalid model card: missing "description"/);
   assert.match(verbose.stderr, /\n\s+at /, '--verbose prints the stack');
 });
 
 test('an unknown tap name lists the closest names', async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-cli-'));
+  const dir = await tempDir('xfer-cli-');
   await mkdir(path.join(dir, 'data', 'a'), { recursive: true });
   await sharp({ create: { width: 32, height: 32, channels: 3, background: '#808080' } }).jpeg().toFile(path.join(dir, 'data', 'a', '1.jpg'));
-  const r = xfer('extract', '--model', 'mobilenet_v2', '--layers', 'block_13_expand_rel', '--data', path.join(dir, 'data'), '--out', path.join(dir, 'f'), '--quiet');
+  const r = await xfer('extract', '--model', 'mobilenet_v2', '--layers', 'block_13_expand_rel', '--data', path.join(dir, 'data'), '--out', path.join(dir, 'f'), '--quiet');
   assertCleanError(r, /unknown tap "block_13_expand_rel"; closest: block_13_expand_relu/);
 });

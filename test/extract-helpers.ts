@@ -2,9 +2,8 @@
  * Fixtures for the extract tests (not a test file itself): a tiny ONNX backbone with a card, a small
  * generated ImageFolder dataset, and a way to run the extract/merge CLI in a child process.
  */
-import { mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { spawn, type ChildProcess } from 'node:child_process';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
@@ -12,13 +11,15 @@ import { emptyGraph, floatTensor, makeModel, node, valueInfo } from '../src/onnx
 import { findPython } from './helpers/python.js';
 import { writeOnnxFile } from '../src/onnx/io.js';
 import { DataType } from '../src/onnx/proto.js';
+import { tempDir } from './helpers/tmp.js';
 
 export const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** dist/test/extract-cli.js — a CLI with only `extract` and `merge` (independent of other commands). */
 export const CLI = path.join(HERE, 'extract-cli.js');
 
-export async function tmpDir(prefix = 'xfer-extract-'): Promise<string> {
-  return mkdtemp(path.join(os.tmpdir(), prefix));
+/** A temporary folder, removed when the test process exits (helpers/tmp.ts). */
+export function tmpDir(prefix = 'xfer-extract-'): Promise<string> {
+  return tempDir(prefix);
 }
 
 /** Remember XFER_CACHE as it is now; returns the function that puts that value back. */

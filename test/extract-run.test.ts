@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { folderBytes, havePythonNumpy, pythonWithNumpy, makeDataset, makeTinyModel, runCli, spawnCli, tmpDir } from './extract-helpers.js';
 import { DEFAULT_BATCH_CPU } from '../src/runtime/plan.js';
@@ -42,21 +42,26 @@ async function assertSameFolder(a: string, b: string, ignoreMeta: string[] = [])
   assert.deepEqual(ma, mb);
 }
 
-async function waitFor(cond: () => Promise<boolean>, ms = 20000): Promise<void> {
-  const t = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - t > ms) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 10));
-  }
+/** Resolves once the child (run with --json) has reported `n` committed shards on stdout; rejects if it ends first. */
+function shardsReported(child: ChildProcess, n: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = 0;
+    let buf = '';
+    const onData = (d: Buffer) => {
+      buf += d.toString();
+      const lines = buf.split('\n');
+      buf = lines.pop()!;
+      for (const l of lines) if (l.includes('"event":"shard"') && ++seen === n) {
+        child.stdout!.off('data', onData);
+        child.off('close', onClose);
+        resolve();
+      }
+    };
+    const onClose = (code: number | null) => reject(new Error(`the run ended (exit ${code}) after ${seen} of ${n} shards`));
+    child.stdout!.on('data', onData);
+    child.once('close', onClose);
+  });
 }
-
-const committedShards = async (out: string) => {
-  try {
-    return (await meta(out)).counts.shards as number;
-  } catch {
-    return 0;
-  }
-};
 
 describe('xfer extract (end to end)', () => {
   before(async () => {
@@ -123,8 +128,8 @@ print(a.shape)`;
   test('kill -9 mid-run, then --resume: byte-identical to an uninterrupted run', async () => {
     const out = path.join(dir, 'killed');
     // The run holds after its second shard until it is killed.
-    const child = spawnCli([...base(), '--out', out], { XFER_TEST_HOLD_AFTER_SHARDS: '2' });
-    await waitFor(async () => (await committedShards(out)) >= 2);
+    const child = spawnCli([...base(), '--out', out, '--json'], { XFER_TEST_HOLD_AFTER_SHARDS: '2' });
+    await shardsReported(child, 2);
     child.kill('SIGKILL');
     await new Promise((r) => child.once('close', r));
     const m = await meta(out);
@@ -138,8 +143,8 @@ print(a.shape)`;
   test('Ctrl-C stops after the batch in flight (exit 130); --resume completes identically', async () => {
     const out = path.join(dir, 'sigint');
     // The run holds after its first shard until Ctrl-C; the batches already at the backbone are then finished.
-    const child = spawnCli([...base(), '--out', out], { XFER_TEST_HOLD_AFTER_SHARDS: '1' });
-    await waitFor(async () => (await committedShards(out)) >= 1);
+    const child = spawnCli([...base(), '--out', out, '--json'], { XFER_TEST_HOLD_AFTER_SHARDS: '1' });
+    await shardsReported(child, 1);
     child.kill('SIGINT');
     const code = await new Promise<number | null>((r) => child.once('close', (c) => r(c)));
     assert.equal(code, 130);
@@ -159,33 +164,34 @@ print(a.shape)`;
 
   test('--shard i/n parts + xfer merge equal the single run (2 and 3 parts, flag and env)', async () => {
     const parts2 = [0, 1].map((i) => path.join(dir, `p2-${i}`));
-    for (const [i, p] of parts2.entries()) {
-      const r = await runCli([...base(), '--out', p, '--shard', `${i}/2`]);
-      assert.ok(r.code === 0 || r.code === 3, r.stderr);
-    }
-    // Kubernetes Indexed Job style: index from JOB_COMPLETION_INDEX, count from XFER_SHARDS, {shard} in --out.
-    for (const i of [0, 1, 2]) {
-      const r = await runCli([...base(), '--out', path.join(dir, 'p3-{shard}')], { XFER_NO_AUTO_SHARD: '', JOB_COMPLETION_INDEX: String(i), XFER_SHARDS: '3' });
-      assert.ok(r.code === 0 || r.code === 3, r.stderr);
-    }
+    // The parts are independent runs (as on a cluster): all five at once.
+    const runs = await Promise.all([
+      ...parts2.map((p, i) => runCli([...base(), '--out', p, '--shard', `${i}/2`])),
+      // Kubernetes Indexed Job style: index from JOB_COMPLETION_INDEX, count from XFER_SHARDS, {shard} in --out.
+      ...[0, 1, 2].map((i) => runCli([...base(), '--out', path.join(dir, 'p3-{shard}')], { XFER_NO_AUTO_SHARD: '', JOB_COMPLETION_INDEX: String(i), XFER_SHARDS: '3' })),
+    ]);
+    for (const r of runs) assert.ok(r.code === 0 || r.code === 3, r.stderr);
     assert.equal((await meta(path.join(dir, 'p3-2'))).shard.index, 2);
-    const m2 = path.join(dir, 'merged2');
-    const r2 = await runCli(['merge', m2, parts2[1], parts2[0]]);
-    assert.equal(r2.code, 3, r2.stderr);
-    await assertSameFolder(m2, ref);
-    const m3 = path.join(dir, 'merged3');
-    const r3 = await runCli(['merge', m3, ...[0, 1, 2].map((i) => path.join(dir, `p3-${i}`))]);
-    assert.equal(r3.code, 3, r3.stderr);
-    await assertSameFolder(m3, ref);
-    const missing = await runCli(['merge', path.join(dir, 'bad-merge'), parts2[0]]);
-    assert.equal(missing.code, 2);
-    assert.match(missing.stderr, /missing part/);
     // A merge that fails half-way leaves an unfinished <out>; the same merge run again starts it over.
     const broken = path.join(dir, 'p2-1-broken');
     await cp(parts2[1], broken, { recursive: true });
     await rm(path.join(broken, 'relu2', '00001.npy'));
+    const m2 = path.join(dir, 'merged2');
+    const m3 = path.join(dir, 'merged3');
     const m2b = path.join(dir, 'merged2-retry');
-    const failed = await runCli(['merge', m2b, parts2[0], broken]);
+    // Four independent merges at once.
+    const [r2, r3, missing, failed] = await Promise.all([
+      runCli(['merge', m2, parts2[1], parts2[0]]),
+      runCli(['merge', m3, ...[0, 1, 2].map((i) => path.join(dir, `p3-${i}`))]),
+      runCli(['merge', path.join(dir, 'bad-merge'), parts2[0]]),
+      runCli(['merge', m2b, parts2[0], broken]),
+    ]);
+    assert.equal(r2.code, 3, r2.stderr);
+    await assertSameFolder(m2, ref);
+    assert.equal(r3.code, 3, r3.stderr);
+    await assertSameFolder(m3, ref);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /missing part/);
     assert.equal(failed.code, 1, failed.stderr);
     assert.equal((await meta(m2b)).complete, false);
     const retry = await runCli(['merge', m2b, parts2[0], parts2[1]]);
@@ -196,14 +202,16 @@ print(a.shape)`;
   });
 
   test('--workers 1 --threads 2 and --background are parsed and applied', async () => {
-    const bad = await runCli([...base(), '--out', path.join(dir, 'w0'), '--workers', '0']);
+    const out = path.join(dir, 'w1');
+    const [bad, badBg, r] = await Promise.all([
+      runCli([...base(), '--out', path.join(dir, 'w0'), '--workers', '0']),
+      runCli([...base(), '--out', path.join(dir, 'bg0'), '--background', '1,2']),
+      runCli([...base(), '--out', out, '--workers', '1', '--threads', '2', '--background', '0,0,0']),
+    ]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /--workers: expected a positive integer, got "0"/);
-    const badBg = await runCli([...base(), '--out', path.join(dir, 'bg0'), '--background', '1,2']);
     assert.equal(badBg.code, 2);
     assert.match(badBg.stderr, /--background: expected r,g,b/);
-    const out = path.join(dir, 'w1');
-    const r = await runCli([...base(), '--out', out, '--workers', '1', '--threads', '2', '--background', '0,0,0']);
     assert.equal(r.code, 3, r.stderr);
     const m = await meta(out);
     assert.deepEqual(m.preprocessing.background, [0, 0, 0]);
@@ -212,9 +220,12 @@ print(a.shape)`;
 
   test(`on CPU --batch only changes speed: batch 1, 3 and the default (${DEFAULT_BATCH_CPU}) write the same bytes as batch 4`, async () => {
     const noBatch = base().filter((a, i, all) => a !== '--batch' && all[i - 1] !== '--batch');
-    for (const b of [['--batch', '1'], ['--batch', '3'], []]) {
-      const out = path.join(dir, `batch${b[1] ?? 'default'}`);
-      const r = await runCli([...noBatch, ...b, '--out', out]);
+    const batches = [['--batch', '1'], ['--batch', '3'], []];
+    const outs = batches.map((b) => path.join(dir, `batch${b[1] ?? 'default'}`));
+    const runs = await Promise.all(batches.map((b, i) => runCli([...noBatch, ...b, '--out', outs[i]])));
+    for (const [i, b] of batches.entries()) {
+      const out = outs[i];
+      const r = runs[i];
       assert.equal(r.code, 3, r.stderr);
       const m = await meta(out);
       assert.equal(m.batch, b.length ? Number(b[1]) : DEFAULT_BATCH_CPU, 'meta.json records the batch used');
@@ -285,15 +296,17 @@ print(a.shape)`;
     assert.equal(again.code, 3);
     const s2 = again.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.event === 'summary');
     assert.deepEqual(s2.map((s) => s.imagesThisRun), [0, 0]);
-    const bad = await runCli(['extract', '--jobs', jobs, '--model', model]);
-    assert.equal(bad.code, 2);
-    const badCard = await runCli(['extract', '--jobs', jobs, '--mean', '0.5,0.5,0.5']);
-    assert.equal(badCard.code, 2);
-    assert.match(badCard.stderr, /--jobs: card-override flags .* cannot be combined with a job file/);
     // A bad device in the second job fails before the first job runs, naming the file and the job.
     const badJobs = path.join(dir, 'jobs-bad.yaml');
     await writeFile(badJobs, `jobs:\n  - name: one\n    model: ${model}\n    card: ${card}\n    data: data\n    out: jobs-bad/one\n  - name: two\n    model: ${model}\n    card: ${card}\n    data: data\n    out: jobs-bad/two\n    device: gpu\n`);
-    const badDev = await runCli(['extract', '--jobs', badJobs]);
+    const [bad, badCard, badDev] = await Promise.all([
+      runCli(['extract', '--jobs', jobs, '--model', model]),
+      runCli(['extract', '--jobs', jobs, '--mean', '0.5,0.5,0.5']),
+      runCli(['extract', '--jobs', badJobs]),
+    ]);
+    assert.equal(bad.code, 2);
+    assert.equal(badCard.code, 2);
+    assert.match(badCard.stderr, /--jobs: card-override flags .* cannot be combined with a job file/);
     assert.equal(badDev.code, 2);
     assert.ok(badDev.stderr.includes(`--jobs ${badJobs}: job "two": "device" expected auto, cpu, cuda or cuda:<id>, got "gpu"`), badDev.stderr);
     await assert.rejects(readFile(path.join(dir, 'jobs-bad', 'one', 'meta.json')), 'no job ran');

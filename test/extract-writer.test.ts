@@ -106,6 +106,7 @@ test('writer: resume discards an uncommitted shard, half-written lines and temp 
   await writeShard(again, 1, 2, 5);
   await again.finish();
   assert.equal(again.counts.images, 6);
+  await sw.abort(); // the "crashed" run's files are still open in this process: close them (its temp files are gone already)
   await rm(dir, { recursive: true, force: true });
 });
 

@@ -1,9 +1,9 @@
 /** Test helpers for the heads: synthetic data and a tiny feature-folder writer (docs/feature-format.md). */
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { encodeNpy } from '../src/features/npy.js';
 import { Rng } from '../src/heads/rng.js';
+import { tempDir } from './helpers/tmp.js';
 
 export interface Synth {
   X: Float32Array;
@@ -40,8 +40,9 @@ export interface FolderOpts {
   extraLayers?: Record<string, number>;
 }
 
-export async function tmpDir(prefix = 'xfer-heads-'): Promise<string> {
-  return mkdtemp(path.join(os.tmpdir(), prefix));
+/** A temporary folder, removed when the test process exits (helpers/tmp.ts). */
+export function tmpDir(prefix = 'xfer-heads-'): Promise<string> {
+  return tempDir(prefix);
 }
 
 /** Write a feature folder holding `s` as one float32 layer, sharded. */

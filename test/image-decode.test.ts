@@ -4,9 +4,8 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { crc32, deflateSync } from 'node:zlib';
@@ -17,6 +16,7 @@ import { ImageError, loadImagePixels, type ImageErrorKind } from '../src/image/d
 import { findPython } from './helpers/python.js';
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
+import { tempDir } from './helpers/tmp.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const shared = path.resolve(repoRoot, '../shared');
@@ -34,7 +34,7 @@ const plan = resolvePreprocess(card);
 
 let dir = '';
 before(async () => {
-  dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-decode-'));
+  dir = await tempDir('xfer-decode-');
 });
 after(async () => {
   await rm(dir, { recursive: true, force: true });

@@ -1,20 +1,20 @@
 /** Dataset discovery: ImageFolder (with and without splits), flat folders, CSV/JSONL lists, and their bad cases. */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { XferError } from '../src/errors.js';
 import { discoverDataset, entrySource, parseCsv } from '../src/image/discover.js';
+import { tempDir } from './helpers/tmp.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const hymenoptera = path.resolve(repoRoot, '../shared/datasets/hymenoptera');
 
 let tmp = '';
 before(async () => {
-  tmp = await mkdtemp(path.join(os.tmpdir(), 'xfer-discover-'));
+  tmp = await tempDir('xfer-discover-');
 });
 after(async () => {
   await rm(tmp, { recursive: true, force: true });

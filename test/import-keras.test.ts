@@ -14,8 +14,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from '../src/model/ort.js';
@@ -30,6 +29,7 @@ import { convertTfjsLayersModel } from '../src/import/keras/convert.js';
 import { parseJsLiteral } from '../src/import/keras/literal.js';
 import { decodeWeights } from '../src/import/keras/weights.js';
 import { toHalfBits } from '../src/util/float16.js';
+import { tempDir } from './helpers/tmp.js';
 
 interface RefLayer {
   shape: number[];
@@ -54,7 +54,7 @@ const converted = new Map<string, { file: string; ms: number }>();
 
 before(async () => {
   savedCache = process.env.XFER_CACHE;
-  cache = await mkdtemp(path.join(os.tmpdir(), 'xfer-keras-test-'));
+  cache = await tempDir('xfer-keras-test-');
   process.env.XFER_CACHE = cache;
   reference = JSON.parse(await readFile(FIXTURE, 'utf8')) as Reference;
 });

@@ -5,8 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Builder } from 'flatbuffers';
 import ort from '../src/model/ort.js';
@@ -21,6 +20,7 @@ import { serializeModel } from '../src/onnx/io.js';
 import { valueInfo } from '../src/onnx/builder.js';
 import { DataType, type ModelProto } from '../src/onnx/proto.js';
 import { NO_SHARED, REPO_ROOT, shared } from './helpers/paths.js';
+import { tempDir } from './helpers/tmp.js';
 
 const TFL = (f: string) => shared('models', 'tflite', f);
 const V2 = 'mobilenet_v2_1.0_224_quant.tflite';
@@ -289,7 +289,7 @@ test('cards: taps exist in the converted graphs, cards validate, input scaling m
 });
 
 test('tfliteToOnnxCached converts once per file content; `xfer import` writes model and card', { skip: NO_SHARED }, async () => {
-  const tmp = await mkdtemp(path.join(os.tmpdir(), 'xfer-tflite-'));
+  const tmp = await tempDir('xfer-tflite-');
   const old = process.env.XFER_CACHE;
   process.env.XFER_CACHE = path.join(tmp, 'cache');
   try {
@@ -430,7 +430,7 @@ test('bad input: not TFLite, empty, truncated', { skip: NO_SHARED }, async () =>
   for (const cut of [6, 4096, 1_000_000, 3_500_000]) {
     expectXfer(() => convertTflite(readTfliteModel(full.subarray(0, cut), 'cut.tflite')), /cut\.tflite: (truncated or corrupt TFLite file|not a TFLite model)|needs \d+ bytes/);
   }
-  const tmp = await mkdtemp(path.join(os.tmpdir(), 'xfer-tflite-'));
+  const tmp = await tempDir('xfer-tflite-');
   try {
     await writeFile(path.join(tmp, 'cut.tflite'), full.subarray(0, 100_000));
     await assert.rejects(importTflite(path.join(tmp, 'cut.tflite')), /truncated or corrupt TFLite file/);

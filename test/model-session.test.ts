@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { serializeModel } from '../src/onnx/io.js';
 import { emptyGraph, makeModel, node, valueInfo } from '../src/onnx/builder.js';
 import { DataType } from '../src/onnx/proto.js';
 import { cudaProviderInstalled, openSession, parseDevice } from '../src/model/session.js';
 import { XferError } from '../src/errors.js';
+import { tempDir } from './helpers/tmp.js';
 
 const model = (() => {
   const g = emptyGraph('relu');
@@ -37,7 +37,7 @@ test('--device values are validated', () => {
 });
 
 test('auto uses CPU without a notice when the CUDA provider is not installed (no GPU asked for or found)', async () => {
-  const empty = await mkdtemp(path.join(os.tmpdir(), 'xfer-ortbin-'));
+  const empty = await tempDir('xfer-ortbin-');
   await withBinDir(empty, async () => {
     assert.equal(cudaProviderInstalled(), false);
     const notes: string[] = [];
@@ -49,7 +49,7 @@ test('auto uses CPU without a notice when the CUDA provider is not installed (no
 });
 
 test('cuda fails with an actionable message when the provider is not installed', async () => {
-  const empty = await mkdtemp(path.join(os.tmpdir(), 'xfer-ortbin-'));
+  const empty = await tempDir('xfer-ortbin-');
   await withBinDir(empty, async () => {
     await assert.rejects(openSession(model, { device: 'cuda:0' }), (e: unknown) => {
       assert.ok(e instanceof XferError);
@@ -66,7 +66,7 @@ const REAL_CUDA = cudaProviderInstalled() ? 'a real CUDA provider is installed h
 test('a provider library that is present but cannot start: cuda errors, auto falls back to CPU', { skip: REAL_CUDA }, async () => {
   // Pretend the provider is installed (an empty file in a fake binary folder); ORT then fails to
   // load it, which is exactly the failure a half-set-up machine shows (driver or CUDA libs missing).
-  const fake = await mkdtemp(path.join(os.tmpdir(), 'xfer-ortbin-'));
+  const fake = await tempDir('xfer-ortbin-');
   await writeFile(path.join(fake, 'libonnxruntime_providers_cuda.so'), '');
   await withBinDir(fake, async () => {
     await assert.rejects(openSession(model, { device: 'cuda' }), /CUDA execution provider failed to start/);

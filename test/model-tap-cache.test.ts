@@ -65,6 +65,18 @@ async function prepare(taps: TapRequest[] = [{ name: 'relu2', pool: 'avg' }], no
 const POOLS = ['avg', 'max', 'avgmax', 'flatten', 'none'] as const;
 const MANY: TapRequest[][] = [...POOLS.map((pool) => [{ name: 'relu2', pool }]), ...POOLS.map((pool) => [{ name: 'relu1', pool }])];
 
+/**
+ * Returns once a file changed now gets a ctime later than `ms`. No tool can set ctime, and the
+ * kernel stamps it from a coarse clock, so this waits (for a tick, a few ms at most) on that clock.
+ */
+async function untilCtimeAfter(ms: number): Promise<void> {
+  const probe = path.join(dir, 'ctime-probe');
+  for (;;) {
+    await writeFile(probe, '');
+    if ((await stat(probe)).ctimeMs > ms) return;
+  }
+}
+
 /** The cache key of a tap request on the tiny model. */
 async function tinyKey(taps: TapRequest[]): Promise<string> {
   const resolved = await resolveBackbone(tiny.model, { card: tiny.card });
@@ -144,8 +156,10 @@ test('an entry is read and checked only when its file changed since the last che
   const stampWritten = await checked();
   assert.equal(stampWritten.size, good.length, 'the build recorded the file it wrote');
   // The same bytes written again (a restore from a backup): read, checked, used, and stamped anew.
-  await new Promise((r) => setTimeout(r, 20));
+  // (Its time is set so the stamp differs however soon after the build the write comes.)
   await writeFile(onnx, good);
+  const restored = new Date(stampWritten.mtimeMs + 10_000);
+  await utimes(onnx, restored, restored);
   await mark();
   const notices: string[] = [];
   const again = await prepare(undefined, notices);
@@ -243,7 +257,7 @@ test('external weights copied over with their times kept (cp -p, rsync -a) still
   const before = await stat(w);
   const ref = path.join(dir, 'cp-p-times');
   execFileSync('cp', ['-p', w, ref]); // keeps the times to the nanosecond, as cp -p and rsync -a do
-  await new Promise((r) => setTimeout(r, 20));
+  await untilCtimeAfter(before.ctimeMs); // a copy comes later than the build (the kernel's clock is coarse)
   await writeFile(w, Buffer.from(Float32Array.from({ length: 108 }, (_, i) => Math.cos(i)).buffer)); // same size
   execFileSync('touch', ['-r', ref, w]);
   assert.equal((await stat(w)).mtimeMs, before.mtimeMs, 'same size and modification time as before');
@@ -270,20 +284,30 @@ test('the same .onnx bytes in two folders with their own external weights are tw
 test('a hit counts as a use: an old entry used again outlives newer ones', async () => {
   freshCache('lru');
   const requests = MANY;
-  await prepare(requests[0]);
-  for (const taps of requests.slice(1, MAX_ENTRIES)) {
-    await new Promise((r) => setTimeout(r, 5)); // distinct modification times
+  // Each entry's last use is its JSON's modification time; set them explicitly (oldest first, all in
+  // the past) so the order does not depend on how fast the writes follow each other.
+  const usedAt = async (taps: TapRequest[], t: number) => {
+    const json = path.join(cache, 'taps', `${await tinyKey(taps)}.json`);
+    await utimes(json, new Date(t), new Date(t));
+    return json;
+  };
+  const past = Date.now() - 3_600_000;
+  for (const [i, taps] of requests.slice(0, MAX_ENTRIES).entries()) {
     await prepare(taps);
+    await usedAt(taps, past + i * 1000);
   }
-  await new Promise((r) => setTimeout(r, 5));
   await prepare(requests[0]); // a hit: now the most recently used
-  for (const taps of requests.slice(MAX_ENTRIES)) {
-    await new Promise((r) => setTimeout(r, 5));
+  const hitJson = path.join(cache, 'taps', `${await tinyKey(requests[0])}.json`);
+  assert.ok((await stat(hitJson)).mtimeMs > past + MAX_ENTRIES * 1000, 'the hit recorded its use');
+  for (const [i, taps] of requests.slice(MAX_ENTRIES).entries()) {
     await prepare(taps);
+    await usedAt(taps, Date.now() + (i + 1) * 1000); // newer than the hit
   }
   const metas = (await entries()).filter((f) => f.endsWith('.json'));
+  assert.equal(metas.length, MAX_ENTRIES);
   assert.ok(metas.includes(`${await tinyKey(requests[0])}.json`), 'the re-used oldest entry is kept');
   assert.ok(!metas.includes(`${await tinyKey(requests[1])}.json`), 'the least recently used one is gone');
+  assert.ok(!metas.includes(`${await tinyKey(requests[2])}.json`), 'and the next least recently used');
 });
 
 test('the prepared model names its external weights by content: a copy elsewhere agrees, changed weights do not, none is null', async () => {

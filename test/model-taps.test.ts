@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import ort from '../src/model/ort.js';
+import ort, { float16Bits, float16Tensor } from '../src/model/ort.js';
 import { readOnnxFile, serializeModel } from '../src/onnx/io.js';
 import { emptyGraph, floatTensor, makeModel, node, valueInfo } from '../src/onnx/builder.js';
 import { DataType, type ModelProto } from '../src/onnx/proto.js';
@@ -207,10 +207,10 @@ test('SqueezeNet fp16: float32 taps equal the unmodified fp16 model\'s tensors',
     const x = new Uint16Array(3 * 224 * 224);
     for (let p = 0; p < 224 * 224; p++)
       for (let c = 0; c < 3; c++) x[c * 224 * 224 + p] = toHalfBits(Math.fround(Math.fround(pixels[(i * 224 * 224 + p) * 3 + c] * scale[c]) + bias[c]));
-    const ref = await s.run({ data_0: new ort.Tensor('float16', x, [1, 3, 224, 224]) });
+    const ref = await s.run({ data_0: float16Tensor(x, [1, 3, 224, 224]) });
     taps.forEach((name, k) => {
       const t = ref[name];
-      const f32 = float16ToFloat32(t.data as Uint16Array);
+      const f32 = float16ToFloat32(float16Bits(t));
       const expect = poolRef(f32, t.dims, 'avg');
       const c = expect.length;
       const row = (got[`xfer_tap_${k}`].data as Float32Array).subarray(i * c, (i + 1) * c);
@@ -307,9 +307,9 @@ test('real photo: in-graph uint8 preprocessing equals the JS-side tensor (toMode
   const viaGraph = await runModel(derived.model, { [PIXEL_INPUT]: new ort.Tensor('uint8', px.data, [1, 224, 224, 3]) });
   const full = (await readOnnxFile(file)).model;
   full.graph.output.push({ name: 'conv1_1' });
-  const viaJs = await runModel(full, { data_0: new ort.Tensor('float16', jsTensor, [1, 3, 224, 224]) });
+  const viaJs = await runModel(full, { data_0: float16Tensor(jsTensor, [1, 3, 224, 224]) });
   // Same fp16 input bits => same first-conv output (up to the float32-vs-fp16 compute note above).
-  assertClose(got32(viaGraph.xfer_tap_0), float16ToFloat32(viaJs.conv1_1.data as Uint16Array), 2 ** -10, 'conv1_1');
+  assertClose(got32(viaGraph.xfer_tap_0), float16ToFloat32(float16Bits(viaJs.conv1_1)), 2 ** -10, 'conv1_1');
 });
 
 function got32(t: ort.Tensor): Float32Array {

@@ -7,8 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import ort from '../src/model/ort.js';
 import { XferError } from '../src/errors.js';
@@ -19,6 +18,7 @@ import { cardFromPreprocessor, cardFromPreprocessorFile } from '../src/model/hf-
 import { pixelAffine } from '../src/model/card.js';
 import { resolveBackbone } from '../src/model/registry.js';
 import { NO_SHARED, REPO_ROOT, shared } from './helpers/paths.js';
+import { tempDir } from './helpers/tmp.js';
 
 const VIT = path.join(REPO_ROOT, 'test', 'fixtures', 'tiny-vit.onnx');
 const REF = JSON.parse(readFileSync(path.join(REPO_ROOT, 'test', 'fixtures', 'tiny-vit.json'), 'utf8')) as Record<string, unknown> & { input_shape: number[]; tokens: number; dim: number };
@@ -113,7 +113,7 @@ test('xfer card --from-hf: BitImageProcessor (DINOv2), ViT squash, ConvNeXt crop
   const flipped = cardFromPreprocessor({ do_flip_channel_order: true, image_mean: [0.1, 0.2, 0.3], image_std: [1, 2, 3], size: { height: 32, width: 32 } }, 'f');
   assert.deepEqual([flipped.input.mean, flipped.input.std], [[0.3, 0.2, 0.1], [3, 2, 1]]);
   // A user's model by path with a card that names no taps: the default tap comes from the graph.
-  const dir0 = await mkdtemp(path.join(os.tmpdir(), 'xfer-vitcard-'));
+  const dir0 = await tempDir('xfer-vitcard-');
   try {
     const cardFile = path.join(dir0, 'tiny.card.json');
     await writeFile(cardFile, JSON.stringify(cardFromPreprocessor({ size: { height: 32, width: 32 }, image_mean: [0.5, 0.5, 0.5], image_std: [0.5, 0.5, 0.5] }, 'tiny-vit')));
@@ -124,7 +124,7 @@ test('xfer card --from-hf: BitImageProcessor (DINOv2), ViT squash, ConvNeXt crop
   }
   assert.throws(() => cardFromPreprocessor({ size: { shortest_edge: 224 }, resample: 3 }, 'x'), /varying size/);
   assert.throws(() => cardFromPreprocessor({ size: 224, resample: 4 }, 'x'), /BOX/);
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-hf-'));
+  const dir = await tempDir('xfer-hf-');
   try {
     await writeFile(path.join(dir, 'bad.json'), '{');
     await assert.rejects(cardFromPreprocessorFile(path.join(dir, 'bad.json'), 'x'), /--from-hf .*not valid JSON/);

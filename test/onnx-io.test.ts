@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, writeFile, readFile, mkdir } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile, readFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import ort from '../src/model/ort.js';
 import { readOnnxFile, serializeModel, writeOnnxFile } from '../src/onnx/io.js';
@@ -10,6 +9,7 @@ import { DataType, type ModelProto } from '../src/onnx/proto.js';
 import { loadCard } from '../src/model/card.js';
 import { XferError } from '../src/errors.js';
 import { NO_SHARED, shared } from './helpers/paths.js';
+import { tempDir } from './helpers/tmp.js';
 
 function affine(): ModelProto {
   const g = emptyGraph('affine');
@@ -21,7 +21,7 @@ function affine(): ModelProto {
 }
 
 async function tmp(): Promise<string> {
-  return mkdtemp(path.join(os.tmpdir(), 'xfer-onnx-'));
+  return tempDir('xfer-onnx-');
 }
 
 function rejectsWith(p: Promise<unknown>, re: RegExp): Promise<void> {

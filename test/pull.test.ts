@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import http from 'node:http';
 import https from 'node:https';
@@ -22,6 +22,7 @@ import { pullEntry, registerLocalFile } from '../src/model/pull.js';
 import { builtinCardDir, resolveBackbone } from '../src/model/registry.js';
 import { sha256File } from '../src/util/hash.js';
 import { NO_SHARED, REPO_ROOT, shared } from './helpers/paths.js';
+import { tempDir } from './helpers/tmp.js';
 
 const V2 = 'mobilenet_v2_1.0_224_quant.tflite';
 const FILES: Record<string, string> = {
@@ -122,7 +123,7 @@ async function coral(id = 'mobilenet-v2-quant'): Promise<CatalogEntry> {
 
 /** A fresh cache and the server, torn down after. */
 async function session(fn: (srv: Server, cache: string) => Promise<void>): Promise<void> {
-  const cache = await mkdtemp(path.join(os.tmpdir(), 'xfer-pull-'));
+  const cache = await tempDir('xfer-pull-');
   const srv = await startServer();
   try {
     await withEnv({ XFER_CACHE: cache, HTTP_PROXY: undefined, http_proxy: undefined, XFER_OFFLINE: undefined }, () => fn(srv, cache));
@@ -336,18 +337,22 @@ test('two pulls of one model at once make one download', { skip: NO_SHARED }, as
   });
 });
 
-test('a stale lock (dead owner, or untouched for 2 minutes) is taken over', { skip: NO_SHARED }, async () => {
+test('a stale lock (dead owner, or untouched past the stale time) is taken over', { skip: NO_SHARED }, async () => {
   await session(async (srv) => {
     const e = await coral('mobilenet-v1-embed');
     const dest = cachedPath(e, e.catalog.files[0]);
     await mkdir(path.dirname(dest), { recursive: true });
     // A pid that cannot be alive: above the kernel's pid_max.
-    await writeFile(`${dest}.lock`, JSON.stringify({ pid: 2 ** 22 + 1, host: os.hostname(), token: 'dead' }));
+    const plant = async (owner: object) => {
+      await mkdir(`${dest}.lock`);
+      await writeFile(path.join(`${dest}.lock`, 'owner.json'), JSON.stringify({ since: new Date().toISOString(), command: 'xfer pull', ...owner }));
+    };
+    await plant({ pid: 2 ** 22 + 1, host: os.hostname(), token: 'dead' });
     await withEnv({ XFER_MIRROR: `${srv.base}/ok` }, () => pullEntry(e, FAST));
     await assertVerified(e);
-    // Another host's lock that nobody has touched for 2 minutes (its owner's heartbeat stopped) is stale too.
+    // Another host's lock that nobody has touched for minutes (its owner's heartbeat stopped) is stale too.
     await rm(dest);
-    await writeFile(`${dest}.lock`, JSON.stringify({ pid: process.pid, host: 'elsewhere', token: 'old' }));
+    await plant({ pid: process.pid, host: 'elsewhere', token: 'old' });
     const old = new Date(Date.now() - 5 * 60_000);
     await utimes(`${dest}.lock`, old, old);
     await withEnv({ XFER_MIRROR: `${srv.base}/ok` }, () => pullEntry(e, FAST));
@@ -475,7 +480,7 @@ test('xfer pull and xfer models on the command line: download, the present colum
 });
 
 test('https: direct when NO_PROXY matches, else through the HTTPS_PROXY CONNECT tunnel', { skip: NO_SHARED }, async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-tls-'));
+  const dir = await tempDir('xfer-tls-');
   try {
     const key = path.join(dir, 'key.pem');
     const cert = path.join(dir, 'cert.pem');

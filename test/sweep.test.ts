@@ -8,8 +8,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, symlink, readFile } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, readdir, symlink, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import ort from '../src/model/ort.js';
 import { createHead, headFromState } from '../src/heads/head.js';
@@ -29,6 +28,7 @@ import { openPredictor } from '../src/predict/predict.js';
 import { exportOnnx } from '../src/predict/export.js';
 import type { FeatureFolder } from '../src/features/reader.js';
 import { NO_SHARED, REPO_ROOT, shared } from './helpers/paths.js';
+import { tempDir } from './helpers/tmp.js';
 
 interface KnnFixture {
   X: number[][];
@@ -157,7 +157,7 @@ let root = '';
 let data = '';
 before(async () => {
   if (NO_SHARED) return;
-  root = await mkdtemp(path.join(os.tmpdir(), 'xfer-sweep-'));
+  root = await tempDir('xfer-sweep-');
   data = path.join(root, 'data');
   for (const [split, n] of [['train', 10], ['val', 5]] as const) {
     for (const c of ['ants', 'bees']) {
@@ -190,7 +190,7 @@ test('sweep: one extraction, probes per (tap, pool, head), outputs, the best pro
   assert.equal(head.source.layers[0].name, r.best.tap);
   assert.equal(head.source.layers[0].pool, r.best.pool);
   const imgs = (await readdir(path.join(data, 'val', 'bees'))).slice(0, 2).map((f) => path.join(data, 'val', 'bees', f));
-  const p = await openPredictor(r.bestHead);
+  const p = await openPredictor(r.bestHead, { workers: 1 });
   try {
     const res = await p.predict(imgs);
     assert.equal(res.length, 2);

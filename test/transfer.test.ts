@@ -5,15 +5,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { extractFeatures } from '../src/extract/pipeline.js';
 import { trainHead } from '../src/heads/index.js';
 import { NO_SHARED, REPO_ROOT, shared } from './helpers/paths.js';
+import { tempDir } from './helpers/tmp.js';
 
 test('TFLite ImageNet MobileNetV2 + linear head: >= 95 % val accuracy on hymenoptera', { skip: NO_SHARED }, async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-transfer-'));
+  const dir = await tempDir('xfer-transfer-');
   const card = path.join(REPO_ROOT, 'test', 'fixtures', 'cards', 'mobilenet_v2_1.0_224_quant.json');
   const s = await extractFeatures({
     model: shared('models', 'tflite', 'mobilenet_v2_1.0_224_quant.tflite'),

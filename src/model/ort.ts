@@ -24,3 +24,20 @@ declare namespace ort {
 /* eslint-enable @typescript-eslint/no-namespace */
 
 export default ort;
+
+/**
+ * A float16 tensor from its bits. Where the runtime has Float16Array (Node ≥ 23) onnxruntime-common
+ * wraps a Uint16Array in a Float16Array view, whose byte length onnxruntime-node 1.30's binding reads
+ * as 0 ("not enough space: expected N, got 0", microsoft/onnxruntime#32323): keep the Uint16Array.
+ */
+export function float16Tensor(bits: Uint16Array, dims: readonly number[]): Ort.Tensor {
+  const t = new Ort.Tensor('float16', bits, dims);
+  if ((t.data as unknown) !== bits) (t as unknown as { cpuData: Uint16Array }).cpuData = bits;
+  return t;
+}
+
+/** The bits of a float16 tensor's data: a Uint16Array, or a Float16Array where the runtime has one (Node ≥ 23). */
+export function float16Bits(t: Ort.Tensor): Uint16Array {
+  const d = t.data as unknown as ArrayBufferView;
+  return d instanceof Uint16Array ? d : new Uint16Array(d.buffer, d.byteOffset, d.byteLength / 2);
+}

@@ -2,7 +2,7 @@
  * Running a model on dummy inputs to learn what its declarations do not say: the dtype and shape of
  * every tensor (for `xfer layers`), and whether a fixed batch of 1 can safely become symbolic.
  */
-import ort from './ort.js';
+import ort, { float16Tensor } from './ort.js';
 import { serializeModel } from '../onnx/io.js';
 import type { ModelProto, ValueInfoProto } from '../onnx/proto.js';
 import { DataType, dataTypeName } from '../onnx/proto.js';
@@ -49,7 +49,7 @@ export function dummyInput(vi: ValueInfoProto, batch: number, seed = 1): ort.Ten
     case 'float32':
       return new ort.Tensor(type, Float32Array.from({ length: n }, rnd), dims);
     case 'float16':
-      return new ort.Tensor(type, Uint16Array.from({ length: n }, () => 0x3800 + Math.floor(rnd() * 0x200)), dims);
+      return float16Tensor(Uint16Array.from({ length: n }, () => 0x3800 + Math.floor(rnd() * 0x200)), dims);
     case 'uint8':
       return new ort.Tensor(type, Uint8Array.from({ length: n }, () => Math.floor(rnd() * 256)), dims);
     case 'int64':

@@ -12,7 +12,7 @@ import { plainWrite, tempNameFor, type WriteFn } from '../util/atomic.js';
 import { sha256File } from '../util/hash.js';
 import { cachedPath, candidateUrls, entryDir, formatSize, isPresent, type CatalogEntry, type CatalogFile } from './catalog.js';
 import { httpGet, HttpError } from './http-get.js';
-import { withLock } from './pull-lock.js';
+import { withWaitLock } from '../util/lock.js';
 
 export interface PullOptions {
   /** Bytes so far and total (null when unknown) of the file being downloaded. */
@@ -182,12 +182,12 @@ export async function pullEntry(entry: CatalogEntry, opts: PullOptions = {}): Pr
   let bytes = 0;
   for (const f of entry.catalog.files) {
     const dest = cachedPath(entry, f);
-    await withLock(`${dest}.lock`, async () => {
+    await withWaitLock(`${dest}.lock`, 'xfer pull', async () => {
       // Another process may have finished this file while we waited for the lock.
       if (await verifiedPresent(f, dest)) return;
       bytes += await downloadFile(entry, f, opts);
       downloaded.push(dest);
-    }, { onWait: (pid) => opts.onNotice?.(`waiting for process ${pid}, which is downloading ${f.name}`) });
+    }, { onWait: (h) => opts.onNotice?.(`waiting for ${h ? `process ${h.pid} on host ${h.host}` : 'another process'}, which is downloading ${f.name}`) });
   }
   return { entry, downloaded, bytes };
 }

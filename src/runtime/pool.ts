@@ -272,7 +272,14 @@ export function openWorkerBackbone(prepared: Promise<PreparedBackbone>, device: 
               pending.set(id, { resolve, reject });
               refWhileBusy();
               const whole = wholeBuffer(pixels);
-              worker.postMessage({ type: 'run', id, pixels, n } satisfies WorkerInMessage, whole ? [whole] : []);
+              const msg = { type: 'run', id, pixels, n } satisfies WorkerInMessage;
+              try {
+                worker.postMessage(msg, whole ? [whole] : []);
+              } catch (e) {
+                // Memory a native addon owns (sharp's output on Node ≥ 24) cannot be transferred: copy it.
+                if (!whole || (e as Error).name !== 'DataCloneError') throw e;
+                worker.postMessage(msg);
+              }
             });
           },
           close,

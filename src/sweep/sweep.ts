@@ -293,13 +293,14 @@ export async function runSweep(o: SweepOptions): Promise<SweepResult> {
     });
     plan.sort((a, b) => a.depth - b.depth);
   } else {
-    const { b, model, rows } = await modelLayers(o.model!, o);
-    plan = planTaps(model, rows, b.card, o.layers, b.file);
-    const extra = (o.extraTaps ?? []).map((n) => resolveTapName(n, rows, b.file).name).filter((n) => !plan.some((p) => p.name === n));
+    // The data first: listing it is cheaper than reading and describing the model.
     const ds = await discoverDataset(o.data!);
     const labelled = ds.entries.filter((e) => e.labelIndex !== null);
     if (labelled.length === 0) throw new XferError(`--data ${o.data}: the dataset has no labels`, { hint: 'a sweep needs labelled images: an ImageFolder tree (<class>/<image>) or a list file with labels' });
     if (new Set(labelled.map((e) => e.labelIndex)).size < 2) throw new XferError(`--data ${o.data}: the dataset has a single class ('${ds.labels[0]}')`, { hint: 'a probe needs at least two classes' });
+    const { b, model, rows } = await modelLayers(o.model!, o);
+    plan = planTaps(model, rows, b.card, o.layers, b.file);
+    const extra = (o.extraTaps ?? []).map((n) => resolveTapName(n, rows, b.file).name).filter((n) => !plan.some((p) => p.name === n));
     featuresDir = path.join(o.out, 'features');
     extract = await extractFeatures({
       ...o.extract,
