@@ -3,7 +3,8 @@
  * xfer's ONNX training graph against a PyTorch loop (eval-mode BN, same thread count, channels-first
  * and channels-last, the faster one) measured in the same run; prints the ratio.
  *
- * usage: npm run bench:finetune-step [-- --threads 1,2 --batch 32 --steps 10 --rounds 3 --from block_13_expand_relu]
+ * usage: npm run bench:finetune-step [-- --threads 1,2 --batch 32 --steps 10 --rounds 3 --from block_13_expand_relu --no-nchwc]
+ * --no-nchwc: plain Conv ops only (the graph a GPU, or an ORT build without NCHWc kernels, runs).
  * PyTorch comes from $XFER_PYTHON (default python3); without it only xfer's times are printed.
  */
 import { spawnSync } from 'node:child_process';
@@ -11,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readOnnxFile } from '../src/onnx/io.js';
 import { builtinOnnxPath } from '../src/import/keras/nsfwjs.js';
-import { planFinetune, buildTrainingModel, initialWeights, TrainingSession, Rng } from '../src/finetune/index.js';
+import { planFinetune, buildTrainingModel, initialWeights, TrainingSession, Rng, nchwcBlock } from '../src/finetune/index.js';
 
 export interface StepBenchOptions {
   from?: string;
@@ -23,6 +24,8 @@ export interface StepBenchOptions {
   rounds?: number;
   python?: string;
   log?: (line: string) => void;
+  /** false: plain Conv ops only (what a GPU or a build without NCHWc kernels runs). */
+  nchwc?: boolean;
 }
 
 export interface StepBenchRow {
@@ -46,8 +49,10 @@ export async function benchFinetuneStep(opts: StepBenchOptions = {}): Promise<St
   const file = await builtinOnnxPath('mobilenet_v2');
   const { model } = await readOnnxFile(file);
   const plan = planFinetune(model, { from, nClasses: K });
-  const train = buildTrainingModel(model, plan, { optimizer: 'sgd', momentum: 0.9, weightDecay: 1e-4, labelSmoothing: 0.1 });
-  log(`training graph: ${train.graph.node.length} nodes, ${plan.params.length} parameters tensors, from ${from} [${plan.fromShape}] to ${plan.to}, batch ${n}`);
+  // As `xfer train --head finetune` builds it on a CPU (NCHWc depthwise kernels where ORT has them).
+  const block = opts.nchwc === false ? 0 : await nchwcBlock();
+  const train = buildTrainingModel(model, plan, { optimizer: 'sgd', momentum: 0.9, weightDecay: 1e-4, labelSmoothing: 0.1, ...(block ? { nchwc: { block, batch: n } } : {}) });
+  log(`training graph${block ? ` (NCHWc block ${block})` : ''}: ${train.graph.node.length} nodes, ${plan.params.length} parameters tensors, from ${from} [${plan.fromShape}] to ${plan.to}, batch ${n}`);
   const x = new Rng(5).uniform(n * plan.fromShape.reduce((a, b) => a * b, 1), 0, 6);
   const y = Int32Array.from({ length: n }, (_, i) => i % K);
   const lr = { head: 0.01, backbone: plan.blocks.map(() => 0.001) };
@@ -97,5 +102,6 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     steps: arg('steps') ? Number(arg('steps')) : undefined,
     threads: arg('threads')?.split(',').map(Number),
     rounds: arg('rounds') ? Number(arg('rounds')) : undefined,
+    nchwc: !process.argv.includes('--no-nchwc'),
   });
 }

@@ -52,7 +52,7 @@ const LR = Number(opt('lr', '1e-3'));
 const FROM = opt('from', 'block_13_expand_relu');
 const THREADS = opt('threads', '') ? Number(opt('threads', '')) : undefined;
 const OUT = path.resolve(opt('out', path.join(os.tmpdir(), 'xfer-bench-finetune')));
-const TAPS = [...new Set([FROM, 'block_16_project_BN', 'out_relu'])];
+const TAPS = [...new Set([FROM, 'block_6_expand_relu', 'block_13_expand_relu', 'block_16_project_BN', 'out_relu'])];
 const SHARED = process.env.XFER_SHARED ?? path.resolve(REPO, '..', 'shared');
 
 const pct = (v: number): string => `${(100 * v).toFixed(2)}%`;

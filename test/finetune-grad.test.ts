@@ -13,7 +13,7 @@ import { emptyGraph, floatTensor, int64Tensor, makeModel, node, valueInfo } from
 import { DataType, type ModelProto, type NodeProto, type TensorProto } from '../src/onnx/proto.js';
 import { XferError } from '../src/errors.js';
 import {
-  planFinetune, buildTrainingModel, buildInferenceModel, initialWeights, TrainingSession, Rng, type FinetunePlan,
+  planFinetune, buildTrainingModel, buildInferenceModel, initialWeights, nchwcBlock, TrainingSession, Rng, type FinetunePlan,
 } from '../src/finetune/index.js';
 
 const N = 2;
@@ -147,6 +147,52 @@ for (const c of cases()) {
     }
   });
 }
+
+test('NCHWc depthwise kernels (stride 1, Keras Pad + stride 2, dilation 2) give the plain graph\'s loss and gradients, for a full and a padded batch', async (t) => {
+  const block = await nchwcBlock();
+  if (!block) return t.skip('this onnxruntime build has no NCHWc kernels');
+  const D = 2 * block;
+  const m = model([
+    node('Conv', ['in', 'c0'], ['z0'], { kernel_shape: [1, 1] }), node('Relu', ['z0'], ['r0']),
+    node('Conv', ['r0', 'dw1'], ['z1'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1], group: D }), bnNode('z1', 'bn1', 'b1'), node('Clip', ['b1', 'lo', 'hi'], ['r1']),
+    node('Pad', ['r1', 'pads'], ['p1'], { mode: 'constant' }), node('Conv', ['p1', 'dw2'], ['z2'], { kernel_shape: [3, 3], strides: [2, 2], group: D }), node('Relu', ['z2'], ['r2']),
+    node('Conv', ['r2', 'dw3'], ['z3'], { kernel_shape: [3, 3], pads: [2, 2, 2, 2], dilations: [2, 2], group: D }), node('Relu', ['z3'], ['r3']),
+    node('Conv', ['r3', 'pw'], ['z4'], { kernel_shape: [1, 1] }),
+  ], [w('c0', [D, C, 1, 1]), w('dw1', [D, 1, 3, 3]), ...bn('bn1', D), floatTensor('lo', [], [0]), floatTensor('hi', [], [6]), int64Tensor('pads', [8], [0, 0, 0, 0, 0, 0, 1, 1]),
+    w('dw2', [D, 1, 3, 3]), w('dw3', [D, 1, 3, 3]), w('pw', [6, D, 1, 1]), old(6)], 'z4');
+  const plan = planFinetune(m, { from: 'in', nClasses: K });
+  const opts = { optimizer: 'sgd', momentum: 0, weightDecay: 0, labelSmoothing: SMOOTH, outputGradients: true } as const;
+  const blocked = buildTrainingModel(m, plan, { ...opts, nchwc: { block, batch: 3 } });
+  assert.equal(blocked.graph.node.filter((n) => n.domain === 'com.microsoft.nchwc' && n.opType === 'Conv').length, 3 + 3 + 1, 'forward and weight-gradient Convs on NCHWc, and the input gradient of the stride-1 undilated one');
+  const init = initialWeights(m, plan, 3);
+  const plain = await TrainingSession.open(buildTrainingModel(m, plan, opts), plan, init, { threads: 1, device: 'cpu' });
+  const fast = await TrainingSession.open(blocked, plan, init, { threads: 1, device: 'cpu' });
+  const zero = { head: 0, backbone: plan.blocks.map(() => 0) };
+  try {
+    for (const n of [3, 2]) {
+      const x = new Rng(11 + n).uniform(n * C * HW * HW, -1, 1);
+      const y = Int32Array.from({ length: n }, (_, i) => i % K);
+      const a = await plain.step(x, y, n, zero);
+      const b = await fast.step(x, y, n, zero);
+      assert.ok(Math.abs(a.loss - b.loss) <= 1e-5 * Math.abs(a.loss), `n=${n}: loss ${b.loss} vs ${a.loss}`);
+      for (const [name, ga] of a.gradients!) {
+        const gb = b.gradients!.get(name)!;
+        const scale = Math.max(...ga.map(Math.abs));
+        ga.forEach((v, i) => assert.ok(Math.abs(v - gb[i]) <= 1e-5 * scale + 1e-9, `n=${n} ${name}[${i}]: ${gb[i]} vs ${v}`));
+      }
+    }
+    await assert.rejects(fast.step(new Float32Array(4 * C * HW * HW), new Int32Array(4), 4, zero), /4 samples for a training graph built for batches of 3/);
+  } finally {
+    await plain.close();
+    await fast.close();
+  }
+});
+
+test('a model tensor named like one of the training graph\'s own (loss) is refused with the node named', () => {
+  const m = model([node('Conv', ['in', 'c0'], ['loss'], { kernel_shape: [1, 1] }), node('Relu', ['loss'], ['r0'])], [w('c0', [C, C, 1, 1]), old(C)], 'r0');
+  const plan = planFinetune(m, { from: 'in', nClasses: K });
+  assert.throws(() => buildTrainingModel(m, plan, { optimizer: 'sgd', momentum: 0.9, weightDecay: 0, labelSmoothing: 0 }), (e: unknown) => e instanceof XferError && /tensor named "loss" \(node loss\)/.test(e.message));
+});
 
 test('plan: frozen blocks are not trained, blocks follow residual units', () => {
   const m = cases().find((c) => c.freeze === 1)!.model;

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readOnnxFile } from '../src/onnx/io.js';
 import { builtinOnnxPath } from '../src/import/keras/nsfwjs.js';
-import { planFinetune, buildTrainingModel, initialWeights, TrainingSession, Rng, type FinetunePlan, type TrainGraphOptions } from '../src/finetune/index.js';
+import { planFinetune, buildTrainingModel, initialWeights, nchwcBlock, TrainingSession, Rng, type FinetunePlan, type TrainGraphOptions } from '../src/finetune/index.js';
 import type { ModelProto } from '../src/onnx/proto.js';
 
 const FIX = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures', 'finetune');
@@ -63,7 +63,8 @@ function check(what: string, a: Float32Array, ref: Summary, k: number, floor = 0
   });
 }
 
-async function runCase(model: ModelProto, c: Case): Promise<void> {
+/** `nchwc`: build the graph as a CPU run does (NCHWc depthwise kernels) for batches of `nchwc.batch`. */
+async function runCase(model: ModelProto, c: Case, nchwc?: { block: number; batch: number }): Promise<void> {
   const s = REF.settings;
   const plan: FinetunePlan = planFinetune(model, { from: c.from, nClasses: c.classes });
   assert.deepEqual(plan.params.map((p) => p.name).sort(), c.params.slice().sort());
@@ -74,7 +75,7 @@ async function runCase(model: ModelProto, c: Case): Promise<void> {
   const init = initialWeights(model, plan, s.head_seed);
   const k = new Map(c.params.map((p, i) => [p, i]));
   for (const opt of ['sgd', 'adamw'] as const) {
-    const opts: TrainGraphOptions = { optimizer: opt, momentum: s.momentum, weightDecay: opt === 'sgd' ? s.sgd_wd : s.adamw_wd, labelSmoothing: s.label_smoothing, outputGradients: opt === 'sgd' };
+    const opts: TrainGraphOptions = { optimizer: opt, momentum: s.momentum, weightDecay: opt === 'sgd' ? s.sgd_wd : s.adamw_wd, labelSmoothing: s.label_smoothing, outputGradients: opt === 'sgd', ...(nchwc ? { nchwc } : {}) };
     const sess = await TrainingSession.open(buildTrainingModel(model, plan, opts), plan, init, { threads: 1, device: 'cpu' });
     try {
       for (let step = 0; step < s.steps; step++) {
@@ -105,6 +106,14 @@ async function runCase(model: ModelProto, c: Case): Promise<void> {
 test('fine-tune graph matches PyTorch: built-in MobileNetV2 top from block_13 (gradients, SGD, AdamW)', async () => {
   const { model } = await readOnnxFile(await builtinOnnxPath('mobilenet_v2'));
   await runCase(model, REF.cases.mobilenet_v2);
+});
+
+test('fine-tune graph on NCHWc kernels, its fixed batch padded by 3 rows, matches PyTorch: MobileNetV2 top from block_13', async (t) => {
+  const block = await nchwcBlock();
+  if (!block) return t.skip('this onnxruntime build has no NCHWc kernels (fine-tuning uses plain Conv ops here)');
+  const { model } = await readOnnxFile(await builtinOnnxPath('mobilenet_v2'));
+  const c = REF.cases.mobilenet_v2;
+  await runCase(model, c, { block, batch: c.n + 3 });
 });
 
 test('fine-tune graph matches PyTorch: ResNet-18 layer4 (narrowed) exported by torch.onnx, from the input', async () => {

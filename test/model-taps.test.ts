@@ -80,7 +80,7 @@ function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, rel
 test('tapping an early tensor prunes every later node', () => {
   const { model, taps } = deriveTapModel(tinyNet(), [{ name: 'r1', pool: 'none' }]);
   const ops = model.graph.node.map((n) => n.opType);
-  assert.deepEqual(ops, ['Conv', 'Relu', 'Identity']);
+  assert.deepEqual(ops, ['Conv', 'Relu']);
   assert.deepEqual(model.graph.initializer.map((t) => t.name).sort(), ['b1', 'w1']);
   assert.equal(taps[0].tensor, 'r1');
 });
@@ -113,15 +113,16 @@ test('pooled taps equal JS pooling of the unmodified model\'s tensors', async ()
     assertClose(got.xfer_tap_1.data as Float32Array, poolRef(ref.r2.data as Float32Array, ref.r2.dims, pool), 1e-5, `r2 ${pool}`);
     assert.deepEqual(got.xfer_tap_1.dims, [2, pool === 'avgmax' ? 12 : 6]);
   }
-  const { model } = deriveTapModel(tinyNet(), [
+  const { model, taps } = deriveTapModel(tinyNet(), [
     { name: 'r2', pool: 'flatten' },
     { name: 'r1', pool: 'none' },
   ]);
   const got = await runModel(model, { x });
   assert.deepEqual(got.xfer_tap_0.dims, [2, 6 * 64]);
   assertClose(got.xfer_tap_0.data as Float32Array, ref.r2.data as Float32Array, 1e-6, 'r2 flatten');
-  assert.deepEqual(got.xfer_tap_1.dims, [2, 4, 8, 8]);
-  assertClose(got.xfer_tap_1.data as Float32Array, ref.r1.data as Float32Array, 1e-6, 'r1 none');
+  assert.equal(taps[1].output, 'r1', 'an unpooled tap is an output under its own name');
+  assert.deepEqual(got.r1.dims, [2, 4, 8, 8]);
+  assertClose(got.r1.data as Float32Array, ref.r1.data as Float32Array, 1e-6, 'r1 none');
 });
 
 test('taps resolve by tensor name, node name and index; unknown names list the closest', () => {
@@ -256,6 +257,22 @@ test('default backbone: block_6_expand_relu + out_relu avg taps equal the unmodi
   const early = (await buildTapModel(full, tb.card, [{ name: 'block_6_expand_relu', pool: 'avg' }], 'mobilenet_v2')).model;
   assert.ok(early.graph.node.length < full.graph.node.length / 2, `pruned model has ${early.graph.node.length} of ${full.graph.node.length} nodes`);
   assert.ok(!early.graph.node.some((nd) => nd.output.includes('out_relu')));
+});
+
+test('default backbone: five unpooled taps in one model (an ORT Identity-elimination case) equal the unmodified model', async () => {
+  const { openTappedBackbone } = await import('../src/model/runner.js');
+  const names = ['block_12_add', 'block_6_expand_relu', 'block_13_expand_relu', 'block_16_project_BN', 'out_relu'];
+  const tb = await openTappedBackbone('mobilenet_v2', { taps: names.map((name) => ({ name, pool: 'none' as const })), device: { device: 'cpu' } });
+  const n = 2;
+  const pixels = Uint8Array.from({ length: n * 224 * 224 * 3 }, (_, i) => (i * 2246822519) >>> 24);
+  const got = await tb.run(pixels, n);
+  await tb.close();
+  const full = (await readOnnxFile(tb.file)).model;
+  full.graph.output.push(...names.map((name) => ({ name })));
+  const { scale, bias } = pixelAffine(tb.card.input);
+  const x = Float32Array.from(pixels, (p, i) => Math.fround(Math.fround(p * Math.fround(scale[i % 3])) + Math.fround(bias[i % 3])));
+  const ref = await runModel(full, { input_1: new ort.Tensor('float32', x, [n, 224, 224, 3]) });
+  names.forEach((name, i) => assertClose(got[i], ref[name].data as Float32Array, 1e-5, name));
 });
 
 test('default backbone lists every Keras layer with shapes', async () => {

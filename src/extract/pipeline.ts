@@ -337,7 +337,10 @@ async function runExtraction(opts: ExtractOptions, lock: FolderLock): Promise<Ex
 /** Resolves when `signal` aborts (never without one). */
 function untilAborted(signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve) => {
-    if (signal?.aborted) resolve();
-    else signal?.addEventListener('abort', () => resolve(), { once: true });
+    if (signal?.aborted) return resolve();
+    // A pending promise alone does not keep Node running (idle workers are unref'd): hold a timer,
+    // or the process ends with "unsettled top-level await" (exit 13) before the interrupt comes.
+    const keep = setInterval(() => {}, 2 ** 30);
+    signal?.addEventListener('abort', () => { clearInterval(keep); resolve(); }, { once: true });
   });
 }

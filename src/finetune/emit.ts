@@ -2,6 +2,8 @@
 import { node, floatTensor, int64Tensor, type AttrValue } from '../onnx/builder.js';
 import type { NodeProto, TensorProto } from '../onnx/proto.js';
 
+export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
+
 export class Emitter {
   readonly nodes: NodeProto[] = [];
   readonly inits: TensorProto[] = [];
@@ -25,6 +27,13 @@ export class Emitter {
     const o = out ?? this.fresh(hint);
     this.taken.add(o);
     this.nodes.push(node(opType, inputs, [o], attrs, o));
+    return o;
+  }
+
+  /** One node of ORT's CPU-only `com.microsoft.nchwc` domain (blocked-channel kernels). */
+  nchwc(opType: string, inputs: string[], attrs: Record<string, AttrValue> = {}, hint = opType, out?: string): string {
+    const o = this.op(opType, inputs, attrs, hint, out);
+    this.nodes[this.nodes.length - 1].domain = NCHWC_DOMAIN;
     return o;
   }
 

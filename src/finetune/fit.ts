@@ -27,6 +27,7 @@ import { epochOrder, FeatureRowSource, imageCount, oneViewPerImage, pickFromLaye
 import { blockRates, checkRate, ratesAt, type LrSpec } from './schedule.js';
 import { CHECKPOINT_FILE, loadCheckpoint, saveCheckpoint, type Checkpoint, type EpochRecord } from './checkpoint.js';
 import { FinetuneHead } from './head.js';
+import { nchwcBlockFor } from './nchwc.js';
 
 export type Optimizer = 'sgd' | 'adamw';
 export const OPTIMIZERS: readonly Optimizer[] = ['sgd', 'adamw'];
@@ -368,7 +369,14 @@ async function finetuneLocked(opts: FinetuneOptions): Promise<FinetuneResult> {
       }
       ck = { ...prev, config };
     }
-    const training = buildTrainingModel(data.backbone.model, plan, { optimizer: R.optimizer, momentum: R.momentum, weightDecay: R.weightDecay, labelSmoothing: R.labelSmoothing });
+    const block = await nchwcBlockFor(opts.device);
+    const training = buildTrainingModel(data.backbone.model, plan, {
+      optimizer: R.optimizer,
+      momentum: R.momentum,
+      weightDecay: R.weightDecay,
+      labelSmoothing: R.labelSmoothing,
+      ...(block ? { nchwc: { block, batch: R.batch } } : {}),
+    });
     session = await TrainingSession.open(training, plan, initialWeights(data.backbone.model, plan, R.seed), { threads: opts.threads, device: opts.device ?? 'auto' });
     if (opts.resume) await session.setState({ step: ck.sessionStep, tensors: ck.state });
     const save = async (epoch: number, batch: number): Promise<void> => {

@@ -7,7 +7,8 @@ import type { ModelProto, TensorProto } from '../onnx/proto.js';
 import { DataType } from '../onnx/proto.js';
 import { floatTensor, makeModel, valueInfo } from '../onnx/builder.js';
 import { XferError } from '../errors.js';
-import { Lowering } from './lower.js';
+import { Lowering, type NchwcOptions } from './lower.js';
+import { NCHWC_DOMAIN } from './emit.js';
 import { HEAD_BIAS, HEAD_WEIGHT, partOf, type FinetunePlan, type ParamInfo } from './plan.js';
 
 export interface TrainGraphOptions {
@@ -21,6 +22,11 @@ export interface TrainGraphOptions {
   eps?: number;
   /** Also output every parameter's gradient as `<name>@grad` (tests). */
   outputGradients?: boolean;
+  /**
+   * CPU only: depthwise convolutions on ORT's NCHWc kernels (nchwcBlock() gives the block). The
+   * graph then takes exactly `batch` rows; TrainingSession pads a smaller batch with rows of weight 0.
+   */
+  nchwc?: NchwcOptions;
 }
 
 /** Names shared by the graphs and TrainingSession. */
@@ -50,6 +56,7 @@ function opsetOf(model: ModelProto): number {
 
 function finish(model: ModelProto, lw: Lowering, inputs: ReturnType<typeof valueInfo>[], outputs: ReturnType<typeof valueInfo>[], name: string, initializers: TensorProto[] = []): ModelProto {
   const m = makeModel({ name, node: lw.em.nodes, initializer: [...lw.em.inits, ...initializers], input: inputs, output: outputs, valueInfo: [] }, { opset: opsetOf(model) });
+  if (lw.em.nodes.some((n) => n.domain === NCHWC_DOMAIN)) m.opsetImport.push({ domain: NCHWC_DOMAIN, version: 1 });
   return m;
 }
 
@@ -61,6 +68,21 @@ function forward(lw: Lowering, plan: FinetunePlan, input: string): { logits: str
   const feats = plan.toShape.length > 1 ? em.op('Reshape', [plan.to, em.i64([0, plan.featureDim])], {}, 'features') : plan.to;
   const logits = em.op('Gemm', [feats, HEAD_WEIGHT, HEAD_BIAS], { transB: 1 }, IO.logits, IO.logits);
   return { logits, feats };
+}
+
+/** The names the training graph gives its own tensors must not be tensors of the model's part. */
+function refuseNameClashes(part: ReturnType<typeof partOf>, plan: FinetunePlan): void {
+  const own = new Set<string>([IO.target, IO.invN, IO.loss, IO.logits, IO.probabilities, IO.bc2, HEAD_WEIGHT, HEAD_BIAS]);
+  if (plan.from !== IO.x) own.add(IO.x);
+  for (const n of part.nodes) {
+    for (const t of [...n.input, ...n.output]) {
+      if (t && (own.has(t) || /^(lr|decay):|@next$|@grad$|#(m|v|mom)$/.test(t))) {
+        throw new XferError(`fine-tune: the model has a tensor named "${t}" (node ${n.name || n.output[0]}), a name the training graph uses for its own tensors`, {
+          hint: 'rename that tensor in the ONNX file (e.g. with onnx.helper in Python) and extract again',
+        });
+      }
+    }
+  }
 }
 
 function activationsIn(plan: FinetunePlan, name: string): ReturnType<typeof valueInfo> {
@@ -79,20 +101,23 @@ function checkOptions(opts: TrainGraphOptions): void {
 
 /**
  * The training step. Inputs: `x` [N, ...fromShape], `target` [N, K] (smoothed one-hot rows),
- * `inv_n` [] (1/N), per-group `lr:<g>` (SGD: the rate; AdamW: rate / (1 − β1^t)), AdamW's
+ * `inv_n` [N, 1] (each row's weight in the mean loss: 1/n, 0 for padding rows), per-group `lr:<g>` (SGD: the rate; AdamW: rate / (1 − β1^t)), AdamW's
  * `decay:<g>` (1 − rate·weight decay) and `sqrt_bc2` (√(1 − β2^t)), every parameter and its
  * optimizer state. Outputs: `loss`, then `<name>@next` for every parameter and state tensor.
  */
 export function buildTrainingModel(model: ModelProto, plan: FinetunePlan, opts: TrainGraphOptions): ModelProto {
   checkOptions(opts);
   const part = partOf(model, plan);
+  refuseNameClashes(part, plan);
   const trainable = new Set(plan.params.map((p) => p.name));
-  const lw = new Lowering(part, trainable);
+  if (opts.nchwc && !(Number.isInteger(opts.nchwc.batch) && opts.nchwc.batch > 0 && opts.nchwc.block > 1)) throw new XferError(`fine-tune: NCHWc options ${JSON.stringify(opts.nchwc)}`);
+  const lw = new Lowering(part, trainable, opts.nchwc);
   const em = lw.em;
   const { logits, feats } = forward(lw, plan, IO.x);
-  // Softmax cross-entropy; the label smoothing is in the target rows.
+  // Softmax cross-entropy; the label smoothing is in the target rows, and `inv_n` weighs each row
+  // (1/n, or 0 for the rows that pad a short batch to a fixed-batch graph's size).
   const logp = em.op('LogSoftmax', [logits], { axis: 1 }, 'logp');
-  const loss = em.op('Mul', [em.op('Neg', [em.op('ReduceSum', [em.op('Mul', [IO.target, logp])], { keepdims: 0 })]), IO.invN], {}, IO.loss, IO.loss);
+  const loss = em.op('Neg', [em.op('ReduceSum', [em.op('Mul', [em.op('Mul', [IO.target, logp]), IO.invN])], { keepdims: 0 })], {}, IO.loss, IO.loss);
   const dlogits = em.op('Mul', [em.op('Sub', [em.op('Exp', [logp]), IO.target]), IO.invN], {}, 'd/logits');
   lw.paramGrads.set(HEAD_WEIGHT, em.op('Gemm', [dlogits, feats], { transA: 1 }, `d/${HEAD_WEIGHT}`));
   lw.paramGrads.set(HEAD_BIAS, em.op('ReduceSum', [dlogits, em.i64([0])], { keepdims: 0 }, `d/${HEAD_BIAS}`));
@@ -101,7 +126,7 @@ export function buildTrainingModel(model: ModelProto, plan: FinetunePlan, opts: 
     lw.seed(plan.to, plan.toShape.length > 1 ? em.op('Reshape', [df, em.i64([0, ...plan.toShape])]) : df);
     lw.backward();
   }
-  const inputs = [activationsIn(plan, IO.x), valueInfo(IO.target, DataType.FLOAT, ['N', plan.nClasses]), valueInfo(IO.invN, DataType.FLOAT, [])];
+  const inputs = [activationsIn(plan, IO.x), valueInfo(IO.target, DataType.FLOAT, ['N', plan.nClasses]), valueInfo(IO.invN, DataType.FLOAT, ['N', 1])];
   const outputs = [valueInfo(loss, DataType.FLOAT, [])];
   const groups = [...new Set(plan.params.map(groupOf))];
   for (const g of groups) {
@@ -141,7 +166,7 @@ export function buildTrainingModel(model: ModelProto, plan: FinetunePlan, opts: 
     }
   }
   const m = finish(model, lw, inputs, outputs, 'xfer-finetune-train');
-  const kind = { optimizer: opts.optimizer, decay: opts.optimizer === 'adamw' && wd !== 0, beta1: b1, beta2: b2, weightDecay: wd, labelSmoothing: opts.labelSmoothing };
+  const kind = { optimizer: opts.optimizer, decay: opts.optimizer === 'adamw' && wd !== 0, beta1: b1, beta2: b2, weightDecay: wd, labelSmoothing: opts.labelSmoothing, batch: opts.nchwc?.batch ?? null };
   m.metadataProps = [{ key: 'xfer.finetune', value: JSON.stringify(kind) }];
   return m;
 }

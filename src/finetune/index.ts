@@ -25,3 +25,4 @@ export { buildTrainingModel, buildInferenceModel, evalModelOf, type TrainGraphOp
 export { initialWeights } from './init.js';
 export { TrainingSession, type LearningRates, type SessionOptions } from './session.js';
 export { Rng } from './rng.js';
+export { nchwcBlock, nchwcBlockFor } from './nchwc.js';

@@ -11,6 +11,14 @@ import { Emitter } from './emit.js';
 import { readConst } from './tensors.js';
 import { attrFloat, attrInt, attrInts, reduceAxes } from './shapes.js';
 
+/** ORT's blocked-channel CPU kernels for depthwise convolutions (graphs.ts TrainGraphOptions.nchwc). */
+export interface NchwcOptions {
+  /** MLAS's NCHWc channel block (8 on AVX2, 16 on AVX-512), from nchwcBlock(). */
+  block: number;
+  /** The training batch: the weight gradient is a depthwise Conv over batch × channels groups. */
+  batch: number;
+}
+
 export interface Part {
   nodes: NodeProto[];
   consts: Map<string, TensorProto>;
@@ -34,10 +42,15 @@ export class Lowering {
   private readonly needs = new Set<string>();
   private readonly grads = new Map<string, string[]>();
 
-  /** `trainable`: parameter names fed as graph inputs; other constants become initializers. */
+  /**
+   * `trainable`: parameter names fed as graph inputs; other constants become initializers.
+   * `nchwc`: run depthwise convolutions on ORT's CPU NCHWc kernels (block = MLAS's channel block;
+   * batch = the fixed batch the weight gradient's group count is built for); see depthwiseNchwc.
+   */
   constructor(
     private readonly part: Part,
     private readonly trainable: Set<string>,
+    private readonly nchwc?: NchwcOptions,
   ) {
     for (const n of part.nodes) for (const o of n.output) this.em.reserve(o);
     for (const c of part.consts.keys()) this.em.reserve(c);
@@ -133,7 +146,14 @@ export class Lowering {
       const shift = em.op('Sub', [beta, em.op('Mul', [mean, s])], {}, `${out}/shift`);
       bf = bias ? em.op('Add', [shift, em.op('Mul', [bias, s])], {}, `${out}/b`) : shift;
     }
-    em.op('Conv', bf ? [x, Wf, bf] : [x, Wf], attrs, 'Conv', out);
+    // Depthwise filters are graph inputs (trained, BN folded in), so ORT's NCHWc transformer, which
+    // needs constant filters, leaves them on its slow grouped path: emit its blocked ops directly.
+    const blocked = this.nchwc && group === O && Ig === 1 && xs[0] === O && O % this.nchwc.block === 0 ? this.nchwc : undefined;
+    const xb = blocked ? em.nchwc('ReorderInput', [x], {}, `${out}/xb`) : undefined;
+    if (xb) {
+      const yb = em.nchwc('Conv', bf ? [xb, this.blockedFilter(Wf, wShape), bf] : [xb, this.blockedFilter(Wf, wShape)], attrs, `${out}/yb`);
+      em.nchwc('ReorderOutput', [yb], { channels: O }, 'ReorderOutput', out);
+    } else em.op('Conv', bf ? [x, Wf, bf] : [x, Wf], attrs, 'Conv', out);
     const trainW = this.trainable.has(n.input[1]);
     const gammaName = bn?.input[1];
     this.add({
@@ -143,9 +163,10 @@ export class Lowering {
       back: (dz, want) => {
         const res: { input: string; grad: string }[] = [];
         const zs = this.shape(out);
+        const dzb = xb && (trainW || want(x)) ? em.nchwc('ReorderInput', [dz], {}, `d/${out}/b`) : undefined;
         if (trainW) {
           const dbf = em.op('ReduceSum', [dz, em.i64([0, 2, 3])], { keepdims: 0 }, `d/${out}/b`);
-          const dWf = this.convWeightGrad(x, xs, dz, zs, wShape, attrs, out);
+          const dWf = xb && dzb && blocked ? this.depthwiseWeightGradNchwc(xb, xs, dzb, zs, wShape, attrs, blocked.batch, out) : this.convWeightGrad(x, xs, dz, zs, wShape, attrs, out);
           if (bn) {
             // dγ = Σ dz·x̂ = (Σ dW'·W − μ·Σdz)/σ: from the folded weights' gradient, no pass over activations.
             const corr = em.op('Sub', [em.op('ReduceSum', [em.op('Mul', [dWf, W]), em.i64([1, 2, 3])], { keepdims: 0 }), em.op('Mul', [mean!, dbf])]);
@@ -159,12 +180,42 @@ export class Lowering {
             if (n.input[2]) this.paramGrads.set(n.input[2], dbf);
           }
         }
-        if (want(x)) res.push({ input: x, grad: this.convInputGrad(dz, zs, Wf, wShape, xs, attrs, x) });
+        if (want(x)) res.push({ input: x, grad: this.convInputGrad(dz, zs, Wf, wShape, xs, attrs, x, dzb) });
         return res;
       },
     });
-    void O;
-    void Ig;
+  }
+
+  /** A depthwise filter [C, 1, kh, kw] in MLAS's OIHWBo order (channel blocks innermost), dims unchanged. */
+  private blockedFilter(W: string, wShape: number[]): string {
+    const em = this.em;
+    const [C, , kh, kw] = wShape;
+    const B = this.nchwc!.block;
+    const t = em.op('Transpose', [em.op('Reshape', [W, em.i64([C / B, B, 1, kh, kw])])], { perm: [0, 2, 3, 4, 1] });
+    return em.op('Reshape', [t, em.i64([C, 1, kh, kw])]);
+  }
+
+  /**
+   * dW of a depthwise Conv on NCHWc kernels: the blocked input read as one image of batch × C channels
+   * and the blocked output gradient read as that many depthwise filters are exactly the operands of
+   * a depthwise Conv (strides and dilations swapped) whose output, summed over the batch, is dW.
+   */
+  private depthwiseWeightGradNchwc(xb: string, xs: number[], dzb: string, zs: number[], wShape: number[], attrs: Record<string, AttrValue>, batch: number, hint: string): string {
+    const em = this.em;
+    const [C, , kh, kw] = wShape;
+    const stride = attrs.strides as number[];
+    const dil = attrs.dilations as number[];
+    const pads = attrs.pads as number[];
+    const G = batch * C;
+    const input = em.op('Reshape', [xb, em.i64([1, G, xs[1], xs[2]])]);
+    const filters = em.op('Reshape', [dzb, em.i64([G, 1, zs[1], zs[2]])]);
+    const rb = em.nchwc('Conv', [input, filters], { kernel_shape: [zs[1], zs[2]], strides: dil, dilations: stride, pads, group: G }, `d/${hint}/Wb`);
+    const kh2 = Math.floor((xs[1] + pads[0] + pads[2] - stride[0] * (zs[1] - 1) - 1) / dil[0]) + 1;
+    const kw2 = Math.floor((xs[2] + pads[1] + pads[3] - stride[1] * (zs[2] - 1) - 1) / dil[1]) + 1;
+    const r = em.op('Reshape', [em.nchwc('ReorderOutput', [rb], { channels: G }), em.i64([batch, C, 1, kh2, kw2])]);
+    let dW = em.op('ReduceSum', [r, em.i64([0])], { keepdims: 0 });
+    if (kh2 !== kh || kw2 !== kw) dW = em.op('Slice', [dW, em.i64([0, 0]), em.i64([kh, kw]), em.i64([2, 3])]);
+    return em.op('Identity', [dW], {}, `d/${hint}/W'`);
   }
 
   /** dW of a Conv: a product over the batch for 1×1 kernels, else a Conv with batch and channel axes swapped. */
@@ -199,7 +250,7 @@ export class Lowering {
   }
 
   /** dX of a Conv: a Conv with the transposed (and flipped) kernel where stride is 1, else ConvTranspose. */
-  private convInputGrad(dz: string, zs: number[], W: string, wShape: number[], xs: number[], attrs: Record<string, AttrValue>, x: string): string {
+  private convInputGrad(dz: string, zs: number[], W: string, wShape: number[], xs: number[], attrs: Record<string, AttrValue>, x: string, dzb?: string): string {
     const em = this.em;
     const [, , kh, kw] = wShape;
     const stride = attrs.strides as number[];
@@ -212,6 +263,10 @@ export class Lowering {
     if (unit && fullPads.every((p) => p >= 0)) {
       let Wt = group === 1 ? em.op('Transpose', [W], { perm: [1, 0, 2, 3] }) : W;
       if (kh > 1 || kw > 1) Wt = em.op('Slice', [Wt, em.i64([-1, -1]), em.i64([-kh - 1, -kw - 1]), em.i64([2, 3]), em.i64([-1, -1])]);
+      if (dzb) {
+        const db = em.nchwc('Conv', [dzb, this.blockedFilter(Wt, wShape)], { kernel_shape: [kh, kw], pads: fullPads, group }, `${hint}/b`);
+        return em.nchwc('ReorderOutput', [db], { channels: wShape[0] }, 'ReorderOutput', hint);
+      }
       return em.op('Conv', [dz, Wt], { kernel_shape: [kh, kw], pads: fullPads, group }, hint);
     }
     const outPad = [0, 1].map((i) => (xs[i + 1] + pads[i] + pads[i + 2] - dil[i] * ((i === 0 ? kh : kw) - 1) - 1) % stride[i]);

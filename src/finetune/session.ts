@@ -29,6 +29,8 @@ interface Kind {
   beta1: number;
   beta2: number;
   weightDecay: number;
+  /** The fixed batch of a graph built with NCHWc kernels (null: any batch). */
+  batch?: number | null;
 }
 
 const size = (s: number[]): number => s.reduce((a, b) => a * b, 1);
@@ -81,8 +83,18 @@ export class TrainingSession {
     const K = plan.nClasses;
     this.checkBatch(x, n);
     if (y.length < n) throw new XferError(`fine-tune step: ${y.length} labels for ${n} samples`);
+    // A fixed-batch graph takes a short batch padded with zero rows that weigh 0 in the loss.
+    const rows = kind.batch ?? n;
+    if (n > rows) throw new XferError(`fine-tune step: ${n} samples for a training graph built for batches of ${rows}`);
+    const rowSize = size(plan.fromShape);
+    let xs = x.subarray(0, n * rowSize);
+    if (rows > n) {
+      xs = new Float32Array(rows * rowSize);
+      xs.set(x.subarray(0, n * rowSize));
+    }
+    const invN = new Float32Array(rows).fill(1 / n, 0, n);
     if (lr.backbone.length < plan.blocks.length) throw new XferError(`fine-tune step: ${lr.backbone.length} backbone learning rates for ${plan.blocks.length} blocks`);
-    const target = new Float32Array(n * K);
+    const target = new Float32Array(rows * K);
     const off = this.smoothing / K;
     for (let i = 0; i < n; i++) {
       const c = y[i];
@@ -93,9 +105,9 @@ export class TrainingSession {
     const t = ++this.stepCount;
     const scalar = (v: number): ort.Tensor => new ort.Tensor('float32', Float32Array.of(v), []);
     const feeds: Record<string, ort.Tensor> = {
-      [IO.x]: new ort.Tensor('float32', x.subarray(0, n * size(plan.fromShape)), [n, ...plan.fromShape]),
-      [IO.target]: new ort.Tensor('float32', target, [n, K]),
-      [IO.invN]: scalar(1 / n),
+      [IO.x]: new ort.Tensor('float32', xs, [rows, ...plan.fromShape]),
+      [IO.target]: new ort.Tensor('float32', target, [rows, K]),
+      [IO.invN]: new ort.Tensor('float32', invN, [rows, 1]),
     };
     const bc1 = kind.optimizer === 'adamw' ? 1 - kind.beta1 ** t : 1;
     if (kind.optimizer === 'adamw') feeds[IO.bc2] = scalar(Math.sqrt(1 - kind.beta2 ** t));

@@ -36,7 +36,7 @@ import type { TapBuild, TapBuildResult } from './tap-model.js';
 
 /** Entries kept (each about the size of the backbone's .onnx file). */
 export const MAX_ENTRIES = 8;
-const FORMAT = 4;
+const FORMAT = 5;
 /** Temp files of writes that never finished (a crash) are removed after this long. */
 const STALE_TEMP_MS = 3600_000;
 

@@ -156,9 +156,12 @@ export function deriveTapModel(model: ModelProto, taps: TapRequest[], opts: Deri
     }
     const pooled = poolNodes(cur, out, tap.pool, inits, opts.ranks?.get(info.name), opsetOf(model));
     newNodes.push(...pooled);
-    if (pooled.length === 0) newNodes.push(node('Identity', [cur], [out]));
-    outputs.push({ name: out });
-    resolved.push({ tensor: info.name, requested: tap.name, pool: tap.pool, output: out });
+    // An unpooled float activation is an output under its own name: with several Identity nodes to
+    // graph outputs, ORT's Identity elimination can leave a consumer reading a renamed tensor.
+    const direct = pooled.length === 0 && cur === info.name && !g.input.some((v) => v.name === cur);
+    if (pooled.length === 0 && !direct) newNodes.push(node('Identity', [cur], [out]));
+    outputs.push({ name: direct ? cur : out });
+    resolved.push({ tensor: info.name, requested: tap.name, pool: tap.pool, output: direct ? cur : out });
   });
 
   const graph: GraphProto = {

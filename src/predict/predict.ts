@@ -31,6 +31,7 @@ import { WORKER_DEPTH, type BackboneInfo, type Backbone } from '../runtime/pool.
 import { defaultBatch, defaultDecodeConcurrency } from '../runtime/plan.js';
 import { openBackbone } from '../runtime/open.js';
 import { runStream } from '../runtime/stream.js';
+import { checkBatchMemory, formedBatch } from '../extract/batch-bound.js';
 
 export interface PredictorOptions {
   /** Backbone spec (built-in id or .onnx/.tflite path) overriding the head's recorded backbone. */
@@ -283,12 +284,15 @@ function makePredictor(head: TrainedHead, backbone: Backbone, plan: PreprocessPl
   const predict = async (images: PredictInput[], onResult?: (r: PredictOutcome) => void): Promise<PredictOutcome[]> => {
     const items = images.map((im) => (typeof im === 'string' ? { path: im, source: im } : im));
     const all: PredictOutcome[] = [];
+    // Buffers for the batch actually formed: fewer inputs than --batch need no larger ones.
+    const formed = info.fixedBatch ?? formedBatch(B, B, items.length, info.provider === 'cuda');
+    checkBatchMemory(formed, imgBytes, workers * WORKER_DEPTH + 4, workers);
     await runStream({
       backbone,
       from: 0,
       to: items.length,
       decode: (i) => limit(() => loadPixelsOrSkip(items[i].source, plan, { displayPath: items[i].path })),
-      batch: B,
+      batch: formed,
       imageBytes: imgBytes,
       pad: info.provider === 'cuda',
       window: Math.max(conc * 2, B * 2),
