@@ -3,7 +3,7 @@
  *
  *   node dist/scripts/bench-finetune.js [--train 20000] [--test 10000] [--epochs 5] [--batch 32]
  *        [--lr 1e-3] [--from block_13_expand_relu] [--threads n] [--out <dir>]
- *        [--no-fashion] [--no-hymenoptera] [--rss]
+ *        [--no-fashion] [--no-hymenoptera] [--rss] [--reuse-probe]
  *
  * Fashion-MNIST (Debian `dataset-fashion-mnist`; scripts/prepare-fashion-mnist.ts writes the
  * ImageFolder tree, greyscale → 3 channels by xfer's decoding), built-in backbone:
@@ -22,7 +22,7 @@
  * Targets (issue 18): fine-tune ≥ probe + 3 points on Fashion-MNIST; ≥ probe − 1 on hymenoptera.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -102,12 +102,22 @@ async function extract(data: string, out: string, layers: string[], pool: 'none'
 }
 
 async function compare(name: string, images: string, features: string, trainSplit: string, testSplit: string, valFrac: number | undefined, target: number): Promise<void> {
-  // Two extractions: several taps with --pool none in one model trip an onnxruntime optimizer bug
-  // (basic-level Identity elimination leaves a dangling input), so the probes get their own, pooled.
+  // Two extractions: the probes read pooled float32 taps, fine-tuning the unpooled float16 cut.
   const probes = await extract(images, `${features}-avg`, TAPS, 'avg');
   const f = await extract(images, features, [FROM], 'none');
-  process.stderr.write(`${name}: frozen probes\n`);
-  const probe = await frozenProbe(probes, trainSplit, testSplit);
+  // --reuse-probe: the probe table of an earlier run on the same pooled folder and taps (the probes
+  // are deterministic; on 20 000 images they take longer than an epoch of fine-tuning).
+  const saved = path.join(probes.dir, 'bench-probe.json');
+  let probe: { acc: number; what: string; seconds: number };
+  const old = flag('reuse-probe') && existsSync(saved) ? (JSON.parse(readFileSync(saved, 'utf8')) as typeof probe & { taps: string[] }) : null;
+  if (old && old.taps.join() === TAPS.join()) {
+    probe = old;
+    process.stderr.write(`${name}: frozen probes reused from ${saved}: ${pct(probe.acc)} (${probe.what})\n`);
+  } else {
+    process.stderr.write(`${name}: frozen probes\n`);
+    probe = await frozenProbe(probes, trainSplit, testSplit);
+    writeFileSync(saved, JSON.stringify({ ...probe, taps: TAPS }));
+  }
   process.stderr.write(`${name}: fine-tuning from ${FROM}\n`);
   const t0 = performance.now();
   const r = await finetune({
