@@ -12,14 +12,19 @@
  *   - how two concurrent inference streams scale on this machine (the bound assumes ×cores);
  *   - peak RSS of `xfer extract` on 1× and 5× the images, medians of three runs each after a warm-up
  *     run (should differ by < 10 %), and one run on 10× (whether it keeps growing past 5×);
- *   - the Python anchor (torchvision ImageFolder + DataLoader with 2 workers, mobilenet_v2 with random
- *     weights, eager and TorchScript optimize_for_inference, batch 32 and xfer's batch), installing
- *     Debian's python3-torch and python3-torchvision with apt when missing (skip with --no-python,
- *     or --no-apt).
+ *   - the PyTorch anchor (scripts/bench_extract_torch.py: PIL decoding in an ImageFolder-style
+ *     Dataset, DataLoader with 2 workers, plain-torch MobileNetV2 codes, TorchScript
+ *     optimize_for_inference, at xfer's batch) against `xfer extract` on the same images in
+ *     --anchor-pairs alternating pairs (default 3; the 1× images unless --anchor-copies 5), with the
+ *     median ratio. Interpreter: the current-versions venv (scripts/bench-python.ts), else Debian's
+ *     python3-torch (apt-get unless --no-apt); with neither, one line says it was skipped
+ *     (--no-python skips it). --anchor-only: only the warm-up and the anchor pairs;
+ *     --anchor-modes eager,torchscript: the faster of both per pair.
  *   - with --compare <checkout>: that many --pairs (default 5) of end-to-end runs alternating this
  *     checkout's `xfer extract` with the other checkout's (built, e.g. a `git worktree` of an older
  *     commit), and the median and range of the paired ratios (a shared or drifting machine needs pairs).
  * Options: --data <dataset dir> --copies 5 --batch <n> --rounds 3 --no-python --no-apt --keep --compare <dir> --pairs 5
+ *          --anchor-only --anchor-pairs 3 --anchor-copies 1|5 --anchor-modes torchscript --anchor-workers 2
  * Not part of the test suite. Run it on a quiet machine.
  */
 import { spawnSync } from 'node:child_process';
@@ -28,7 +33,7 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { findPython } from '../test/helpers/python.js';
+import { currentPython, debianPython, describeAnchor, type PythonAnchor } from './bench-python.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/scripts
 const ROOT = path.resolve(HERE, '..', '..');
@@ -165,96 +170,72 @@ async function runExtract(cli: string, data: string, out: string, batch: number 
   return { summary, maxRssMB: rss ? Number(rss[1]) / 1024 : NaN, wall };
 }
 
-// ---------- Python anchor ----------
-const PY = String.raw`
-import sys, os, time, json, torch
-root, mode, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-torch.set_num_threads(os.cpu_count())
-try:
-    import torchvision
-    from torchvision import datasets, transforms
-    tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
-    ds = datasets.ImageFolder(root, transform=tf, loader=lambda p: datasets.folder.pil_loader(p))
-    m = torchvision.models.mobilenet_v2()
-except ImportError:
-    # Without torchvision: the same transforms with PIL, and torchvision's mobilenet_v2 written out.
-    import numpy as np
-    from PIL import Image
-    from torch import nn
-    class Folder(torch.utils.data.Dataset):
-        def __init__(self, root):
-            classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-            self.items = [(os.path.join(root, c, f), i) for i, c in enumerate(classes) for f in sorted(os.listdir(os.path.join(root, c)))]
-        def __len__(self):
-            return len(self.items)
-        def __getitem__(self, k):
-            p, y = self.items[k]
-            im = Image.open(p).convert('RGB')
-            w, h = im.size
-            s = 256 / min(w, h)
-            im = im.resize((max(256, int(w * s)), max(256, int(h * s))), Image.BILINEAR)
-            w, h = im.size
-            l, t = int(round((w - 224) / 2)), int(round((h - 224) / 2))
-            x = np.asarray(im.crop((l, t, l + 224, t + 224)), dtype=np.float32) / 255
-            x = (x - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
-            return torch.from_numpy(x.transpose(2, 0, 1).copy()), y
-    def cbr(i, o, s=1, g=1, k=3):
-        return [nn.Conv2d(i, o, k, s, (k - 1) // 2, groups=g, bias=False), nn.BatchNorm2d(o), nn.ReLU6(inplace=True)]
-    class Block(nn.Module):
-        def __init__(self, i, o, s, t):
-            super().__init__()
-            h = i * t
-            self.res = s == 1 and i == o
-            self.conv = nn.Sequential(*((cbr(i, h, k=1) if t != 1 else []) + cbr(h, h, s, h) + [nn.Conv2d(h, o, 1, bias=False), nn.BatchNorm2d(o)]))
-        def forward(self, x):
-            return x + self.conv(x) if self.res else self.conv(x)
-    layers, c = cbr(3, 32, 2), 32
-    for t, o, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]:
-        for j in range(n):
-            layers.append(Block(c, o, s if j == 0 else 1, t)); c = o
-    layers += cbr(c, 1280, k=1)
-    class MobileNetV2(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.features = nn.Sequential(*layers)
-            self.classifier = nn.Linear(1280, 1000)
-        def forward(self, x):
-            return self.classifier(nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
-    ds, m = Folder(root), MobileNetV2()
-dl = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=2, shuffle=False)
-m.classifier = torch.nn.Identity()  # pooled 1280-d features, like xfer's out_relu + avg
-m.eval()
-if mode == 'torchscript':
-    m = torch.jit.optimize_for_inference(torch.jit.script(m))
-n = 0
-with torch.inference_mode():
-    x = torch.zeros(batch, 3, 224, 224); m(x)
-    t = time.time()
-    for xb, _ in dl:
-        m(xb); n += xb.shape[0]
-s = time.time() - t
-print(json.dumps({"images": n, "seconds": s, "rate": n / s, "torch": torch.__version__}))
-`;
-
-function ensureTorch(): boolean {
-  const ok = () => findPython(['torch', 'PIL', 'numpy']) !== null;
-  if (ok()) return true;
-  if (flag('no-apt')) return false;
-  log('installing Debian python3-torch python3-torchvision (apt-get) for the Python anchor…');
-  spawnSync('apt-get', ['update'], { stdio: 'inherit' });
-  spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'python3-torch', 'python3-torchvision'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-  return ok();
+// ---------- PyTorch anchor (scripts/bench_extract_torch.py) ----------
+/** The interpreter with torch, PIL and numpy: the current-versions venv, else Debian's (apt unless --no-apt), else null. */
+function torchPython(): PythonAnchor | null {
+  const mods = ['torch', 'PIL', 'numpy'];
+  return currentPython(mods) ?? debianPython(mods, ['python3-torch', 'python3-pil', 'python3-numpy'], { apt: !flag('no-apt') });
 }
 
-function runPython(root: string, mode: string, batch: number, dir: string): { rate: number; torch: string } | null {
-  const file = path.join(dir, 'anchor.py');
-  spawnSync('sh', ['-c', `cat > '${file}'`], { input: PY });
-  const r = spawnSync(findPython(['torch', 'PIL', 'numpy']) ?? 'python3', [file, root, mode, String(batch)], { encoding: 'utf8', maxBuffer: 1 << 24 });
+type TorchRun = { rate: number; seconds: number; images: number; torch: string; mode: string };
+
+function runTorch(py: PythonAnchor, root: string, mode: string, batch: number, workers: number): TorchRun | null {
+  const script = path.join(ROOT, 'scripts', 'bench_extract_torch.py');
+  const r = spawnSync(py.exe, [script, root, '--mode', mode, '--batch', String(batch), '--workers', String(workers)], { encoding: 'utf8', maxBuffer: 1 << 24 });
   if (r.status !== 0) {
-    log(`  python ${mode} failed: ${r.stderr.trim().split('\n').pop()}`);
+    log(`  torch ${mode} failed: ${r.stderr.trim().split('\n').pop()}`);
     return null;
   }
-  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as TorchRun;
+}
+
+/**
+ * `xfer extract` and the PyTorch pipeline on the same images at the same batch, alternating (which
+ * goes first alternates too), so load drifts on a shared machine hit both; the ratio is per pair.
+ */
+async function torchAnchor(cli: string, dir: string, n: number, batch: number, tmp: string, preload: string): Promise<void> {
+  const py = torchPython();
+  if (!py) {
+    log('pytorch anchor: skipped — no Python with torch, PIL and numpy (scripts/make-venv.sh could not make the venv, no Debian python3-torch; set XFER_PYTHON)');
+    return;
+  }
+  const pairs = Number(arg('anchor-pairs', '3'));
+  const workers = Number(arg('anchor-workers', '2'));
+  const modes = (arg('anchor-modes', 'torchscript') as string).split(',');
+  log('');
+  log(`pytorch anchor: ${describeAnchor(py)}; ${path.basename(dir)}: ${n} images, batch ${batch}, DataLoader ${workers} workers, plain-torch MobileNetV2 (${modes.join(' and ')}); ${pairs} alternating pairs`);
+  const rows: { xfer: number; torch: number; load: number }[] = [];
+  for (let i = 0; i < pairs; i++) {
+    const load = os.loadavg()[0];
+    const x = async () => {
+      const r = await runExtract(cli, dir, path.join(tmp, 'out-anchor'), batch, preload);
+      return r.summary.imagesThisRun / r.summary.seconds;
+    };
+    const t = () => Math.max(0, ...modes.map((m) => runTorch(py, dir, m, batch, workers)?.rate ?? 0));
+    let xr: number;
+    let tr: number;
+    if (i % 2 === 0) {
+      xr = await x();
+      tr = t();
+    } else {
+      tr = t();
+      xr = await x();
+    }
+    rows.push({ xfer: xr, torch: tr, load });
+    log(`  pair ${i + 1} (load average ${load.toFixed(1)}): xfer extract ${xr.toFixed(1)} img/s whole command, pytorch ${tr > 0 ? `${tr.toFixed(1)} img/s` : 'failed'} → ${tr > 0 ? `${(xr / tr).toFixed(2)}×` : 'n/a'}`);
+  }
+  const ok = rows.filter((r) => r.torch > 0);
+  if (!ok.length) return;
+  const med = (xs: number[]) => {
+    const s = xs.slice().sort((a, b) => a - b);
+    const m = s.length >> 1;
+    return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+  };
+  const ratios = ok.map((r) => r.xfer / r.torch);
+  log(
+    `xfer extract / pytorch ${py.versions.torch}: ${med(ratios).toFixed(2)}× (median of ${ok.length} pairs, range ${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}×); ` +
+      `xfer ${med(ok.map((r) => r.xfer)).toFixed(1)} img/s, pytorch ${med(ok.map((r) => r.torch)).toFixed(1)} img/s (medians)`,
+  );
 }
 
 // ---------- main ----------
@@ -291,11 +272,21 @@ async function main(): Promise<void> {
   // and tells the batch xfer picks by default here, which the inference-only rate then uses too.
   // Then three 1× runs for peak RSS (it varies by ~20 MB from run to run: the median is compared).
   const warm = await runExtract(cli, x1, path.join(tmp, 'out1'), batchArg ? Number(batchArg) : null, preload);
-  const rss1Runs: number[] = [];
-  for (let i = 0; i < 3; i++) rss1Runs.push((await runExtract(cli, x1, path.join(tmp, 'out1'), batchArg ? Number(batchArg) : null, preload)).maxRssMB);
   const batch = batchArg ? Number(batchArg) : warm.summary.batch;
   log(`xfer extract benchmark — ${os.cpus()[0]?.model ?? 'cpu'} × ${cores} cores, node ${process.version}`);
   log(`images: ${source}: ${n1} and ${n5} files; batch ${batch}${batchArg ? '' : " (xfer's default here)"}; taskset ${haveTaskset ? 'yes' : 'no (component rates not pinned)'}`);
+
+  // The PyTorch anchor runs on the 1× images by default (--anchor-copies 5: the 5× set): its pipeline
+  // is several times slower than xfer's, and alternating pairs need both sides to finish.
+  const anchorDir = arg('anchor-copies', '1') === '1' ? x1 : x5;
+  const anchorN = anchorDir === x1 ? n1 : n5;
+  if (flag('anchor-only')) {
+    if (!flag('no-python')) await torchAnchor(cli, anchorDir, anchorN, batch, tmp, preload);
+    if (!flag('keep')) await rm(tmp, { recursive: true, force: true });
+    return;
+  }
+  const rss1Runs: number[] = [];
+  for (let i = 0; i < 3; i++) rss1Runs.push((await runExtract(cli, x1, path.join(tmp, 'out1'), batchArg ? Number(batchArg) : null, preload)).maxRssMB);
 
   // This VM's speed drifts by ±10 % within minutes, so each round measures the components right
   // before and right after the end-to-end run and takes the bound from both.
@@ -396,21 +387,7 @@ async function main(): Promise<void> {
     log(`  this / other, median of pairs: ×${med(w).toFixed(3)} whole command (range ×${Math.min(...w).toFixed(3)}–×${Math.max(...w).toFixed(3)}), ×${med(ratios.map((r) => r.pipe)).toFixed(3)} pipeline`);
   }
 
-  if (!flag('no-python')) {
-    if (ensureTorch()) {
-      // Generous to the anchor: eager at batch 32, TorchScript at 32 and at xfer's batch; the best counts.
-      const eager = runPython(x5, 'eager', 32, tmp);
-      const ts32 = runPython(x5, 'torchscript', 32, tmp);
-      const tsB = batch === 32 ? null : runPython(x5, 'torchscript', batch, tmp);
-      const best = Math.max(eager?.rate ?? 0, ts32?.rate ?? 0, tsB?.rate ?? 0);
-      const fmt = (r: { rate: number } | null) => (r ? `${r.rate.toFixed(1)} img/s` : 'n/a');
-      log(
-        `python anchor (torch ${eager?.torch ?? ts32?.torch ?? '?'}, ${process.env.XFER_PYTHON ?? 'python3'}, ImageFolder+DataLoader 2 workers, mobilenet_v2): eager ${fmt(eager)} (batch 32), ` +
-          `TorchScript optimize_for_inference ${fmt(ts32)} (batch 32)${batch === 32 ? '' : `, ${fmt(tsB)} (batch ${batch})`}`,
-      );
-      if (best > 0) log(`xfer / best python: ${(e2e / best).toFixed(2)}× (target ≥ 1.5×)`);
-    } else log('python anchor: skipped (no python with torch, PIL and numpy: set XFER_PYTHON)');
-  }
+  if (!flag('no-python')) await torchAnchor(cli, anchorDir, anchorN, batch, tmp, preload);
   if (!flag('keep')) await rm(tmp, { recursive: true, force: true });
   else log(`kept ${tmp}`);
 }

@@ -3,7 +3,7 @@
  *
  *   node dist/scripts/bench-heads.js [--features <dir>] [--layers a,b] [--subset 20000]
  *        [--heads linear,svm,svm-rbf,mlp] [--mlp-hidden 256] [--mlp-epochs 20] [--threads n]
- *        [--rounds 3] [--real-rounds n] [--no-sweep] [--no-synthetic] [--no-sklearn] [--no-venv] [--no-debian] [--out <dir>]
+ *        [--rounds 3] [--real-rounds n] [--slow-rounds n] [--svm-max n] [--rbf-max n] [--raw-linear] [--no-sweep] [--no-synthetic] [--no-sklearn] [--no-venv] [--no-debian] [--out <dir>]
  *        [--kernel] [--memory [NxD]]
  *
  * Anchors (scripts/bench-python.ts): scikit-learn from the project venv (current versions, made by
@@ -18,7 +18,9 @@
  * (a) synthetic: N=5000 train + 2000 test, D=512, K=10 Gaussian class means + unit noise, always.
  * (b) real features: a feature folder (e.g. default-backbone codes of Fashion-MNIST), when
  *     --features is given or data/features/fashion-mnist exists; its train/test splits are used
- *     (else a stratified 80/20 split). svm-rbf is capped at 20k training rows (--rbf-max).
+ *     (else a stratified 80/20 split). svm-rbf is capped at 20k training rows (--rbf-max), svm at
+ *     --svm-max rows when given (LinearSVC takes minutes per fit at 20k × 1280 on 2 cores). The
+ *     linear head is standardised there too, on both sides (--raw-linear: not), so no sweep row.
  * Each dataset is written once as X_train/y_train/X_test/y_test .npy; xfer fits from memory and
  * scripts/bench_heads_sklearn.py fits the counterparts (LogisticRegression lbfgs, StandardScaler+
  * LinearSVC, StandardScaler+SVC rbf, StandardScaler+MLPClassifier same hidden sizes and epochs)
@@ -63,6 +65,8 @@ interface Data {
   yte: Int32Array;
   d: number;
   k: number;
+  /** Standardise before the linear head too (both sides): real CNN codes are far from unit scale. */
+  standardizeLinear?: boolean;
 }
 
 const argv = process.argv.slice(2);
@@ -80,6 +84,8 @@ const TARGET: Record<string, number> = { linear: 1, svm: 1, mlp: 1, 'svm-rbf': 1
 const ROUNDS = Math.max(1, Number(opt('rounds', '3')));
 /** Rounds on the real features (longer fits): --real-rounds, default --rounds. */
 const REAL_ROUNDS = Math.max(1, Number(opt('real-rounds', String(ROUNDS))));
+/** Rounds of svm and svm-rbf on the real features (minutes per fit on 2 cores): --slow-rounds, default --real-rounds. */
+const SLOW_ROUNDS = Math.max(1, Number(opt('slow-rounds', String(REAL_ROUNDS))));
 
 function synthetic(): Data {
   const rng = new Rng(42);
@@ -125,8 +131,10 @@ async function fromFolder(dir: string): Promise<Data> {
   }
   const a = await loadRows(f, layers, tr);
   const b = await loadRows(f, layers, te);
+  const standardizeLinear = !flag('raw-linear');
   return {
-    name: `${path.basename(path.resolve(dir))} (${layers.map((l) => l.name).join('+')}) train ${tr.length} / test ${te.length}, D=${a.d}`,
+    name: `${path.basename(path.resolve(dir))} (${layers.map((l) => l.name).join('+')}${standardizeLinear ? ', standardized' : ''}) train ${tr.length} / test ${te.length}, D=${a.d}`,
+    standardizeLinear,
     Xtr: a.X,
     ytr: Int32Array.from(tr, (r) => f.index[r].label_index as number),
     Xte: b.X,
@@ -161,12 +169,13 @@ interface SkResult {
   results: Record<string, Fit>;
 }
 
-function runSklearn(py: PythonAnchor, dir: string, heads: string[], sweepC: number[] | null): SkResult | string {
+function runSklearn(py: PythonAnchor, dir: string, heads: string[], sweepC: number[] | null, standardizeLinear: boolean): SkResult | string {
   const env = { ...process.env };
   delete env.OPENBLAS_CORETYPE; // fair anchor: let OpenBLAS pick its best kernel (see .library env notes)
   delete env.OPENBLAS_L2_SIZE;
   const args = [path.resolve('scripts/bench_heads_sklearn.py'), '--data', dir, '--heads', heads.join(','), '--C', String(C), '--mlp-hidden', HIDDEN.join(','), '--mlp-epochs', String(EPOCHS)];
   if (sweepC) args.push('--sweep-C', sweepC.join(','));
+  if (standardizeLinear) args.push('--linear-standardize');
   try {
     const out = execFileSync(py.exe, args, { env, stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 24 });
     return JSON.parse(out.toString()) as SkResult;
@@ -175,10 +184,10 @@ function runSklearn(py: PythonAnchor, dir: string, heads: string[], sweepC: numb
   }
 }
 
-function paramsFor(head: string): { params: HeadParams; transforms: ('standardize')[] } {
+function paramsFor(head: string, standardizeLinear: boolean): { params: HeadParams; transforms: ('standardize')[] } {
   switch (head) {
     case 'linear':
-      return { params: { C, tol: 1e-4, maxIter: 100 }, transforms: [] };
+      return { params: { C, tol: 1e-4, maxIter: 100 }, transforms: standardizeLinear ? ['standardize'] : [] };
     case 'svm':
       return { params: { C, tol: 1e-4, maxIter: 1000 }, transforms: ['standardize'] };
     case 'svm-rbf':
@@ -204,7 +213,7 @@ async function runXferBest(d: Data, head: string): Promise<Fit> {
 }
 
 async function runXfer(d: Data, head: string): Promise<Fit> {
-  const { params, transforms } = paramsFor(head);
+  const { params, transforms } = paramsFor(head, d.standardizeLinear === true);
   // copies so each head starts from the raw data (transforms work in place)
   const tr: Matrix = { data: d.Xtr.slice(), rows: d.ytr.length, cols: d.d };
   const te: Matrix = { data: d.Xte.slice(), rows: d.yte.length, cols: d.d };
@@ -266,14 +275,18 @@ async function runXferSweep(featDir: string, out: string, grid: number[]): Promi
   return { fit_s, cpu_s: (c.user + c.system) / 1e6, acc, best_C: r.report.params.C as number };
 }
 
-function limitRows(d: Data, max: number): Data {
+function limitRows(d: Data, max: number, head: string): Data {
   if (d.ytr.length <= max) return d;
   const s = stratifiedSplit(d.ytr, 1 - max / d.ytr.length, 1);
   const idx = s.train;
   const X = new Float32Array(idx.length * d.d);
   idx.forEach((r, t) => X.set(d.Xtr.subarray(r * d.d, r * d.d + d.d), t * d.d));
-  return { ...d, name: `${d.name} [svm-rbf: ${idx.length}-row subset]`, Xtr: X, ytr: Int32Array.from(idx, (r) => d.ytr[r]) };
+  return { ...d, name: `${d.name} [${head}: ${idx.length}-row subset]`, Xtr: X, ytr: Int32Array.from(idx, (r) => d.ytr[r]) };
 }
+
+/** 1-minute load averages sampled before and after every round: the table says how busy the machine was. */
+const loads: number[] = [];
+const sampleLoad = (): void => void loads.push(os.loadavg()[0]);
 
 const median = (v: number[]): number => {
   const s = [...v].sort((a, b) => a - b);
@@ -281,30 +294,38 @@ const median = (v: number[]): number => {
 };
 const spread = (v: number[], digits = 3): string => (v.length > 1 ? ` [${Math.min(...v).toFixed(digits)}–${Math.max(...v).toFixed(digits)}]` : '');
 
-async function benchDataset(d: Data, rows: string[], anchors: PythonAnchor[], withSweep: boolean, rounds: number): Promise<void> {
+async function benchDataset(d: Data, rows: string[], anchors: PythonAnchor[], withSweep: boolean, rounds: number, slowRounds = rounds): Promise<void> {
   process.stderr.write(`\n== ${d.name}\n`);
   const rbfMax = Number(opt('rbf-max', '20000'));
+  const svmMax = Number(opt('svm-max', '0'));
+  const svmApart = svmMax > 0 && d.ytr.length > svmMax && HEADS.includes('svm');
   const groups: [Data, string[]][] = [];
-  const main = HEADS.filter((h) => h !== 'svm-rbf');
+  const main = HEADS.filter((h) => h !== 'svm-rbf' && !(svmApart && h === 'svm'));
   if (main.length) groups.push([d, main]);
-  if (HEADS.includes('svm-rbf')) groups.push([limitRows(d, rbfMax), ['svm-rbf']]);
+  if (svmApart) groups.push([limitRows(d, svmMax, 'svm'), ['svm']]);
+  if (HEADS.includes('svm-rbf')) groups.push([limitRows(d, rbfMax, 'svm-rbf'), ['svm-rbf']]);
   const grid = parseSweep(defaultSweepFor('linear') as string).values;
   for (const [gi, [data, heads]] of groups.entries()) {
     const dir = path.join(OUT, data.name.replace(/[^A-Za-z0-9]+/g, '_').slice(0, 60));
     await writeData(data, dir);
-    const sweepHere = withSweep && gi === 0 && heads.includes('linear');
+    // the sweep row compares raw-feature fits (LogisticRegressionCV has no scaler inside)
+    const sweepHere = withSweep && gi === 0 && heads.includes('linear') && !data.standardizeLinear;
     if (sweepHere) await writeFeatureFolder(data, path.join(dir, 'features'));
     const all = sweepHere ? [...heads, 'sweep'] : heads;
     const xf: Record<string, Fit[]> = Object.fromEntries(all.map((h) => [h, []]));
     const sk: Record<string, Record<string, Fit[]>> = Object.fromEntries(anchors.map((a) => [a.role, Object.fromEntries(all.map((h) => [h, []]))]));
     const skWhy: Record<string, string> = {};
     const skVersion: Record<string, string> = {};
-    for (let r = 0; r < rounds; r++) {
-      process.stderr.write(` round ${r + 1}/${rounds}\n`);
-      for (const h of heads) xf[h].push(await runXferBest(data, h));
+    const roundsOf = (h: string): number => (h === 'svm' || h === 'svm-rbf' ? slowRounds : rounds);
+    const total = Math.max(...heads.map(roundsOf));
+    for (let r = 0; r < total; r++) {
+      const now = heads.filter((h) => r < roundsOf(h));
+      sampleLoad();
+      process.stderr.write(` round ${r + 1}/${total} (load average ${os.loadavg()[0].toFixed(1)})\n`);
+      for (const h of now) xf[h].push(await runXferBest(data, h));
       if (sweepHere) xf.sweep.push(await runXferSweep(path.join(dir, 'features'), path.join(dir, 'sweep-head'), grid));
       for (const a of anchors) {
-        const res = runSklearn(a, dir, heads, sweepHere ? grid : null);
+        const res = runSklearn(a, dir, now, sweepHere ? grid : null, data.standardizeLinear === true);
         if (typeof res === 'string') {
           skWhy[a.role] = res;
           continue;
@@ -312,6 +333,7 @@ async function benchDataset(d: Data, rows: string[], anchors: PythonAnchor[], wi
         skVersion[a.role] = res.sklearn;
         for (const h of all) if (res.results[h]) sk[a.role][h].push(res.results[h]);
       }
+      sampleLoad();
     }
     for (const h of all) {
       const xs = xf[h].map((f) => f.fit_s);
@@ -452,7 +474,7 @@ async function main(): Promise<void> {
   const withSweep = !flag('no-sweep') && HEADS.includes('linear');
   if (!flag('no-synthetic')) await benchDataset(synthetic(), rows, anchors, withSweep, ROUNDS);
   const feat = opt('features') ?? (existsSync('data/features/fashion-mnist/meta.json') ? 'data/features/fashion-mnist' : undefined);
-  if (feat) await benchDataset(await fromFolder(feat), rows, anchors, withSweep, REAL_ROUNDS);
+  if (feat) await benchDataset(await fromFolder(feat), rows, anchors, withSweep, REAL_ROUNDS, SLOW_ROUNDS);
   else {
     process.stderr.write(
       '\n(b) skipped: no feature folder. Make default-backbone codes of Fashion-MNIST (Debian dataset-fashion-mnist) with\n' +
@@ -461,8 +483,9 @@ async function main(): Promise<void> {
     );
   }
   const sk = anchors.map((a) => `sklearn ${a.versions.sklearn}`);
-  console.log(`\nxfer heads vs scikit-learn: fit seconds incl. transforms, median of ${ROUNDS} rounds (real features: ${REAL_ROUNDS}) [min–max]; ${os.cpus().length} cores, ORT threads ${kernelThreads()}, node ${process.version}, ${new Date().toISOString()}`);
+  console.log(`\nxfer heads vs scikit-learn: fit seconds incl. transforms, median of ${ROUNDS} rounds (real features: ${REAL_ROUNDS}; svm and svm-rbf there: ${SLOW_ROUNDS}) [min–max]; ${os.cpus().length} cores, ORT threads ${kernelThreads()}, node ${process.version}, ${new Date().toISOString()}`);
   for (const a of anchors) console.log(`  ${a.role} anchor: ${describeAnchor(a)}`);
+  if (loads.length) console.log(`  1-minute load average on this ${os.cpus().length}-core machine, sampled around every round: median ${median(loads).toFixed(1)}, range ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}`);
   console.log(`| data | head | xfer s | ${sk.map((v) => `${v} s`).join(' | ')} | ${sk.map((v) => `xfer / ${v}`).join(' | ')} | CPU s xfer / ${sk[0] ?? 'sklearn'} | xfer acc % | ${sk.map((v) => `${v} acc % (Δ xfer)`).join(' | ')} | iterations xfer / ${sk.join(' / ')} | ≤ 1× ${sk[0] ?? ''} at ±0.5 pt |`);
   console.log(`| --- | --- | ---: | ${sk.map(() => '---:').join(' | ')} | ${sk.map(() => '---:').join(' | ')} | ---: | ---: | ${sk.map(() => '---:').join(' | ')} | --- | --- |`);
   for (const r of rows) console.log(r);

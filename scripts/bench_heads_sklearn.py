@@ -11,6 +11,7 @@ thread and at its default, and the faster fit is reported: on a shared machine O
 threads can be 10x slower than one thread, and the anchor should be scikit-learn at its best. The
 LogisticRegressionCV sweep runs at one BLAS thread only (the faster setting every time we tried).
   --sweep-C 1e-4,...   also time LogisticRegressionCV(Cs=<those>, cv=StratifiedKFold(5)) ("sweep")
+  --linear-standardize StandardScaler + LogisticRegression (as xfer's standardize transform + linear head)
 
   python3 scripts/bench_heads_sklearn.py --data DIR --heads linear,svm,svm-rbf,mlp --mlp-hidden 256 --mlp-epochs 20
   python3 scripts/bench_heads_sklearn.py --make-fixture test/heads-sklearn.json   # the unit-test reference
@@ -51,7 +52,8 @@ def bench(args):
     E = args.mlp_epochs
     models = {
         # same objective/tolerances as the xfer heads (see src/heads/*.ts)
-        "linear": lambda: LogisticRegression(C=args.C, max_iter=100, tol=1e-4),
+        "linear": lambda: (make_pipeline(StandardScaler(), LogisticRegression(C=args.C, max_iter=100, tol=1e-4)) if args.linear_standardize
+                           else LogisticRegression(C=args.C, max_iter=100, tol=1e-4)),
         "svm": lambda: make_pipeline(StandardScaler(), LinearSVC(C=args.C, tol=1e-4, max_iter=1000)),
         "svm-rbf": lambda: make_pipeline(StandardScaler(), SVC(C=args.C, kernel="rbf", gamma="scale", tol=1e-3, cache_size=1024)),
         "mlp": lambda: make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=hidden, max_iter=E, batch_size=200, alpha=1e-4,
@@ -143,6 +145,7 @@ if __name__ == "__main__":
     ap.add_argument("--mlp-hidden", default="256")
     ap.add_argument("--mlp-epochs", type=int, default=20)
     ap.add_argument("--sweep-C", default="")
+    ap.add_argument("--linear-standardize", action="store_true", help="StandardScaler before LogisticRegression (real CNN codes)")
     ap.add_argument("--make-fixture")
     a = ap.parse_args()
     if a.make_fixture:
