@@ -12,6 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readOnnxFile } from '../src/onnx/io.js';
 import { builtinOnnxPath } from '../src/import/keras/nsfwjs.js';
+import { currentPython, describeAnchor } from './bench-python.js';
 import { planFinetune, buildTrainingModel, initialWeights, TrainingSession, Rng, nchwcBlock } from '../src/finetune/index.js';
 
 export interface StepBenchOptions {
@@ -57,7 +58,11 @@ export async function benchFinetuneStep(opts: StepBenchOptions = {}): Promise<St
   const y = Int32Array.from({ length: n }, (_, i) => i % K);
   const lr = { head: 0.01, backbone: plan.blocks.map(() => 0.001) };
   const rows: StepBenchRow[] = [];
-  const py = opts.python ?? process.env.XFER_PYTHON ?? 'python3';
+  // The current-versions venv (scripts/bench-python.ts: $XFER_PYTHON, else the project venv, made if
+  // needed), else Debian's python3.
+  const anchor = opts.python ? null : currentPython(['torch']);
+  const py = opts.python ?? anchor?.exe ?? 'python3';
+  if (anchor) log(`PyTorch anchor: ${describeAnchor(anchor)}`);
   const script = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'scripts', 'bench_finetune_step.py');
   for (const threads of opts.threads ?? [1, 2]) {
     const sess = await TrainingSession.open(train, plan, initialWeights(model, plan, 1), { threads, device: 'cpu' });
