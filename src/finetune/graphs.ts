@@ -146,23 +146,37 @@ export function buildTrainingModel(model: ModelProto, plan: FinetunePlan, opts: 
     for (const s of state) inputs.push(valueInfo(s, DataType.FLOAT, p.shape));
     const lr = IO.lr(groupOf(p));
     if (opts.outputGradients) outputs.push(valueInfo(em.op('Identity', [g], {}, '', IO.grad(p.name)), DataType.FLOAT, p.shape));
-    // The last op of each update writes the output itself (an Identity there would be a copy).
     const declare = (t: string): string => {
       outputs.push(valueInfo(IO.next(t), DataType.FLOAT, p.shape));
       return IO.next(t);
     };
+    // The update runs on flat views: ORT broadcasts a scalar over a [O, I, 1, 1] kernel about 100×
+    // slower than over the same values as a vector. `out` writes an updated tensor to its output
+    // (the op itself, or a Reshape — an alias — of it; an Identity would be a copy) and returns the
+    // flat value for the ops after it.
+    const many = p.shape.length > 1;
+    const flat = (t: string): string => (many ? em.op('Reshape', [t, em.i64([-1])]) : t);
+    const out = (op: string, ins: string[], t: string): string => {
+      if (!many) return em.op(op, ins, {}, '', declare(t));
+      const r = em.op(op, ins);
+      em.op('Reshape', [r, em.i64(p.shape)], {}, '', declare(t));
+      return r;
+    };
+    const P = flat(p.name);
+    const G = flat(g);
+    const S = state.map(flat);
     if (opts.optimizer === 'sgd') {
       // PyTorch SGD: g += wd·p; buf = μ·buf + g; p -= lr·buf.
-      const gw = wd !== 0 ? em.op('Add', [g, em.op('Mul', [p.name, em.f32([wd])])]) : g;
-      const buf = opts.momentum !== 0 ? em.op('Add', [em.op('Mul', [state[0], em.f32([opts.momentum])]), gw], {}, '', declare(state[0])) : gw;
-      em.op('Sub', [p.name, em.op('Mul', [buf, lr])], {}, '', declare(p.name));
+      const gw = wd !== 0 ? em.op('Add', [G, em.op('Mul', [P, em.f32([wd])])]) : G;
+      const buf = opts.momentum !== 0 ? out('Add', [em.op('Mul', [S[0], em.f32([opts.momentum])]), gw], state[0]) : gw;
+      out('Sub', [P, em.op('Mul', [buf, lr])], p.name);
     } else {
       // PyTorch AdamW: p *= 1 − lr·wd; m, v moments; p −= lr/(1−β1^t) · m / (√v/√(1−β2^t) + ε).
-      const p1 = wd !== 0 ? em.op('Mul', [p.name, IO.decay(groupOf(p))]) : p.name;
-      const m = em.op('Add', [em.op('Mul', [state[0], em.f32([b1])]), em.op('Mul', [g, em.f32([1 - b1])])], {}, '', declare(state[0]));
-      const v = em.op('Add', [em.op('Mul', [state[1], em.f32([b2])]), em.op('Mul', [em.op('Mul', [g, g]), em.f32([1 - b2])])], {}, '', declare(state[1]));
+      const p1 = wd !== 0 ? em.op('Mul', [P, IO.decay(groupOf(p))]) : P;
+      const m = out('Add', [em.op('Mul', [S[0], em.f32([b1])]), em.op('Mul', [G, em.f32([1 - b1])])], state[0]);
+      const v = out('Add', [em.op('Mul', [S[1], em.f32([b2])]), em.op('Mul', [em.op('Mul', [G, G]), em.f32([1 - b2])])], state[1]);
       const denom = em.op('Add', [em.op('Div', [em.op('Sqrt', [v]), IO.bc2]), em.f32([eps])]);
-      em.op('Sub', [p1, em.op('Mul', [em.op('Div', [m, denom]), lr])], {}, '', declare(p.name));
+      out('Sub', [p1, em.op('Mul', [em.op('Div', [m, denom]), lr])], p.name);
     }
   }
   const m = finish(model, lw, inputs, outputs, 'xfer-finetune-train');
