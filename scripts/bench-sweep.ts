@@ -99,7 +99,8 @@ async function runCase(c: Case, out: string): Promise<void> {
 
 async function subset(src: string, n: number, dir: string): Promise<number> {
   // n train images, evenly per class (the first of each class folder, sorted); test kept whole
-  const classes = (await readdir(path.join(src, 'train'))).sort();
+  // class folders only (prepare-fashion-mnist leaves a marker file next to them)
+  const classes = (await readdir(path.join(src, 'train'), { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name).sort();
   const per = Math.floor(n / classes.length);
   let total = 0;
   for (const c of classes) {
@@ -110,7 +111,7 @@ async function subset(src: string, n: number, dir: string): Promise<number> {
   }
   if (existsSync(path.join(src, 'test'))) {
     await symlink(path.join(src, 'test'), path.join(dir, 'test'));
-    for (const c of await readdir(path.join(src, 'test'))) if (!c.startsWith('.')) total += (await readdir(path.join(src, 'test', c))).length;
+    for (const c of await readdir(path.join(src, 'test'), { withFileTypes: true })) if (c.isDirectory() && !c.name.startsWith('.')) total += (await readdir(path.join(src, 'test', c.name))).length;
   }
   return total;
 }
