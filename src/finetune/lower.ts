@@ -19,6 +19,14 @@ export interface NchwcOptions {
   batch: number;
 }
 
+/**
+ * The kernel a weight-gradient Conv (batch and channel axes swapped, stride ↔ dilation) returns: it
+ * can exceed the real kernel when the strides skip input rows, and is then cut to size.
+ */
+function swappedKernelSize(xs: number[], zs: number[], pads: number[], stride: number[], dil: number[]): [number, number] {
+  return [0, 1].map((i) => Math.floor((xs[i + 1] + pads[i] + pads[i + 2] - stride[i] * (zs[i + 1] - 1) - 1) / dil[i]) + 1) as [number, number];
+}
+
 export interface Part {
   nodes: NodeProto[];
   consts: Map<string, TensorProto>;
@@ -210,8 +218,7 @@ export class Lowering {
     const input = em.op('Reshape', [xb, em.i64([1, G, xs[1], xs[2]])]);
     const filters = em.op('Reshape', [dzb, em.i64([G, 1, zs[1], zs[2]])]);
     const rb = em.nchwc('Conv', [input, filters], { kernel_shape: [zs[1], zs[2]], strides: dil, dilations: stride, pads, group: G }, `d/${hint}/Wb`);
-    const kh2 = Math.floor((xs[1] + pads[0] + pads[2] - stride[0] * (zs[1] - 1) - 1) / dil[0]) + 1;
-    const kw2 = Math.floor((xs[2] + pads[1] + pads[3] - stride[1] * (zs[2] - 1) - 1) / dil[1]) + 1;
+    const [kh2, kw2] = swappedKernelSize(xs, zs, pads, stride, dil);
     const r = em.op('Reshape', [em.nchwc('ReorderOutput', [rb], { channels: G }), em.i64([batch, C, 1, kh2, kw2])]);
     let dW = em.op('ReduceSum', [r, em.i64([0])], { keepdims: 0 });
     if (kh2 !== kh || kw2 !== kw) dW = em.op('Slice', [dW, em.i64([0, 0]), em.i64([kh, kw]), em.i64([2, 3])]);
@@ -242,9 +249,7 @@ export class Lowering {
     const input = depthwise ? em.op('Reshape', [xT, em.i64([1, -1, xs[1], xs[2]])]) : xT;
     const convAttrs = { strides: dil, dilations: stride, pads, group: depthwise ? group : 1 };
     let r = em.op('Conv', [input, dzT], convAttrs, `d/${hint}/Wc`);
-    // The swapped Conv can return a larger kernel when the strides skip input rows: cut it to size.
-    const kh2 = Math.floor((xs[1] + pads[0] + pads[2] - stride[0] * (zs[1] - 1) - 1) / dil[0]) + 1;
-    const kw2 = Math.floor((xs[2] + pads[1] + pads[3] - stride[1] * (zs[2] - 1) - 1) / dil[1]) + 1;
+    const [kh2, kw2] = swappedKernelSize(xs, zs, pads, stride, dil);
     if (kh2 !== kh || kw2 !== kw) r = em.op('Slice', [r, em.i64([0, 0]), em.i64([kh, kw]), em.i64([2, 3])]);
     return depthwise ? em.op('Reshape', [r, em.i64([O, 1, kh, kw])], {}, `d/${hint}/W'`) : em.op('Transpose', [r], { perm: [1, 0, 2, 3] }, `d/${hint}/W'`);
   }
