@@ -1,14 +1,16 @@
 /**
- * End-to-end `xfer extract` / `xfer merge` runs (child processes) on a tiny ONNX backbone and a few
- * generated JPEGs: output format, numpy compatibility, resume after kill -9 and Ctrl-C, shard +
- * merge, job files, refusing another model's folder, --strict, and a full disk.
+ * End-to-end `xfer extract` / `xfer merge` runs on a tiny ONNX backbone and a few generated JPEGs:
+ * output format, numpy compatibility, resume after kill -9 and Ctrl-C, shard + merge, job files,
+ * refusing another model's folder, --strict, and a full disk. The reference run and the runs that
+ * are killed or interrupted are child processes; the others run the same program in this process
+ * (runCliHere: same exit codes and output, without a process start each).
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { folderBytes, havePythonNumpy, pythonWithNumpy, makeDataset, makeTinyModel, runCli, spawnCli, tmpDir } from './extract-helpers.js';
+import { folderBytes, havePythonNumpy, pythonWithNumpy, makeDataset, makeTinyModel, runCli, runCliHere, spawnCli, tmpDir, type CliResult } from './extract-helpers.js';
 import { DEFAULT_BATCH_CPU } from '../src/runtime/plan.js';
 
 let dir: string;
@@ -16,6 +18,8 @@ let model: string;
 let card: string;
 let data: string;
 let ref: string;
+let strictOut: string;
+let strict: CliResult;
 /** 3 classes × 12 JPEGs + one text file named .jpg = 37 inputs; 8 rows per shard → 5 shards. */
 const base = () => ['extract', '--model', model, '--card', card, '--data', data, '--batch', '4', '--shard-rows', '8', '--quiet'];
 
@@ -71,7 +75,10 @@ describe('xfer extract (end to end)', () => {
     await makeDataset(data, ['ants', 'bees', 'wasps'], 12);
     await writeFile(path.join(data, 'bees', 'zz_not_an_image.jpg'), 'hello, I am text\n');
     ref = path.join(dir, 'ref');
-    const r = await runCli([...base(), '--out', ref]);
+    strictOut = path.join(dir, 'strict');
+    // Two tests read the --strict run's folder (one copies it): run it once, beside the reference run.
+    let r: CliResult;
+    [r, strict] = await Promise.all([runCli([...base(), '--out', ref]), runCliHere([...base(), '--out', strictOut, '--strict'])]);
     assert.equal(r.code, 3, `exit 3 when inputs were skipped; stderr: ${r.stderr}`);
   });
   after(async () => {
@@ -114,7 +121,7 @@ print(a.shape)`;
 
   test('--dtype float16 writes <f2 shards close to float32', async () => {
     const out = path.join(dir, 'f16');
-    const r = await runCli([...base(), '--out', out, '--dtype', 'float16']);
+    const r = await runCliHere([...base(), '--out', out, '--dtype', 'float16']);
     assert.equal(r.code, 3, r.stderr);
     const head = (await readFile(path.join(out, 'relu2', '00000.npy'))).subarray(0, 128).toString('latin1');
     assert.match(head, /'descr': '<f2'/);
@@ -135,7 +142,7 @@ print(a.shape)`;
     const m = await meta(out);
     assert.equal(m.complete, false);
     assert.equal(m.counts.shards, 2, 'killed after its second shard');
-    const r = await runCli([...base(), '--out', out, '--resume']);
+    const r = await runCliHere([...base(), '--out', out, '--resume']);
     assert.equal(r.code, 3, r.stderr);
     await assertSameFolder(out, ref);
   });
@@ -149,13 +156,13 @@ print(a.shape)`;
     const code = await new Promise<number | null>((r) => child.once('close', (c) => r(c)));
     assert.equal(code, 130);
     assert.equal((await meta(out)).complete, false);
-    const again = await runCli([...base(), '--out', out]);
+    const again = await runCliHere([...base(), '--out', out]);
     assert.equal(again.code, 2, 'an unfinished folder needs --resume');
     assert.match(again.stderr, /--resume/);
-    const r = await runCli([...base(), '--out', out, '--resume']);
+    const r = await runCliHere([...base(), '--out', out, '--resume']);
     assert.equal(r.code, 3, r.stderr);
     await assertSameFolder(out, ref);
-    const noop = await runCli([...base(), '--out', out, '--resume', '--json']);
+    const noop = await runCliHere([...base(), '--out', out, '--resume', '--json']);
     assert.equal(noop.code, 3);
     const summary = JSON.parse(noop.stdout.trim().split('\n').pop()!);
     assert.equal(summary.event, 'summary');
@@ -166,9 +173,9 @@ print(a.shape)`;
     const parts2 = [0, 1].map((i) => path.join(dir, `p2-${i}`));
     // The parts are independent runs (as on a cluster): all five at once.
     const runs = await Promise.all([
-      ...parts2.map((p, i) => runCli([...base(), '--out', p, '--shard', `${i}/2`])),
+      ...parts2.map((p, i) => runCliHere([...base(), '--out', p, '--shard', `${i}/2`])),
       // Kubernetes Indexed Job style: index from JOB_COMPLETION_INDEX, count from XFER_SHARDS, {shard} in --out.
-      ...[0, 1, 2].map((i) => runCli([...base(), '--out', path.join(dir, 'p3-{shard}')], { XFER_NO_AUTO_SHARD: '', JOB_COMPLETION_INDEX: String(i), XFER_SHARDS: '3' })),
+      ...[0, 1, 2].map((i) => runCliHere([...base(), '--out', path.join(dir, 'p3-{shard}')], { XFER_NO_AUTO_SHARD: '', JOB_COMPLETION_INDEX: String(i), XFER_SHARDS: '3' })),
     ]);
     for (const r of runs) assert.ok(r.code === 0 || r.code === 3, r.stderr);
     assert.equal((await meta(path.join(dir, 'p3-2'))).shard.index, 2);
@@ -181,10 +188,10 @@ print(a.shape)`;
     const m2b = path.join(dir, 'merged2-retry');
     // Four independent merges at once.
     const [r2, r3, missing, failed] = await Promise.all([
-      runCli(['merge', m2, parts2[1], parts2[0]]),
-      runCli(['merge', m3, ...[0, 1, 2].map((i) => path.join(dir, `p3-${i}`))]),
-      runCli(['merge', path.join(dir, 'bad-merge'), parts2[0]]),
-      runCli(['merge', m2b, parts2[0], broken]),
+      runCliHere(['merge', m2, parts2[1], parts2[0]]),
+      runCliHere(['merge', m3, ...[0, 1, 2].map((i) => path.join(dir, `p3-${i}`))]),
+      runCliHere(['merge', path.join(dir, 'bad-merge'), parts2[0]]),
+      runCliHere(['merge', m2b, parts2[0], broken]),
     ]);
     assert.equal(r2.code, 3, r2.stderr);
     await assertSameFolder(m2, ref);
@@ -194,19 +201,19 @@ print(a.shape)`;
     assert.match(missing.stderr, /missing part/);
     assert.equal(failed.code, 1, failed.stderr);
     assert.equal((await meta(m2b)).complete, false);
-    const retry = await runCli(['merge', m2b, parts2[0], parts2[1]]);
+    const retry = await runCliHere(['merge', m2b, parts2[0], parts2[1]]);
     assert.equal(retry.code, 3, retry.stderr);
     await assertSameFolder(m2b, ref);
-    const done = await runCli(['merge', m2b, parts2[0], parts2[1]]);
+    const done = await runCliHere(['merge', m2b, parts2[0], parts2[1]]);
     assert.equal(done.code, 2, 'a complete merge output needs --overwrite');
   });
 
   test('--workers 1 --threads 2 and --background are parsed and applied', async () => {
     const out = path.join(dir, 'w1');
     const [bad, badBg, r] = await Promise.all([
-      runCli([...base(), '--out', path.join(dir, 'w0'), '--workers', '0']),
-      runCli([...base(), '--out', path.join(dir, 'bg0'), '--background', '1,2']),
-      runCli([...base(), '--out', out, '--workers', '1', '--threads', '2', '--background', '0,0,0']),
+      runCliHere([...base(), '--out', path.join(dir, 'w0'), '--workers', '0']),
+      runCliHere([...base(), '--out', path.join(dir, 'bg0'), '--background', '1,2']),
+      runCliHere([...base(), '--out', out, '--workers', '1', '--threads', '2', '--background', '0,0,0']),
     ]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /--workers: expected a positive integer, got "0"/);
@@ -222,7 +229,7 @@ print(a.shape)`;
     const noBatch = base().filter((a, i, all) => a !== '--batch' && all[i - 1] !== '--batch');
     const batches = [['--batch', '1'], ['--batch', '3'], []];
     const outs = batches.map((b) => path.join(dir, `batch${b[1] ?? 'default'}`));
-    const runs = await Promise.all(batches.map((b, i) => runCli([...noBatch, ...b, '--out', outs[i]])));
+    const runs = await Promise.all(batches.map((b, i) => runCliHere([...noBatch, ...b, '--out', outs[i]])));
     for (const [i, b] of batches.entries()) {
       const out = outs[i];
       const r = runs[i];
@@ -236,44 +243,43 @@ print(a.shape)`;
   test('refuses an --out holding another model/layers unless --overwrite', async () => {
     const out = path.join(dir, 'refuse');
     await cp(ref, out, { recursive: true });
-    const r = await runCli([...base(), '--out', out, '--layers', 'relu1']);
-    assert.equal(r.code, 2);
-    assert.match(r.stderr, /already holds different features/);
-    assert.match(r.stderr, /--overwrite/);
-    const r2 = await runCli([...base(), '--out', out, '--layers', 'relu1', '--resume']);
-    assert.equal(r2.code, 2, 'resume does not mix models either');
-    const ok = await runCli([...base(), '--out', out, '--layers', 'relu1', '--pool', 'max', '--overwrite']);
-    assert.equal(ok.code, 3, ok.stderr);
-    const m = await meta(out);
-    assert.deepEqual(m.layers[0], { name: 'relu1', dir: 'relu1', pool: 'max', shape: [4], dtype: 'float32' });
     const notOurs = path.join(dir, 'not-ours');
     await mkdir(notOurs);
     await writeFile(path.join(notOurs, 'thesis.tex'), 'x');
-    const r3 = await runCli([...base(), '--out', notOurs, '--overwrite']);
+    // The refusals on `out` one after the other (each takes the folder's lock), the one on notOurs beside them.
+    const refusals = async () => [await runCliHere([...base(), '--out', out, '--layers', 'relu1']), await runCliHere([...base(), '--out', out, '--layers', 'relu1', '--resume'])];
+    const [[r, r2], r3] = await Promise.all([refusals(), runCliHere([...base(), '--out', notOurs, '--overwrite'])]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /already holds different features/);
+    assert.match(r.stderr, /--overwrite/);
+    assert.equal(r2.code, 2, 'resume does not mix models either');
+    const ok = await runCliHere([...base(), '--out', out, '--layers', 'relu1', '--pool', 'max', '--overwrite']);
+    assert.equal(ok.code, 3, ok.stderr);
+    const m = await meta(out);
+    assert.deepEqual(m.layers[0], { name: 'relu1', dir: 'relu1', pool: 'max', shape: [4], dtype: 'float32' });
     assert.equal(r3.code, 2);
     assert.match(r3.stderr, /not an xfer feature folder/);
   });
 
   test('--strict stops at the first skipped input with exit 1, keeping finished shards', async () => {
-    const out = path.join(dir, 'strict');
-    const r = await runCli([...base(), '--out', out, '--strict']);
-    assert.equal(r.code, 1, r.stderr);
-    const m = await meta(out);
+    assert.equal(strict.code, 1, strict.stderr);
+    const m = await meta(strictOut);
     assert.equal(m.counts.shards, 4, 'shards 0..3 (the one with the bad input) committed');
     assert.equal(m.complete, false);
   });
 
   test('a folder started before ICC profiles were ignored by default resumes with --apply-icc, and says so without it', async () => {
     const out = path.join(dir, 'pre-icc');
-    assert.equal((await runCli([...base(), '--out', out, '--strict'])).code, 1, 'an unfinished folder');
+    assert.equal(strict.code, 1, 'an unfinished folder');
+    await cp(strictOut, out, { recursive: true });
     const m = await meta(out);
     assert.equal(m.preprocessing.apply_icc, false);
     delete m.preprocessing.apply_icc; // as written by the earlier xfer
     await writeFile(path.join(out, 'meta.json'), JSON.stringify(m, null, 2) + '\n');
-    const plain = await runCli([...base(), '--out', out, '--resume']);
+    const plain = await runCliHere([...base(), '--out', out, '--resume']);
     assert.equal(plain.code, 2, plain.stderr);
     assert.match(plain.stderr, /preprocessing apply_icc true vs false \(extracted with ICC profiles applied: resume with --apply-icc\)/);
-    const r = await runCli([...base(), '--out', out, '--resume', '--apply-icc']);
+    const r = await runCliHere([...base(), '--out', out, '--resume', '--apply-icc']);
     assert.equal(r.code, 3, r.stderr);
     // (the generated JPEGs carry no profile, so the features equal the reference run's)
     await assertSameFolder(out, ref, ['preprocessing']);
@@ -286,13 +292,13 @@ print(a.shape)`;
       jobs,
       `defaults:\n  batch: 4\n  shard_rows: 8\njobs:\n  - name: pooled\n    model: ${model}\n    card: ${card}\n    data: data\n    out: jobs-out/pooled\n  - name: early\n    model: ${model}\n    card: ${card}\n    layers: [relu1]\n    pool: max\n    dtype: float16\n    data: data\n    out: jobs-out/early\n`,
     );
-    const r = await runCli(['extract', '--jobs', jobs, '--json']);
+    const r = await runCliHere(['extract', '--jobs', jobs, '--json']);
     assert.equal(r.code, 3, r.stderr);
     const summaries = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.event === 'summary');
     assert.deepEqual(summaries.map((s) => s.job), ['pooled', 'early']);
     await assertSameFolder(path.join(dir, 'jobs-out', 'pooled'), ref);
     assert.equal((await meta(path.join(dir, 'jobs-out', 'early'))).dtype, 'float16');
-    const again = await runCli(['extract', '--jobs', jobs, '--resume', '--json']);
+    const again = await runCliHere(['extract', '--jobs', jobs, '--resume', '--json']);
     assert.equal(again.code, 3);
     const s2 = again.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.event === 'summary');
     assert.deepEqual(s2.map((s) => s.imagesThisRun), [0, 0]);
@@ -300,9 +306,9 @@ print(a.shape)`;
     const badJobs = path.join(dir, 'jobs-bad.yaml');
     await writeFile(badJobs, `jobs:\n  - name: one\n    model: ${model}\n    card: ${card}\n    data: data\n    out: jobs-bad/one\n  - name: two\n    model: ${model}\n    card: ${card}\n    data: data\n    out: jobs-bad/two\n    device: gpu\n`);
     const [bad, badCard, badDev] = await Promise.all([
-      runCli(['extract', '--jobs', jobs, '--model', model]),
-      runCli(['extract', '--jobs', jobs, '--mean', '0.5,0.5,0.5']),
-      runCli(['extract', '--jobs', badJobs]),
+      runCliHere(['extract', '--jobs', jobs, '--model', model]),
+      runCliHere(['extract', '--jobs', jobs, '--mean', '0.5,0.5,0.5']),
+      runCliHere(['extract', '--jobs', badJobs]),
     ]);
     assert.equal(bad.code, 2);
     assert.equal(badCard.code, 2);
@@ -321,7 +327,9 @@ print(a.shape)`;
     try {
       const out = path.join(mnt, 'feat');
       const args = [...base(), '--out', out, '--layers', 'relu1', '--pool', 'flatten'];
-      const r = await runCli(args);
+      const full = path.join(dir, 'flat-ref');
+      // The uninterrupted reference (on the big disk) runs beside the one that fills the small disk.
+      const [r, r3] = await Promise.all([runCliHere(args), runCliHere([...base(), '--out', full, '--layers', 'relu1', '--pool', 'flatten'])]);
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, /disk full \(ENOSPC\)/);
       assert.match(r.stderr, /--resume/);
@@ -329,10 +337,8 @@ print(a.shape)`;
       assert.ok(m.counts.shards >= 1 && m.counts.shards < 5, `kept ${m.counts.shards} shards`);
       assert.equal(m.complete, false);
       assert.equal(spawnSync('mount', ['-o', 'remount,size=4m', mnt]).status, 0);
-      const r2 = await runCli([...args, '--resume']);
+      const r2 = await runCliHere([...args, '--resume']);
       assert.equal(r2.code, 3, r2.stderr);
-      const full = path.join(dir, 'flat-ref');
-      const r3 = await runCli([...base(), '--out', full, '--layers', 'relu1', '--pool', 'flatten']);
       assert.equal(r3.code, 3);
       await assertSameFolder(out, full);
     } finally {
