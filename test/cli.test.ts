@@ -7,6 +7,8 @@ import sharp from 'sharp';
 import { REPO_ROOT, NO_SHARED, shared } from './helpers/paths.js';
 import { VERSION } from '../src/version.js';
 import { tempDir } from './helpers/tmp.js';
+import { runInProcess } from './helpers/in-process.js';
+import { main } from '../src/cli/main.js';
 
 const BIN = path.join(REPO_ROOT, 'bin', 'xfer.js');
 
@@ -29,6 +31,14 @@ function xfer(...args: string[]): Promise<Run> {
   });
 }
 
+/**
+ * The same command through main() in this process (helpers/in-process.ts): what the CLI prints and
+ * its exit code, without a process start each. --version stays a child process, checking bin/xfer.js.
+ */
+function xferHere(...args: string[]): Promise<Run> {
+  return runInProcess(main, BIN, args);
+}
+
 /** A user-facing error: non-zero exit, `error: ...` naming the thing, a hint, no stack trace. */
 function assertCleanError(r: Run, re: RegExp): void {
   assert.notEqual(r.code, 0, 'exit code is non-zero');
@@ -44,14 +54,14 @@ test('package.json and --version agree', async () => {
 });
 
 test('xfer models lists the two built-in backbones', async () => {
-  const r = await xfer('models');
+  const r = await xferHere('models');
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^mobilenet_v2 +224x224 RGB/m);
   assert.match(r.stdout, /^inception_v3 +299x299 RGB/m);
 });
 
 test('xfer layers mobilenet_v2 prints every tensor with its shape', async () => {
-  const [r, grep] = await Promise.all([xfer('layers', 'mobilenet_v2'), xfer('layers', 'mobilenet_v2', '--grep', 'block_6', '--json')]);
+  const [r, grep] = await Promise.all([xferHere('layers', 'mobilenet_v2'), xferHere('layers', 'mobilenet_v2', '--grep', 'block_6', '--json')]);
   assert.equal(r.code, 0, r.stderr);
   const rows = r.stdout.split('\n').filter((l) => /^\d+ /.test(l));
   assert.ok(rows.length >= 150, `${rows.length} rows`);
@@ -63,7 +73,7 @@ test('xfer layers mobilenet_v2 prints every tensor with its shape', async () => 
 });
 
 test('xfer layers on SqueezeNet fp16 (../shared)', { skip: NO_SHARED }, async () => {
-  const r = await xfer('layers', shared('models', 'squeezenet1.1-fp16.onnx'), '--op', 'Concat');
+  const r = await xferHere('layers', shared('models', 'squeezenet1.1-fp16.onnx'), '--op', 'Concat');
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /fire9\/concat_1 +float16 +\[1, 512, 13, 13\]/);
 });
@@ -76,11 +86,11 @@ test('bad model inputs: one-line errors naming the file, non-zero exit, stack on
   await writeFile(card, JSON.stringify({ id: 'x' }));
   // Independent runs, all at once.
   const [missing, notModel, unknown, badCard, verbose] = await Promise.all([
-    xfer('layers', path.join(dir, 'missing.onnx')),
-    xfer('layers', txt),
-    xfer('layers', 'resnet9000'),
-    xfer('layers', 'mobilenet_v2', '--card', card),
-    xfer('layers', path.join(dir, 'missing.onnx'), '--verbose'),
+    xferHere('layers', path.join(dir, 'missing.onnx')),
+    xferHere('layers', txt),
+    xferHere('layers', 'resnet9000'),
+    xferHere('layers', 'mobilenet_v2', '--card', card),
+    xferHere('layers', path.join(dir, 'missing.onnx'), '--verbose'),
   ]);
   assertCleanError(missing, /missing\.onnx: model file not found/);
   assertCleanError(notModel, /notes\.onnx: not an ONNX model/);
@@ -93,6 +103,6 @@ test('an unknown tap name lists the closest names', async () => {
   const dir = await tempDir('xfer-cli-');
   await mkdir(path.join(dir, 'data', 'a'), { recursive: true });
   await sharp({ create: { width: 32, height: 32, channels: 3, background: '#808080' } }).jpeg().toFile(path.join(dir, 'data', 'a', '1.jpg'));
-  const r = await xfer('extract', '--model', 'mobilenet_v2', '--layers', 'block_13_expand_rel', '--data', path.join(dir, 'data'), '--out', path.join(dir, 'f'), '--quiet');
+  const r = await xferHere('extract', '--model', 'mobilenet_v2', '--layers', 'block_13_expand_rel', '--data', path.join(dir, 'data'), '--out', path.join(dir, 'f'), '--quiet');
   assertCleanError(r, /unknown tap "block_13_expand_rel"; closest: block_13_expand_relu/);
 });

@@ -5,7 +5,6 @@
  */
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { AsyncLocalStorage } from 'node:async_hooks';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
@@ -15,6 +14,7 @@ import { writeOnnxFile } from '../src/onnx/io.js';
 import { DataType } from '../src/onnx/proto.js';
 import { tempDir } from './helpers/tmp.js';
 import { runExtractProgram } from './extract-program.js';
+import { runInProcess } from './helpers/in-process.js';
 
 export const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** dist/test/extract-cli.js — a CLI with only `extract` and `merge` (independent of other commands). */
@@ -154,58 +154,9 @@ export function runScript(script: string, args: string[], env: NodeJS.ProcessEnv
   });
 }
 
-/** Output of the in-process run whose async context is current; writes from anywhere else pass through. */
-const captured = new AsyncLocalStorage<{ stdout: string; stderr: string }>();
-let hooked = false;
-let queue: Promise<unknown> = Promise.resolve();
-
-function hookWrites(): void {
-  if (hooked) return;
-  hooked = true;
-  for (const name of ['stdout', 'stderr'] as const) {
-    const stream = process[name];
-    const write = stream.write.bind(stream) as (...a: unknown[]) => boolean;
-    stream.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
-      const into = captured.getStore();
-      if (!into) return write(chunk, ...rest);
-      into[name] += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString();
-      const cb = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
-      cb?.();
-      return true;
-    }) as typeof stream.write;
-  }
-}
-
-/**
- * runCli in this process: same arguments, environment overlay, exit code and output. One run at a
- * time (the exit code and environment are process-wide), so runs started together take turns.
- * Signals and a second process need runCli or spawnCli.
- */
+/** runCli in this process (helpers/in-process.ts): same arguments, environment, exit code and output. */
 export function runCliHere(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  const run = queue.then(async () => {
-    hookWrites();
-    const overlay: NodeJS.ProcessEnv = { XFER_NO_AUTO_SHARD: '1', ...env };
-    const saved = Object.fromEntries(Object.keys(overlay).map((k) => [k, process.env[k]]));
-    const put = (vars: NodeJS.ProcessEnv) => {
-      for (const [k, v] of Object.entries(vars)) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
-    };
-    put(overlay);
-    const exitCode = process.exitCode;
-    process.exitCode = undefined;
-    const out = { stdout: '', stderr: '' };
-    try {
-      const code = await captured.run(out, () => runExtractProgram([process.execPath, CLI, ...args]));
-      return { code, signal: null, ...out };
-    } finally {
-      process.exitCode = exitCode;
-      put(saved);
-    }
-  });
-  queue = run.catch(() => undefined);
-  return run;
+  return runInProcess(runExtractProgram, CLI, args, { XFER_NO_AUTO_SHARD: '1', ...env });
 }
 
 export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
