@@ -14,7 +14,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import sharp from 'sharp';
-import { makeDataset, makeTinyModel, runCli, runScript, tmpDir, type CliResult } from './extract-helpers.js';
+import { makeDataset, makeTinyModel, runCli, runCliHere, runScript, tmpDir, type CliResult } from './extract-helpers.js';
+import { runInProcess } from './helpers/in-process.js';
+import { main } from '../src/cli/main.js';
 import { blobs, writeFolder } from './heads-helpers.js';
 import { REPO_ROOT } from './helpers/paths.js';
 import { XferError } from '../src/errors.js';
@@ -37,9 +39,17 @@ let victim: string;
 let good: string;
 let head: string;
 
-const extract = (out: string, ...more: string[]) => runCli(['extract', '--model', model, '--data', data, '--out', out, '--batch', '2', '--shard-rows', '4', '--quiet', ...more]);
+const extractArgs = (out: string, more: string[]) => ['extract', '--model', model, '--data', data, '--out', out, '--batch', '2', '--shard-rows', '4', '--quiet', ...more];
+// The commands run in this process (helpers/in-process.ts), except where the test needs another
+// process (a lock held by this one): extractChild and xferChild.
+const extract = (out: string, ...more: string[]) => runCliHere(extractArgs(out, more));
+const extractChild = (out: string, ...more: string[]) => runCli(extractArgs(out, more));
 
 function xfer(args: string[]): Promise<CliResult> {
+  return runInProcess(main, BIN, args);
+}
+
+function xferChild(args: string[]): Promise<CliResult> {
   return runScript(BIN, args);
 }
 
@@ -148,7 +158,7 @@ describe('adversarial inputs', () => {
     await rgb(16, 16).toColourspace('rgb16').png().toFile(path.join(a, 'u_16bit.png'));
     const out = path.join(dir, 'corpus-out');
     await outsideUnchanged(out, async () => {
-      const r = await runCli(['extract', '--model', model, '--data', corpus, '--out', out, '--batch', '4']);
+      const r = await runCliHere(['extract', '--model', model, '--data', corpus, '--out', out, '--batch', '4']);
       assert.equal(r.code, 3, r.stderr);
       for (const n of Object.keys(bad)) assert.equal(r.stderr.split('\n').filter((l) => l.startsWith(`skipped ants/${n}: `)).length, 1, `one line for ${n}:\n${r.stderr}`);
       const errors = (await readFile(path.join(out, 'errors.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l).path);
@@ -277,7 +287,7 @@ describe('adversarial inputs', () => {
       await rejects2(resolveBackbone(path.join(m, 'net.onnx')), re);
     }
     const out = path.join(dir, 'card-out');
-    await outsideUnchanged(out, async () => assertRefused(await runCli(['extract', '--model', path.join(m, 'net.onnx'), '--data', data, '--out', out]), 2, /net\.onnx\.card\.json: labels/));
+    await outsideUnchanged(out, async () => assertRefused(await runCliHere(['extract', '--model', path.join(m, 'net.onnx'), '--data', data, '--out', out]), 2, /net\.onnx\.card\.json: labels/));
     assert.equal(existsSync(out), false);
   });
 
@@ -288,7 +298,7 @@ describe('adversarial inputs', () => {
     try {
       const before = await snapshot(dir);
       const pidRe = new RegExp(`in use by xfer test \\(pid ${process.pid} on host ${os.hostname().replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}, since \\d{4}-\\d\\d-\\d\\dT`);
-      assertRefused(await extract(out, '--resume'), 2, pidRe);
+      assertRefused(await extractChild(out, '--resume'), 2, pidRe);
       assertRefused(await runCli(['merge', out, good]), 2, pidRe);
       assert.deepEqual(await snapshot(dir), before, 'the refused runs changed nothing');
     } finally {
@@ -299,7 +309,7 @@ describe('adversarial inputs', () => {
     const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
     await mkdir(path.join(out, LOCK_DIR));
     await writeFile(path.join(out, LOCK_DIR, 'owner.json'), JSON.stringify({ pid: Number(dead.stdout), host: os.hostname(), since: new Date().toISOString(), command: 'xfer extract', token: 'dead' }));
-    const r = await extract(out, '--overwrite');
+    const r = await extractChild(out, '--overwrite');
     assert.equal(r.code, 0, r.stderr);
     assert.equal(existsSync(path.join(out, LOCK_DIR)), false, 'released');
     // A run that stalled past the stale time on another host and lost its lock stops at its next
@@ -315,7 +325,7 @@ describe('adversarial inputs', () => {
     const hd = path.join(dir, 'locked-head');
     const hl = await lockFolder(hd, 'xfer test');
     try {
-      assertRefused(await xfer(['train', '--features', path.join(dir, 'synth'), '--out', hd, '--quiet']), 2, /--out .*locked-head: in use by xfer test/);
+      assertRefused(await xferChild(['train', '--features', path.join(dir, 'synth'), '--out', hd, '--quiet']), 2, /--out .*locked-head: in use by xfer test/);
     } finally {
       await hl.release();
     }
@@ -323,7 +333,7 @@ describe('adversarial inputs', () => {
 
   test('--batch larger than the inputs allocates for the batch formed; an impossible batch is refused by memory', async () => {
     const out = path.join(dir, 'bigbatch');
-    const r = await runCli(['extract', '--model', model, '--data', data, '--out', out, '--batch', '100000000', '--quiet']);
+    const r = await runCliHere(['extract', '--model', model, '--data', data, '--out', out, '--batch', '100000000', '--quiet']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(formedBatch(5000, 1024, 6, false), 6);
     assert.equal(formedBatch(5000, 1024, 6, true), 5000, 'CUDA pads every batch to --batch');
@@ -337,7 +347,7 @@ describe('adversarial inputs', () => {
   test('messages name the real cause: not an ONNX model, or no model card', async () => {
     const notModel = path.join(dir, 'photo.onnx');
     await cp(path.join(data, 'ants', 'img_000.jpg'), notModel);
-    assertRefused(await runCli(['extract', '--model', notModel, '--data', data, '--out', path.join(dir, 'nm')]), 2, /photo\.onnx: not an ONNX model/);
+    assertRefused(await runCliHere(['extract', '--model', notModel, '--data', data, '--out', path.join(dir, 'nm')]), 2, /photo\.onnx: not an ONNX model/);
     await rejects2((async () => requireCard(await resolveBackbone(notModel), 'x'))(), /photo\.onnx: not an ONNX model/);
     // An ONNX model without a card still says so.
     const bare = path.join(dir, 'bare');
