@@ -2,7 +2,8 @@
  * `npm run bench:finetune` — fine-tuning vs the best frozen probe, measured in the same run.
  *
  *   node dist/scripts/bench-finetune.js [--train 20000] [--test 10000] [--epochs 5] [--batch 32]
- *        [--lr 1e-3] [--from block_13_expand_relu] [--threads n] [--out <dir>]
+ *        [--lr 1e-3] [--lr-backbone r] [--weight-decay w] [--label-smoothing s]
+ *        [--views K [--augment hflip,crop]] [--from block_13_expand_relu] [--threads n] [--out <dir>]
  *        [--no-fashion] [--no-hymenoptera] [--rss] [--reuse-probe]
  *
  * Fashion-MNIST (Debian `dataset-fashion-mnist`; scripts/prepare-fashion-mnist.ts writes the
@@ -13,7 +14,9 @@
  *     heads (standardized) for C in {0.1, 1, 10}; the best test accuracy of all of them is the
  *     anchor (optimistic for the probe: it is picked on test);
  *  3. fine-tuning from `--from` (val carved 10 % stratified from train, early stopping on it), test
- *     accuracy of the restored best epoch, training time.
+ *     accuracy of the restored best epoch, training time. --views K: the unpooled cut is extracted
+ *     with K augmented views of every training image (`xfer extract --views K --augment ...`) and
+ *     each epoch trains on one view of each image.
  * Hymenoptera (../shared; train → val, no test split): the same, scored on val (the probe's best C
  * and the fine-tune's best epoch are both picked on val).
  * --rss [--rss-rows a,b]: fine-tunes one epoch on a quarter and on all training rows (or a and b
@@ -50,6 +53,16 @@ const EPOCHS = Number(opt('epochs', '5'));
 const BATCH = Number(opt('batch', '32'));
 const LR = Number(opt('lr', '1e-3'));
 const FROM = opt('from', 'block_13_expand_relu');
+const num = (name: string): number | undefined => (opt(name, '') === '' ? undefined : Number(opt(name, '')));
+const LR_BACKBONE = num('lr-backbone');
+const WEIGHT_DECAY = num('weight-decay');
+const LABEL_SMOOTHING = num('label-smoothing');
+const VIEWS = num('views');
+const AUGMENT = VIEWS !== undefined ? opt('augment', 'hflip,crop') : undefined;
+const RECIPE =
+  `${EPOCHS} epochs, batch ${BATCH}, lr ${LR}${LR_BACKBONE !== undefined ? `, lr-backbone ${LR_BACKBONE}` : ''}` +
+  `${WEIGHT_DECAY !== undefined ? `, weight decay ${WEIGHT_DECAY}` : ''}${LABEL_SMOOTHING !== undefined ? `, label smoothing ${LABEL_SMOOTHING}` : ''}` +
+  `${VIEWS !== undefined ? `, ${VIEWS} views (${AUGMENT})` : ', no augmentation'}, from ${FROM}`;
 const THREADS = opt('threads', '') ? Number(opt('threads', '')) : undefined;
 const OUT = path.resolve(opt('out', path.join(os.tmpdir(), 'xfer-bench-finetune')));
 const TAPS = [...new Set([FROM, 'block_6_expand_relu', 'block_13_expand_relu', 'block_16_project_BN', 'out_relu'])];
@@ -91,11 +104,12 @@ async function frozenProbe(f: FeatureFolder, trainSplit: string, testSplit: stri
 }
 
 /** Extract (once: a complete folder is reused) `layers` of the built-in backbone. */
-async function extract(data: string, out: string, layers: string[], pool: 'none' | 'avg'): Promise<FeatureFolder> {
+async function extract(data: string, out: string, layers: string[], pool: 'none' | 'avg', views?: number): Promise<FeatureFolder> {
   const done = await openFeatures(out).then(() => true, () => false);
   if (!done) {
     const t0 = performance.now();
-    await extractFeatures({ model: 'mobilenet_v2', layers, pool, dtype: pool === 'none' ? 'float16' : 'float32', data, out, resume: existsSync(out) });
+    const aug = views !== undefined ? { views, augment: AUGMENT } : {};
+    await extractFeatures({ model: 'mobilenet_v2', layers, pool, dtype: pool === 'none' ? 'float16' : 'float32', data, out, resume: existsSync(out), ...aug });
     process.stderr.write(`  extracted ${data} → ${out} in ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
   }
   return openFeatures(out);
@@ -104,7 +118,8 @@ async function extract(data: string, out: string, layers: string[], pool: 'none'
 async function compare(name: string, images: string, features: string, trainSplit: string, testSplit: string, valFrac: number | undefined, target: number): Promise<void> {
   // Two extractions: the probes read pooled float32 taps, fine-tuning the unpooled float16 cut.
   const probes = await extract(images, `${features}-avg`, TAPS, 'avg');
-  const f = await extract(images, features, [FROM], 'none');
+  const viewsTag = VIEWS !== undefined ? `-views${VIEWS}-${(AUGMENT ?? '').replace(/,/g, '+')}` : '';
+  const f = await extract(images, `${features}${viewsTag}`, [FROM], 'none', VIEWS);
   // --reuse-probe: the probe table of an earlier run on the same pooled folder and taps (the probes
   // are deterministic; on 20 000 images they take longer than an epoch of fine-tuning).
   const saved = path.join(probes.dir, 'bench-probe.json');
@@ -128,6 +143,9 @@ async function compare(name: string, images: string, features: string, trainSpli
     epochs: EPOCHS,
     batch: BATCH,
     lr: LR,
+    lrBackbone: LR_BACKBONE,
+    weightDecay: WEIGHT_DECAY,
+    labelSmoothing: LABEL_SMOOTHING,
     val: valFrac,
     threads: THREADS,
     progress: (e) => {
@@ -158,7 +176,7 @@ function rssRun(features: string, limit: number): string {
 
 async function main(): Promise<void> {
   await mkdir(OUT, { recursive: true });
-  process.stderr.write(`bench:finetune — ${os.cpus().length} CPUs, train ${TRAIN} / test ${TEST}, ${EPOCHS} epochs, batch ${BATCH}, lr ${LR}, from ${FROM}\n`);
+  process.stderr.write(`bench:finetune — ${os.cpus().length} CPUs, train ${TRAIN} / test ${TEST}, ${RECIPE}\n`);
   const fmFeatures = path.join(OUT, `fashion-mnist-${TRAIN}-${TEST}-features`);
   if (!flag('no-fashion')) {
     const src = process.env.FASHION_MNIST_DIR ?? '/usr/share/datasets/fashion-mnist';
@@ -177,7 +195,7 @@ async function main(): Promise<void> {
     else await compare('hymenoptera', hym, path.join(OUT, 'hymenoptera-features'), 'train', 'val', undefined, -1);
   }
   await releaseKernel();
-  process.stdout.write(`\nbench:finetune (${os.cpus().length} CPUs${THREADS ? `, ${THREADS} threads` : ''}; machine shared with other work: times are indicative)\n`);
+  process.stdout.write(`\nbench:finetune (${os.cpus().length} CPUs${THREADS ? `, ${THREADS} threads` : ''}; machine shared with other work: times are indicative)\nrecipe: ${RECIPE}\n`);
   process.stdout.write('| data | train / scored rows | best frozen probe (time) | fine-tuned from ' + FROM + ' (time) | Δ points | target |\n| --- | --- | --- | --- | --- | --- |\n');
   process.stdout.write(rows.join('\n') + '\n');
   if (flag('rss')) {

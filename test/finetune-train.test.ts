@@ -158,7 +158,7 @@ describe('fine-tuning from block_13 (built-in backbone, hymenoptera photos)', { 
     await assert.rejects(finetune({ ...base(), optimizer: 'sgd', lr: 1e30, lrBackbone: 1e30, warmup: 0, out }), (e: unknown) => e instanceof XferError && e.exitCode === 1 && /loss is (NaN|Infinity) at step \d+ \(epoch 1, batch \d\)/.test(e.message));
   });
 
-  test('extract --views 2 --augment: two differing views per training image; fine-tuning uses one per epoch', async () => {
+  test('extract --views 2 --augment: view 0 plain, view 1 augmented; fine-tuning uses one per epoch', async () => {
     const vf = path.join(dir, 'views');
     await extractFeatures({ model: 'mobilenet_v2', layers: [FROM], pool: 'none', data, out: vf, views: 2, augment: 'hflip,crop', dtype: 'float16' });
     const f = await openFeatures(vf);
@@ -174,6 +174,14 @@ describe('fine-tuning from block_13 (built-in backbone, hymenoptera photos)', { 
     let diff = 0;
     for (let i = 0; i < src.rowSize; i++) diff = Math.max(diff, Math.abs(two[i] - two[src.rowSize + i]));
     assert.ok(diff > 0.1, 'views differ');
+    // view 0 is the plain image: the same activations as the unaugmented float32 extraction, to fp16
+    const plain = await openFeatures(feats);
+    const p0 = plain.index.find((r) => r.path === tr[0].path);
+    assert.ok(p0, 'the plain folder has the image');
+    const ref = (await loadRows(plain, pickLayers(plain, [FROM]), [p0.row])).X;
+    let d0 = 0;
+    for (let i = 0; i < src.rowSize; i++) d0 = Math.max(d0, Math.abs(two[i] - ref[i]) / (1 + Math.abs(ref[i])));
+    assert.ok(d0 < 2e-3, `view 0 equals the plain row (max rel. diff ${d0})`);
     const events: FinetuneEvent[] = [];
     const r = await finetune({ ...base(), features: vf, epochs: 1, out: path.join(dir, 'h-views'), progress: (e) => events.push(e) });
     await r.head.close();
@@ -181,6 +189,7 @@ describe('fine-tuning from block_13 (built-in backbone, hymenoptera photos)', { 
     assert.equal(r.report.rows.train_views, 24);
     assert.ok(events.some((e) => e.event === 'step' && e.batches === 3), 'an epoch is one view of each of the 12 images');
     await assert.rejects(extractFeatures({ model: 'mobilenet_v2', layers: [FROM], pool: 'none', data, out: path.join(dir, 'v2'), augment: 'hflip' }), /--augment needs --views/);
+    await assert.rejects(extractFeatures({ model: 'mobilenet_v2', layers: [FROM], pool: 'none', data, out: path.join(dir, 'v1'), views: 1 }), /--views: expected an integer ≥ 2/);
   });
 
   test('float16 features are read as their float32 values (rounded to half)', async () => {

@@ -84,7 +84,7 @@ export function registerExtractCommands(program: Command): void {
     .option('--device <device>', 'auto | cpu | cuda | cuda:<id> (auto: CUDA when its provider is installed, else CPU)')
     .option('--threads <n>', 'intra-op threads per inference session (default on CPU: the cores split between 2 to 4 sessions, 1 each on 2 cores; docs/performance.md)')
     .addOption(new Option('--dtype <dtype>', 'feature dtype on disk').choices(['float32', 'float16']).default('float32'))
-    .option('--views <k>', 'store K augmented views of every training image (for fine-tuning; val/test images keep one plain row)')
+    .option('--views <k>', 'store K views of every training image, the plain one and K-1 augmented (for fine-tuning; val/test images keep one plain row)')
     .option('--augment <list>', 'with --views: hflip,crop,color (default hflip,crop)')
     .option('--resume', 'continue an interrupted extraction in --out (finished jobs are skipped)')
     .option('--overwrite', 'replace features already in --out')

@@ -1,7 +1,7 @@
 /**
- * `xfer extract --views K --augment hflip,crop[,color]`: K augmented views of every training image
- * (split train or none), each its own row with `"view": v` in index.jsonl; val/test images keep one
- * plain row. View v of an image is drawn from a seed made of (seed, path, v), so a resumed, sharded
+ * `xfer extract --views K --augment hflip,crop[,color]`: K views of every training image (split
+ * train or none), each its own row with `"view": v` in index.jsonl: view 0 plain, 1..K−1 augmented;
+ * val/test images keep one plain row. View v of an image is drawn from a seed made of (seed, path, v), so a resumed, sharded
  * or repeated run writes the same views. Fine-tuning uses one view of each image per epoch.
  */
 import { createHash } from 'node:crypto';
@@ -24,7 +24,7 @@ export function resolveViews(views: number | undefined, augment: string | undefi
     if (augment !== undefined) throw new XferError('--augment needs --views K (the number of augmented views per training image)', { hint: 'e.g. --views 4 --augment hflip,crop' });
     return null;
   }
-  if (!Number.isInteger(views) || views < 1) throw new XferError(`--views: expected a positive integer, got '${String(views)}'`, { hint: 'e.g. --views 4' });
+  if (!Number.isInteger(views) || views < 2) throw new XferError(`--views: expected an integer ≥ 2 (view 0 is the plain image, the others augmented), got '${String(views)}'`, { hint: 'e.g. --views 4' });
   const aug = parseAugment(augment ?? 'hflip,crop');
   if (aug.length === 0) throw new XferError('--views: --augment none would store identical views', { hint: 'e.g. --augment hflip,crop' });
   return { k: views, augment: aug, seed };
@@ -49,8 +49,11 @@ function viewRng(spec: ViewSpec, e: ViewEntry): AugmentRng {
   return { next, int: (n) => Math.floor(next() * n) };
 }
 
-/** Augment decoded pixels in place when the entry is a view. */
+/**
+ * Augment decoded pixels in place when the entry is a view other than view 0. View 0 is the image as
+ * decoded: a validation split carved from training images then scores plain images, like test.
+ */
 export function applyView(e: ViewEntry, px: Uint8Array, size: readonly [number, number] | number[], spec: ViewSpec | null): void {
-  if (!spec || e.view === undefined) return;
+  if (!spec || e.view === undefined || e.view === 0) return;
   augmentPixels(px, size[1], size[0], spec.augment, viewRng(spec, e));
 }
