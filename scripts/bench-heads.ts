@@ -11,6 +11,8 @@
  * skips it); the versions used are printed. Every round fits each head in xfer, then in each anchor
  * (one Python process per anchor and round), so load on a shared machine hits both sides alike;
  * cells are medians over rounds with the min–max, ratios are of medians (per-round range beside).
+ * Round r fits the seeded heads (svm, svm-rbf, mlp) with seed r on both sides (xfer `seed`, sklearn
+ * `random_state`); accuracy cells are means over rounds, so one lucky or unlucky seed does not decide.
  * ORT is warmed up before timing (as the anchors import scikit-learn before timing); xfer's first
  * round also pays its per-graph session builds. The C sweep row times `xfer train --sweep` with 5
  * folds (a feature folder written once) against LogisticRegressionCV on the same 10-value grid.
@@ -169,11 +171,11 @@ interface SkResult {
   results: Record<string, Fit>;
 }
 
-function runSklearn(py: PythonAnchor, dir: string, heads: string[], sweepC: number[] | null, standardizeLinear: boolean): SkResult | string {
+function runSklearn(py: PythonAnchor, dir: string, heads: string[], sweepC: number[] | null, standardizeLinear: boolean, seed: number): SkResult | string {
   const env = { ...process.env };
   delete env.OPENBLAS_CORETYPE; // fair anchor: let OpenBLAS pick its best kernel (see .library env notes)
   delete env.OPENBLAS_L2_SIZE;
-  const args = [path.resolve('scripts/bench_heads_sklearn.py'), '--data', dir, '--heads', heads.join(','), '--C', String(C), '--mlp-hidden', HIDDEN.join(','), '--mlp-epochs', String(EPOCHS)];
+  const args = [path.resolve('scripts/bench_heads_sklearn.py'), '--data', dir, '--heads', heads.join(','), '--C', String(C), '--mlp-hidden', HIDDEN.join(','), '--mlp-epochs', String(EPOCHS), '--seed', String(seed)];
   if (sweepC) args.push('--sweep-C', sweepC.join(','));
   if (standardizeLinear) args.push('--linear-standardize');
   try {
@@ -184,17 +186,23 @@ function runSklearn(py: PythonAnchor, dir: string, heads: string[], sweepC: numb
   }
 }
 
-function paramsFor(head: string, standardizeLinear: boolean): { params: HeadParams; transforms: ('standardize')[] } {
+/**
+ * Heads whose fit depends on a seed: round r fits them with seed r on both sides (xfer `seed`,
+ * scikit-learn `random_state`), so the accuracy cells average over seeds instead of reporting one draw.
+ */
+const SEEDED = new Set(['svm', 'svm-rbf', 'mlp']);
+
+function paramsFor(head: string, standardizeLinear: boolean, seed: number): { params: HeadParams; transforms: ('standardize')[] } {
   switch (head) {
     case 'linear':
       return { params: { C, tol: 1e-4, maxIter: 100 }, transforms: standardizeLinear ? ['standardize'] : [] };
     case 'svm':
-      return { params: { C, tol: 1e-4, maxIter: 1000 }, transforms: ['standardize'] };
+      return { params: { C, tol: 1e-4, maxIter: 1000, seed }, transforms: ['standardize'] };
     case 'svm-rbf':
       // scores only, as SVC(probability=False) is timed on the other side
-      return { params: { C, tol: 1e-3, probability: false }, transforms: ['standardize'] };
+      return { params: { C, tol: 1e-3, probability: false, seed }, transforms: ['standardize'] };
     default:
-      return { params: { hidden: HIDDEN, epochs: EPOCHS, earlyStopping: false, patience: 0, batchSize: 200, weightDecay: 1e-4, lr: 1e-3, seed: 0 }, transforms: ['standardize'] };
+      return { params: { hidden: HIDDEN, epochs: EPOCHS, earlyStopping: false, patience: 0, batchSize: 200, weightDecay: 1e-4, lr: 1e-3, seed }, transforms: ['standardize'] };
   }
 }
 
@@ -202,18 +210,18 @@ function paramsFor(head: string, standardizeLinear: boolean): { params: HeadPara
  * The ORT-bound heads (linear, mlp) are fitted at one ORT thread and at the default, keeping the
  * faster — the same treatment the anchors get for their BLAS threads (² in the table).
  */
-async function runXferBest(d: Data, head: string): Promise<Fit> {
+async function runXferBest(d: Data, head: string, seed: number): Promise<Fit> {
   const def = kernelThreads();
-  if (!['linear', 'mlp'].includes(head) || def === 1) return { ...(await runXfer(d, head)), threads: 'default' };
+  if (!['linear', 'mlp'].includes(head) || def === 1) return { ...(await runXfer(d, head, seed)), threads: 'default' };
   setKernelThreads(1);
-  const one = await runXfer(d, head);
+  const one = await runXfer(d, head, seed);
   setKernelThreads(def);
-  const dflt = await runXfer(d, head);
+  const dflt = await runXfer(d, head, seed);
   return one.fit_s < dflt.fit_s ? { ...one, threads: '1' } : { ...dflt, threads: 'default' };
 }
 
-async function runXfer(d: Data, head: string): Promise<Fit> {
-  const { params, transforms } = paramsFor(head, d.standardizeLinear === true);
+async function runXfer(d: Data, head: string, seed: number): Promise<Fit> {
+  const { params, transforms } = paramsFor(head, d.standardizeLinear === true, seed);
   // copies so each head starts from the raw data (transforms work in place)
   const tr: Matrix = { data: d.Xtr.slice(), rows: d.ytr.length, cols: d.d };
   const te: Matrix = { data: d.Xte.slice(), rows: d.yte.length, cols: d.d };
@@ -238,7 +246,7 @@ async function runXfer(d: Data, head: string): Promise<Fit> {
   let ok = 0;
   for (let i = 0; i < pred.length; i++) if (classes[pred[i]] === d.yte[i]) ok++;
   const n_iter = (h.info.iterations ?? h.info.epochs ?? null) as number | null;
-  process.stderr.write(`  xfer ${head}: fit ${fit_s.toFixed(3)} s, acc ${((100 * ok) / pred.length).toFixed(2)}%\n`);
+  process.stderr.write(`  xfer ${head}${SEEDED.has(head) ? ` (seed ${seed})` : ''}: fit ${fit_s.toFixed(3)} s, acc ${((100 * ok) / pred.length).toFixed(2)}%\n`);
   return { fit_s, cpu_s, acc: ok / pred.length, n_iter };
 }
 
@@ -293,6 +301,12 @@ const median = (v: number[]): number => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 const spread = (v: number[], digits = 3): string => (v.length > 1 ? ` [${Math.min(...v).toFixed(digits)}–${Math.max(...v).toFixed(digits)}]` : '');
+const mean = (v: number[]): number => v.reduce((a, b) => a + b, 0) / v.length;
+/** Accuracy cell: the mean over rounds in %, with the per-round range when the rounds differ (seeded heads). */
+const accCell = (fits: Fit[]): string => {
+  const v = fits.map((f) => 100 * f.acc);
+  return `${mean(v).toFixed(2)}${Math.max(...v) - Math.min(...v) >= 0.005 ? spread(v, 2) : ''}`;
+};
 
 async function benchDataset(d: Data, rows: string[], anchors: PythonAnchor[], withSweep: boolean, rounds: number, slowRounds = rounds): Promise<void> {
   process.stderr.write(`\n== ${d.name}\n`);
@@ -322,10 +336,10 @@ async function benchDataset(d: Data, rows: string[], anchors: PythonAnchor[], wi
       const now = heads.filter((h) => r < roundsOf(h));
       sampleLoad();
       process.stderr.write(` round ${r + 1}/${total} (load average ${os.loadavg()[0].toFixed(1)})\n`);
-      for (const h of now) xf[h].push(await runXferBest(data, h));
+      for (const h of now) xf[h].push(await runXferBest(data, h, r));
       if (sweepHere) xf.sweep.push(await runXferSweep(path.join(dir, 'features'), path.join(dir, 'sweep-head'), grid));
       for (const a of anchors) {
-        const res = runSklearn(a, dir, now, sweepHere ? grid : null, data.standardizeLinear === true);
+        const res = runSklearn(a, dir, now, sweepHere ? grid : null, data.standardizeLinear === true, r);
         if (typeof res === 'string') {
           skWhy[a.role] = res;
           continue;
@@ -338,7 +352,7 @@ async function benchDataset(d: Data, rows: string[], anchors: PythonAnchor[], wi
     for (const h of all) {
       const xs = xf[h].map((f) => f.fit_s);
       const xm = median(xs);
-      const xacc = xf[h][xf[h].length - 1].acc;
+      const xacc = mean(xf[h].map((f) => f.acc));
       const cells = [`${xm.toFixed(3)}${spread(xs)}${xf[h].some((f) => f.threads === '1') ? ' ²' : ''}`];
       const ratioCells: string[] = [];
       const accCells: string[] = [];
@@ -356,8 +370,8 @@ async function benchDataset(d: Data, rows: string[], anchors: PythonAnchor[], wi
         const perRound = xs.slice(0, ss.length).map((x, i) => x / ss[i]);
         cells.push(`${sm.toFixed(3)}${spread(ss)}${f.some((v) => v.threads === '1') ? ' ¹' : ''}`);
         ratioCells.push(`${(xm / sm).toFixed(2)}×${spread(perRound, 2)}`);
-        const dAcc = 100 * (xacc - f[f.length - 1].acc);
-        accCells.push(`${(100 * f[f.length - 1].acc).toFixed(2)} (${dAcc >= 0 ? '+' : ''}${dAcc.toFixed(2)})`);
+        const dAcc = 100 * (xacc - mean(f.map((v) => v.acc)));
+        accCells.push(`${accCell(f)} (${dAcc >= 0 ? '+' : ''}${dAcc.toFixed(2)})`);
         if (a.role === 'current') meets = xm / sm <= TARGET[h] && Math.abs(dAcc) <= 0.5 ? 'yes' : 'NO';
       }
       const cur = anchors.find((a) => a.role === 'current');
@@ -367,7 +381,7 @@ async function benchDataset(d: Data, rows: string[], anchors: PythonAnchor[], wi
       const cpuCell = curFits.length && sc.every(Number.isFinite) ? `${median(xc).toFixed(2)} / ${median(sc).toFixed(2)} = ${(median(xc) / median(sc)).toFixed(2)}×` : 'n/a';
       const iters = [xf[h][0].n_iter, ...anchors.map((a) => sk[a.role][h][0]?.n_iter)].map((v) => (v === undefined || v === null ? '-' : String(v))).join(' / ');
       const label = h === 'sweep' ? `linear C sweep (${grid.length}×5-fold + refit)` : h;
-      rows.push(`| ${data.name} | ${label} | ${cells.join(' | ')} | ${ratioCells.join(' | ')} | ${cpuCell} | ${(100 * xacc).toFixed(2)} | ${accCells.join(' | ')} | ${iters} | ${meets} |`);
+      rows.push(`| ${data.name} | ${label} | ${cells.join(' | ')} | ${ratioCells.join(' | ')} | ${cpuCell} | ${accCell(xf[h])} | ${accCells.join(' | ')} | ${iters} | ${meets} |`);
     }
     for (const a of anchors) if (skVersion[a.role] && skVersion[a.role] !== a.versions.sklearn) process.stderr.write(`  note: ${a.role} anchor reported sklearn ${skVersion[a.role]}\n`);
   }
@@ -486,10 +500,11 @@ async function main(): Promise<void> {
   console.log(`\nxfer heads vs scikit-learn: fit seconds incl. transforms, median of ${ROUNDS} rounds (real features: ${REAL_ROUNDS}; svm and svm-rbf there: ${SLOW_ROUNDS}) [min–max]; ${os.cpus().length} cores, ORT threads ${kernelThreads()}, node ${process.version}, ${new Date().toISOString()}`);
   for (const a of anchors) console.log(`  ${a.role} anchor: ${describeAnchor(a)}`);
   if (loads.length) console.log(`  1-minute load average on this ${os.cpus().length}-core machine, sampled around every round: median ${median(loads).toFixed(1)}, range ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}`);
-  console.log(`| data | head | xfer s | ${sk.map((v) => `${v} s`).join(' | ')} | ${sk.map((v) => `xfer / ${v}`).join(' | ')} | CPU s xfer / ${sk[0] ?? 'sklearn'} | xfer acc % | ${sk.map((v) => `${v} acc % (Δ xfer)`).join(' | ')} | iterations xfer / ${sk.join(' / ')} | ≤ 1× ${sk[0] ?? ''} at ±0.5 pt |`);
+  console.log(`| data | head | xfer s | ${sk.map((v) => `${v} s`).join(' | ')} | ${sk.map((v) => `xfer / ${v}`).join(' | ')} | CPU s xfer / ${sk[0] ?? 'sklearn'} | xfer acc % (mean of rounds) | ${sk.map((v) => `${v} acc % (Δ xfer)`).join(' | ')} | iterations xfer / ${sk.join(' / ')} | ≤ 1× ${sk[0] ?? ''} at ±0.5 pt |`);
   console.log(`| --- | --- | ---: | ${sk.map(() => '---:').join(' | ')} | ${sk.map(() => '---:').join(' | ')} | ---: | ---: | ${sk.map(() => '---:').join(' | ')} | --- | --- |`);
   for (const r of rows) console.log(r);
   console.log(`mlp: hidden ${HIDDEN.join(',')}, ${EPOCHS} epochs, batch 200 on both sides; C=${C}; svm-rbf: decision scores on both sides (SVC probability=False).`);
+  console.log('Accuracy: test accuracy in %, the mean over rounds [per-round min–max where they differ]; round r fits the seeded heads (svm, svm-rbf, mlp) with seed r on both sides (xfer seed, scikit-learn random_state), so mlp\'s cell averages over seeds 0..rounds−1.');
   console.log('² xfer ran faster with ORT limited to one thread in at least one round (linear and mlp are fitted at one thread and at the default, keeping the faster, as the anchors are).');
   console.log('¹ scikit-learn ran with BLAS limited to one thread (threadpoolctl) in at least one round: its faster setting is used (the C sweep always runs at one thread).');
 }

@@ -13,8 +13,11 @@ LogisticRegressionCV sweep runs at one BLAS thread only (the faster setting ever
   --sweep-C 1e-4,...   also time LogisticRegressionCV(Cs=<those>, cv=StratifiedKFold(5)) ("sweep")
   --linear-standardize StandardScaler + LogisticRegression (as xfer's standardize transform + linear head)
 
-  python3 scripts/bench_heads_sklearn.py --data DIR --heads linear,svm,svm-rbf,mlp --mlp-hidden 256 --mlp-epochs 20
+  --seed r             random_state of MLPClassifier, LinearSVC and SVC (the TS bench passes round r, as xfer's seed)
+
+  python3 scripts/bench_heads_sklearn.py --data DIR --heads linear,svm,svm-rbf,mlp --mlp-hidden 256 --mlp-epochs 20 --seed 0
   python3 scripts/bench_heads_sklearn.py --make-fixture test/heads-sklearn.json   # the unit-test reference
+  python3 scripts/bench_heads_sklearn.py --make-mlp-fixture test/mlp-sklearn.json  # MLPClassifier from xfer's start
 
 Run it with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset (the TS bench does) so numpy uses its best kernel.
 """
@@ -54,11 +57,11 @@ def bench(args):
         # same objective/tolerances as the xfer heads (see src/heads/*.ts)
         "linear": lambda: (make_pipeline(StandardScaler(), LogisticRegression(C=args.C, max_iter=100, tol=1e-4)) if args.linear_standardize
                            else LogisticRegression(C=args.C, max_iter=100, tol=1e-4)),
-        "svm": lambda: make_pipeline(StandardScaler(), LinearSVC(C=args.C, tol=1e-4, max_iter=1000)),
-        "svm-rbf": lambda: make_pipeline(StandardScaler(), SVC(C=args.C, kernel="rbf", gamma="scale", tol=1e-3, cache_size=1024)),
+        "svm": lambda: make_pipeline(StandardScaler(), LinearSVC(C=args.C, tol=1e-4, max_iter=1000, random_state=args.seed)),
+        "svm-rbf": lambda: make_pipeline(StandardScaler(), SVC(C=args.C, kernel="rbf", gamma="scale", tol=1e-3, cache_size=1024, random_state=args.seed)),
         "mlp": lambda: make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=hidden, max_iter=E, batch_size=200, alpha=1e-4,
                                                                      learning_rate_init=1e-3, early_stopping=False, n_iter_no_change=E + 1,
-                                                                     tol=0.0, random_state=0, shuffle=True)),
+                                                                     tol=0.0, random_state=args.seed, shuffle=True)),
     }
     if args.sweep_C:
         from sklearn.linear_model import LogisticRegressionCV
@@ -137,6 +140,73 @@ def make_fixture(path):
         json.dump(out, f)
 
 
+class XferRng:
+    """src/heads/rng.ts (mulberry32) in Python: the same uniforms, so a fixture can start where xfer starts."""
+
+    M = 0xFFFFFFFF
+
+    def __init__(self, seed):
+        self.s = (seed & self.M) ^ 0x9E3779B9
+
+    def next(self):
+        M = self.M
+        self.s = (self.s + 0x6D2B79F5) & M
+        t = self.s
+        t = ((t ^ (t >> 15)) * (t | 1)) & M
+        t ^= (t + ((t ^ (t >> 7)) * (t | 61))) & M
+        return ((t ^ (t >> 14)) & M) / 4294967296
+
+    def shuffle(self, a):
+        for i in range(len(a) - 1, 0, -1):
+            j = int(self.next() * (i + 1))
+            a[i], a[j] = a[j], a[i]
+        return a
+
+
+def make_mlp_fixture(path):
+    """MLPClassifier started from xfer's mlp initial weights and epoch shuffles (replayed with XferRng, in
+    the order src/heads/mlp.ts draws them: row order, then W0, b0, W1, b1, then one shuffle per epoch):
+    with the same start, xfer's fit must follow scikit-learn's step for step (loss curve and weights)."""
+    import sklearn.neural_network._multilayer_perceptron as mp
+    from sklearn.neural_network import MLPClassifier
+
+    rng = np.random.default_rng(11)
+    n, d, h, k, seed, epochs, batch, alpha = 150, 8, 16, 3, 3, 3, 16, 1e-2
+    means = rng.normal(0, 1.0, (k, d))
+    y = np.arange(n) % k
+    X = np.round(means[y] + rng.normal(0, 1, (n, d)), 5).astype(np.float32)
+    X[0] *= 60  # one far row: its initial loss exceeds -log(eps), where log_loss clips
+    Xt = np.round(means[np.arange(30) % k] + rng.normal(0, 1, (30, d)), 5).astype(np.float32)
+    r = XferRng(seed)
+    order = r.shuffle(list(range(n)))
+    inits = []
+    for fi, fo in ((d, h), (h, k)):
+        bound = np.sqrt(6 / (fi + fo))
+        W = np.array([(2 * r.next() - 1) * bound for _ in range(fi * fo)], dtype=np.float32).reshape(fi, fo)
+        b = np.array([(2 * r.next() - 1) * bound for _ in range(fo)], dtype=np.float32)
+        inits.append((W, b))
+    perms = [np.array(r.shuffle(order), dtype=np.int64) for _ in range(epochs)]
+    it, pit = iter(inits), iter(perms)
+    init0, shuffle0 = MLPClassifier._init_coef, mp.shuffle
+    MLPClassifier._init_coef = lambda self, fi, fo, dtype: tuple(a.astype(dtype) for a in next(it))
+    mp.shuffle = lambda idx, random_state=None: next(pit).astype(idx.dtype)
+    try:
+        m = MLPClassifier(hidden_layer_sizes=(h,), max_iter=epochs, batch_size=batch, alpha=alpha, learning_rate_init=1e-3,
+                          early_stopping=False, n_iter_no_change=epochs + 1, tol=0.0, shuffle=True, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m.fit(X, y)
+    finally:
+        MLPClassifier._init_coef, mp.shuffle = init0, shuffle0
+    import sklearn
+    out = {"sklearn": sklearn.__version__, "seed": seed, "hidden": h, "epochs": epochs, "batch": batch, "alpha": alpha,
+           "X": X.tolist(), "y": y.tolist(), "Xt": Xt.tolist(), "loss_curve": [float(v) for v in m.loss_curve_],
+           "coefs": [c.tolist() for c in m.coefs_], "intercepts": [c.tolist() for c in m.intercepts_],
+           "proba": m.predict_proba(Xt).tolist()}
+    with open(path, "w") as f:
+        json.dump(out, f)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--data")
@@ -145,10 +215,14 @@ if __name__ == "__main__":
     ap.add_argument("--mlp-hidden", default="256")
     ap.add_argument("--mlp-epochs", type=int, default=20)
     ap.add_argument("--sweep-C", default="")
+    ap.add_argument("--seed", type=int, default=0, help="random_state of the seeded estimators (the TS bench passes the round index)")
     ap.add_argument("--linear-standardize", action="store_true", help="StandardScaler before LogisticRegression (real CNN codes)")
     ap.add_argument("--make-fixture")
+    ap.add_argument("--make-mlp-fixture")
     a = ap.parse_args()
-    if a.make_fixture:
+    if a.make_mlp_fixture:
+        make_mlp_fixture(a.make_mlp_fixture)
+    elif a.make_fixture:
         make_fixture(a.make_fixture)
     else:
         bench(a)

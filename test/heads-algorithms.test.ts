@@ -1,6 +1,7 @@
 /**
  * Heads against scikit-learn 1.2.1 reference results (test/heads-sklearn.json, made once by
- * `python3 scripts/bench_heads_sklearn.py --make-fixture`), plus optimality invariants.
+ * `python3 scripts/bench_heads_sklearn.py --make-fixture`), the mlp against scikit-learn 1.9.1's
+ * MLPClassifier from the same start (test/mlp-sklearn.json, `--make-mlp-fixture`), plus optimality invariants.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,6 +10,7 @@ import { createHead, gemm, gemmJs, lbfgs, smo, dualCdL2, fitTransform, applyTran
 import { LinearHead } from '../src/heads/linear.js';
 import { LinearSvmHead } from '../src/heads/svm-linear.js';
 import { KernelSvmHead } from '../src/heads/svm-kernel.js';
+import { MlpHead } from '../src/heads/mlp.js';
 import { Rng } from '../src/heads/rng.js';
 
 interface Fixture {
@@ -212,6 +214,28 @@ test('standardize / l2 transforms', async () => {
     for (let j = 0; j < M.cols; j++) s += M.data[i * M.cols + j] ** 2;
     assert.ok(Math.abs(s - 1) < 1e-5);
   }
+});
+
+test('mlp: from the same start (initial weights, epoch shuffles) as scikit-learn MLPClassifier, the same steps, loss curve and weights', async () => {
+  // test/mlp-sklearn.json: scripts/bench_heads_sklearn.py --make-mlp-fixture replays xfer's seeded draws in Python and fits
+  // MLPClassifier from them (batch 16 over 150 rows: 8 unrolled steps, 1 single, 1 short last batch; row 0 far out, so
+  // its first-epoch loss is where log_loss clips p)
+  const mf = JSON.parse(readFileSync(new URL('../../test/mlp-sklearn.json', import.meta.url), 'utf8')) as {
+    seed: number; hidden: number; epochs: number; batch: number; alpha: number; X: number[][]; y: number[]; Xt: number[][];
+    loss_curve: number[]; coefs: number[][][]; intercepts: number[][]; proba: number[][];
+  };
+  const h = (await createHead('mlp', { hidden: [mf.hidden], epochs: mf.epochs, batchSize: mf.batch, weightDecay: mf.alpha, lr: 1e-3, seed: mf.seed, earlyStopping: false, patience: 0 }).fit(
+    mat(mf.X), Int32Array.from(mf.y), 3,
+  )) as MlpHead;
+  const losses = (h.info.history as { loss: number }[]).map((r) => r.loss);
+  losses.forEach((l, e) => assert.ok(Math.abs(l - mf.loss_curve[e]) <= 1e-5 * mf.loss_curve[e], `epoch ${e + 1} loss ${l} vs scikit-learn ${mf.loss_curve[e]}`));
+  h.layers.forEach((L, l) => {
+    const W = mf.coefs[l].flat();
+    for (let i = 0; i < W.length; i++) assert.ok(Math.abs(L.W[i] - W[i]) < 1e-4, `W${l}[${i}] ${L.W[i]} vs ${W[i]}`);
+    mf.intercepts[l].forEach((b, i) => assert.ok(Math.abs(L.b[i] - b) < 1e-4, `b${l}[${i}] ${L.b[i]} vs ${b}`));
+  });
+  const P = await h.predictProba(mat(mf.Xt));
+  mf.proba.flat().forEach((p, i) => assert.ok(Math.abs(P[i] - p) < 1e-4, `proba[${i}] ${P[i]} vs ${p}`));
 });
 
 test('mlp: seeded fits are reproducible and learn the data', async () => {

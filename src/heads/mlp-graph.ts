@@ -8,10 +8,14 @@
  *          dropout), lr_t__u [] (Adam step size with bias correction) for each step u < unroll;
  *          decay [] (alpha/m), inv_m [] (1/m); per layer l: W<l>, b<l>, mW<l>, vW<l>, mb<l>, vb<l>.
  * Outputs: W<l>_new, b<l>_new, mW<l>_new, ... after the last step; loss [] (Σ cross-entropy over
- *          all rows of all steps), sq [] (Σ over steps of ‖W‖² before each update).
+ *          all rows of all steps, each row's clipped as scikit-learn's log_loss clips p; the gradient
+ *          is the unclipped P − Y, as there), sq [] (Σ over steps of ‖W‖² before each update).
  */
 import { emptyGraph, floatTensor, int64Tensor, makeModel, node, valueInfo } from '../onnx/builder.js';
 import { DataType, type ModelProto, type NodeProto } from '../onnx/proto.js';
+
+/** float32 machine epsilon (2^−23), the clip scikit-learn's log_loss uses for float32 activations. */
+const F32_EPS = 2 ** -23;
 
 export function buildMlpStep(dims: number[], dropout: boolean, unroll = 1, b1 = 0.9, b2 = 0.999, eps = 1e-8): ModelProto {
   const L = dims.length - 1;
@@ -31,6 +35,9 @@ export function buildMlpStep(dims: number[], dropout: boolean, unroll = 1, b1 = 
     floatTensor('c_b2', [], [b2]),
     floatTensor('c_1b2', [], [1 - b2]),
     floatTensor('c_eps', [], [eps]),
+    // scikit-learn's log_loss clips p to [eps, 1 − eps] (float32 eps): each row's reported loss lies in [−log(1 − eps), −log eps]
+    floatTensor('c_nll_lo', [], [-Math.log1p(-F32_EPS)]),
+    floatTensor('c_nll_hi', [], [-Math.log(F32_EPS)]),
     int64Tensor('ax0', [1], [0]),
   );
   // current names of every parameter / moment (inputs first, then each step's outputs)
@@ -55,7 +62,8 @@ export function buildMlpStep(dims: number[], dropout: boolean, unroll = 1, b1 = 
     const Z = t(`Z${L - 1}`);
     n.push(node('Softmax', [Z], [t('P')], { axis: 1 }));
     n.push(node('ReduceLogSumExp', [Z], [t('LSE')], { axes: [1], keepdims: 1 }));
-    n.push(node('Sub', [t('LSE'), Z], [t('NLL')]));
+    n.push(node('Sub', [t('LSE'), Z], [t('NLLraw')]));
+    n.push(node('Clip', [t('NLLraw'), 'c_nll_lo', 'c_nll_hi'], [t('NLL')]));
     n.push(node('Mul', [t('NLL'), t('Y')], [t('NLLY')]));
     n.push(node('ReduceSum', [t('NLLY')], [t('loss')], { keepdims: 0 }));
     losses.push(t('loss'));

@@ -179,7 +179,7 @@ export class MlpHead implements Head {
           L.b = f32(`b${l}_new`);
           moments[l] = { mW: f32(`mW${l}_new`), vW: f32(`vW${l}_new`), mb: f32(`mb${l}_new`), vb: f32(`vb${l}_new`) };
         });
-        // sklearn's reported loss: batch mean CE + alpha/(2·batch)·‖W‖², accumulated times batch size
+        // sklearn's reported loss: batch mean CE (each row's clipped as its log_loss clips p) + alpha/(2·batch)·‖W‖², accumulated times batch size
         lossSum += f32('loss')[0] + 0.5 * alpha * f32('sq')[0];
         q += group;
       }
