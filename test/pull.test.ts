@@ -23,6 +23,8 @@ import { builtinCardDir, resolveBackbone } from '../src/model/registry.js';
 import { sha256File } from '../src/util/hash.js';
 import { NO_SHARED, REPO_ROOT, shared } from './helpers/paths.js';
 import { tempDir } from './helpers/tmp.js';
+import { runInProcess } from './helpers/in-process.js';
+import { main } from '../src/cli/main.js';
 
 const V2 = 'mobilenet_v2_1.0_224_quant.tflite';
 const FILES: Record<string, string> = {
@@ -407,7 +409,8 @@ async function standInCatalog(dir: string): Promise<void> {
   await writeFile(path.join(dir, 'resnet18-v1.json'), JSON.stringify(entry));
 }
 
-function runCli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+/** `xfer …` as a child process of bin/xfer.js: for NODE_EXTRA_CA_CERTS, which Node reads when a process starts. */
+function runChild(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const p = spawn(process.execPath, [path.join(REPO_ROOT, 'bin', 'xfer.js'), ...args], { env: { ...process.env, ...env } });
     let stdout = '';
@@ -416,6 +419,11 @@ function runCli(args: string[], env: Record<string, string>): Promise<{ code: nu
     p.stderr.on('data', (d) => (stderr += d));
     p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
+}
+
+/** `xfer …` through main() in this process (helpers/in-process.ts): its exit code and output, no process start each. */
+function runCli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+  return runInProcess(main, path.join(REPO_ROOT, 'bin', 'xfer.js'), args, env);
 }
 
 test('--model resnet18-v1 pulls on first use through the mirror; offline it says what to fetch', { skip: NO_SHARED }, async () => {
@@ -510,7 +518,7 @@ test('https: direct when NO_PROXY matches, else through the HTTPS_PROXY CONNECT 
     try {
       const port = (proxy.address() as net.AddressInfo).port;
       // NO_PROXY=localhost: straight to the https server, no tunnel.
-      const direct = await runCli(['pull', 'mobilenet-v1-embed', '--quiet'], {
+      const direct = await runChild(['pull', 'mobilenet-v1-embed', '--quiet'], {
         XFER_CACHE: path.join(dir, 'direct'),
         XFER_MIRROR: `${srv.base}/ok`,
         HTTPS_PROXY: `http://127.0.0.1:${port}`,
@@ -519,7 +527,7 @@ test('https: direct when NO_PROXY matches, else through the HTTPS_PROXY CONNECT 
       });
       assert.equal(direct.code, 0, direct.stderr);
       assert.deepEqual(tunnels, []);
-      const r = await runCli(['pull', 'mobilenet-v1-embed', '--quiet'], {
+      const r = await runChild(['pull', 'mobilenet-v1-embed', '--quiet'], {
         XFER_CACHE: cache,
         XFER_MIRROR: `${srv.base}/ok`,
         HTTPS_PROXY: `http://127.0.0.1:${port}`,
