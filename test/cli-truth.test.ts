@@ -3,7 +3,10 @@
  * `extract` defaults to the built-in backbone, the device line only when asked, `train --out`
  * refuses an existing head unless --force, `predict --format csv|jsonl`, `eval`'s misclassified
  * page, `plot --features`, every `xfer …` example in hints, --help, README and docs names real
- * commands and flags, and the README's API tour runs and exits by itself. Every check runs bin/xfer.js.
+ * commands and flags, and the README's API tour runs and exits by itself. What concerns the process
+ * runs bin/xfer.js (the default-backbone extract and the device line, with the CUDA provider hidden
+ * through the environment; the closed pipe; the tour); the other commands run main() in this process
+ * (xferHere: the same exit codes and output, without a process start each).
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,9 +17,10 @@ import path from 'node:path';
 import sharp from 'sharp';
 import type { Option } from 'commander';
 import { REPO_ROOT } from './helpers/paths.js';
-import { buildProgram } from '../src/cli/main.js';
+import { buildProgram, main } from '../src/cli/main.js';
 import { HEAD_KINDS } from '../src/heads/head.js';
 import { tempDir } from './helpers/tmp.js';
+import { runInProcess } from './helpers/in-process.js';
 
 const BIN = path.join(REPO_ROOT, 'bin', 'xfer.js');
 
@@ -42,6 +46,7 @@ function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?:
 }
 
 const xfer = (args: string[], opts: Parameters<typeof run>[2] = {}) => run(process.execPath, [BIN, ...args], opts);
+const xferHere = (args: string[]) => runInProcess(main, BIN, args);
 
 /** root/<split>/<class>/i.jpg: solid colours with a little texture, so a head separates them. */
 async function colourImages(root: string, perClass: number, seed: number): Promise<void> {
@@ -112,7 +117,7 @@ describe('xfer CLI: exit codes, outputs and examples that run as written', () =>
     assert.equal(meta.model.id, 'mobilenet_v2');
     assert.equal(meta.counts.images, 3 * 5 + 1);
     // The sweep syntax train --help shows (C=1e-3..1e3:7), as written.
-    const t = await xfer(['train', '--features', feat, '--head', 'linear', '--sweep', 'C=1e-3..1e3:7', '--folds', '2', '--out', head]);
+    const t = await xferHere(['train', '--features', feat, '--head', 'linear', '--sweep', 'C=1e-3..1e3:7', '--folds', '2', '--out', head]);
     assert.match(t.stdout, /sweep \(.*\): C=0\.001 /);
     assert.equal(t.code, 0, t.stderr);
   });
@@ -132,7 +137,7 @@ describe('xfer CLI: exit codes, outputs and examples that run as written', () =>
       [['predict', '--head', head, missing], /no-such\.jpg: no such file or folder/],
       [['classify', '--model', 'mobilenet_v2', missing], /no-such\.jpg: no such file or folder/],
     ];
-    const results = await Promise.all(cases.map(([args]) => xfer(args)));
+    const results = await Promise.all(cases.map(([args]) => xferHere(args)));
     results.forEach((r, i) => {
       assert.equal(r.code, 2, `xfer ${cases[i][0].join(' ')}: exit ${r.code}\n${r.stderr}`);
       assert.match(r.stderr, cases[i][1]);
@@ -155,13 +160,13 @@ describe('xfer CLI: exit codes, outputs and examples that run as written', () =>
 
   test('train --out over an existing head refuses without --force, and --force replaces the whole folder', async () => {
     const out = path.join(dir, 'head-force');
-    assert.equal((await xfer(['train', '--features', feat, '--quiet', '--out', out])).code, 0);
+    assert.equal((await xferHere(['train', '--features', feat, '--quiet', '--out', out])).code, 0);
     await writeFile(path.join(out, 'sweep.png'), 'stale plot of an older head');
-    const refused = await xfer(['train', '--features', feat, '--quiet', '--out', out]);
+    const refused = await xferHere(['train', '--features', feat, '--quiet', '--out', out]);
     assert.equal(refused.code, 2, refused.stderr);
     assert.match(refused.stderr, /head-force: folder exists.*\n.*--force/);
     assert.ok(existsSync(path.join(out, 'sweep.png')), 'a refused run touches nothing');
-    const forced = await xfer(['train', '--features', feat, '--head', 'svm', '--quiet', '--force', '--out', out]);
+    const forced = await xferHere(['train', '--features', feat, '--head', 'svm', '--quiet', '--force', '--out', out]);
     assert.equal(forced.code, 0, forced.stderr);
     const files = await readdir(out);
     assert.ok(!files.includes('sweep.png'), `stale file removed: ${files.join(', ')}`);
@@ -176,8 +181,8 @@ describe('xfer CLI: exit codes, outputs and examples that run as written', () =>
     await writeFile(notImage, 'not an image\n');
     // The two formats from two runs at once.
     const [csv, jsonl] = await Promise.all([
-      xfer(['predict', '--head', head, '--format', 'csv', '--top', '2', images, notImage]),
-      xfer(['predict', '--head', head, '--format', 'jsonl', '--top', '3', images]),
+      xferHere(['predict', '--head', head, '--format', 'csv', '--top', '2', images, notImage]),
+      xferHere(['predict', '--head', head, '--format', 'jsonl', '--top', '3', images]),
     ]);
     assert.equal(csv.code, 3, csv.stderr);
     const rows = parseCsv(csv.stdout);
@@ -204,7 +209,7 @@ describe('xfer CLI: exit codes, outputs and examples that run as written', () =>
   });
 
   test('eval writes misclassified.html beside the confusion matrix: thumbnail, true and predicted label, confidence', async () => {
-    const r = await xfer(['eval', '--head', head, '--features', feat, '--split', 'val']);
+    const r = await xferHere(['eval', '--head', head, '--features', feat, '--split', 'val']);
     assert.equal(r.code, 0, r.stderr);
     const page = path.join(head, 'eval-val', 'misclassified.html');
     assert.match(r.stdout, /misclassified images: .*misclassified\.html/);
@@ -220,9 +225,9 @@ describe('xfer CLI: exit codes, outputs and examples that run as written', () =>
     const out = path.join(dir, 'map.png');
     // Four independent runs at once; UMAP (umap-js) is seeded: the same seed draws the same map.
     const [r, bad, u1, u2] = await Promise.all([
-      xfer(['plot', '--features', feat, '--out', out]),
-      xfer(['plot', '--features', feat, '--split', 'nope']),
-      ...['u1.png', 'u2.png'].map((f) => xfer(['plot', '--features', feat, '--method', 'umap', '--seed', '3', '--out', path.join(dir, f)])),
+      xferHere(['plot', '--features', feat, '--out', out]),
+      xferHere(['plot', '--features', feat, '--split', 'nope']),
+      ...['u1.png', 'u2.png'].map((f) => xferHere(['plot', '--features', feat, '--method', 'umap', '--seed', '3', '--out', path.join(dir, f)])),
     ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /PCA of 16 rows, 3 classes; PC1 and PC2 explain \d+\.\d% and \d+\.\d%/);
