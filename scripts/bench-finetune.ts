@@ -3,8 +3,8 @@
  *
  *   node dist/scripts/bench-finetune.js [--train 20000] [--test 10000] [--epochs 5] [--batch 32]
  *        [--lr 1e-3] [--lr-backbone r] [--weight-decay w] [--label-smoothing s]
- *        [--views K [--augment hflip,crop]] [--from block_13_expand_relu] [--threads n] [--out <dir>]
- *        [--no-fashion] [--no-hymenoptera] [--rss] [--reuse-probe]
+ *        [--views K [--augment hflip,crop]] [--val 0.1] [--from block_13_expand_relu] [--threads n] [--out <dir>]
+ *        [--no-fashion] [--no-hymenoptera] [--no-step] [--rss] [--reuse-probe]
  *
  * Fashion-MNIST (Debian `dataset-fashion-mnist`; scripts/prepare-fashion-mnist.ts writes the
  * ImageFolder tree, greyscale → 3 channels by xfer's decoding), built-in backbone:
@@ -58,9 +58,11 @@ const LR_BACKBONE = num('lr-backbone');
 const WEIGHT_DECAY = num('weight-decay');
 const LABEL_SMOOTHING = num('label-smoothing');
 const VIEWS = num('views');
+// Fashion-MNIST's validation split, carved stratified from train (early stopping picks the epoch on it).
+const VAL = num('val') ?? 0.1;
 const AUGMENT = VIEWS !== undefined ? opt('augment', 'hflip,crop') : undefined;
 const RECIPE =
-  `${EPOCHS} epochs, batch ${BATCH}, lr ${LR}${LR_BACKBONE !== undefined ? `, lr-backbone ${LR_BACKBONE}` : ''}` +
+  `${EPOCHS} epochs, batch ${BATCH}, val ${VAL}, lr ${LR}${LR_BACKBONE !== undefined ? `, lr-backbone ${LR_BACKBONE}` : ''}` +
   `${WEIGHT_DECAY !== undefined ? `, weight decay ${WEIGHT_DECAY}` : ''}${LABEL_SMOOTHING !== undefined ? `, label smoothing ${LABEL_SMOOTHING}` : ''}` +
   `${VIEWS !== undefined ? `, ${VIEWS} views (${AUGMENT})` : ', no augmentation'}, from ${FROM}`;
 const THREADS = opt('threads', '') ? Number(opt('threads', '')) : undefined;
@@ -186,7 +188,7 @@ async function main(): Promise<void> {
       const images = path.join(OUT, `fashion-mnist-${TRAIN}-${TEST}`);
       const p = spawnSync(process.execPath, [path.join(HERE, 'prepare-fashion-mnist.js'), '--out', images, '--train', String(TRAIN), '--test', String(TEST)], { stdio: 'inherit' });
       if (p.status !== 0) throw new Error('prepare-fashion-mnist failed');
-      await compare('Fashion-MNIST', images, fmFeatures, 'train', 'test', 0.1, 3);
+      await compare('Fashion-MNIST', images, fmFeatures, 'train', 'test', VAL, 3);
     }
   }
   if (!flag('no-hymenoptera')) {
@@ -205,7 +207,8 @@ async function main(): Promise<void> {
     else process.stdout.write(`peak RSS, one epoch from ${FROM}: ${small} training rows ${rssRun(fmFeatures, small)}, ${large} rows ${rssRun(fmFeatures, large)}\n`);
   }
   const step = path.join(HERE, 'bench-finetune-step.js');
-  if (existsSync(step)) {
+  if (flag('no-step')) process.stdout.write('\n(step-time benchmark skipped: --no-step)\n');
+  else if (existsSync(step)) {
     process.stdout.write('\nstep time (ft-core, scripts/bench-finetune-step.ts):\n');
     spawnSync(process.execPath, [step], { stdio: 'inherit' });
   } else process.stdout.write('\n(step-time benchmark: scripts/bench-finetune-step.ts not in this tree)\n');
