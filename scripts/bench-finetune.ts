@@ -95,7 +95,7 @@ const describe = (r: Recipe): string =>
   `from ${r.from}, ${r.epochs} epochs, batch ${BATCH}${r.val !== undefined ? `, val ${r.val} of train` : ''}, lr ${r.lr}, ` +
   `lr-backbone ${r.lrBackbone ?? r.lr / 10}${r.weightDecay !== undefined ? `, weight decay ${r.weightDecay}` : ''}` +
   `${r.labelSmoothing !== undefined ? `, label smoothing ${r.labelSmoothing}` : ''}${r.views !== undefined ? `, ${r.views} views (${r.augment})` : ', no augmentation'}`;
-const THREADS = opt('threads', '') ? Number(opt('threads', '')) : undefined;
+const THREADS = num('threads');
 const OUT = path.resolve(opt('out', path.join(os.tmpdir(), 'xfer-bench-finetune')));
 const probeTaps = (from: string): string[] => [...new Set([from, 'block_6_expand_relu', 'block_13_expand_relu', 'block_16_project_BN', 'out_relu'])];
 const SHARED = process.env.XFER_SHARED ?? path.resolve(REPO, '..', 'shared');

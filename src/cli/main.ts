@@ -54,8 +54,12 @@ export function buildProgram(): Command {
   return program;
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+export function main(argv: string[]): Promise<number> {
+  return runProgram(buildProgram(), argv);
+}
+
+/** Parse and run `argv` on `program` (built with exitOverride) to its end; returns the exit code: 2 for usage errors, an XferError's own, else 1. */
+export async function runProgram(program: Command, argv: string[]): Promise<number> {
   const verbose = argv.includes('--verbose');
   try {
     await program.parseAsync(argv);
