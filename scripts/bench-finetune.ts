@@ -2,7 +2,7 @@
  * `npm run bench:finetune` — fine-tuning vs the best frozen probe, measured in the same run.
  *
  *   node dist/scripts/bench-finetune.js [--train 20000] [--test 10000] [--batch 32] [--threads n] [--out <dir>]
- *        [--from <tap>] [--epochs E] [--lr r] [--lr-backbone r] [--weight-decay w] [--label-smoothing s]
+ *        [--from <tap>] [--epochs E] [--lr r] [--lr-backbone r] [--weight-decay w] [--label-smoothing s] [--mixup α]
  *        [--views K [--augment hflip,crop]] [--val f]
  *        [--no-fashion] [--no-hymenoptera] [--no-step] [--rss] [--reuse-probe]
  *
@@ -62,6 +62,7 @@ interface Recipe {
   lrBackbone?: number;
   weightDecay?: number;
   labelSmoothing?: number;
+  mixup?: number;
   views?: number;
   augment?: string;
   /** Validation fraction carved from train (Fashion-MNIST; hymenoptera scores its own val split). */
@@ -86,6 +87,7 @@ function recipe(name: 'fashion' | 'hymenoptera'): Recipe {
     lrBackbone: num('lr-backbone') ?? d.lrBackbone,
     weightDecay: num('weight-decay') ?? d.weightDecay,
     labelSmoothing: num('label-smoothing') ?? d.labelSmoothing,
+    mixup: num('mixup') ?? d.mixup,
     views,
     augment: views !== undefined ? opt('augment', d.augment ?? 'hflip,crop') : undefined,
     val: num('val') ?? d.val,
@@ -94,7 +96,7 @@ function recipe(name: 'fashion' | 'hymenoptera'): Recipe {
 const describe = (r: Recipe): string =>
   `from ${r.from}, ${r.epochs} epochs, batch ${BATCH}${r.val !== undefined ? `, val ${r.val} of train` : ''}, lr ${r.lr}, ` +
   `lr-backbone ${r.lrBackbone ?? r.lr / 10}${r.weightDecay !== undefined ? `, weight decay ${r.weightDecay}` : ''}` +
-  `${r.labelSmoothing !== undefined ? `, label smoothing ${r.labelSmoothing}` : ''}${r.views !== undefined ? `, ${r.views} views (${r.augment})` : ', no augmentation'}`;
+  `${r.labelSmoothing !== undefined ? `, label smoothing ${r.labelSmoothing}` : ''}${r.mixup ? `, mixup ${r.mixup}` : ''}${r.views !== undefined ? `, ${r.views} views (${r.augment})` : ', no augmentation'}`;
 const THREADS = num('threads');
 const OUT = path.resolve(opt('out', path.join(os.tmpdir(), 'xfer-bench-finetune')));
 const probeTaps = (from: string): string[] => [...new Set([from, 'block_6_expand_relu', 'block_13_expand_relu', 'block_16_project_BN', 'out_relu'])];
@@ -182,6 +184,7 @@ async function compare(name: string, images: string, features: string, trainSpli
     lrBackbone: R.lrBackbone,
     weightDecay: R.weightDecay,
     labelSmoothing: R.labelSmoothing,
+    mixup: R.mixup,
     val: R.val,
     threads: THREADS,
     progress: (e) => {

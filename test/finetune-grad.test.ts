@@ -188,6 +188,33 @@ test('NCHWc depthwise kernels (stride 1, Keras Pad + stride 2, dilation 2) give 
   }
 });
 
+test('a mixup step: loss and gradients are λ·(those towards y) + (1 − λ)·(those towards the partner labels)', async () => {
+  const m = cases()[0].model;
+  const plan = planFinetune(m, { from: 'in', nClasses: K });
+  const s = await TrainingSession.open(buildTrainingModel(m, plan, { optimizer: 'sgd', momentum: 0, weightDecay: 0, labelSmoothing: SMOOTH, outputGradients: true }), plan, initialWeights(m, plan, 4), { threads: 1, device: 'cpu' });
+  const zero = { head: 0, backbone: plan.blocks.map(() => 0) }; // weights stay, so the three steps see the same ones
+  try {
+    const x = new Rng(21).uniform(N * C * HW * HW, -1, 1);
+    const y = Int32Array.from([0, 2]);
+    const partner = Int32Array.from([1, 0]);
+    const lam = 0.3;
+    const a = await s.step(x, y, N, zero);
+    const b = await s.step(x, partner, N, zero);
+    const mixed = await s.step(x, y, N, zero, { lam, partner });
+    const want = lam * a.loss + (1 - lam) * b.loss;
+    assert.ok(Math.abs(mixed.loss - want) <= 1e-5 * Math.abs(want), `loss ${mixed.loss} vs ${want}`);
+    for (const [name, ga] of a.gradients!) {
+      const gb = b.gradients!.get(name)!;
+      const gm = mixed.gradients!.get(name)!;
+      const scale = Math.max(...ga.map(Math.abs), ...gb.map(Math.abs));
+      gm.forEach((v, i) => assert.ok(Math.abs(v - (lam * ga[i] + (1 - lam) * gb[i])) <= 1e-5 * scale + 1e-9, `${name}[${i}]`));
+    }
+    await assert.rejects(s.step(x, y, N, zero, { lam: 1.5, partner }), /mixup weight 1.5/);
+  } finally {
+    await s.close();
+  }
+});
+
 test('a model tensor named like one of the training graph\'s own (loss) is refused with the node named', () => {
   const m = model([node('Conv', ['in', 'c0'], ['loss'], { kernel_shape: [1, 1] }), node('Relu', ['loss'], ['r0'])], [w('c0', [C, C, 1, 1]), old(C)], 'r0');
   const plan = planFinetune(m, { from: 'in', nClasses: K });

@@ -25,6 +25,8 @@ import { XferError } from '../src/errors.js';
 import { finetune, type FinetuneEvent, type FinetuneOptions } from '../src/finetune/fit.js';
 import { epochOrder, FeatureRowSource, type Example } from '../src/finetune/data.js';
 import { blockRates, ratesAt, scheduleFactor } from '../src/finetune/schedule.js';
+import { betaSymmetric, mixBatch } from '../src/finetune/mixup.js';
+import { Rng } from '../src/heads/rng.js';
 import { CHECKPOINT_FILE, loadCheckpoint, saveCheckpoint, type Checkpoint } from '../src/finetune/checkpoint.js';
 import { shared } from './helpers/paths.js';
 
@@ -68,9 +70,11 @@ describe('fine-tuning from block_13 (built-in backbone, hymenoptera photos)', { 
   test('trains, saves a head folder with a report, and eval gives the same val metrics', async () => {
     const out = path.join(dir, 'h-train');
     const events: FinetuneEvent[] = [];
-    const r = await finetune({ ...base(), out, progress: (e) => events.push(e) });
+    // mixup on: the mixed batches run through the whole loop, and the resume test below repeats them
+    const r = await finetune({ ...base(), mixup: 0.4, out, progress: (e) => events.push(e) });
     await r.head.close();
     fullRun = r;
+    assert.equal(r.report.params.mixup, 0.4);
     const epochs = events.filter((e) => e.event === 'epoch');
     assert.equal(epochs.length, 2);
     assert.ok(events.some((e) => e.event === 'step' && e.batches === 3), 'three steps of 4 per epoch over 12 rows');
@@ -122,18 +126,19 @@ describe('fine-tuning from block_13 (built-in backbone, hymenoptera photos)', { 
   });
 
   test('Ctrl-C (abort) writes a checkpoint; --resume ends where an uninterrupted run ends', async () => {
-    const full = fullRun ?? (await finetune({ ...base(), out: path.join(dir, 'h-full') }));
+    const full = fullRun ?? (await finetune({ ...base(), mixup: 0.4, out: path.join(dir, 'h-full') }));
     await full.head.close();
     const out = path.join(dir, 'h-resume');
     const ac = new AbortController();
     await assert.rejects(
-      finetune({ ...base(), out, signal: ac.signal, progress: (e) => e.event === 'step' && e.step === 4 && ac.abort() }),
+      finetune({ ...base(), mixup: 0.4, out, signal: ac.signal, progress: (e) => e.event === 'step' && e.step === 4 && ac.abort() }),
       (e: unknown) => e instanceof XferError && e.exitCode === 130 && /interrupted in epoch 2 after batch 1/.test(e.message),
     );
     const ck = await loadCheckpoint(path.join(out, CHECKPOINT_FILE));
     assert.deepEqual([ck.epoch, ck.batch, ck.step], [1, 1, 4]);
-    await assert.rejects(finetune({ ...base(), lr: 2e-3, out, resume: true }), /--resume: .* other lr/);
-    const resumed = await finetune({ ...base(), out, resume: true });
+    await assert.rejects(finetune({ ...base(), mixup: 0.4, lr: 2e-3, out, resume: true }), /--resume: .* other lr/);
+    await assert.rejects(finetune({ ...base(), out, resume: true }), /--resume: .* other mixup/);
+    const resumed = await finetune({ ...base(), mixup: 0.4, out, resume: true });
     await resumed.head.close();
     assert.equal((resumed.report.fit!.history as unknown[]).length, 2);
     const a = full.report.metrics.val;
@@ -150,6 +155,7 @@ describe('fine-tuning from block_13 (built-in backbone, hymenoptera photos)', { 
     await assert.rejects(finetune({ ...base(), lr: 0, out }), /--lr: expected a positive number, got '0'/);
     await assert.rejects(finetune({ ...base(), lrBackbone: Number('abc'), out }), /--lr-backbone: expected a positive number/);
     await assert.rejects(finetune({ ...base(), lr: -1, out }), /--lr: expected a positive number/);
+    await assert.rejects(finetune({ ...base(), mixup: -0.2, out }), /--mixup: expected α ≥ 0 \(0: off\), got '-0.2'/);
     const one = path.join(dir, 'one');
     await linkImages(path.join(dir, 'one-img'), { train: 3 }, ['ants']);
     await extractFeatures({ model: 'mobilenet_v2', layers: [FROM], pool: 'none', data: path.join(dir, 'one-img'), out: one });
@@ -224,6 +230,23 @@ describe('fine-tuning loop pieces', () => {
     assert.deepEqual(blockRates(2, { lr: 1 }), [0.1, 0.1]);
     const r = ratesAt(0, { lr: 1, warmupSteps: 2, totalSteps: 10 }, [0.1, 0.2]);
     assert.deepEqual(r, { head: 0.5, backbone: [0.05, 0.1] });
+  });
+
+  test('mixup: Beta(α, α) draws have its mean and variance; a batch is blended with itself reversed', () => {
+    for (const a of [0.2, 1, 4]) {
+      const rng = new Rng(5);
+      const v = Array.from({ length: 40_000 }, () => betaSymmetric(a, rng));
+      assert.ok(v.every((x) => x >= 0 && x <= 1), `α=${a}: draws in [0, 1]`);
+      const mean = v.reduce((s, x) => s + x, 0) / v.length;
+      const variance = v.reduce((s, x) => s + (x - mean) ** 2, 0) / v.length;
+      const want = 1 / (4 * (2 * a + 1));
+      assert.ok(Math.abs(mean - 0.5) < 0.01, `α=${a}: mean ${mean}`);
+      assert.ok(Math.abs(variance - want) < 0.05 * want, `α=${a}: variance ${variance}, Beta's ${want}`);
+    }
+    const x = Float32Array.from([1, 2, 10, 20, 100, 200]);
+    const partner = mixBatch(x, Int32Array.from([0, 1, 2]), 3, 2, 0.75);
+    assert.deepEqual([...x], [0.75 * 1 + 0.25 * 100, 0.75 * 2 + 0.25 * 200, 10, 20, 0.75 * 100 + 0.25 * 1, 0.75 * 200 + 0.25 * 2]);
+    assert.deepEqual([...partner], [2, 1, 0]);
   });
 
   test('the epoch shuffle is a permutation, repeatable from (seed, epoch), and mixes shards that each hold one class', () => {

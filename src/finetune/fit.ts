@@ -28,6 +28,7 @@ import { blockRates, checkRate, ratesAt, type LrSpec } from './schedule.js';
 import { CHECKPOINT_FILE, loadCheckpoint, saveCheckpoint, type Checkpoint, type EpochRecord } from './checkpoint.js';
 import { FinetuneHead } from './head.js';
 import { nchwcBlockFor } from './nchwc.js';
+import { betaSymmetric, mixBatch } from './mixup.js';
 
 export type Optimizer = 'sgd' | 'adamw';
 export const OPTIMIZERS: readonly Optimizer[] = ['sgd', 'adamw'];
@@ -59,6 +60,8 @@ export interface FinetuneOptions {
   /** Decoupled weight decay (AdamW) / L2 (SGD); default 1e-4. */
   weightDecay?: number;
   labelSmoothing?: number;
+  /** Mixup's α: each batch is blended with itself reversed, λ ~ Beta(α, α) (0: off, the default). */
+  mixup?: number;
   epochs?: number;
   batch?: number;
   /** Warmup length in epochs (fractions allowed); default min(1, epochs / 10). */
@@ -134,6 +137,7 @@ interface Resolved {
   momentum: number;
   weightDecay: number;
   labelSmoothing: number;
+  mixup: number;
   epochs: number;
   batch: number;
   warmup: number;
@@ -154,13 +158,15 @@ export function resolveFinetuneOptions(o: FinetuneOptions): Resolved {
   const weightDecay = checkRate(o.weightDecay ?? 1e-4, '--weight-decay', true);
   const labelSmoothing = checkRate(o.labelSmoothing ?? 0, '--label-smoothing', true);
   if (labelSmoothing >= 1) throw new XferError(`--label-smoothing: expected a value in [0, 1), got ${labelSmoothing}`, { hint: 'e.g. --label-smoothing 0.1' });
+  const mixup = o.mixup ?? 0;
+  if (typeof mixup !== 'number' || !Number.isFinite(mixup) || mixup < 0) throw new XferError(`--mixup: expected α ≥ 0 (0: off), got '${String(o.mixup)}'`, { hint: 'e.g. --mixup 0.2' });
   const epochs = positiveInt(o.epochs ?? 10, '--epochs');
   const batch = positiveInt(o.batch ?? 32, '--batch');
   const warmup = checkRate(o.warmup ?? Math.min(1, epochs / 10), '--warmup', true);
   const patience = positiveInt(o.patience ?? 3, '--patience', true);
   const freeze = positiveInt(o.freeze ?? 0, '--freeze', true);
   const seed = positiveInt(o.seed ?? 0, '--seed', true);
-  return { lr, lrBackbone, layerDecay, freeze, optimizer, momentum, weightDecay, labelSmoothing, epochs, batch, warmup, patience, seed };
+  return { lr, lrBackbone, layerDecay, freeze, optimizer, momentum, weightDecay, labelSmoothing, mixup, epochs, batch, warmup, patience, seed };
 }
 
 /** Stratified val carve + head classes, shared by both sources. */
@@ -411,7 +417,10 @@ async function finetuneLocked(opts: FinetuneOptions): Promise<FinetuneResult> {
         next = b + 1 < stepsPerEpoch ? loadBatch(source, batchAt(b + 1), fromInput ? { rng } : null) : null;
         next?.catch(() => {}); // awaited next round; an abort may leave it
         const lr = ratesAt(ck.step, spec, base);
-        const { loss } = await session.step(cur.x, cur.y, cur.n, lr);
+        // λ from (seed, step) alone, so a resumed run mixes as the uninterrupted one would
+        const lam = R.mixup > 0 ? betaSymmetric(R.mixup, new Rng((R.seed * 7919 + ck.step * 104_729 + 3) >>> 0)) : 1;
+        const mix = R.mixup > 0 ? { lam, partner: mixBatch(cur.x, cur.y, cur.n, source.rowSize, lam) } : undefined;
+        const { loss } = await session.step(cur.x, cur.y, cur.n, lr, mix);
         if (!Number.isFinite(loss)) {
           diverged = `loss is ${loss} at step ${ck.step + 1} (epoch ${epoch + 1}, batch ${b + 1})`;
           break;
@@ -471,6 +480,7 @@ async function finetuneLocked(opts: FinetuneOptions): Promise<FinetuneResult> {
       momentum: R.momentum,
       weightDecay: R.weightDecay,
       labelSmoothing: R.labelSmoothing,
+      mixup: R.mixup,
       epochs: R.epochs,
       batch: R.batch,
       warmup: R.warmup,

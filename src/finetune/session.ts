@@ -75,10 +75,11 @@ export class TrainingSession {
   }
 
   /**
-   * One optimizer step on a batch: `x` holds n samples at `from`, `y` their class indices.
+   * One optimizer step on a batch: `x` holds n samples at `from`, `y` their class indices; with
+   * `mix` (mixup), row i's target is lam·target(y[i]) + (1 − lam)·target(partner[i]).
    * Returns the batch's mean loss (before the update).
    */
-  async step(x: Float32Array, y: Int32Array, n: number, lr: LearningRates): Promise<{ loss: number; gradients?: Map<string, Float32Array> }> {
+  async step(x: Float32Array, y: Int32Array, n: number, lr: LearningRates, mix?: { partner: Int32Array; lam: number }): Promise<{ loss: number; gradients?: Map<string, Float32Array> }> {
     const { plan, kind } = this;
     const K = plan.nClasses;
     this.checkBatch(x, n);
@@ -96,11 +97,15 @@ export class TrainingSession {
     if (lr.backbone.length < plan.blocks.length) throw new XferError(`fine-tune step: ${lr.backbone.length} backbone learning rates for ${plan.blocks.length} blocks`);
     const target = new Float32Array(rows * K);
     const off = this.smoothing / K;
+    const lam = mix ? mix.lam : 1;
+    if (mix && (!(lam >= 0 && lam <= 1) || mix.partner.length < n)) throw new XferError(`fine-tune step: mixup weight ${lam} with ${mix.partner.length} partner labels for ${n} samples`);
     for (let i = 0; i < n; i++) {
       const c = y[i];
-      if (!(c >= 0 && c < K)) throw new XferError(`fine-tune step: label ${c} outside 0..${K - 1}`);
+      const c2 = mix ? mix.partner[i] : c;
+      for (const l of [c, c2]) if (!(l >= 0 && l < K)) throw new XferError(`fine-tune step: label ${l} outside 0..${K - 1}`);
       target.fill(off, i * K, (i + 1) * K);
-      target[i * K + c] += 1 - this.smoothing;
+      target[i * K + c] += lam * (1 - this.smoothing);
+      target[i * K + c2] += (1 - lam) * (1 - this.smoothing);
     }
     const t = ++this.stepCount;
     const scalar = (v: number): ort.Tensor => new ort.Tensor('float32', Float32Array.of(v), []);
