@@ -2,7 +2,7 @@
  * `npm run bench:finetune` — fine-tuning vs the best frozen probe, measured in the same run.
  *
  *   node dist/scripts/bench-finetune.js [--train 20000] [--test 10000] [--batch 32] [--threads n] [--out <dir>]
- *        [--from <tap>] [--epochs E] [--lr r] [--lr-backbone r] [--weight-decay w] [--label-smoothing s] [--mixup α]
+ *        [--from <tap>] [--epochs E] [--lr r] [--lr-backbone r] [--weight-decay w] [--label-smoothing s] [--mixup α] [--seed n]
  *        [--views K [--augment hflip,crop]] [--val f]
  *        [--no-fashion] [--no-hymenoptera] [--no-step] [--rss] [--reuse-probe]
  *
@@ -96,8 +96,9 @@ function recipe(name: 'fashion' | 'hymenoptera'): Recipe {
 const describe = (r: Recipe): string =>
   `from ${r.from}, ${r.epochs} epochs, batch ${BATCH}${r.val !== undefined ? `, val ${r.val} of train` : ''}, lr ${r.lr}, ` +
   `lr-backbone ${r.lrBackbone ?? r.lr / 10}${r.weightDecay !== undefined ? `, weight decay ${r.weightDecay}` : ''}` +
-  `${r.labelSmoothing !== undefined ? `, label smoothing ${r.labelSmoothing}` : ''}${r.mixup ? `, mixup ${r.mixup}` : ''}${r.views !== undefined ? `, ${r.views} views (${r.augment})` : ', no augmentation'}`;
+  `${r.labelSmoothing !== undefined ? `, label smoothing ${r.labelSmoothing}` : ''}${r.mixup ? `, mixup ${r.mixup}` : ''}${SEED ? `, seed ${SEED}` : ''}${r.views !== undefined ? `, ${r.views} views (${r.augment})` : ', no augmentation'}`;
 const THREADS = num('threads');
+const SEED = num('seed') ?? 0;
 const OUT = path.resolve(opt('out', path.join(os.tmpdir(), 'xfer-bench-finetune')));
 const probeTaps = (from: string): string[] => [...new Set([from, 'block_6_expand_relu', 'block_13_expand_relu', 'block_16_project_BN', 'out_relu'])];
 const SHARED = process.env.XFER_SHARED ?? path.resolve(REPO, '..', 'shared');
@@ -186,6 +187,7 @@ async function compare(name: string, images: string, features: string, trainSpli
     labelSmoothing: R.labelSmoothing,
     mixup: R.mixup,
     val: R.val,
+    seed: SEED,
     threads: THREADS,
     progress: (e) => {
       if (e.event === 'epoch') process.stderr.write(`  epoch ${e.epoch}: loss ${e.loss.toFixed(4)}, val acc ${e.valAcc !== undefined ? pct(e.valAcc) : '-'}, ${e.seconds.toFixed(0)} s, ${e.imagesPerSecond.toFixed(1)} img/s\n`);

@@ -22,7 +22,7 @@ import { openPredictor } from '../src/predict/predict.js';
 import { exportOnnx } from '../src/predict/export.js';
 import { PIXEL_INPUT } from '../src/model/taps.js';
 import { XferError } from '../src/errors.js';
-import { finetune, type FinetuneEvent, type FinetuneOptions } from '../src/finetune/fit.js';
+import { finetune, splitExamples, type FinetuneEvent, type FinetuneOptions } from '../src/finetune/fit.js';
 import { epochOrder, FeatureRowSource, type Example } from '../src/finetune/data.js';
 import { blockRates, ratesAt, scheduleFactor } from '../src/finetune/schedule.js';
 import { betaSymmetric, mixBatch } from '../src/finetune/mixup.js';
@@ -247,6 +247,16 @@ describe('fine-tuning loop pieces', () => {
     const partner = mixBatch(x, Int32Array.from([0, 1, 2]), 3, 2, 0.75);
     assert.deepEqual([...x], [0.75 * 1 + 0.25 * 100, 0.75 * 2 + 0.25 * 200, 10, 20, 0.75 * 100 + 0.25 * 1, 0.75 * 200 + 0.25 * 2]);
     assert.deepEqual([...partner], [2, 1, 0]);
+  });
+
+  test('a validation split is carved by image from train when the data has none; --val 0 carves none', () => {
+    const ex = (i: number): Example => ({ id: i, shard: 0, shardRow: i, y: -1, label: i % 2 });
+    const all = () => ({ train: Array.from({ length: 20 }, (_, i) => ex(i)), val: [], test: [ex(20)] });
+    const carved = splitExamples(all(), ['a', 'b'], 0.2, 0, 'test');
+    assert.deepEqual([carved.train.length, carved.val.length, carved.carvedSeed], [16, 4, 0]);
+    const none = splitExamples(all(), ['a', 'b'], 0, 0, 'test');
+    assert.deepEqual([none.train.length, none.val.length, none.carvedSeed], [20, 0, null]);
+    assert.throws(() => splitExamples(all(), ['a', 'b'], 1.5, 0, 'test'), /--val: expected a fraction in \[0, 1\), got 1.5/);
   });
 
   test('the epoch shuffle is a permutation, repeatable from (seed, epoch), and mixes shards that each hold one class', () => {

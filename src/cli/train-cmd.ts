@@ -104,7 +104,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--class-weight <w>', "'balanced' to weight classes by n/(k·n_c)")
     .option('--probability', 'svm: calibrate probabilities (Platt, 3-fold); svm-rbf calibrates by default (Platt on 5 folds + pairwise coupling; --param probability=false skips it)')
     .option('--sweep [spec]', "model selection, e.g. C=1e-4..1e4 (9-point log grid), C=1e-3..1e3:7 or C=0.01,0.1,1; repeat for a grid (--sweep C=0.1,1,10 --sweep gamma=0.01,0.1); alone, the head's default grid (C=1e-4..1e4:10 for linear and svm)", collect, [])
-    .option('--val <fraction>', 'carve a stratified validation split of this fraction when the folder has none (default: none, the head is fitted on all training rows; 0.2 for a sweep scored on val)')
+    .option('--val <fraction>', 'carve a stratified validation split of this fraction when the folder has none (default: none, the head is fitted on all training rows; 0.2 for a sweep scored on val; finetune: 0.2, and 0 trains on every row and keeps the last epoch)')
     .option('--folds <k>', 'k-fold CV on train: selects the sweep (default 5 when the sweep does not use val); without --sweep, reports the cross-validated accuracy (mean ± std) of the given parameters')
     .addOption(new Option('--refit <rows>', 'rows the final head is fitted on (default: train+val after a sweep on val, else train)').choices([...REFIT_CHOICES]))
     .option('--seed <n>', 'seed for splits, shuffles and initialisation', '0')

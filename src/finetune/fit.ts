@@ -68,7 +68,7 @@ export interface FinetuneOptions {
   warmup?: number;
   /** Stop after this many epochs without a better validation accuracy (0: never; default 3). */
   patience?: number;
-  /** Fraction carved (stratified) for validation when the data has no val split (default 0.2). */
+  /** Fraction carved (stratified) for validation when the data has no val split (default 0.2; 0: none, the last epoch is kept). */
   val?: number;
   seed?: number;
   threads?: number;
@@ -181,7 +181,9 @@ export function splitExamples(all: { train: Example[]; val: Example[]; test: Exa
     const groups = new Set([...keep].map((e) => e.group));
     return train.filter((e) => (e.group === undefined ? keep.has(e) : groups.has(e.group)));
   };
-  if (val.length === 0) {
+  if (valFrac !== undefined && !(valFrac >= 0 && valFrac < 1)) throw new XferError(`--val: expected a fraction in [0, 1), got ${valFrac}`, { hint: 'e.g. --val 0.2, or --val 0 to train on every row and keep the last epoch' });
+  // --val 0: no carve; every training row trains and the last epoch is kept
+  if (val.length === 0 && valFrac !== 0) {
     const s = stratifiedSplit(reps.map((e) => e.label), valFrac ?? 0.2, seed);
     val = s.val.map((i) => reps[i]);
     train = byImage(new Set(s.train.map((i) => reps[i])));
