@@ -2,7 +2,7 @@
  * `npm run bench:finetune` — fine-tuning vs the best frozen probe, measured in the same run.
  *
  *   node dist/scripts/bench-finetune.js [--train 20000] [--test 10000] [--batch 32] [--threads n] [--out <dir>]
- *        [--from <tap>] [--epochs E] [--lr r] [--lr-backbone r] [--weight-decay w] [--label-smoothing s] [--mixup α] [--seed n]
+ *        [--from <tap>] [--epochs E] [--lr r] [--lr-backbone r] [--weight-decay w] [--label-smoothing s] [--mixup α] [--optimizer sgd|adamw] [--seed n]
  *        [--views K [--augment hflip,crop]] [--val f]
  *        [--no-fashion] [--no-hymenoptera] [--no-step] [--rss] [--reuse-probe]
  *
@@ -63,6 +63,7 @@ interface Recipe {
   weightDecay?: number;
   labelSmoothing?: number;
   mixup?: number;
+  optimizer?: 'sgd' | 'adamw';
   views?: number;
   augment?: string;
   /** Validation fraction carved from train (Fashion-MNIST; hymenoptera scores its own val split). */
@@ -88,13 +89,14 @@ function recipe(name: 'fashion' | 'hymenoptera'): Recipe {
     weightDecay: num('weight-decay') ?? d.weightDecay,
     labelSmoothing: num('label-smoothing') ?? d.labelSmoothing,
     mixup: num('mixup') ?? d.mixup,
+    optimizer: (opt('optimizer', d.optimizer ?? 'adamw') as 'sgd' | 'adamw'),
     views,
     augment: views !== undefined ? opt('augment', d.augment ?? 'hflip,crop') : undefined,
     val: num('val') ?? d.val,
   };
 }
 const describe = (r: Recipe): string =>
-  `from ${r.from}, ${r.epochs} epochs, batch ${BATCH}${r.val !== undefined ? `, val ${r.val} of train` : ''}, lr ${r.lr}, ` +
+  `from ${r.from}, ${r.optimizer === 'sgd' ? 'SGD (momentum 0.9)' : 'AdamW'}, ${r.epochs} epochs, batch ${BATCH}${r.val === 0 ? ', no val carve (the last epoch is kept)' : r.val !== undefined ? `, val ${r.val} of train` : ''}, lr ${r.lr}, ` +
   `lr-backbone ${r.lrBackbone ?? r.lr / 10}${r.weightDecay !== undefined ? `, weight decay ${r.weightDecay}` : ''}` +
   `${r.labelSmoothing !== undefined ? `, label smoothing ${r.labelSmoothing}` : ''}${r.mixup ? `, mixup ${r.mixup}` : ''}${SEED ? `, seed ${SEED}` : ''}${r.views !== undefined ? `, ${r.views} views (${r.augment})` : ', no augmentation'}`;
 const THREADS = num('threads');
@@ -186,6 +188,7 @@ async function compare(name: string, images: string, features: string, trainSpli
     weightDecay: R.weightDecay,
     labelSmoothing: R.labelSmoothing,
     mixup: R.mixup,
+    optimizer: R.optimizer,
     val: R.val,
     seed: SEED,
     threads: THREADS,
