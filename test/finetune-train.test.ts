@@ -22,7 +22,7 @@ import { openPredictor } from '../src/predict/predict.js';
 import { exportOnnx } from '../src/predict/export.js';
 import { PIXEL_INPUT } from '../src/model/taps.js';
 import { XferError } from '../src/errors.js';
-import { finetune, splitExamples, type FinetuneEvent, type FinetuneOptions } from '../src/finetune/fit.js';
+import { finetune, resumeConflicts, splitExamples, type FinetuneEvent, type FinetuneOptions } from '../src/finetune/fit.js';
 import { epochOrder, FeatureRowSource, type Example } from '../src/finetune/data.js';
 import { blockRates, ratesAt, scheduleFactor } from '../src/finetune/schedule.js';
 import { betaSymmetric, mixBatch } from '../src/finetune/mixup.js';
@@ -257,6 +257,14 @@ describe('fine-tuning loop pieces', () => {
     const none = splitExamples(all(), ['a', 'b'], 0, 0, 'test');
     assert.deepEqual([none.train.length, none.val.length, none.carvedSeed], [20, 0, null]);
     assert.throws(() => splitExamples(all(), ['a', 'b'], 1.5, 0, 'test'), /--val: expected a fraction in \[0, 1\), got 1.5/);
+  });
+
+  test('resume: only epochs and patience may change; a checkpoint from before --mixup resumes without it', () => {
+    const cfg = { lr: 1e-3, epochs: 5, patience: 3, mixup: 0 };
+    assert.deepEqual(resumeConflicts(cfg, { lr: 1e-3, epochs: 8, patience: 0, mixup: 0 }), []);
+    assert.deepEqual(resumeConflicts(cfg, { lr: 2e-3, epochs: 5, patience: 3, mixup: 0.2 }), ['lr', 'mixup']);
+    assert.deepEqual(resumeConflicts(cfg, { lr: 1e-3, epochs: 5, patience: 3 }), []);
+    assert.deepEqual(resumeConflicts({ ...cfg, mixup: 0.2 }, { lr: 1e-3, epochs: 5, patience: 3 }), ['mixup']);
   });
 
   test('the epoch shuffle is a permutation, repeatable from (seed, epoch), and mixes shards that each hold one class', () => {

@@ -169,6 +169,21 @@ export function resolveFinetuneOptions(o: FinetuneOptions): Resolved {
   return { lr, lrBackbone, layerDecay, freeze, optimizer, momentum, weightDecay, labelSmoothing, mixup, epochs, batch, warmup, patience, seed };
 }
 
+/**
+ * Options added after checkpoints were first written, with the value the runs that wrote those
+ * checkpoints used: a checkpoint without the key resumes under that value.
+ */
+const ADDED_OPTIONS: Record<string, unknown> = { mixup: 0 };
+
+/** The run options a `--resume` changes against its checkpoint's (only epochs and patience may change). */
+export function resumeConflicts(config: Record<string, unknown>, prev: Record<string, unknown>): string[] {
+  return Object.keys(config).filter((k) => {
+    if (k === 'epochs' || k === 'patience') return false;
+    const before = k in prev ? prev[k] : ADDED_OPTIONS[k];
+    return JSON.stringify(config[k]) !== JSON.stringify(before);
+  });
+}
+
 /** Stratified val carve + head classes, shared by both sources. */
 export function splitExamples(all: { train: Example[]; val: Example[]; test: Example[] }, labels: string[], valFrac: number | undefined, seed: number, what: string, maxTrain?: number): Pick<FinetuneData, 'train' | 'val' | 'test' | 'classes' | 'carvedSeed'> {
   let { train, val } = all;
@@ -371,7 +386,7 @@ async function finetuneLocked(opts: FinetuneOptions): Promise<FinetuneResult> {
     let ck: Checkpoint = { config, epoch: 0, batch: 0, step: 0, sessionStep: 0, history: [], best: null, stale: 0, lossSum: 0, lossCount: 0, state: new Map(), bestWeights: null };
     if (opts.resume) {
       const prev = await loadCheckpoint(ckptFile);
-      const diff = Object.keys(config).filter((k) => JSON.stringify((config as Record<string, unknown>)[k]) !== JSON.stringify(prev.config[k]) && k !== 'epochs' && k !== 'patience');
+      const diff = resumeConflicts(config, prev.config);
       if (diff.length) {
         throw new XferError(`--resume: ${ckptFile} was written by a run with other ${diff.join(', ')}`, { hint: 'resume with the same data and options (only --epochs and --patience may change), or start again without --resume' });
       }
