@@ -2,7 +2,7 @@
  * `npm run bench:finetune` — fine-tuning vs the best frozen probe, measured in the same run.
  *
  *   node dist/scripts/bench-finetune.js [--train 20000] [--test 10000] [--batch 32] [--threads n] [--out <dir>]
- *        [--from <tap>] [--epochs E] [--lr r] [--lr-backbone r] [--weight-decay w] [--label-smoothing s] [--mixup α] [--optimizer sgd|adamw] [--seed n]
+ *        [--from <tap>] [--epochs E] [--lr r] [--lr-backbone r] [--weight-decay w] [--label-smoothing s] [--mixup α] [--ema d] [--optimizer sgd|adamw] [--seed n]
  *        [--views K [--augment hflip,crop]] [--val f]
  *        [--no-fashion] [--no-hymenoptera] [--no-step] [--rss] [--reuse-probe]
  *
@@ -63,6 +63,7 @@ interface Recipe {
   weightDecay?: number;
   labelSmoothing?: number;
   mixup?: number;
+  ema?: number;
   optimizer?: 'sgd' | 'adamw';
   views?: number;
   augment?: string;
@@ -89,6 +90,7 @@ function recipe(name: 'fashion' | 'hymenoptera'): Recipe {
     weightDecay: num('weight-decay') ?? d.weightDecay,
     labelSmoothing: num('label-smoothing') ?? d.labelSmoothing,
     mixup: num('mixup') ?? d.mixup,
+    ema: num('ema') ?? d.ema,
     optimizer: (opt('optimizer', d.optimizer ?? 'adamw') as 'sgd' | 'adamw'),
     views,
     augment: views !== undefined ? opt('augment', d.augment ?? 'hflip,crop') : undefined,
@@ -98,7 +100,7 @@ function recipe(name: 'fashion' | 'hymenoptera'): Recipe {
 const describe = (r: Recipe): string =>
   `from ${r.from}, ${r.optimizer === 'sgd' ? 'SGD (momentum 0.9)' : 'AdamW'}, ${r.epochs} epochs, batch ${BATCH}${r.val === 0 ? ', no val carve (the last epoch is kept)' : r.val !== undefined ? `, val ${r.val} of train` : ''}, lr ${r.lr}, ` +
   `lr-backbone ${r.lrBackbone ?? r.lr / 10}${r.weightDecay !== undefined ? `, weight decay ${r.weightDecay}` : ''}` +
-  `${r.labelSmoothing !== undefined ? `, label smoothing ${r.labelSmoothing}` : ''}${r.mixup ? `, mixup ${r.mixup}` : ''}${SEED ? `, seed ${SEED}` : ''}${r.views !== undefined ? `, ${r.views} views (${r.augment})` : ', no augmentation'}`;
+  `${r.labelSmoothing !== undefined ? `, label smoothing ${r.labelSmoothing}` : ''}${r.mixup ? `, mixup ${r.mixup}` : ''}${r.ema ? `, ema ${r.ema}` : ''}${SEED ? `, seed ${SEED}` : ''}${r.views !== undefined ? `, ${r.views} views (${r.augment})` : ', no augmentation'}`;
 const THREADS = num('threads');
 const SEED = num('seed') ?? 0;
 const OUT = path.resolve(opt('out', path.join(os.tmpdir(), 'xfer-bench-finetune')));
@@ -188,6 +190,7 @@ async function compare(name: string, images: string, features: string, trainSpli
     weightDecay: R.weightDecay,
     labelSmoothing: R.labelSmoothing,
     mixup: R.mixup,
+    ema: R.ema,
     optimizer: R.optimizer,
     val: R.val,
     seed: SEED,

@@ -12,6 +12,7 @@ import { logits64 } from './finetune-f64.js';
 import { emptyGraph, floatTensor, int64Tensor, makeModel, node, valueInfo } from '../src/onnx/builder.js';
 import { DataType, type ModelProto, type NodeProto, type TensorProto } from '../src/onnx/proto.js';
 import { XferError } from '../src/errors.js';
+import { emaDecay } from '../src/finetune/fit.js';
 import {
   planFinetune, buildTrainingModel, buildInferenceModel, initialWeights, nchwcBlock, TrainingSession, Rng, type FinetunePlan,
 } from '../src/finetune/index.js';
@@ -210,6 +211,44 @@ test('a mixup step: loss and gradients are λ·(those towards y) + (1 − λ)·(
       gm.forEach((v, i) => assert.ok(Math.abs(v - (lam * ga[i] + (1 - lam) * gb[i])) <= 1e-5 * scale + 1e-9, `${name}[${i}]`));
     }
     await assert.rejects(s.step(x, y, N, zero, { lam: 1.5, partner }), /mixup weight 1.5/);
+  } finally {
+    await s.close();
+  }
+});
+
+test('the weights\' moving average: avg ← d·avg + (1 − d)·w after each step, and logits with it are the average\'s', async () => {
+  const m = cases()[0].model;
+  const plan = planFinetune(m, { from: 'in', nClasses: K });
+  const s = await TrainingSession.open(buildTrainingModel(m, plan, { optimizer: 'adamw', momentum: 0.9, weightDecay: 0.01, labelSmoothing: SMOOTH }), plan, initialWeights(m, plan, 5), { threads: 1, device: 'cpu' });
+  try {
+    const x = new Rng(22).uniform(N * C * HW * HW, -1, 1);
+    const y = Int32Array.from([0, 2]);
+    const lr = { head: 0.05, backbone: plan.blocks.map(() => 0.02) };
+    const avg = await s.weights();
+    const want = new Map([...avg].map(([k, v]) => [k, Float64Array.from(v)]));
+    for (let t = 1; t <= 4; t++) {
+      await s.step(x, y, N, lr);
+      const d = emaDecay(0.9, t);
+      s.accumulateAverage(avg, d);
+      for (const [k, w] of await s.weights()) want.get(k)!.forEach((a, i, arr) => (arr[i] = d * a + (1 - d) * w[i]));
+    }
+    assert.deepEqual([1, 2, 30, 1000].map((t) => emaDecay(0.9, t)), [2 / 11, 3 / 12, 0.775, 0.9]);
+    const now = await s.weights();
+    for (const [k, a] of avg) {
+      a.forEach((v, i) => assert.ok(Math.abs(v - want.get(k)![i]) <= 1e-6 * (1 + Math.abs(v)), `${k}[${i}]: ${v} vs ${want.get(k)![i]}`));
+      assert.ok(a.some((v, i) => Math.abs(v - now.get(k)![i]) > 1e-6), `${k}: the average differs from the last weights`);
+    }
+    // logits with the average equal a session whose weights are the average
+    const viaAvg = await s.logits(x, N, avg);
+    const t = await TrainingSession.open(buildTrainingModel(m, plan, { optimizer: 'adamw', momentum: 0.9, weightDecay: 0.01, labelSmoothing: SMOOTH }), plan, avg, { threads: 1, device: 'cpu' });
+    try {
+      const direct = await t.logits(x, N);
+      direct.forEach((v, i) => assert.ok(Math.abs(v - viaAvg[i]) <= 1e-6, `logit ${i}: ${viaAvg[i]} vs ${v}`));
+      const cur = await s.logits(x, N);
+      assert.ok(cur.some((v, i) => Math.abs(v - viaAvg[i]) > 1e-5), 'the current weights give other logits');
+    } finally {
+      await t.close();
+    }
   } finally {
     await s.close();
   }

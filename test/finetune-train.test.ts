@@ -70,11 +70,12 @@ describe('fine-tuning from block_13 (built-in backbone, hymenoptera photos)', { 
   test('trains, saves a head folder with a report, and eval gives the same val metrics', async () => {
     const out = path.join(dir, 'h-train');
     const events: FinetuneEvent[] = [];
-    // mixup on: the mixed batches run through the whole loop, and the resume test below repeats them
-    const r = await finetune({ ...base(), mixup: 0.4, out, progress: (e) => events.push(e) });
+    // mixup and the weights' average on: both run through the whole loop, and the resume test below repeats them
+    const r = await finetune({ ...base(), mixup: 0.4, ema: 0.9, out, progress: (e) => events.push(e) });
     await r.head.close();
     fullRun = r;
     assert.equal(r.report.params.mixup, 0.4);
+    assert.equal(r.report.params.ema, 0.9);
     const epochs = events.filter((e) => e.event === 'epoch');
     assert.equal(epochs.length, 2);
     assert.ok(events.some((e) => e.event === 'step' && e.batches === 3), 'three steps of 4 per epoch over 12 rows');
@@ -90,8 +91,10 @@ describe('fine-tuning from block_13 (built-in backbone, hymenoptera photos)', { 
     assert.ok(Math.abs(ev.metrics.logLoss! - r.report.metrics.val.logLoss!) < 1e-6);
     // the best epoch's val accuracy is what the head scores on val
     const best = r.report.fit!.bestEpoch as number;
-    const rec = (r.report.fit!.history as { epoch: number; valAcc: number }[]).find((x) => x.epoch === best)!;
+    const rec = (r.report.fit!.history as { epoch: number; valAcc: number; valLoss: number }[]).find((x) => x.epoch === best)!;
     assert.equal(rec.valAcc, ev.metrics.accuracy);
+    // and its val loss: the head holds the weights that were scored (the average, with --ema)
+    assert.ok(Math.abs(rec.valLoss - ev.metrics.logLoss!) < 1e-5, `val loss in training ${rec.valLoss} vs the head's ${ev.metrics.logLoss}`);
   });
 
   test('export == predict within 1e-5, and predict == the head on the extracted features', async () => {
@@ -126,19 +129,22 @@ describe('fine-tuning from block_13 (built-in backbone, hymenoptera photos)', { 
   });
 
   test('Ctrl-C (abort) writes a checkpoint; --resume ends where an uninterrupted run ends', async () => {
-    const full = fullRun ?? (await finetune({ ...base(), mixup: 0.4, out: path.join(dir, 'h-full') }));
+    const full = fullRun ?? (await finetune({ ...base(), mixup: 0.4, ema: 0.9, out: path.join(dir, 'h-full') }));
     await full.head.close();
     const out = path.join(dir, 'h-resume');
     const ac = new AbortController();
     await assert.rejects(
-      finetune({ ...base(), mixup: 0.4, out, signal: ac.signal, progress: (e) => e.event === 'step' && e.step === 4 && ac.abort() }),
+      finetune({ ...base(), mixup: 0.4, ema: 0.9, out, signal: ac.signal, progress: (e) => e.event === 'step' && e.step === 4 && ac.abort() }),
       (e: unknown) => e instanceof XferError && e.exitCode === 130 && /interrupted in epoch 2 after batch 1/.test(e.message),
     );
     const ck = await loadCheckpoint(path.join(out, CHECKPOINT_FILE));
     assert.deepEqual([ck.epoch, ck.batch, ck.step], [1, 1, 4]);
-    await assert.rejects(finetune({ ...base(), mixup: 0.4, lr: 2e-3, out, resume: true }), /--resume: .* other lr/);
-    await assert.rejects(finetune({ ...base(), out, resume: true }), /--resume: .* other mixup/);
-    const resumed = await finetune({ ...base(), mixup: 0.4, out, resume: true });
+    await assert.rejects(finetune({ ...base(), mixup: 0.4, ema: 0.9, lr: 2e-3, out, resume: true }), /--resume: .* other lr/);
+    await assert.rejects(finetune({ ...base(), ema: 0.9, out, resume: true }), /--resume: .* other mixup/);
+    await assert.rejects(finetune({ ...base(), mixup: 0.4, out, resume: true }), /--resume: .* other ema/);
+    const ck2 = await loadCheckpoint(path.join(out, CHECKPOINT_FILE));
+    assert.ok(ck2.ema && ck2.ema.size > 0, 'the checkpoint carries the weights\' average');
+    const resumed = await finetune({ ...base(), mixup: 0.4, ema: 0.9, out, resume: true });
     await resumed.head.close();
     assert.equal((resumed.report.fit!.history as unknown[]).length, 2);
     const a = full.report.metrics.val;
@@ -156,6 +162,7 @@ describe('fine-tuning from block_13 (built-in backbone, hymenoptera photos)', { 
     await assert.rejects(finetune({ ...base(), lrBackbone: Number('abc'), out }), /--lr-backbone: expected a positive number/);
     await assert.rejects(finetune({ ...base(), lr: -1, out }), /--lr: expected a positive number/);
     await assert.rejects(finetune({ ...base(), mixup: -0.2, out }), /--mixup: expected α ≥ 0 \(0: off\), got '-0.2'/);
+    await assert.rejects(finetune({ ...base(), ema: 1, out }), (e: unknown) => e instanceof XferError && /--ema: expected a decay in \[0, 1\) \(0: off\), got '1'/.test(e.message) && /--ema 0.999/.test(e.hint ?? ''));
     const one = path.join(dir, 'one');
     await linkImages(path.join(dir, 'one-img'), { train: 3 }, ['ants']);
     await extractFeatures({ model: 'mobilenet_v2', layers: [FROM], pool: 'none', data: path.join(dir, 'one-img'), out: one });
@@ -259,12 +266,13 @@ describe('fine-tuning loop pieces', () => {
     assert.throws(() => splitExamples(all(), ['a', 'b'], 1.5, 0, 'test'), /--val: expected a fraction in \[0, 1\), got 1.5/);
   });
 
-  test('resume: only epochs and patience may change; a checkpoint from before --mixup resumes without it', () => {
-    const cfg = { lr: 1e-3, epochs: 5, patience: 3, mixup: 0 };
+  test('resume: only epochs and patience may change; a checkpoint from before --mixup / --ema resumes without them', () => {
+    const cfg = { lr: 1e-3, epochs: 5, patience: 3, mixup: 0, ema: 0 };
     assert.deepEqual(resumeConflicts(cfg, { lr: 1e-3, epochs: 8, patience: 0, mixup: 0 }), []);
     assert.deepEqual(resumeConflicts(cfg, { lr: 2e-3, epochs: 5, patience: 3, mixup: 0.2 }), ['lr', 'mixup']);
     assert.deepEqual(resumeConflicts(cfg, { lr: 1e-3, epochs: 5, patience: 3 }), []);
     assert.deepEqual(resumeConflicts({ ...cfg, mixup: 0.2 }, { lr: 1e-3, epochs: 5, patience: 3 }), ['mixup']);
+    assert.deepEqual(resumeConflicts({ ...cfg, ema: 0.999 }, { lr: 1e-3, epochs: 5, patience: 3, mixup: 0 }), ['ema']);
   });
 
   test('the epoch shuffle is a permutation, repeatable from (seed, epoch), and mixes shards that each hold one class', () => {
@@ -281,7 +289,7 @@ describe('fine-tuning loop pieces', () => {
     const d = await mkdtemp(path.join(os.tmpdir(), 'xfer-ckpt-'));
     try {
       const file = path.join(d, CHECKPOINT_FILE);
-      const ck: Checkpoint = { config: { a: 1 }, epoch: 2, batch: 0, step: 7, sessionStep: 7, history: [{ epoch: 1, loss: 0.5, seconds: 1, imagesPerSecond: 3 }], best: { epoch: 1, valAcc: 0.5, valLoss: 0.7 }, stale: 1, lossSum: 0, lossCount: 0, state: new Map([['w', Float32Array.of(1, 2, 3)], ['w#m', Float32Array.of(0.5)]]), bestWeights: new Map([['w', Float32Array.of(4, 5, 6)]]) };
+      const ck: Checkpoint = { config: { a: 1 }, epoch: 2, batch: 0, step: 7, sessionStep: 7, history: [{ epoch: 1, loss: 0.5, seconds: 1, imagesPerSecond: 3 }], best: { epoch: 1, valAcc: 0.5, valLoss: 0.7 }, stale: 1, lossSum: 0, lossCount: 0, state: new Map([['w', Float32Array.of(1, 2, 3)], ['w#m', Float32Array.of(0.5)]]), bestWeights: new Map([['w', Float32Array.of(4, 5, 6)]]), ema: new Map([['w', Float32Array.of(7, 8, 9)]]) };
       await saveCheckpoint(file, ck);
       const full = async (): Promise<void> => {
         throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
@@ -292,6 +300,7 @@ describe('fine-tuning loop pieces', () => {
       assert.deepEqual([...back.state.get('w')!], [1, 2, 3]);
       assert.deepEqual([...back.state.get('w#m')!], [0.5]);
       assert.deepEqual([...back.bestWeights!.get('w')!], [4, 5, 6]);
+      assert.deepEqual([...back.ema!.get('w')!], [7, 8, 9]);
       assert.deepEqual(back.history, ck.history);
       assert.deepEqual((await readdir(d)).filter((f) => f !== CHECKPOINT_FILE), [], 'no temp file left behind');
       assert.ok((await readFile(file)).subarray(0, 8).toString('latin1') === 'XFERCKPT');

@@ -40,6 +40,7 @@ export function finetuneOptions(o: Flags): FinetuneOptions {
     weightDecay: num(o.weightDecay, '--weight-decay'),
     labelSmoothing: num(o.labelSmoothing, '--label-smoothing'),
     mixup: num(o.mixup, '--mixup'),
+    ema: num(o.ema, '--ema'),
     epochs: o.epochs !== undefined ? parsePositiveInt(String(o.epochs), '--epochs') : undefined,
     batch: o.batch !== undefined ? parsePositiveInt(String(o.batch), '--batch') : undefined,
     warmup: num(o.warmup, '--warmup'),

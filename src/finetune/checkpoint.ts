@@ -5,7 +5,7 @@
  * Layout: `XFERCKPT` magic, uint32 LE header length, a JSON header, zero padding to a multiple of 4,
  * then every tensor's float32 data (little-endian) at the offset the header gives.
  * `state` tensors are the training session's (weights + optimizer moments), `best` the weights of
- * the best epoch so far (what early stopping restores).
+ * the best epoch so far (what early stopping restores), `ema` the weights' moving average (`--ema`).
  */
 import { readFile } from 'node:fs/promises';
 import { XferError } from '../errors.js';
@@ -43,10 +43,12 @@ export interface Checkpoint {
   lossCount: number;
   state: Map<string, Float32Array>;
   bestWeights: Map<string, Float32Array> | null;
+  /** Exponential moving average of the weights (null: `--ema` off). */
+  ema: Map<string, Float32Array> | null;
 }
 
 interface TensorRef {
-  set: 'state' | 'best';
+  set: 'state' | 'best' | 'ema';
   name: string;
   offset: number;
   length: number;
@@ -63,7 +65,8 @@ export function encodeCheckpoint(c: Checkpoint): Uint8Array {
   };
   add('state', c.state);
   add('best', c.bestWeights);
-  const { state: _s, bestWeights: _b, ...rest } = c;
+  add('ema', c.ema);
+  const { state: _s, bestWeights: _b, ema: _e, ...rest } = c;
   const header = Buffer.from(JSON.stringify({ version: CHECKPOINT_VERSION, ...rest, tensors: refs }), 'utf8');
   const start = Math.ceil((12 + header.length) / 4) * 4;
   const out = new Uint8Array(start + off);
@@ -71,7 +74,7 @@ export function encodeCheckpoint(c: Checkpoint): Uint8Array {
   new DataView(out.buffer).setUint32(8, header.length, true);
   out.set(header, 12);
   for (const r of refs) {
-    const a = (r.set === 'state' ? c.state : c.bestWeights!).get(r.name)!;
+    const a = (r.set === 'state' ? c.state : r.set === 'best' ? c.bestWeights! : c.ema!).get(r.name)!;
     out.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), start + r.offset);
   }
   return out;
@@ -82,7 +85,7 @@ export function decodeCheckpoint(bytes: Uint8Array, file = CHECKPOINT_FILE): Che
   if (bytes.length < 12 || !Buffer.from(bytes.buffer, bytes.byteOffset, 8).equals(MAGIC)) throw bad('bad magic');
   const hlen = new DataView(bytes.buffer, bytes.byteOffset).getUint32(8, true);
   if (12 + hlen > bytes.length) throw bad('truncated header');
-  let h: Omit<Checkpoint, 'state' | 'bestWeights'> & { version: number; tensors: TensorRef[] };
+  let h: Omit<Checkpoint, 'state' | 'bestWeights' | 'ema'> & { version: number; tensors: TensorRef[] };
   try {
     h = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset + 12, hlen).toString('utf8'));
   } catch {
@@ -92,16 +95,17 @@ export function decodeCheckpoint(bytes: Uint8Array, file = CHECKPOINT_FILE): Che
   const start = Math.ceil((12 + hlen) / 4) * 4;
   const state = new Map<string, Float32Array>();
   const best = new Map<string, Float32Array>();
+  const ema = new Map<string, Float32Array>();
   for (const r of h.tensors) {
     const a0 = start + r.offset;
     if (a0 + r.length * 4 > bytes.length) throw bad(`tensor ${r.name} truncated`);
     // a copy: the file buffer is not kept alive by the tensors
     const a = new Float32Array(r.length);
     new Uint8Array(a.buffer).set(bytes.subarray(a0, a0 + r.length * 4));
-    (r.set === 'state' ? state : best).set(r.name, a);
+    (r.set === 'state' ? state : r.set === 'best' ? best : ema).set(r.name, a);
   }
   const { version: _v, tensors: _t, ...rest } = h;
-  return { ...rest, state, bestWeights: best.size ? best : null };
+  return { ...rest, state, bestWeights: best.size ? best : null, ema: ema.size ? ema : null };
 }
 
 /** Write atomically (temp file, fsync, rename); `write` lets tests inject a full disk. */

@@ -2,7 +2,8 @@
  * `finetune()`: the training loop around ft-core's training graph (index.ts). It streams shuffled
  * batches from a source (data.ts: cached activations at a tap; images.ts: decoded, augmented images
  * for `--from input`), steps the TrainingSession with per-block learning rates on a warmup + cosine
- * schedule, scores the validation split after every epoch, keeps the best epoch's weights (early
+ * schedule (with `ema`, also a moving average of the weights, which is then what is scored and
+ * kept), scores the validation split after every epoch, keeps the best epoch's weights (early
  * stopping restores them), checkpoints atomically at every epoch end and on abort (`--resume`
  * continues), stops on a non-finite loss naming the step, and saves a normal head folder
  * (finetune.onnx + head.json + report with curves and confusion matrices).
@@ -62,6 +63,8 @@ export interface FinetuneOptions {
   labelSmoothing?: number;
   /** Mixup's α: each batch is blended with itself reversed, λ ~ Beta(α, α) (0: off, the default). */
   mixup?: number;
+  /** Decay of an exponential moving average of the weights, which is what is scored and saved (0: off, the default). */
+  ema?: number;
   epochs?: number;
   batch?: number;
   /** Warmup length in epochs (fractions allowed); default min(1, epochs / 10). */
@@ -138,6 +141,7 @@ interface Resolved {
   weightDecay: number;
   labelSmoothing: number;
   mixup: number;
+  ema: number;
   epochs: number;
   batch: number;
   warmup: number;
@@ -160,20 +164,22 @@ export function resolveFinetuneOptions(o: FinetuneOptions): Resolved {
   if (labelSmoothing >= 1) throw new XferError(`--label-smoothing: expected a value in [0, 1), got ${labelSmoothing}`, { hint: 'e.g. --label-smoothing 0.1' });
   const mixup = o.mixup ?? 0;
   if (typeof mixup !== 'number' || !Number.isFinite(mixup) || mixup < 0) throw new XferError(`--mixup: expected α ≥ 0 (0: off), got '${String(o.mixup)}'`, { hint: 'e.g. --mixup 0.2' });
+  const ema = o.ema ?? 0;
+  if (typeof ema !== 'number' || !(ema >= 0 && ema < 1)) throw new XferError(`--ema: expected a decay in [0, 1) (0: off), got '${String(o.ema)}'`, { hint: 'e.g. --ema 0.999 (an average over about the last 1 000 steps)' });
   const epochs = positiveInt(o.epochs ?? 10, '--epochs');
   const batch = positiveInt(o.batch ?? 32, '--batch');
   const warmup = checkRate(o.warmup ?? Math.min(1, epochs / 10), '--warmup', true);
   const patience = positiveInt(o.patience ?? 3, '--patience', true);
   const freeze = positiveInt(o.freeze ?? 0, '--freeze', true);
   const seed = positiveInt(o.seed ?? 0, '--seed', true);
-  return { lr, lrBackbone, layerDecay, freeze, optimizer, momentum, weightDecay, labelSmoothing, mixup, epochs, batch, warmup, patience, seed };
+  return { lr, lrBackbone, layerDecay, freeze, optimizer, momentum, weightDecay, labelSmoothing, mixup, ema, epochs, batch, warmup, patience, seed };
 }
 
 /**
  * Options added after checkpoints were first written, with the value the runs that wrote those
  * checkpoints used: a checkpoint without the key resumes under that value.
  */
-const ADDED_OPTIONS: Record<string, unknown> = { mixup: 0 };
+const ADDED_OPTIONS: Record<string, unknown> = { mixup: 0, ema: 0 };
 
 /** The run options a `--resume` changes against its checkpoint's (only epochs and patience may change). */
 export function resumeConflicts(config: Record<string, unknown>, prev: Record<string, unknown>): string[] {
@@ -321,6 +327,14 @@ function softmaxRows(z: Float32Array, K: number): Float32Array {
   return p;
 }
 
+/**
+ * The moving average's decay at update t (1-based): TensorFlow's ExponentialMovingAverage with
+ * num_updates, min(decay, (1 + t)/(10 + t)), so the first updates are not tied to the initial weights.
+ */
+export function emaDecay(decay: number, t: number): number {
+  return Math.min(decay, (1 + t) / (10 + t));
+}
+
 function copyWeights(m: Map<string, Float32Array>): Map<string, Float32Array> {
   return new Map([...m].map(([k, v]) => [k, v.slice()]));
 }
@@ -383,7 +397,7 @@ async function finetuneLocked(opts: FinetuneOptions): Promise<FinetuneResult> {
     const spec: LrSpec = { lr: R.lr, lrBackbone: R.lrBackbone, layerDecay: R.layerDecay, warmupSteps: Math.round(R.warmup * stepsPerEpoch), totalSteps: R.epochs * stepsPerEpoch };
     const base = blockRates(plan.blocks.length, spec, R.freeze);
 
-    let ck: Checkpoint = { config, epoch: 0, batch: 0, step: 0, sessionStep: 0, history: [], best: null, stale: 0, lossSum: 0, lossCount: 0, state: new Map(), bestWeights: null };
+    let ck: Checkpoint = { config, epoch: 0, batch: 0, step: 0, sessionStep: 0, history: [], best: null, stale: 0, lossSum: 0, lossCount: 0, state: new Map(), bestWeights: null, ema: null };
     if (opts.resume) {
       const prev = await loadCheckpoint(ckptFile);
       const diff = resumeConflicts(config, prev.config);
@@ -402,6 +416,9 @@ async function finetuneLocked(opts: FinetuneOptions): Promise<FinetuneResult> {
     });
     session = await TrainingSession.open(training, plan, initialWeights(data.backbone.model, plan, R.seed), { threads: opts.threads, device: opts.device ?? 'auto' });
     if (opts.resume) await session.setState({ step: ck.sessionStep, tensors: ck.state });
+    // the average starts at the initial (pretrained) weights; a resumed run continues its own
+    if (R.ema > 0 && !ck.ema) ck.ema = await session.weights();
+    const current = async (): Promise<Map<string, Float32Array>> => (ck.ema ? copyWeights(ck.ema) : session!.weights());
     const save = async (epoch: number, batch: number): Promise<void> => {
       const st = await session!.state();
       ck = { ...ck, epoch, batch, sessionStep: st.step, state: st.tensors };
@@ -443,6 +460,7 @@ async function finetuneLocked(opts: FinetuneOptions): Promise<FinetuneResult> {
           break;
         }
         ck.step++;
+        if (ck.ema) session.accumulateAverage(ck.ema, emaDecay(R.ema, ck.step));
         ck.lossSum += loss * cur.n;
         ck.lossCount += cur.n;
         seen += cur.n;
@@ -459,7 +477,7 @@ async function finetuneLocked(opts: FinetuneOptions): Promise<FinetuneResult> {
       const rec: EpochRecord = { epoch: epoch + 1, loss: ck.lossSum / Math.max(1, ck.lossCount), seconds, imagesPerSecond: seen / seconds };
       let isBest = false;
       if (val.length > 0) {
-        const z = await scoreAll(source, val, R.batch, K, (x, n) => session!.logits(x, n));
+        const z = await scoreAll(source, val, R.batch, K, (x, n) => session!.logits(x, n, ck.ema ?? undefined));
         const s = scoreLogits(z, val, K);
         rec.valAcc = s.acc;
         rec.valLoss = s.loss;
@@ -467,7 +485,7 @@ async function finetuneLocked(opts: FinetuneOptions): Promise<FinetuneResult> {
       } else isBest = true;
       if (isBest) {
         ck.best = { epoch: epoch + 1, valAcc: rec.valAcc ?? NaN, valLoss: rec.valLoss ?? NaN };
-        ck.bestWeights = copyWeights(await session.weights());
+        ck.bestWeights = await current();
         ck.stale = 0;
       } else ck.stale++;
       ck.history = [...ck.history, rec];
@@ -483,7 +501,7 @@ async function finetuneLocked(opts: FinetuneOptions): Promise<FinetuneResult> {
     } else if (stopReason) opts.progress?.({ event: 'stop', reason: stopReason });
 
     // --- the best epoch's weights as a head
-    const weights = ck.bestWeights ?? (await session.weights());
+    const weights = ck.bestWeights ?? (await current());
     await session.close();
     session = null;
     const inference = buildInferenceModel(data.backbone.model, plan, weights);
@@ -498,6 +516,7 @@ async function finetuneLocked(opts: FinetuneOptions): Promise<FinetuneResult> {
       weightDecay: R.weightDecay,
       labelSmoothing: R.labelSmoothing,
       mixup: R.mixup,
+      ema: R.ema,
       epochs: R.epochs,
       batch: R.batch,
       warmup: R.warmup,

@@ -137,11 +137,14 @@ export class TrainingSession {
     if (x.length < n * size(this.plan.fromShape)) throw new XferError(`fine-tune: ${x.length} values for ${n} samples of [${this.plan.fromShape}]`);
   }
 
-  /** Logits [n, K] with the current weights (evaluation mode). */
-  async logits(x: Float32Array, n: number): Promise<Float32Array> {
+  /** Logits [n, K] with the current weights (evaluation mode), or with `weights` (e.g. their moving average). */
+  async logits(x: Float32Array, n: number, weights?: Map<string, Float32Array>): Promise<Float32Array> {
     this.checkBatch(x, n);
     const feeds: Record<string, ort.Tensor> = { [IO.x]: new ort.Tensor('float32', x.subarray(0, n * size(this.plan.fromShape)), [n, ...this.plan.fromShape]) };
-    for (const p of this.plan.params) feeds[p.name] = this.tensors.get(p.name)!;
+    for (const p of this.plan.params) {
+      const w = weights?.get(p.name);
+      feeds[p.name] = w ? new ort.Tensor('float32', w, p.shape) : this.tensors.get(p.name)!;
+    }
     const out = await this.evalSession.run(feeds);
     return (out[IO.logits].data as Float32Array).slice();
   }
@@ -149,6 +152,20 @@ export class TrainingSession {
   /** Copies of the current trainable weights. */
   async weights(): Promise<Map<string, Float32Array>> {
     return new Map(this.plan.params.map((p) => [p.name, (this.tensors.get(p.name)!.data as Float32Array).slice()]));
+  }
+
+  /**
+   * avg ← decay·avg + (1 − decay)·w for every trainable weight, read in place from the step's output
+   * tensors (a copy per step would be megabytes of garbage per batch).
+   */
+  accumulateAverage(avg: Map<string, Float32Array>, decay: number): void {
+    for (const p of this.plan.params) {
+      const w = this.tensors.get(p.name)!.data as Float32Array;
+      const a = avg.get(p.name);
+      if (!a || a.length !== w.length) throw new XferError(`fine-tune: weight average of ${p.name} is ${a ? `${a.length} values` : 'missing'}, expected ${w.length}`);
+      const k = 1 - decay;
+      for (let i = 0; i < w.length; i++) a[i] += k * (w[i] - a[i]);
+    }
   }
 
   /** Everything a resumed run needs: the step count, weights and optimizer state. */
