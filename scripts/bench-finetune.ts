@@ -2,7 +2,7 @@
  * `npm run bench:finetune` — fine-tuning vs the best frozen probe, measured in the same run.
  *
  *   node dist/scripts/bench-finetune.js [--train 20000] [--test 10000] [--batch 32] [--threads n] [--out <dir>]
- *        [--from <tap>] [--epochs E] [--lr r] [--lr-backbone r] [--weight-decay w] [--label-smoothing s] [--mixup α] [--ema d] [--optimizer sgd|adamw] [--seed n]
+ *        [--from <tap>] [--epochs E] [--lr r] [--lr-backbone r] [--weight-decay w] [--label-smoothing s] [--mixup α] [--ema d] [--batch-norm frozen|batch] [--optimizer sgd|adamw] [--seed n]
  *        [--views K [--augment hflip,crop]] [--val f]
  *        [--no-fashion] [--no-hymenoptera] [--no-step] [--rss] [--reuse-probe]
  *
@@ -64,6 +64,7 @@ interface Recipe {
   labelSmoothing?: number;
   mixup?: number;
   ema?: number;
+  batchNorm?: 'frozen' | 'batch';
   optimizer?: 'sgd' | 'adamw';
   views?: number;
   augment?: string;
@@ -91,6 +92,7 @@ function recipe(name: 'fashion' | 'hymenoptera'): Recipe {
     labelSmoothing: num('label-smoothing') ?? d.labelSmoothing,
     mixup: num('mixup') ?? d.mixup,
     ema: num('ema') ?? d.ema,
+    batchNorm: opt('batch-norm', d.batchNorm ?? 'frozen') as 'frozen' | 'batch',
     optimizer: (opt('optimizer', d.optimizer ?? 'adamw') as 'sgd' | 'adamw'),
     views,
     augment: views !== undefined ? opt('augment', d.augment ?? 'hflip,crop') : undefined,
@@ -100,7 +102,7 @@ function recipe(name: 'fashion' | 'hymenoptera'): Recipe {
 const describe = (r: Recipe): string =>
   `from ${r.from}, ${r.optimizer === 'sgd' ? 'SGD (momentum 0.9)' : 'AdamW'}, ${r.epochs} epochs, batch ${BATCH}${r.val === 0 ? ', no val carve (the last epoch is kept)' : r.val !== undefined ? `, val ${r.val} of train` : ''}, lr ${r.lr}, ` +
   `lr-backbone ${r.lrBackbone ?? r.lr / 10}${r.weightDecay !== undefined ? `, weight decay ${r.weightDecay}` : ''}` +
-  `${r.labelSmoothing !== undefined ? `, label smoothing ${r.labelSmoothing}` : ''}${r.mixup ? `, mixup ${r.mixup}` : ''}${r.ema ? `, ema ${r.ema}` : ''}${SEED ? `, seed ${SEED}` : ''}${r.views !== undefined ? `, ${r.views} views (${r.augment})` : ', no augmentation'}`;
+  `${r.labelSmoothing !== undefined ? `, label smoothing ${r.labelSmoothing}` : ''}${r.mixup ? `, mixup ${r.mixup}` : ''}${r.ema ? `, ema ${r.ema}` : ''}${r.batchNorm === 'batch' ? ', batch-statistics BN' : ''}${SEED ? `, seed ${SEED}` : ''}${r.views !== undefined ? `, ${r.views} views (${r.augment})` : ', no augmentation'}`;
 const THREADS = num('threads');
 const SEED = num('seed') ?? 0;
 const OUT = path.resolve(opt('out', path.join(os.tmpdir(), 'xfer-bench-finetune')));
@@ -191,6 +193,7 @@ async function compare(name: string, images: string, features: string, trainSpli
     labelSmoothing: R.labelSmoothing,
     mixup: R.mixup,
     ema: R.ema,
+    batchNorm: R.batchNorm,
     optimizer: R.optimizer,
     val: R.val,
     seed: SEED,

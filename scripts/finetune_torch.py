@@ -3,7 +3,8 @@
 mulberry32 is the twin of src/finetune/rng.ts (vectorised: its state advances by a constant, so the
 i-th draw depends on seed + (i + 1) * 0x6D2B79F5 only). OnnxTop runs the trainable part of an ONNX
 model (from a tensor to the pooled features) as a torch module whose parameters are the model's
-Conv and BatchNormalization weights (BN in eval mode), plus a new nn.Linear classifier, all in
+Conv and BatchNormalization weights (BN in eval mode, or with bn_train batch statistics that
+update the running ones, as nn.BatchNorm2d in train mode), plus a new nn.Linear classifier, all in
 float64 by default (the references are then exact to well below the float32 graph's rounding).
 """
 import numpy as np
@@ -56,6 +57,7 @@ class OnnxTop(torch.nn.Module):
     def __init__(self, model_path, frm, to, n_classes, head_seed, dtype=torch.float64):
         super().__init__()
         self.dtype = dtype
+        self.bn_train = False
         m = onnx.load(model_path)
         arrays = {t.name: numpy_helper.to_array(t).copy() for t in m.graph.initializer}
         np_dtype = np.float64 if dtype == torch.float64 else np.float32
@@ -102,7 +104,7 @@ class OnnxTop(torch.nn.Module):
                     p = [0, 0, 0, 0]
                 y = F.conv2d(xi, i[1], i[2] if len(i) > 2 else None, stride=a.get('strides', [1, 1]), padding=(p[0], p[1]), dilation=a.get('dilations', [1, 1]), groups=a.get('group', 1))
             elif op == 'BatchNormalization':
-                y = F.batch_norm(i[0], i[3], i[4], i[1], i[2], training=False, eps=a.get('epsilon', 1e-5))
+                y = F.batch_norm(i[0], i[3], i[4], i[1], i[2], training=self.bn_train, momentum=0.1, eps=a.get('epsilon', 1e-5))
             elif op == 'Clip':
                 y = F.hardtanh(i[0], float(i[1]), float(i[2])) if float(i[1]) == 0 else torch.clamp(i[0], float(i[1]), float(i[2]))
             elif op == 'Relu':
@@ -150,6 +152,10 @@ class OnnxTop(torch.nn.Module):
         if self.head is None:
             self.make_head(f.shape[1])
         return self.head(f)
+
+    def named_buffers_onnx(self):
+        """Running statistics of the BatchNormalization nodes, by ONNX name."""
+        return [(t, self.consts[t]) for n in self.nodes if n.op_type == 'BatchNormalization' for t in n.input[3:5]]
 
     def named_trainables(self):
         return [(n, self.param(n)) for n in self.names] + [('head.weight', self.head.weight), ('head.bias', self.head.bias)]

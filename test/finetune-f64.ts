@@ -105,15 +105,27 @@ function pad(x: T, p: number[]): T {
   return { shape, data };
 }
 
-function run(n: NodeProto, v: (name: string) => T | undefined, ints64: (name: string) => number[]): T {
+function run(n: NodeProto, v: (name: string) => T | undefined, ints64: (name: string) => number[], batchStats: boolean): T {
   const x = v(n.input[0])!;
   switch (n.opType) {
     case 'Conv':
       return conv(x, v(n.input[1])!, n.input[2] ? v(n.input[2]) : undefined, n);
     case 'BatchNormalization': {
-      const [g, b, m, va] = n.input.slice(1, 5).map((i) => v(i)!);
+      const [g, b] = n.input.slice(1, 3).map((i) => v(i)!);
+      let [m, va] = n.input.slice(3, 5).map((i) => v(i)!);
       const eps = flt(n, 'epsilon', 1e-5);
       const hw = sizeOf(x.shape.slice(2));
+      if (batchStats) {
+        // PyTorch's train mode: the batch's mean and biased variance per channel
+        const C = x.shape[1];
+        const mean = new Float64Array(C);
+        const vr = new Float64Array(C);
+        const cnt = x.data.length / C;
+        x.data.forEach((val, i) => (mean[Math.floor(i / hw) % C] += val / cnt));
+        x.data.forEach((val, i) => (vr[Math.floor(i / hw) % C] += (val - mean[Math.floor(i / hw) % C]) ** 2 / cnt));
+        m = { shape: [C], data: mean };
+        va = { shape: [C], data: vr };
+      }
       return { shape: x.shape, data: x.data.map((val, i) => { const c = Math.floor(i / hw) % x.shape[1]; return ((val - m.data[c]) / Math.sqrt(va.data[c] + eps)) * g.data[c] + b.data[c]; }) };
     }
     case 'Relu':
@@ -159,7 +171,11 @@ function run(n: NodeProto, v: (name: string) => T | undefined, ints64: (name: st
 }
 
 /** Logits [N, K] in float64 for input `x` [N, ...fromShape] and the trainable weights `w`. */
-export function logits64(model: ModelProto, plan: FinetunePlan, x: Float64Array, n: number, w: Map<string, Float64Array>): Float64Array {
+/**
+ * `batchStats`: BatchNormalization nodes (by output) that normalise by batch statistics; `trace`
+ * receives every tensor computed.
+ */
+export function logits64(model: ModelProto, plan: FinetunePlan, x: Float64Array, n: number, w: Map<string, Float64Array>, batchStats: ReadonlySet<string> = new Set(), trace?: Map<string, { shape: number[]; data: Float64Array }>): Float64Array {
   const part = partOf(model, plan);
   const env = new Map<string, T>([[plan.from, { shape: [n, ...plan.fromShape], data: x }]]);
   const v = (name: string): T | undefined => {
@@ -170,7 +186,8 @@ export function logits64(model: ModelProto, plan: FinetunePlan, x: Float64Array,
     return { shape: r.dims, data: w.get(name) ?? Float64Array.from(r.f32 ?? r.ints ?? []) };
   };
   const ints64 = (name: string): number[] => readConst(part.consts.get(name)!).ints!;
-  for (const node of part.nodes) env.set(node.output[0], run(node, v, ints64));
+  for (const node of part.nodes) env.set(node.output[0], run(node, v, ints64, batchStats.has(node.output[0])));
+  if (trace) for (const [k, t] of env) trace.set(k, t);
   const f = env.get(plan.to)!.data;
   const F = plan.featureDim;
   const K = plan.nClasses;

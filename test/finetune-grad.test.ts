@@ -14,7 +14,7 @@ import { DataType, type ModelProto, type NodeProto, type TensorProto } from '../
 import { XferError } from '../src/errors.js';
 import { emaDecay } from '../src/finetune/fit.js';
 import {
-  planFinetune, buildTrainingModel, buildInferenceModel, initialWeights, nchwcBlock, TrainingSession, Rng, type FinetunePlan,
+  planFinetune, buildTrainingModel, buildInferenceModel, buildEvalModel, trainingBuffers, initialWeights, nchwcBlock, TrainingSession, Rng, type FinetunePlan,
 } from '../src/finetune/index.js';
 
 const N = 2;
@@ -111,45 +111,79 @@ function lossOf(logits: Float64Array, y: Int32Array): number {
   return loss / N;
 }
 
-for (const c of cases()) {
-  test(`finite differences: ${c.name}`, async () => {
-    const plan = planFinetune(c.model, { from: 'in', nClasses: K, freeze: c.freeze });
-    const train = buildTrainingModel(c.model, plan, { optimizer: 'sgd', momentum: 0, weightDecay: 0, labelSmoothing: SMOOTH, outputGradients: true });
-    const init = initialWeights(c.model, plan, 3);
-    const x = new Rng(7).uniform(N * C * HW * HW, -1, 1);
-    const y = Int32Array.from({ length: N }, (_, i) => i % K);
-    const sess = await TrainingSession.open(train, plan, init, { threads: 1, device: 'cpu' });
-    const { gradients } = await sess.step(x, y, N, { head: 0, backbone: plan.blocks.map(() => 0) });
-    await sess.close();
-    assert.ok(gradients);
-    assert.deepEqual([...gradients.keys()].sort(), plan.params.map((p) => p.name).sort());
-    const x64 = Float64Array.from(x);
-    const w64 = new Map([...init].map(([k, v]) => [k, Float64Array.from(v)]));
-    const lossAt = (weights: Map<string, Float64Array>): number => lossOf(logits64(c.model, plan, x64, N, weights), y);
-    let k = 0;
-    for (const p of plan.params) {
-      const g = gradients.get(p.name)!;
-      const v = new Rng(500 + k++).uniform(g.length, -1, 1);
-      const h = 1e-6;
-      const at = (sign: number): number => {
-        const wp = Float64Array.from(w64.get(p.name)!);
-        for (let i = 0; i < wp.length; i++) wp[i] += sign * h * v[i];
-        return lossAt(new Map([...w64, [p.name, wp]]));
-      };
-      const fd = (at(1) - at(-1)) / (2 * h);
-      let an = 0;
-      let gn = 0;
-      for (let i = 0; i < g.length; i++) {
-        an += g[i] * v[i];
-        gn += g[i] * g[i];
-      }
-      const tol = 1e-4 * (Math.abs(an) + Math.sqrt(gn)) + 1e-7;
-      assert.ok(Math.abs(fd - an) <= tol, `${p.name}: finite difference ${fd}, gradient·v ${an} (|g| ${Math.sqrt(gn)})`);
-    }
-  });
+/** BatchNormalization nodes (by output) that a 'batch' graph normalises by batch statistics: those whose γ trains. */
+function batchBns(m: ModelProto, plan: FinetunePlan): Set<string> {
+  const trained = new Set(plan.params.map((p) => p.name));
+  return new Set(m.graph.node.filter((n) => n.opType === 'BatchNormalization' && trained.has(n.input[1])).map((n) => n.output[0]));
 }
 
-test('NCHWc depthwise kernels (stride 1, Keras Pad + stride 2, dilation 2) give the plain graph\'s loss and gradients, for a full and a padded batch', async (t) => {
+async function checkGradients(c: Case, batchNorm: 'frozen' | 'batch'): Promise<void> {
+  const plan = planFinetune(c.model, { from: 'in', nClasses: K, freeze: c.freeze });
+  const train = buildTrainingModel(c.model, plan, { optimizer: 'sgd', momentum: 0, weightDecay: 0, labelSmoothing: SMOOTH, outputGradients: true, batchNorm });
+  const buffers = trainingBuffers(train);
+  const init = initialWeights(c.model, plan, 3, buffers);
+  const x = new Rng(7).uniform(N * C * HW * HW, -1, 1);
+  const y = Int32Array.from({ length: N }, (_, i) => i % K);
+  const sess = await TrainingSession.open(train, plan, init, { threads: 1, device: 'cpu', ...(buffers.length ? { evalModel: buildEvalModel(c.model, plan, buffers) } : {}) });
+  const { gradients } = await sess.step(x, y, N, { head: 0, backbone: plan.blocks.map(() => 0) });
+  const after = await sess.weights();
+  await sess.close();
+  assert.ok(gradients);
+  assert.deepEqual([...gradients.keys()].sort(), plan.params.map((p) => p.name).sort());
+  const bns = batchNorm === 'batch' ? batchBns(c.model, plan) : new Set<string>();
+  assert.equal(buffers.length, 2 * bns.size, 'a running mean and variance per batch-statistics BN');
+  const x64 = Float64Array.from(x);
+  const w64 = new Map([...init].map(([k, v]) => [k, Float64Array.from(v)]));
+  const trace = new Map<string, { shape: number[]; data: Float64Array }>();
+  const lossAt = (weights: Map<string, Float64Array>, tr?: typeof trace): number => lossOf(logits64(c.model, plan, x64, N, weights, bns, tr), y);
+  lossAt(w64, trace);
+  // the running statistics moved 10 % of the way to the batch's mean and unbiased variance (PyTorch)
+  for (const n of c.model.graph.node.filter((b) => bns.has(b.output[0]))) {
+    const z = trace.get(n.input[0])!;
+    const ch = z.shape[1];
+    const per = z.data.length / ch;
+    const hw = per / N;
+    const mu = new Float64Array(ch);
+    const ss = new Float64Array(ch);
+    z.data.forEach((v, i) => (mu[Math.floor(i / hw) % ch] += v / per));
+    z.data.forEach((v, i) => (ss[Math.floor(i / hw) % ch] += (v - mu[Math.floor(i / hw) % ch]) ** 2));
+    const [rm, rv] = [n.input[3], n.input[4]].map((k) => init.get(k)!);
+    for (let q = 0; q < ch; q++) {
+      const wantM = 0.9 * rm[q] + 0.1 * mu[q];
+      const wantV = 0.9 * rv[q] + 0.1 * (ss[q] / (per - 1));
+      assert.ok(Math.abs(after.get(n.input[3])![q] - wantM) <= 1e-5, `${n.input[3]}[${q}]: ${after.get(n.input[3])![q]} vs ${wantM}`);
+      assert.ok(Math.abs(after.get(n.input[4])![q] - wantV) <= 1e-5 * (1 + wantV), `${n.input[4]}[${q}]: ${after.get(n.input[4])![q]} vs ${wantV}`);
+    }
+  }
+  let k = 0;
+  for (const p of plan.params) {
+    const g = gradients.get(p.name)!;
+    const v = new Rng(500 + k++).uniform(g.length, -1, 1);
+    const h = 1e-6;
+    const at = (sign: number): number => {
+      const wp = Float64Array.from(w64.get(p.name)!);
+      for (let i = 0; i < wp.length; i++) wp[i] += sign * h * v[i];
+      return lossAt(new Map([...w64, [p.name, wp]]));
+    };
+    const fd = (at(1) - at(-1)) / (2 * h);
+    let an = 0;
+    let gn = 0;
+    for (let i = 0; i < g.length; i++) {
+      an += g[i] * v[i];
+      gn += g[i] * g[i];
+    }
+    const tol = 1e-4 * (Math.abs(an) + Math.sqrt(gn)) + 1e-7;
+    assert.ok(Math.abs(fd - an) <= tol, `${p.name}: finite difference ${fd}, gradient·v ${an} (|g| ${Math.sqrt(gn)})`);
+  }
+}
+
+for (const c of cases()) {
+  test(`finite differences: ${c.name}`, () => checkGradients(c, 'frozen'));
+  const plan = planFinetune(c.model, { from: 'in', nClasses: K, freeze: c.freeze });
+  if (batchBns(c.model, plan).size > 0) test(`finite differences, BatchNormalization with batch statistics: ${c.name}`, () => checkGradients(c, 'batch'));
+}
+
+test('NCHWc depthwise kernels (stride 1, Keras Pad + stride 2, dilation 2) give the plain graph\'s loss, gradients and running statistics, for a full and a padded batch, with frozen and batch-statistics BN', async (t) => {
   const block = await nchwcBlock();
   if (!block) return t.skip('this onnxruntime build has no NCHWc kernels');
   const D = 2 * block;
@@ -162,30 +196,38 @@ test('NCHWc depthwise kernels (stride 1, Keras Pad + stride 2, dilation 2) give 
   ], [w('c0', [D, C, 1, 1]), w('dw1', [D, 1, 3, 3]), ...bn('bn1', D), floatTensor('lo', [], [0]), floatTensor('hi', [], [6]), int64Tensor('pads', [8], [0, 0, 0, 0, 0, 0, 1, 1]),
     w('dw2', [D, 1, 3, 3]), w('dw3', [D, 1, 3, 3]), w('pw', [6, D, 1, 1]), old(6)], 'z4');
   const plan = planFinetune(m, { from: 'in', nClasses: K });
-  const opts = { optimizer: 'sgd', momentum: 0, weightDecay: 0, labelSmoothing: SMOOTH, outputGradients: true } as const;
-  const blocked = buildTrainingModel(m, plan, { ...opts, nchwc: { block, batch: 3 } });
-  assert.equal(blocked.graph.node.filter((n) => n.domain === 'com.microsoft.nchwc' && n.opType === 'Conv').length, 3 + 3 + 1, 'forward and weight-gradient Convs on NCHWc, and the input gradient of the stride-1 undilated one');
-  const init = initialWeights(m, plan, 3);
-  const plain = await TrainingSession.open(buildTrainingModel(m, plan, opts), plan, init, { threads: 1, device: 'cpu' });
-  const fast = await TrainingSession.open(blocked, plan, init, { threads: 1, device: 'cpu' });
-  const zero = { head: 0, backbone: plan.blocks.map(() => 0) };
-  try {
-    for (const n of [3, 2]) {
-      const x = new Rng(11 + n).uniform(n * C * HW * HW, -1, 1);
-      const y = Int32Array.from({ length: n }, (_, i) => i % K);
-      const a = await plain.step(x, y, n, zero);
-      const b = await fast.step(x, y, n, zero);
-      assert.ok(Math.abs(a.loss - b.loss) <= 1e-5 * Math.abs(a.loss), `n=${n}: loss ${b.loss} vs ${a.loss}`);
-      for (const [name, ga] of a.gradients!) {
-        const gb = b.gradients!.get(name)!;
-        const scale = Math.max(...ga.map(Math.abs));
-        ga.forEach((v, i) => assert.ok(Math.abs(v - gb[i]) <= 1e-5 * scale + 1e-9, `n=${n} ${name}[${i}]: ${gb[i]} vs ${v}`));
+  for (const batchNorm of ['frozen', 'batch'] as const) {
+    const opts = { optimizer: 'sgd', momentum: 0, weightDecay: 0, labelSmoothing: SMOOTH, outputGradients: true, batchNorm } as const;
+    const blocked = buildTrainingModel(m, plan, { ...opts, nchwc: { block, batch: 3 } });
+    assert.equal(blocked.graph.node.filter((n) => n.domain === 'com.microsoft.nchwc' && n.opType === 'Conv').length, 3 + 3 + 1, 'forward and weight-gradient Convs on NCHWc, and the input gradient of the stride-1 undilated one');
+    const buffers = trainingBuffers(blocked);
+    assert.equal(buffers.length, batchNorm === 'batch' ? 2 : 0);
+    const init = initialWeights(m, plan, 3, buffers);
+    const evalModel = buffers.length ? { evalModel: buildEvalModel(m, plan, buffers) } : {};
+    const plain = await TrainingSession.open(buildTrainingModel(m, plan, opts), plan, init, { threads: 1, device: 'cpu', ...evalModel });
+    const fast = await TrainingSession.open(blocked, plan, init, { threads: 1, device: 'cpu', ...evalModel });
+    const zero = { head: 0, backbone: plan.blocks.map(() => 0) };
+    try {
+      for (const n of [3, 2]) {
+        const x = new Rng(11 + n).uniform(n * C * HW * HW, -1, 1);
+        const y = Int32Array.from({ length: n }, (_, i) => i % K);
+        const a = await plain.step(x, y, n, zero);
+        const b = await fast.step(x, y, n, zero);
+        assert.ok(Math.abs(a.loss - b.loss) <= 1e-5 * Math.abs(a.loss), `n=${n}: loss ${b.loss} vs ${a.loss}`);
+        for (const [name, ga] of a.gradients!) {
+          const gb = b.gradients!.get(name)!;
+          const scale = Math.max(...ga.map(Math.abs));
+          ga.forEach((v, i) => assert.ok(Math.abs(v - gb[i]) <= 1e-5 * scale + 1e-9, `${batchNorm} n=${n} ${name}[${i}]: ${gb[i]} vs ${v}`));
+        }
+        // padding rows are not in the batch statistics
+        const [wa, wb] = [await plain.weights(), await fast.weights()];
+        for (const b of buffers) wa.get(b.name)!.forEach((v, i) => assert.ok(Math.abs(v - wb.get(b.name)![i]) <= 1e-5 * (1 + Math.abs(v)), `n=${n} ${b.name}[${i}]: ${wb.get(b.name)![i]} vs ${v}`));
       }
+      await assert.rejects(fast.step(new Float32Array(4 * C * HW * HW), new Int32Array(4), 4, zero), /4 samples for a training graph built for batches of 3/);
+    } finally {
+      await plain.close();
+      await fast.close();
     }
-    await assert.rejects(fast.step(new Float32Array(4 * C * HW * HW), new Int32Array(4), 4, zero), /4 samples for a training graph built for batches of 3/);
-  } finally {
-    await plain.close();
-    await fast.close();
   }
 });
 

@@ -153,6 +153,7 @@ describe('fine-tuning from the input (tiny generated classifier)', () => {
       [['--features', dir, '--from', 'a', '--lr-backbone', '-1'], /error: --lr-backbone: expected a positive number/],
       [['--features', dir, '--from', 'a', '--ema', '1.5'], /error: --ema: expected a decay in \[0, 1\) \(0: off\), got '1.5'/],
       [['--features', dir, '--from', 'a', '--ema', 'x'], /error: --ema: expected a number, got 'x'/],
+      [['--features', dir, '--from', 'a', '--batch-norm', 'train'], /error: option '--batch-norm <mode>' argument 'train' is invalid\. Allowed choices are frozen, batch/],
       [['--features', dir], /error: --head finetune: --from <tap> is required/],
       [['--from', 'input'], /error: --from input: pass the images with --data/],
     ];

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readOnnxFile } from '../src/onnx/io.js';
 import { builtinOnnxPath } from '../src/import/keras/nsfwjs.js';
-import { planFinetune, buildTrainingModel, initialWeights, nchwcBlock, TrainingSession, Rng, type FinetunePlan, type TrainGraphOptions } from '../src/finetune/index.js';
+import { planFinetune, buildTrainingModel, buildEvalModel, trainingBuffers, initialWeights, nchwcBlock, TrainingSession, Rng, type FinetunePlan, type TrainGraphOptions } from '../src/finetune/index.js';
 import type { ModelProto } from '../src/onnx/proto.js';
 
 const FIX = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures', 'finetune');
@@ -20,8 +20,10 @@ interface Summary { norm: number; dot: number; maxabs: number; idx: number[]; va
 interface Case {
   from: string; n: number; classes: number; x: { seed: number; lo: number; hi: number };
   loss: number; params: string[]; grads: Record<string, Summary>;
-  sgd: { losses: number[]; deltas: Record<string, Summary> }; adamw: { losses: number[]; deltas: Record<string, Summary> };
+  sgd: Steps; adamw: Steps;
 }
+/** After the steps: each parameter's change and (batch-statistics BN) each running statistic. */
+interface Steps { losses: number[]; deltas: Record<string, Summary>; buffers?: Record<string, Summary> }
 interface Reference { settings: Record<string, number>; cases: Record<string, Case> }
 
 const TOL = 1e-4;
@@ -63,8 +65,12 @@ function check(what: string, a: Float32Array, ref: Summary, k: number, floor = 0
   });
 }
 
-/** `nchwc`: build the graph as a CPU run does (NCHWc depthwise kernels) for batches of `nchwc.batch`. */
-async function runCase(model: ModelProto, c: Case, nchwc?: { block: number; batch: number }): Promise<void> {
+/**
+ * `nchwc`: build the graph as a CPU run does (NCHWc depthwise kernels) for batches of `nchwc.batch`.
+ * `batchNorm` 'batch': BatchNormalization with batch statistics (PyTorch's train mode); the running
+ * statistics after the steps are checked too.
+ */
+async function runCase(model: ModelProto, c: Case, nchwc?: { block: number; batch: number }, batchNorm: 'frozen' | 'batch' = 'frozen'): Promise<void> {
   const s = REF.settings;
   const plan: FinetunePlan = planFinetune(model, { from: c.from, nClasses: c.classes });
   assert.deepEqual(plan.params.map((p) => p.name).sort(), c.params.slice().sort());
@@ -72,22 +78,43 @@ async function runCase(model: ModelProto, c: Case, nchwc?: { block: number; batc
   const x = new Rng(c.x.seed).uniform(size, c.x.lo, c.x.hi);
   const y = Int32Array.from({ length: c.n }, (_, i) => i % c.classes);
   const lr = { head: s.lr_head, backbone: plan.blocks.map(() => s.lr_backbone) };
-  const init = initialWeights(model, plan, s.head_seed);
   const k = new Map(c.params.map((p, i) => [p, i]));
+  // With batch statistics a β that only feeds 1×1 Convs followed by batch-statistics BNs (MobileNetV2's
+  // projection BNs, through the residual stream) shifts values that the next BN subtracts again: its
+  // gradient is exactly 0 (PyTorch float64: ~1e-16). Float32 leaves cancellation noise there, which
+  // Adam rescales to a full-size step (PyTorch in float32 does the same), so those are checked to be
+  // noise-sized and their updates are not compared.
+  const top = Math.max(...Object.values(c.grads).map((g) => g.norm));
+  const zero = new Set(c.params.filter((p) => c.grads[p].norm <= 1e-9 * top));
+  if (batchNorm === 'frozen') assert.equal(zero.size, 0);
   for (const opt of ['sgd', 'adamw'] as const) {
-    const opts: TrainGraphOptions = { optimizer: opt, momentum: s.momentum, weightDecay: opt === 'sgd' ? s.sgd_wd : s.adamw_wd, labelSmoothing: s.label_smoothing, outputGradients: opt === 'sgd', ...(nchwc ? { nchwc } : {}) };
-    const sess = await TrainingSession.open(buildTrainingModel(model, plan, opts), plan, init, { threads: 1, device: 'cpu' });
+    const opts: TrainGraphOptions = { optimizer: opt, momentum: s.momentum, weightDecay: opt === 'sgd' ? s.sgd_wd : s.adamw_wd, labelSmoothing: s.label_smoothing, outputGradients: opt === 'sgd', batchNorm, ...(batchNorm === 'batch' ? { eps: s.adamw_eps_batch_bn } : {}), ...(nchwc ? { nchwc } : {}) };
+    const train = buildTrainingModel(model, plan, opts);
+    const buffers = trainingBuffers(train);
+    const refBuffers = Object.keys(c[opt].buffers ?? {});
+    assert.deepEqual(buffers.map((b) => b.name).sort(), refBuffers.slice().sort(), 'the running statistics PyTorch updates');
+    const init = initialWeights(model, plan, s.head_seed, buffers);
+    const sess = await TrainingSession.open(train, plan, init, { threads: 1, device: 'cpu', ...(buffers.length ? { evalModel: buildEvalModel(model, plan, buffers) } : {}) });
     try {
       for (let step = 0; step < s.steps; step++) {
         const r = await sess.step(x, y, c.n, lr);
         assert.ok(Math.abs(r.loss - c[opt].losses[step]) <= TOL * c[opt].losses[step], `${opt} step ${step + 1}: loss ${r.loss} vs PyTorch ${c[opt].losses[step]}`);
         if (step === 0 && r.gradients) {
           assert.ok(Math.abs(r.loss - c.loss) <= TOL * c.loss);
-          for (const [name, g] of r.gradients) check(`grad ${name}`, g, c.grads[name], k.get(name)!);
+          for (const [name, g] of r.gradients) {
+            if (!zero.has(name)) check(`grad ${name}`, g, c.grads[name], k.get(name)!);
+            else assert.ok(Math.hypot(...g) <= 1e-5 * top, `grad ${name}: ${Math.hypot(...g)}, PyTorch's is 0`);
+          }
         }
       }
       const after = await sess.weights();
       for (const [name, w] of after) {
+        if (refBuffers.includes(name)) {
+          const big = w.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+          check(`${opt} running statistic ${name}`, w, c[opt].buffers![name], 100 + refBuffers.indexOf(name), big * 2 ** -23);
+          continue;
+        }
+        if (zero.has(name)) continue;
         const d = new Float32Array(w.length);
         const w0 = init.get(name)!;
         let big = 0;
@@ -121,4 +148,17 @@ test('fine-tune graph matches PyTorch: ResNet-18 layer4 (narrowed) exported by t
   const plan = planFinetune(model, { from: 'input', nClasses: 4 });
   assert.deepEqual(plan.blocks, ['/layer4/layer4.0', '/layer4/layer4.1']);
   await runCase(model, REF.cases.resnet18_layer4);
+});
+
+test('with batch-statistics BN (PyTorch train mode) the graph matches PyTorch: MobileNetV2 top from block_13, plain and on NCHWc with 3 padding rows', async () => {
+  const { model } = await readOnnxFile(await builtinOnnxPath('mobilenet_v2'));
+  const c = REF.cases.mobilenet_v2_batch_bn;
+  await runCase(model, c, undefined, 'batch');
+  const block = await nchwcBlock();
+  if (block) await runCase(model, c, { block, batch: c.n + 3 }, 'batch');
+});
+
+test('with batch-statistics BN the graph matches PyTorch: ResNet-18 layer4 (narrowed), from the input', async () => {
+  const { model } = await readOnnxFile(path.join(FIX, 'resnet18_layer4_small.onnx'));
+  await runCase(model, REF.cases.resnet18_layer4_batch_bn, undefined, 'batch');
 });

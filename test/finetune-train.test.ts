@@ -70,12 +70,13 @@ describe('fine-tuning from block_13 (built-in backbone, hymenoptera photos)', { 
   test('trains, saves a head folder with a report, and eval gives the same val metrics', async () => {
     const out = path.join(dir, 'h-train');
     const events: FinetuneEvent[] = [];
-    // mixup and the weights' average on: both run through the whole loop, and the resume test below repeats them
-    const r = await finetune({ ...base(), mixup: 0.4, ema: 0.9, out, progress: (e) => events.push(e) });
+    // mixup, the weights' average and batch-statistics BN on: all run through the whole loop, and the resume test below repeats them
+    const r = await finetune({ ...base(), mixup: 0.4, ema: 0.9, batchNorm: 'batch', out, progress: (e) => events.push(e) });
     await r.head.close();
     fullRun = r;
     assert.equal(r.report.params.mixup, 0.4);
     assert.equal(r.report.params.ema, 0.9);
+    assert.equal(r.report.params.batchNorm, 'batch');
     const epochs = events.filter((e) => e.event === 'epoch');
     assert.equal(epochs.length, 2);
     assert.ok(events.some((e) => e.event === 'step' && e.batches === 3), 'three steps of 4 per epoch over 12 rows');
@@ -129,22 +130,24 @@ describe('fine-tuning from block_13 (built-in backbone, hymenoptera photos)', { 
   });
 
   test('Ctrl-C (abort) writes a checkpoint; --resume ends where an uninterrupted run ends', async () => {
-    const full = fullRun ?? (await finetune({ ...base(), mixup: 0.4, ema: 0.9, out: path.join(dir, 'h-full') }));
+    const full = fullRun ?? (await finetune({ ...base(), mixup: 0.4, ema: 0.9, batchNorm: 'batch', out: path.join(dir, 'h-full') }));
     await full.head.close();
     const out = path.join(dir, 'h-resume');
     const ac = new AbortController();
     await assert.rejects(
-      finetune({ ...base(), mixup: 0.4, ema: 0.9, out, signal: ac.signal, progress: (e) => e.event === 'step' && e.step === 4 && ac.abort() }),
+      finetune({ ...base(), mixup: 0.4, ema: 0.9, batchNorm: 'batch', out, signal: ac.signal, progress: (e) => e.event === 'step' && e.step === 4 && ac.abort() }),
       (e: unknown) => e instanceof XferError && e.exitCode === 130 && /interrupted in epoch 2 after batch 1/.test(e.message),
     );
     const ck = await loadCheckpoint(path.join(out, CHECKPOINT_FILE));
     assert.deepEqual([ck.epoch, ck.batch, ck.step], [1, 1, 4]);
-    await assert.rejects(finetune({ ...base(), mixup: 0.4, ema: 0.9, lr: 2e-3, out, resume: true }), /--resume: .* other lr/);
-    await assert.rejects(finetune({ ...base(), ema: 0.9, out, resume: true }), /--resume: .* other mixup/);
-    await assert.rejects(finetune({ ...base(), mixup: 0.4, out, resume: true }), /--resume: .* other ema/);
+    await assert.rejects(finetune({ ...base(), mixup: 0.4, ema: 0.9, batchNorm: 'batch', lr: 2e-3, out, resume: true }), /--resume: .* other lr/);
+    await assert.rejects(finetune({ ...base(), ema: 0.9, batchNorm: 'batch', out, resume: true }), /--resume: .* other mixup/);
+    await assert.rejects(finetune({ ...base(), mixup: 0.4, batchNorm: 'batch', out, resume: true }), /--resume: .* other ema/);
+    await assert.rejects(finetune({ ...base(), mixup: 0.4, ema: 0.9, out, resume: true }), /--resume: .* other batchNorm/);
     const ck2 = await loadCheckpoint(path.join(out, CHECKPOINT_FILE));
     assert.ok(ck2.ema && ck2.ema.size > 0, 'the checkpoint carries the weights\' average');
-    const resumed = await finetune({ ...base(), mixup: 0.4, ema: 0.9, out, resume: true });
+    assert.ok([...ck2.state.keys()].some((k) => /moving_variance/.test(k)), 'and the running statistics');
+    const resumed = await finetune({ ...base(), mixup: 0.4, ema: 0.9, batchNorm: 'batch', out, resume: true });
     await resumed.head.close();
     assert.equal((resumed.report.fit!.history as unknown[]).length, 2);
     const a = full.report.metrics.val;
@@ -162,6 +165,7 @@ describe('fine-tuning from block_13 (built-in backbone, hymenoptera photos)', { 
     await assert.rejects(finetune({ ...base(), lrBackbone: Number('abc'), out }), /--lr-backbone: expected a positive number/);
     await assert.rejects(finetune({ ...base(), lr: -1, out }), /--lr: expected a positive number/);
     await assert.rejects(finetune({ ...base(), mixup: -0.2, out }), /--mixup: expected α ≥ 0 \(0: off\), got '-0.2'/);
+    await assert.rejects(finetune({ ...base(), batchNorm: 'train' as 'batch', out }), /--batch-norm: expected frozen or batch, got 'train'/);
     await assert.rejects(finetune({ ...base(), ema: 1, out }), (e: unknown) => e instanceof XferError && /--ema: expected a decay in \[0, 1\) \(0: off\), got '1'/.test(e.message) && /--ema 0.999/.test(e.hint ?? ''));
     const one = path.join(dir, 'one');
     await linkImages(path.join(dir, 'one-img'), { train: 3 }, ['ants']);

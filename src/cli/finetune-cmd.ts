@@ -6,7 +6,7 @@
 import cliProgress from 'cli-progress';
 import { XferError } from '../errors.js';
 import { parseNonNegativeInt, parsePositiveInt } from './args.js';
-import type { FinetuneEvent, FinetuneOptions, Optimizer } from '../finetune/fit.js';
+import type { BatchNormMode, FinetuneEvent, FinetuneOptions, Optimizer } from '../finetune/fit.js';
 import type { Metrics } from '../heads/metrics.js';
 
 type Flags = Record<string, string | string[] | boolean | undefined>;
@@ -41,6 +41,7 @@ export function finetuneOptions(o: Flags): FinetuneOptions {
     labelSmoothing: num(o.labelSmoothing, '--label-smoothing'),
     mixup: num(o.mixup, '--mixup'),
     ema: num(o.ema, '--ema'),
+    batchNorm: o.batchNorm as BatchNormMode | undefined,
     epochs: o.epochs !== undefined ? parsePositiveInt(String(o.epochs), '--epochs') : undefined,
     batch: o.batch !== undefined ? parsePositiveInt(String(o.batch), '--batch') : undefined,
     warmup: num(o.warmup, '--warmup'),

@@ -129,6 +129,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--warmup <epochs>', 'finetune: linear warmup, in epochs, before the cosine decay (default min(1, epochs/10))')
     .option('--label-smoothing <e>', 'finetune: label smoothing (default 0)')
     .option('--mixup <alpha>', 'finetune: mixup, each batch blended with itself reversed by λ ~ Beta(α, α) (e.g. 0.2; default 0: off)')
+    .addOption(new Option('--batch-norm <mode>', 'finetune: BatchNormalization of the trained blocks: frozen keeps the source\'s running statistics, batch normalises by batch statistics and updates them (PyTorch\'s train mode) (default frozen)').choices(['frozen', 'batch']))
     .option('--ema <decay>', 'finetune: score and keep an exponential moving average of the weights (e.g. 0.999; default 0: off)')
     .option('--patience <n>', 'finetune: early stopping after n epochs without a better val accuracy; the best epoch is kept (0: off; default 3)')
     .option('--augment <list>', 'finetune --from input: hflip,crop,color or none (default hflip,crop)')
@@ -165,7 +166,7 @@ Fine-tuning (--head finetune, docs/finetune.md):
         const { runFinetune } = await import('./finetune-cmd.js');
         return runFinetune(o);
       }
-      const foreign = ['from', 'data', 'lr', 'lrBackbone', 'layerDecay', 'freeze', 'optimizer', 'epochs', 'batch', 'mixup', 'ema', 'resume'].filter((k) => o[k] !== undefined);
+      const foreign = ['from', 'data', 'lr', 'lrBackbone', 'layerDecay', 'freeze', 'optimizer', 'epochs', 'batch', 'mixup', 'ema', 'batchNorm', 'resume'].filter((k) => o[k] !== undefined);
       if (foreign.length) throw new XferError(`--${foreign[0].replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} is a fine-tuning option`, { hint: 'use it with --head finetune (other heads take --param key=value)' });
       if (o.features === undefined) throw new XferError("required option '--features <dir>' not specified", { hint: 'pass the feature folder written by `xfer extract`' });
       // The trainer (head implementations, onnxruntime kernels, plots) loads only when a command runs.

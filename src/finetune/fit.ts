@@ -23,7 +23,7 @@ import { writeReport, type Report } from '../heads/report.js';
 import { refuseExistingOut } from '../heads/train.js';
 import { isLockEntry, withFolderLock } from '../util/lock.js';
 import type { WriteFn } from '../util/atomic.js';
-import { buildInferenceModel, buildTrainingModel, initialWeights, planFinetune, TrainingSession, type FinetunePlan } from './index.js';
+import { buildEvalModel, buildInferenceModel, buildTrainingModel, initialWeights, trainingBuffers, planFinetune, TrainingSession, type FinetunePlan } from './index.js';
 import { epochOrder, FeatureRowSource, imageCount, oneViewPerImage, pickFromLayer, type Example, type ExampleSource } from './data.js';
 import { blockRates, checkRate, ratesAt, type LrSpec } from './schedule.js';
 import { CHECKPOINT_FILE, loadCheckpoint, saveCheckpoint, type Checkpoint, type EpochRecord } from './checkpoint.js';
@@ -32,6 +32,8 @@ import { nchwcBlockFor } from './nchwc.js';
 import { betaSymmetric, mixBatch } from './mixup.js';
 
 export type Optimizer = 'sgd' | 'adamw';
+export type BatchNormMode = 'frozen' | 'batch';
+export const BATCH_NORM_MODES: readonly BatchNormMode[] = ['frozen', 'batch'];
 export const OPTIMIZERS: readonly Optimizer[] = ['sgd', 'adamw'];
 
 export interface FinetuneOptions {
@@ -63,6 +65,11 @@ export interface FinetuneOptions {
   labelSmoothing?: number;
   /** Mixup's α: each batch is blended with itself reversed, λ ~ Beta(α, α) (0: off, the default). */
   mixup?: number;
+  /**
+   * BatchNormalization of the trained blocks: 'frozen' (default) keeps the source's running
+   * statistics; 'batch' normalises by batch statistics and updates the running ones (PyTorch's train mode).
+   */
+  batchNorm?: BatchNormMode;
   /** Decay of an exponential moving average of the weights, which is what is scored and saved (0: off, the default). */
   ema?: number;
   epochs?: number;
@@ -142,6 +149,7 @@ interface Resolved {
   labelSmoothing: number;
   mixup: number;
   ema: number;
+  batchNorm: BatchNormMode;
   epochs: number;
   batch: number;
   warmup: number;
@@ -166,20 +174,22 @@ export function resolveFinetuneOptions(o: FinetuneOptions): Resolved {
   if (typeof mixup !== 'number' || !Number.isFinite(mixup) || mixup < 0) throw new XferError(`--mixup: expected α ≥ 0 (0: off), got '${String(o.mixup)}'`, { hint: 'e.g. --mixup 0.2' });
   const ema = o.ema ?? 0;
   if (typeof ema !== 'number' || !(ema >= 0 && ema < 1)) throw new XferError(`--ema: expected a decay in [0, 1) (0: off), got '${String(o.ema)}'`, { hint: 'e.g. --ema 0.999 (an average over about the last 1 000 steps)' });
+  const batchNorm = o.batchNorm ?? 'frozen';
+  if (!BATCH_NORM_MODES.includes(batchNorm)) throw new XferError(`--batch-norm: expected frozen or batch, got '${String(o.batchNorm)}'`, { hint: 'frozen keeps the source\'s running statistics; batch normalises by batch statistics (PyTorch\'s train mode)' });
   const epochs = positiveInt(o.epochs ?? 10, '--epochs');
   const batch = positiveInt(o.batch ?? 32, '--batch');
   const warmup = checkRate(o.warmup ?? Math.min(1, epochs / 10), '--warmup', true);
   const patience = positiveInt(o.patience ?? 3, '--patience', true);
   const freeze = positiveInt(o.freeze ?? 0, '--freeze', true);
   const seed = positiveInt(o.seed ?? 0, '--seed', true);
-  return { lr, lrBackbone, layerDecay, freeze, optimizer, momentum, weightDecay, labelSmoothing, mixup, ema, epochs, batch, warmup, patience, seed };
+  return { lr, lrBackbone, layerDecay, freeze, optimizer, momentum, weightDecay, labelSmoothing, mixup, ema, batchNorm, epochs, batch, warmup, patience, seed };
 }
 
 /**
  * Options added after checkpoints were first written, with the value the runs that wrote those
  * checkpoints used: a checkpoint without the key resumes under that value.
  */
-const ADDED_OPTIONS: Record<string, unknown> = { mixup: 0, ema: 0 };
+const ADDED_OPTIONS: Record<string, unknown> = { mixup: 0, ema: 0, batchNorm: 'frozen' };
 
 /** The run options a `--resume` changes against its checkpoint's (only epochs and patience may change). */
 export function resumeConflicts(config: Record<string, unknown>, prev: Record<string, unknown>): string[] {
@@ -412,9 +422,15 @@ async function finetuneLocked(opts: FinetuneOptions): Promise<FinetuneResult> {
       momentum: R.momentum,
       weightDecay: R.weightDecay,
       labelSmoothing: R.labelSmoothing,
+      batchNorm: R.batchNorm,
       ...(block ? { nchwc: { block, batch: R.batch } } : {}),
     });
-    session = await TrainingSession.open(training, plan, initialWeights(data.backbone.model, plan, R.seed), { threads: opts.threads, device: opts.device ?? 'auto' });
+    const buffers = trainingBuffers(training);
+    session = await TrainingSession.open(training, plan, initialWeights(data.backbone.model, plan, R.seed, buffers), {
+      threads: opts.threads,
+      device: opts.device ?? 'auto',
+      ...(buffers.length ? { evalModel: buildEvalModel(data.backbone.model, plan, buffers) } : {}),
+    });
     if (opts.resume) await session.setState({ step: ck.sessionStep, tensors: ck.state });
     // the average starts at the initial (pretrained) weights; a resumed run continues its own
     if (R.ema > 0 && !ck.ema) ck.ema = await session.weights();
@@ -517,6 +533,7 @@ async function finetuneLocked(opts: FinetuneOptions): Promise<FinetuneResult> {
       labelSmoothing: R.labelSmoothing,
       mixup: R.mixup,
       ema: R.ema,
+      batchNorm: R.batchNorm,
       epochs: R.epochs,
       batch: R.batch,
       warmup: R.warmup,

@@ -7,7 +7,7 @@ import type { ModelProto, TensorProto } from '../onnx/proto.js';
 import { DataType } from '../onnx/proto.js';
 import { floatTensor, makeModel, valueInfo } from '../onnx/builder.js';
 import { XferError } from '../errors.js';
-import { Lowering, type NchwcOptions } from './lower.js';
+import { Lowering, type BatchStatsOptions, type NchwcOptions } from './lower.js';
 import { NCHWC_DOMAIN } from './emit.js';
 import { HEAD_BIAS, HEAD_WEIGHT, partOf, type FinetunePlan, type ParamInfo } from './plan.js';
 
@@ -27,6 +27,19 @@ export interface TrainGraphOptions {
    * graph then takes exactly `batch` rows; TrainingSession pads a smaller batch with rows of weight 0.
    */
   nchwc?: NchwcOptions;
+  /**
+   * 'frozen' (default): every BatchNormalization keeps the source's running statistics, folded into
+   * its Conv. 'batch': those of trained blocks normalise by batch statistics and update their
+   * running statistics with `bnMomentum` (PyTorch's train mode; default momentum 0.1).
+   */
+  batchNorm?: 'frozen' | 'batch';
+  bnMomentum?: number;
+}
+
+/** Running statistics a training graph reads and updates (batchNorm 'batch'), from its metadata. */
+export function trainingBuffers(training: ModelProto): { name: string; shape: number[] }[] {
+  const meta = (training.metadataProps ?? []).find((e) => e.key === 'xfer.finetune');
+  return meta ? ((JSON.parse(meta.value) as { buffers?: { name: string; shape: number[] }[] }).buffers ?? []) : [];
 }
 
 /** Names shared by the graphs and TrainingSession. */
@@ -97,6 +110,8 @@ function checkOptions(opts: TrainGraphOptions): void {
   if (!(opts.momentum >= 0 && opts.momentum < 1)) bad('--momentum', opts.momentum, 'a number in [0, 1)');
   if (!(opts.weightDecay >= 0) || !Number.isFinite(opts.weightDecay)) bad('--weight-decay', opts.weightDecay, 'a number ≥ 0');
   if (!(opts.labelSmoothing >= 0 && opts.labelSmoothing < 1)) bad('--label-smoothing', opts.labelSmoothing, 'a number in [0, 1)');
+  if (opts.batchNorm !== undefined && opts.batchNorm !== 'frozen' && opts.batchNorm !== 'batch') bad('--batch-norm', opts.batchNorm, 'frozen or batch');
+  if (opts.bnMomentum !== undefined && !(opts.bnMomentum > 0 && opts.bnMomentum <= 1)) bad('--bn-momentum', opts.bnMomentum, 'a number in (0, 1]');
 }
 
 /**
@@ -111,7 +126,8 @@ export function buildTrainingModel(model: ModelProto, plan: FinetunePlan, opts: 
   refuseNameClashes(part, plan);
   const trainable = new Set(plan.params.map((p) => p.name));
   if (opts.nchwc && !(Number.isInteger(opts.nchwc.batch) && opts.nchwc.batch > 0 && opts.nchwc.block > 1)) throw new XferError(`fine-tune: NCHWc options ${JSON.stringify(opts.nchwc)}`);
-  const lw = new Lowering(part, trainable, opts.nchwc);
+  const stats: BatchStatsOptions | undefined = opts.batchNorm === 'batch' ? { rowWeights: IO.invN, momentum: opts.bnMomentum ?? 0.1, next: IO.next } : undefined;
+  const lw = new Lowering(part, trainable, opts.nchwc, stats);
   const em = lw.em;
   const { logits, feats } = forward(lw, plan, IO.x);
   // Softmax cross-entropy; the label smoothing is in the target rows, and `inv_n` weighs each row
@@ -134,6 +150,10 @@ export function buildTrainingModel(model: ModelProto, plan: FinetunePlan, opts: 
     if (opts.optimizer === 'adamw' && opts.weightDecay !== 0) inputs.push(valueInfo(IO.decay(g), DataType.FLOAT, []));
   }
   if (opts.optimizer === 'adamw') inputs.push(valueInfo(IO.bc2, DataType.FLOAT, []));
+  for (const b of lw.buffers) {
+    inputs.push(valueInfo(b.name, DataType.FLOAT, b.shape));
+    outputs.push(valueInfo(IO.next(b.name), DataType.FLOAT, b.shape));
+  }
   const wd = opts.weightDecay;
   const b1 = opts.beta1 ?? 0.9;
   const b2 = opts.beta2 ?? 0.999;
@@ -180,7 +200,7 @@ export function buildTrainingModel(model: ModelProto, plan: FinetunePlan, opts: 
     }
   }
   const m = finish(model, lw, inputs, outputs, 'xfer-finetune-train');
-  const kind = { optimizer: opts.optimizer, decay: opts.optimizer === 'adamw' && wd !== 0, beta1: b1, beta2: b2, weightDecay: wd, labelSmoothing: opts.labelSmoothing, batch: opts.nchwc?.batch ?? null };
+  const kind = { optimizer: opts.optimizer, decay: opts.optimizer === 'adamw' && wd !== 0, beta1: b1, beta2: b2, weightDecay: wd, labelSmoothing: opts.labelSmoothing, batch: opts.nchwc?.batch ?? null, buffers: lw.buffers };
   m.metadataProps = [{ key: 'xfer.finetune', value: JSON.stringify(kind) }];
   return m;
 }
@@ -208,11 +228,35 @@ export function evalModelOf(training: ModelProto, plan: FinetunePlan): ModelProt
 }
 
 /**
+ * Evaluation while training with batch statistics: `x`, the weights and the running statistics
+ * (inputs, as the training graph updates them) → `logits`.
+ */
+export function buildEvalModel(model: ModelProto, plan: FinetunePlan, buffers: { name: string; shape: number[] }[]): ModelProto {
+  const part = partOf(model, plan);
+  const lw = new Lowering(part, new Set([...plan.params.map((p) => p.name), ...buffers.map((b) => b.name)]));
+  const { logits } = forward(lw, plan, IO.x);
+  const inputs = [activationsIn(plan, IO.x), ...plan.params.map((p) => valueInfo(p.name, DataType.FLOAT, p.shape)), ...buffers.map((b) => valueInfo(b.name, DataType.FLOAT, b.shape))];
+  return finish(model, lw, inputs, [valueInfo(logits, DataType.FLOAT, ['N', plan.nClasses])], 'xfer-finetune-eval');
+}
+
+/**
  * The fine-tuned part as a stand-alone model: input named like `plan.from` [N, ...fromShape],
- * outputs `logits` and `probabilities` [N, K], the weights baked in.
+ * outputs `logits` and `probabilities` [N, K], the weights baked in. Entries of `weights` that are
+ * not parameters replace the model's constants of that name (running statistics trained with
+ * batch statistics).
  */
 export function buildInferenceModel(model: ModelProto, plan: FinetunePlan, weights: Map<string, Float32Array>): ModelProto {
   const part = partOf(model, plan);
+  const isParam = new Set(plan.params.map((p) => p.name));
+  const consts = new Map(part.consts);
+  for (const [k, v] of weights) {
+    if (isParam.has(k)) continue;
+    const c = consts.get(k);
+    const dims = (c?.dims ?? []).map(Number);
+    if (!c || dims.reduce((a, b) => a * b, 1) !== v.length) throw new XferError(`fine-tuned weights: ${k} is ${c ? `${v.length} values for a constant of shape [${dims}]` : 'not a constant of the model'}`, { hint: 'the weights do not belong to this plan; train again' });
+    consts.set(k, floatTensor(k, dims, v));
+  }
+  part.consts = consts;
   const lw = new Lowering(part, new Set(plan.params.map((p) => p.name)));
   const { logits } = forward(lw, plan, plan.from);
   lw.em.op('Softmax', [logits], { axis: 1 }, '', IO.probabilities);

@@ -21,7 +21,7 @@
  * `<name>#m`/`<name>#v` (AdamW); the step count drives AdamW's bias correction.
  */
 export { planFinetune, finetuneTaps, HEAD_WEIGHT, HEAD_BIAS, SUPPORTED_OPS, type FinetunePlan, type ParamInfo } from './plan.js';
-export { buildTrainingModel, buildInferenceModel, evalModelOf, type TrainGraphOptions } from './graphs.js';
+export { buildTrainingModel, buildInferenceModel, buildEvalModel, evalModelOf, trainingBuffers, type TrainGraphOptions } from './graphs.js';
 export { initialWeights } from './init.js';
 export { TrainingSession, type LearningRates, type SessionOptions } from './session.js';
 export { Rng } from './rng.js';

@@ -4,7 +4,7 @@ import { constantsOf, readConst } from './tensors.js';
 import { Rng } from './rng.js';
 import type { FinetunePlan } from './plan.js';
 
-export function initialWeights(model: ModelProto, plan: FinetunePlan, seed: number): Map<string, Float32Array> {
+export function initialWeights(model: ModelProto, plan: FinetunePlan, seed: number, buffers: readonly { name: string }[] = []): Map<string, Float32Array> {
   const consts = constantsOf(model);
   const out = new Map<string, Float32Array>();
   const rng = new Rng(seed);
@@ -15,5 +15,7 @@ export function initialWeights(model: ModelProto, plan: FinetunePlan, seed: numb
     if (p.group === 'head') out.set(p.name, rng.uniform(n, -bound, bound));
     else out.set(p.name, readConst(consts.get(p.name)!).f32!.slice());
   }
+  // running statistics (training with batch statistics) start at the model's
+  for (const b of buffers) out.set(b.name, readConst(consts.get(b.name)!).f32!.slice());
   return out;
 }

@@ -27,6 +27,20 @@ function swappedKernelSize(xs: number[], zs: number[], pads: number[], stride: n
   return [0, 1].map((i) => Math.floor((xs[i + 1] + pads[i] + pads[i + 2] - stride[i] * (zs[i + 1] - 1) - 1) / dil[i]) + 1) as [number, number];
 }
 
+/**
+ * Batch statistics for the BatchNormalization after a trained Conv (PyTorch's train mode): it
+ * normalises by the batch's mean and variance and updates the running statistics, which become
+ * graph inputs and outputs (`buffers`).
+ */
+export interface BatchStatsOptions {
+  /** The graph's per-row weight input [N, 1]: 1/n, 0 for rows that pad a short batch (excluded from the statistics). */
+  rowWeights: string;
+  /** PyTorch's momentum of the running statistics (0.1). */
+  momentum: number;
+  /** Output name of a running statistic's updated value. */
+  next: (t: string) => string;
+}
+
 export interface Part {
   nodes: NodeProto[];
   consts: Map<string, TensorProto>;
@@ -49,6 +63,9 @@ export class Lowering {
   readonly paramGrads = new Map<string, string>();
   private readonly needs = new Set<string>();
   private readonly grads = new Map<string, string[]>();
+  /** Running statistics a batch-statistics BatchNormalization reads and updates (graph inputs). */
+  readonly buffers: { name: string; shape: number[] }[] = [];
+  private rowTensors: { weights4: string; mask4: string; count: string } | null = null;
 
   /**
    * `trainable`: parameter names fed as graph inputs; other constants become initializers.
@@ -59,6 +76,7 @@ export class Lowering {
     private readonly part: Part,
     private readonly trainable: Set<string>,
     private readonly nchwc?: NchwcOptions,
+    private readonly batchStats?: BatchStatsOptions,
   ) {
     for (const n of part.nodes) for (const o of n.output) this.em.reserve(o);
     for (const c of part.consts.keys()) this.em.reserve(c);
@@ -106,7 +124,10 @@ export class Lowering {
         const cons = consumers.get(n.output[0]) ?? [];
         const bn = cons.length === 1 && cons[0].opType === 'BatchNormalization' ? cons[0] : undefined;
         if (bn) skip.add(bn);
-        this.conv(n, bn, padOf.get(n));
+        // batch statistics where the BN trains (a frozen block keeps its running statistics, folded)
+        const batch = bn !== undefined && this.batchStats !== undefined && this.trainable.has(bn.input[1]);
+        this.conv(n, batch ? undefined : bn, padOf.get(n));
+        if (batch) this.batchNorm(bn);
       } else this.simple(n);
     }
   }
@@ -140,10 +161,15 @@ export class Lowering {
     const params = [n.input[1], ...(n.input[2] ? [n.input[2]] : [])];
     if (bn) {
       const eps = attrFloat(bn, 'epsilon', 1e-5);
-      const varr = readConst(this.part.consts.get(bn.input[4])!).f32!;
-      const inv = new Float32Array(varr.length);
-      for (let i = 0; i < varr.length; i++) inv[i] = 1 / Math.sqrt(varr[i] + eps);
-      invstd = em.f32(inv, [O], `${out}/invstd`);
+      if (this.trainable.has(bn.input[4])) {
+        // running statistics fed as inputs (evaluation while training with batch statistics)
+        invstd = em.op('Reciprocal', [em.op('Sqrt', [em.op('Add', [bn.input[4], em.f32([eps])])])], {}, `${out}/invstd`);
+      } else {
+        const varr = readConst(this.part.consts.get(bn.input[4])!).f32!;
+        const inv = new Float32Array(varr.length);
+        for (let i = 0; i < varr.length; i++) inv[i] = 1 / Math.sqrt(varr[i] + eps);
+        invstd = em.f32(inv, [O], `${out}/invstd`);
+      }
       mean = this.w(bn.input[3]);
       const gamma = this.w(bn.input[1]);
       const beta = this.w(bn.input[2]);
@@ -190,6 +216,67 @@ export class Lowering {
         }
         if (want(x)) res.push({ input: x, grad: this.convInputGrad(dz, zs, Wf, wShape, xs, attrs, x, dzb) });
         return res;
+      },
+    });
+  }
+
+  /** Row weights [N,1,1,1], the 0/1 mask of real rows, and the number of real rows (shared by every batch-statistics BN). */
+  private rows(): { weights4: string; mask4: string; count: string } {
+    if (this.rowTensors) return this.rowTensors;
+    const em = this.em;
+    const rw = this.batchStats!.rowWeights;
+    const mask = em.op('Sign', [rw], {}, 'bn/row_mask');
+    this.rowTensors = {
+      weights4: em.op('Reshape', [rw, em.i64([-1, 1, 1, 1])], {}, 'bn/row_weights4'),
+      mask4: em.op('Reshape', [mask, em.i64([-1, 1, 1, 1])], {}, 'bn/row_mask4'),
+      count: em.op('ReduceSum', [mask], { keepdims: 0 }, 'bn/rows'),
+    };
+    return this.rowTensors;
+  }
+
+  /**
+   * BatchNormalization with batch statistics, as PyTorch in train mode: y = γ·(z − μ)/√(σ² + ε) + β
+   * with μ, σ² (biased) over the real rows and all positions; running mean ← (1 − m)·mean + m·μ,
+   * running var ← (1 − m)·var + m·σ²·M/(M − 1) (M values per channel). Backward:
+   * dz = (dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂))/√(σ² + ε), zero on padding rows.
+   */
+  private batchNorm(bn: NodeProto): void {
+    const em = this.em;
+    const { momentum, next } = this.batchStats!;
+    const z = bn.input[0];
+    const out = bn.output[0];
+    const [C, H, W] = this.shape(z);
+    const eps = attrFloat(bn, 'epsilon', 1e-5);
+    const [gamma, beta, rmean, rvar] = bn.input.slice(1, 5);
+    const r = this.rows();
+    // mean over real rows and positions: Σ_n w_n·Σ_hw t/HW, with w_n = 1/n (0 on padding rows)
+    const mean = (t: string, hint: string): string => em.op('Mul', [em.op('ReduceSum', [em.op('Mul', [t, r.weights4]), em.i64([0, 2, 3])], { keepdims: 1 }), em.f32([1 / (H * W)])], {}, hint);
+    const mu = mean(z, `${out}/mu`);
+    const zc = em.op('Sub', [z, mu]);
+    const v = mean(em.op('Mul', [zc, zc]), `${out}/var`);
+    const invstd = em.op('Reciprocal', [em.op('Sqrt', [em.op('Add', [v, em.f32([eps])])])], {}, `${out}/invstd`);
+    const xhat = em.op('Mul', [zc, invstd], {}, `${out}/xhat`);
+    const g4 = em.op('Reshape', [gamma, em.i64([1, C, 1, 1])]);
+    em.op('Add', [em.op('Mul', [xhat, g4]), em.op('Reshape', [beta, em.i64([1, C, 1, 1])])], {}, 'BatchNormalization', out);
+    const M = em.op('Mul', [r.count, em.f32([H * W])]);
+    const unbias = em.op('Div', [M, em.op('Sub', [M, em.f32([1])])]);
+    const flatC = (t: string): string => em.op('Reshape', [t, em.i64([C])]);
+    em.op('Add', [em.op('Mul', [rmean, em.f32([1 - momentum])]), em.op('Mul', [flatC(mu), em.f32([momentum])])], {}, '', next(rmean));
+    em.op('Add', [em.op('Mul', [rvar, em.f32([1 - momentum])]), em.op('Mul', [em.op('Mul', [flatC(v), unbias]), em.f32([momentum])])], {}, '', next(rvar));
+    this.buffers.push({ name: rmean, shape: [C] }, { name: rvar, shape: [C] });
+    this.add({
+      inputs: [z],
+      output: out,
+      params: [gamma, beta],
+      back: (dy, want) => {
+        this.paramGrads.set(beta, em.op('ReduceSum', [dy, em.i64([0, 2, 3])], { keepdims: 0 }, `d/${beta}`));
+        this.paramGrads.set(gamma, em.op('ReduceSum', [em.op('Mul', [dy, xhat]), em.i64([0, 2, 3])], { keepdims: 0 }, `d/${gamma}`));
+        if (!want(z)) return [];
+        const dxh = em.op('Mul', [dy, g4]);
+        const m1 = mean(dxh, `d/${out}/m1`);
+        const m2 = mean(em.op('Mul', [dxh, xhat]), `d/${out}/m2`);
+        const dz = em.op('Mul', [em.op('Mul', [em.op('Sub', [em.op('Sub', [dxh, m1]), em.op('Mul', [xhat, m2])]), invstd]), r.mask4], {}, `d/${z}`);
+        return [{ input: z, grad: dz }];
       },
     });
   }

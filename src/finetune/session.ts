@@ -20,6 +20,8 @@ export interface LearningRates {
 export interface SessionOptions {
   threads?: number;
   device?: string;
+  /** The evaluation model of a graph trained with batch statistics (graphs.ts buildEvalModel); else the training graph's forward half. */
+  evalModel?: ModelProto;
 }
 
 /** What TrainingSession needs to know of the options the graph was built with, read from the graph itself. */
@@ -31,6 +33,8 @@ interface Kind {
   weightDecay: number;
   /** The fixed batch of a graph built with NCHWc kernels (null: any batch). */
   batch?: number | null;
+  /** Running statistics the graph updates (batch statistics). */
+  buffers?: { name: string; shape: number[] }[];
 }
 
 const size = (s: number[]): number => s.reduce((a, b) => a * b, 1);
@@ -48,6 +52,8 @@ export class TrainingSession {
     private readonly stateNames: string[],
     readonly gradNames: string[],
     private readonly smoothing: number,
+    /** Parameters, then running statistics: what weights() returns and the evaluation reads. */
+    private readonly weightNames: { name: string; shape: number[] }[],
   ) {}
 
   static async open(model: ModelProto, plan: FinetunePlan, init: Map<string, Float32Array>, opts: SessionOptions = {}): Promise<TrainingSession> {
@@ -67,11 +73,18 @@ export class TrainingSession {
         stateNames.push(s);
       }
     }
+    const buffers = kind.buffers ?? [];
+    for (const b of buffers) {
+      const w = init.get(b.name);
+      if (!w || w.length !== size(b.shape)) throw new XferError(`fine-tune: initial running statistic ${b.name} is ${w ? `${w.length} values` : 'missing'}, expected [${b.shape}]`);
+      tensors.set(b.name, new ort.Tensor('float32', w.slice(), b.shape));
+    }
+    if (buffers.length && !opts.evalModel) throw new XferError('TrainingSession.open: a graph trained with batch statistics needs its evaluation model (buildEvalModel)');
     const device = { device: (opts.device ?? 'cpu') as DeviceSpec, threads: opts.threads };
     const train = await openSession(serializeModel(model), device);
-    const ev = await openSession(serializeModel(evalModelOf(model, plan)), device);
+    const ev = await openSession(serializeModel(opts.evalModel ?? evalModelOf(model, plan)), device);
     const gradNames = model.graph.output.map((o) => o.name).filter((n) => n.endsWith('@grad'));
-    return new TrainingSession(train.session, ev.session, plan, kind, tensors, stateNames, gradNames, kind.labelSmoothing);
+    return new TrainingSession(train.session, ev.session, plan, kind, tensors, stateNames, gradNames, kind.labelSmoothing, [...plan.params, ...buffers]);
   }
 
   /**
@@ -141,7 +154,7 @@ export class TrainingSession {
   async logits(x: Float32Array, n: number, weights?: Map<string, Float32Array>): Promise<Float32Array> {
     this.checkBatch(x, n);
     const feeds: Record<string, ort.Tensor> = { [IO.x]: new ort.Tensor('float32', x.subarray(0, n * size(this.plan.fromShape)), [n, ...this.plan.fromShape]) };
-    for (const p of this.plan.params) {
+    for (const p of this.weightNames) {
       const w = weights?.get(p.name);
       feeds[p.name] = w ? new ort.Tensor('float32', w, p.shape) : this.tensors.get(p.name)!;
     }
@@ -149,9 +162,9 @@ export class TrainingSession {
     return (out[IO.logits].data as Float32Array).slice();
   }
 
-  /** Copies of the current trainable weights. */
+  /** Copies of the current trainable weights (and running statistics, when trained with batch statistics). */
   async weights(): Promise<Map<string, Float32Array>> {
-    return new Map(this.plan.params.map((p) => [p.name, (this.tensors.get(p.name)!.data as Float32Array).slice()]));
+    return new Map(this.weightNames.map((p) => [p.name, (this.tensors.get(p.name)!.data as Float32Array).slice()]));
   }
 
   /**
@@ -159,7 +172,7 @@ export class TrainingSession {
    * tensors (a copy per step would be megabytes of garbage per batch).
    */
   accumulateAverage(avg: Map<string, Float32Array>, decay: number): void {
-    for (const p of this.plan.params) {
+    for (const p of this.weightNames) {
       const w = this.tensors.get(p.name)!.data as Float32Array;
       const a = avg.get(p.name);
       if (!a || a.length !== w.length) throw new XferError(`fine-tune: weight average of ${p.name} is ${a ? `${a.length} values` : 'missing'}, expected ${w.length}`);
