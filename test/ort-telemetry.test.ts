@@ -5,7 +5,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { ORT_TELEMETRY_VAR, disableOrtTelemetry } from '../src/util/ort-telemetry.js';
@@ -54,14 +54,18 @@ async function extractWithHome(name: string, telemetryVar: string | undefined): 
   env[ORT_TELEMETRY_VAR] = undefined;
   for (const marker of CI_MARKERS) env[marker] = undefined;
   if (telemetryVar !== undefined) env[ORT_TELEMETRY_VAR] = telemetryVar;
+  const started = Date.now();
   const child = spawnCli(['extract', '--model', tiny.model, '--card', tiny.card, '--data', data, '--out', path.join(dir, `${name}-out`), '--quiet'], env);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   assert.equal(code, 0, stderr);
   const debugLog = `/tmp/mat-debug-${child.pid}.log`;
-  const found = { database: existsSync(path.join(home, '.cache', 'Microsoft')), debugLog: existsSync(debugLog) };
-  await rm(debugLog, { force: true });
+  // only a log written by this child: other processes (Python onnxruntime in the benchmarks' anchors)
+  // leave theirs, and a pid is reused
+  const debugFresh = existsSync(debugLog) && statSync(debugLog).mtimeMs >= started - 1000;
+  const found = { database: existsSync(path.join(home, '.cache', 'Microsoft')), debugLog: debugFresh };
+  if (debugFresh) await rm(debugLog, { force: true });
   return found;
 }
 
