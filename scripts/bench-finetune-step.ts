@@ -3,8 +3,9 @@
  * xfer's ONNX training graph against a PyTorch loop (eval-mode BN, same thread count, channels-first
  * and channels-last, the faster one) measured in the same run; prints the ratio.
  *
- * usage: npm run bench:finetune-step [-- --threads 1,2 --batch 32 --steps 10 --rounds 3 --from block_13_expand_relu --no-nchwc]
+ * usage: npm run bench:finetune-step [-- --threads 1,2 --batch 32 --steps 10 --rounds 3 --from block_13_expand_relu --no-nchwc --batch-norm batch]
  * --no-nchwc: plain Conv ops only (the graph a GPU, or an ORT build without NCHWc kernels, runs).
+ * --batch-norm batch: both sides with batch-statistics BN (xfer `--batch-norm batch`, PyTorch train-mode BN).
  * PyTorch comes from $XFER_PYTHON (default python3); without it only xfer's times are printed.
  */
 import { spawnSync } from 'node:child_process';
@@ -13,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { readOnnxFile } from '../src/onnx/io.js';
 import { builtinOnnxPath } from '../src/import/keras/nsfwjs.js';
 import { currentPython, describeAnchor } from './bench-python.js';
-import { planFinetune, buildTrainingModel, initialWeights, TrainingSession, Rng, nchwcBlock } from '../src/finetune/index.js';
+import { planFinetune, buildTrainingModel, buildEvalModel, trainingBuffers, initialWeights, TrainingSession, Rng, nchwcBlock } from '../src/finetune/index.js';
 
 export interface StepBenchOptions {
   from?: string;
@@ -27,6 +28,8 @@ export interface StepBenchOptions {
   log?: (line: string) => void;
   /** false: plain Conv ops only (what a GPU or a build without NCHWc kernels runs). */
   nchwc?: boolean;
+  /** 'batch': batch-statistics BN on both sides (default 'frozen': eval-mode BN, the issue's setting). */
+  batchNorm?: 'frozen' | 'batch';
 }
 
 export interface StepBenchRow {
@@ -52,7 +55,9 @@ export async function benchFinetuneStep(opts: StepBenchOptions = {}): Promise<St
   const plan = planFinetune(model, { from, nClasses: K });
   // As `xfer train --head finetune` builds it on a CPU (NCHWc depthwise kernels where ORT has them).
   const block = opts.nchwc === false ? 0 : await nchwcBlock();
-  const train = buildTrainingModel(model, plan, { optimizer: 'sgd', momentum: 0.9, weightDecay: 1e-4, labelSmoothing: 0.1, ...(block ? { nchwc: { block, batch: n } } : {}) });
+  const batchNorm = opts.batchNorm ?? 'frozen';
+  const train = buildTrainingModel(model, plan, { optimizer: 'sgd', momentum: 0.9, weightDecay: 1e-4, labelSmoothing: 0.1, batchNorm, ...(block ? { nchwc: { block, batch: n } } : {}) });
+  const buffers = trainingBuffers(train);
   log(`training graph${block ? ` (NCHWc block ${block})` : ''}: ${train.graph.node.length} nodes, ${plan.params.length} parameters tensors, from ${from} [${plan.fromShape}] to ${plan.to}, batch ${n}`);
   const x = new Rng(5).uniform(n * plan.fromShape.reduce((a, b) => a * b, 1), 0, 6);
   const y = Int32Array.from({ length: n }, (_, i) => i % K);
@@ -65,7 +70,7 @@ export async function benchFinetuneStep(opts: StepBenchOptions = {}): Promise<St
   if (anchor) log(`PyTorch anchor: ${describeAnchor(anchor)}`);
   const script = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'scripts', 'bench_finetune_step.py');
   for (const threads of opts.threads ?? [1, 2]) {
-    const sess = await TrainingSession.open(train, plan, initialWeights(model, plan, 1), { threads, device: 'cpu' });
+    const sess = await TrainingSession.open(train, plan, initialWeights(model, plan, 1, buffers), { threads, device: 'cpu', ...(buffers.length ? { evalModel: buildEvalModel(model, plan, buffers) } : {}) });
     for (let i = 0; i < 3; i++) await sess.step(x, y, n, lr);
     for (let round = 1; round <= (opts.rounds ?? 3); round++) {
       const times: number[] = [];
@@ -75,7 +80,7 @@ export async function benchFinetuneStep(opts: StepBenchOptions = {}): Promise<St
         times.push(performance.now() - t0);
       }
       const xferMs = median(times);
-      const r = spawnSync(py, [script, file, from, plan.to, String(K), String(n), String(threads), String(steps), ...plan.fromShape.map(String)], { encoding: 'utf8' });
+      const r = spawnSync(py, [script, file, from, plan.to, String(K), String(n), String(threads), String(steps), ...plan.fromShape.map(String), batchNorm], { encoding: 'utf8' });
       let torchMs: number | null = null;
       let torchLayout: string | null = null;
       if (r.status === 0) {
@@ -108,5 +113,6 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     threads: arg('threads')?.split(',').map(Number),
     rounds: arg('rounds') ? Number(arg('rounds')) : undefined,
     nchwc: !process.argv.includes('--no-nchwc'),
+    batchNorm: arg('batch-norm') === 'batch' ? 'batch' : 'frozen',
   });
 }

@@ -2,7 +2,8 @@
 ReLU6, the new linear classifier), one SGD-momentum step per batch, at a given thread count,
 channels-first and channels-last. Prints one JSON line: {"nchw": ms, "nhwc": ms} (median step).
 
-usage: $XFER_PYTHON scripts/bench_finetune_step.py <model.onnx> <from> <to> <classes> <batch> <threads> <steps> <C> <H> <W>
+usage: $XFER_PYTHON scripts/bench_finetune_step.py <model.onnx> <from> <to> <classes> <batch> <threads> <steps> <C> <H> <W> [frozen|batch]
+(batch: BN in train mode, batch statistics, as xfer's --batch-norm batch)
 """
 import json
 import os
@@ -24,10 +25,12 @@ def main():
     for fmt in ('nchw', 'nhwc'):
         model = OnnxTop(path, frm, to, k, 7, dtype=torch.float32)
         model.eval()
+        model.bn_train = len(sys.argv) > 11 and sys.argv[11] == 'batch'
         c, h, w = [int(v) for v in sys.argv[8:11]]
         x = torch.from_numpy(uniform(5, n * c * h * w, 0, 6).reshape(n, c, h, w))
         y = torch.arange(n) % k
-        model(x)  # makes the classifier
+        with torch.no_grad():
+            model(x)  # makes the classifier
         if fmt == 'nhwc':
             x = x.contiguous(memory_format=torch.channels_last)
             for p in model.parameters():
