@@ -238,7 +238,7 @@ export class Lowering {
    * BatchNormalization with batch statistics, as PyTorch in train mode: y = γ·(z − μ)/√(σ² + ε) + β
    * with μ, σ² (biased) over the real rows and all positions; running mean ← (1 − m)·mean + m·μ,
    * running var ← (1 − m)·var + m·σ²·M/(M − 1) (M values per channel). Backward:
-   * dz = (dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂))/√(σ² + ε), zero on padding rows.
+   * dz = (dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂))/√(σ² + ε) with dx̂ = γ·dy, zero on padding rows.
    */
   private batchNorm(bn: NodeProto): void {
     const em = this.em;
@@ -249,16 +249,20 @@ export class Lowering {
     const eps = attrFloat(bn, 'epsilon', 1e-5);
     const [gamma, beta, rmean, rvar] = bn.input.slice(1, 5);
     const r = this.rows();
-    // mean over real rows and positions: Σ_n w_n·Σ_hw t/HW, with w_n = 1/n (0 on padding rows)
-    const mean = (t: string, hint: string): string => em.op('Mul', [em.op('ReduceSum', [em.op('Mul', [t, r.weights4]), em.i64([0, 2, 3])], { keepdims: 1 }), em.f32([1 / (H * W)])], {}, hint);
+    // mean over real rows and positions: Σ_n w_n·Σ_hw t / HW with w_n = 1/n (0 on padding rows),
+    // weighted after the spatial sum so that only [N, C, 1, 1] values are multiplied
+    const mean = (t: string, hint: string): string => {
+      const perRow = em.op('ReduceSum', [t, em.i64([2, 3])], { keepdims: 1 });
+      return em.op('Mul', [em.op('ReduceSum', [em.op('Mul', [perRow, r.weights4]), em.i64([0])], { keepdims: 1 }), em.f32([1 / (H * W)])], {}, hint);
+    };
     const mu = mean(z, `${out}/mu`);
     const zc = em.op('Sub', [z, mu]);
     const v = mean(em.op('Mul', [zc, zc]), `${out}/var`);
     const invstd = em.op('Reciprocal', [em.op('Sqrt', [em.op('Add', [v, em.f32([eps])])])], {}, `${out}/invstd`);
     const xhat = em.op('Mul', [zc, invstd], {}, `${out}/xhat`);
-    const g4 = em.op('Reshape', [gamma, em.i64([1, C, 1, 1])]);
-    em.op('Add', [em.op('Mul', [xhat, g4]), em.op('Reshape', [beta, em.i64([1, C, 1, 1])])], {}, 'BatchNormalization', out);
-    const M = em.op('Mul', [r.count, em.f32([H * W])]);
+    const c4 = (t: string): string => em.op('Reshape', [t, em.i64([1, C, 1, 1])]);
+    em.op('Add', [em.op('Mul', [xhat, c4(gamma)]), c4(beta)], {}, 'BatchNormalization', out);
+    const M = em.op('Mul', [r.count, em.f32([H * W])], {}, `${out}/M`);
     const unbias = em.op('Div', [M, em.op('Sub', [M, em.f32([1])])]);
     const flatC = (t: string): string => em.op('Reshape', [t, em.i64([C])]);
     em.op('Add', [em.op('Mul', [rmean, em.f32([1 - momentum])]), em.op('Mul', [flatC(mu), em.f32([momentum])])], {}, '', next(rmean));
@@ -269,13 +273,18 @@ export class Lowering {
       output: out,
       params: [gamma, beta],
       back: (dy, want) => {
-        this.paramGrads.set(beta, em.op('ReduceSum', [dy, em.i64([0, 2, 3])], { keepdims: 0 }, `d/${beta}`));
-        this.paramGrads.set(gamma, em.op('ReduceSum', [em.op('Mul', [dy, xhat]), em.i64([0, 2, 3])], { keepdims: 0 }, `d/${gamma}`));
+        // dy is 0 on padding rows (their loss weight is 0), so Σdy and Σdy·x̂ over the batch are the
+        // sums over real rows, and mean(dx̂) = γ·Σdy/M, mean(dx̂·x̂) = γ·Σdy·x̂/M need no pass of their own
+        const dbeta = em.op('ReduceSum', [dy, em.i64([0, 2, 3])], { keepdims: 0 }, `d/${beta}`);
+        const dgamma = em.op('ReduceSum', [em.op('Mul', [dy, xhat]), em.i64([0, 2, 3])], { keepdims: 0 }, `d/${gamma}`);
+        this.paramGrads.set(beta, dbeta);
+        this.paramGrads.set(gamma, dgamma);
         if (!want(z)) return [];
-        const dxh = em.op('Mul', [dy, g4]);
-        const m1 = mean(dxh, `d/${out}/m1`);
-        const m2 = mean(em.op('Mul', [dxh, xhat]), `d/${out}/m2`);
-        const dz = em.op('Mul', [em.op('Mul', [em.op('Sub', [em.op('Sub', [dxh, m1]), em.op('Mul', [xhat, m2])]), invstd]), r.mask4], {}, `d/${z}`);
+        // dz = γ/√(σ²+ε) · (dy − Σdy/M − x̂·Σdy·x̂/M), zero on padding rows (the factor is [N, C, 1, 1])
+        const k = em.op('Mul', [em.op('Mul', [c4(gamma), invstd]), r.mask4]);
+        const a = em.op('Div', [c4(dbeta), M]);
+        const b = em.op('Div', [c4(dgamma), M]);
+        const dz = em.op('Mul', [em.op('Sub', [em.op('Sub', [dy, a]), em.op('Mul', [xhat, b])]), k], {}, `d/${z}`);
         return [{ input: z, grad: dz }];
       },
     });
