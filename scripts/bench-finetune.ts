@@ -73,11 +73,12 @@ interface Recipe {
 }
 
 // Each dataset's recipe follows docs/finetune.md's "Recipes": Fashion-MNIST is large and far from
-// the source photos, so the pretrained top learns as fast as the new classifier; hymenoptera is
-// small and close, and this backbone's top blocks were tuned for another task, so it is fine-tuned
-// from block 6's input with the default backbone rate (lr / 10). Flags override both recipes.
+// the source photos, so BN uses batch statistics and the pretrained top learns as fast as the new
+// classifier; hymenoptera is small and close, and this backbone's top blocks were tuned for another
+// task, so it is fine-tuned from block 6's input with the default backbone rate (lr / 10). Flags
+// override both recipes.
 const DEFAULTS: Record<'fashion' | 'hymenoptera', Recipe> = {
-  fashion: { from: 'block_12_add', epochs: 8, lr: 1e-3, lrBackbone: 1e-3, labelSmoothing: 0.1, mixup: 0.2, val: 0.1 },
+  fashion: { from: 'block_12_add', epochs: 8, lr: 1e-3, lrBackbone: 1e-3, labelSmoothing: 0.1, mixup: 0.2, val: 0.1, batchNorm: 'batch' },
   hymenoptera: { from: 'block_5_add', epochs: 5, lr: 1e-3 },
 };
 function recipe(name: 'fashion' | 'hymenoptera'): Recipe {
