@@ -3,7 +3,7 @@ import tseslint from 'typescript-eslint';
 const ORT_IMPORT = { name: 'onnxruntime-node', message: "import ort from src/model/ort.js (it turns onnxruntime's telemetry off first)", allowTypeImports: true };
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'data/**', '.cache/**', 'tmp/**', 'models/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'data/**', '.cache/**', 'tmp/**', 'models/**', '.venv-bench/**'] },
   ...tseslint.configs.recommended,
   {
     rules: {
