@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { readOnnxFile } from '../src/onnx/io.js';
 import { builtinOnnxPath } from '../src/import/keras/nsfwjs.js';
 import { currentPython, describeAnchor } from './bench-python.js';
-import { planFinetune, buildTrainingModel, buildEvalModel, trainingBuffers, initialWeights, TrainingSession, Rng, nchwcBlock } from '../src/finetune/index.js';
+import { planFinetune, buildTrainingModel, TrainingSession, Rng, nchwcBlock } from '../src/finetune/index.js';
 
 export interface StepBenchOptions {
   from?: string;
@@ -57,7 +57,6 @@ export async function benchFinetuneStep(opts: StepBenchOptions = {}): Promise<St
   const block = opts.nchwc === false ? 0 : await nchwcBlock();
   const batchNorm = opts.batchNorm ?? 'frozen';
   const train = buildTrainingModel(model, plan, { optimizer: 'sgd', momentum: 0.9, weightDecay: 1e-4, labelSmoothing: 0.1, batchNorm, ...(block ? { nchwc: { block, batch: n } } : {}) });
-  const buffers = trainingBuffers(train);
   log(`training graph${block ? ` (NCHWc block ${block})` : ''}: ${train.graph.node.length} nodes, ${plan.params.length} parameters tensors, from ${from} [${plan.fromShape}] to ${plan.to}, batch ${n}`);
   const x = new Rng(5).uniform(n * plan.fromShape.reduce((a, b) => a * b, 1), 0, 6);
   const y = Int32Array.from({ length: n }, (_, i) => i % K);
@@ -70,7 +69,7 @@ export async function benchFinetuneStep(opts: StepBenchOptions = {}): Promise<St
   if (anchor) log(`PyTorch anchor: ${describeAnchor(anchor)}`);
   const script = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'scripts', 'bench_finetune_step.py');
   for (const threads of opts.threads ?? [1, 2]) {
-    const sess = await TrainingSession.open(train, plan, initialWeights(model, plan, 1, buffers), { threads, device: 'cpu', ...(buffers.length ? { evalModel: buildEvalModel(model, plan, buffers) } : {}) });
+    const sess = await TrainingSession.start(model, train, plan, 1, { threads, device: 'cpu' });
     for (let i = 0; i < 3; i++) await sess.step(x, y, n, lr);
     for (let round = 1; round <= (opts.rounds ?? 3); round++) {
       const times: number[] = [];

@@ -14,7 +14,7 @@ import { DataType, type ModelProto, type NodeProto, type TensorProto } from '../
 import { XferError } from '../src/errors.js';
 import { emaDecay } from '../src/finetune/fit.js';
 import {
-  planFinetune, buildTrainingModel, buildInferenceModel, buildEvalModel, trainingBuffers, initialWeights, nchwcBlock, TrainingSession, Rng, type FinetunePlan,
+  planFinetune, buildTrainingModel, buildInferenceModel, trainingBuffers, initialWeights, nchwcBlock, TrainingSession, Rng, type FinetunePlan,
 } from '../src/finetune/index.js';
 
 const N = 2;
@@ -121,10 +121,10 @@ async function checkGradients(c: Case, batchNorm: 'frozen' | 'batch'): Promise<v
   const plan = planFinetune(c.model, { from: 'in', nClasses: K, freeze: c.freeze });
   const train = buildTrainingModel(c.model, plan, { optimizer: 'sgd', momentum: 0, weightDecay: 0, labelSmoothing: SMOOTH, outputGradients: true, batchNorm });
   const buffers = trainingBuffers(train);
-  const init = initialWeights(c.model, plan, 3, buffers);
   const x = new Rng(7).uniform(N * C * HW * HW, -1, 1);
   const y = Int32Array.from({ length: N }, (_, i) => i % K);
-  const sess = await TrainingSession.open(train, plan, init, { threads: 1, device: 'cpu', ...(buffers.length ? { evalModel: buildEvalModel(c.model, plan, buffers) } : {}) });
+  const sess = await TrainingSession.start(c.model, train, plan, 3, { threads: 1, device: 'cpu' });
+  const init = await sess.weights();
   const { gradients } = await sess.step(x, y, N, { head: 0, backbone: plan.blocks.map(() => 0) });
   const after = await sess.weights();
   await sess.close();
@@ -202,10 +202,8 @@ test('NCHWc depthwise kernels (stride 1, Keras Pad + stride 2, dilation 2) give 
     assert.equal(blocked.graph.node.filter((n) => n.domain === 'com.microsoft.nchwc' && n.opType === 'Conv').length, 3 + 3 + 1, 'forward and weight-gradient Convs on NCHWc, and the input gradient of the stride-1 undilated one');
     const buffers = trainingBuffers(blocked);
     assert.equal(buffers.length, batchNorm === 'batch' ? 2 : 0);
-    const init = initialWeights(m, plan, 3, buffers);
-    const evalModel = buffers.length ? { evalModel: buildEvalModel(m, plan, buffers) } : {};
-    const plain = await TrainingSession.open(buildTrainingModel(m, plan, opts), plan, init, { threads: 1, device: 'cpu', ...evalModel });
-    const fast = await TrainingSession.open(blocked, plan, init, { threads: 1, device: 'cpu', ...evalModel });
+    const plain = await TrainingSession.start(m, buildTrainingModel(m, plan, opts), plan, 3, { threads: 1, device: 'cpu' });
+    const fast = await TrainingSession.start(m, blocked, plan, 3, { threads: 1, device: 'cpu' });
     const zero = { head: 0, backbone: plan.blocks.map(() => 0) };
     try {
       for (const n of [3, 2]) {

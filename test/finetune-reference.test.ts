@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readOnnxFile } from '../src/onnx/io.js';
 import { builtinOnnxPath } from '../src/import/keras/nsfwjs.js';
-import { planFinetune, buildTrainingModel, buildEvalModel, trainingBuffers, initialWeights, nchwcBlock, TrainingSession, Rng, type FinetunePlan, type TrainGraphOptions } from '../src/finetune/index.js';
+import { planFinetune, buildTrainingModel, trainingBuffers, nchwcBlock, TrainingSession, Rng, type FinetunePlan, type TrainGraphOptions } from '../src/finetune/index.js';
 import type { ModelProto } from '../src/onnx/proto.js';
 
 const FIX = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures', 'finetune');
@@ -93,8 +93,8 @@ async function runCase(model: ModelProto, c: Case, nchwc?: { block: number; batc
     const buffers = trainingBuffers(train);
     const refBuffers = Object.keys(c[opt].buffers ?? {});
     assert.deepEqual(buffers.map((b) => b.name).sort(), refBuffers.slice().sort(), 'the running statistics PyTorch updates');
-    const init = initialWeights(model, plan, s.head_seed, buffers);
-    const sess = await TrainingSession.open(train, plan, init, { threads: 1, device: 'cpu', ...(buffers.length ? { evalModel: buildEvalModel(model, plan, buffers) } : {}) });
+    const sess = await TrainingSession.start(model, train, plan, s.head_seed, { threads: 1, device: 'cpu' });
+    const init = await sess.weights();
     try {
       for (let step = 0; step < s.steps; step++) {
         const r = await sess.step(x, y, c.n, lr);

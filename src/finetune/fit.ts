@@ -23,7 +23,7 @@ import { writeReport, type Report } from '../heads/report.js';
 import { refuseExistingOut } from '../heads/train.js';
 import { isLockEntry, withFolderLock } from '../util/lock.js';
 import type { WriteFn } from '../util/atomic.js';
-import { buildEvalModel, buildInferenceModel, buildTrainingModel, initialWeights, trainingBuffers, planFinetune, TrainingSession, type FinetunePlan } from './index.js';
+import { buildInferenceModel, buildTrainingModel, planFinetune, TrainingSession, type FinetunePlan } from './index.js';
 import { epochOrder, FeatureRowSource, imageCount, oneViewPerImage, pickFromLayer, type Example, type ExampleSource } from './data.js';
 import { blockRates, checkRate, ratesAt, type LrSpec } from './schedule.js';
 import { CHECKPOINT_FILE, loadCheckpoint, saveCheckpoint, type Checkpoint, type EpochRecord } from './checkpoint.js';
@@ -425,12 +425,7 @@ async function finetuneLocked(opts: FinetuneOptions): Promise<FinetuneResult> {
       batchNorm: R.batchNorm,
       ...(block ? { nchwc: { block, batch: R.batch } } : {}),
     });
-    const buffers = trainingBuffers(training);
-    session = await TrainingSession.open(training, plan, initialWeights(data.backbone.model, plan, R.seed, buffers), {
-      threads: opts.threads,
-      device: opts.device ?? 'auto',
-      ...(buffers.length ? { evalModel: buildEvalModel(data.backbone.model, plan, buffers) } : {}),
-    });
+    session = await TrainingSession.start(data.backbone.model, training, plan, R.seed, { threads: opts.threads, device: opts.device ?? 'auto' });
     if (opts.resume) await session.setState({ step: ck.sessionStep, tensors: ck.state });
     // the average starts at the initial (pretrained) weights; a resumed run continues its own
     if (R.ema > 0 && !ck.ema) ck.ema = await session.weights();

@@ -8,7 +8,8 @@ import type { DeviceSpec } from '../model/device.js';
 import type { ModelProto } from '../onnx/proto.js';
 import { serializeModel } from '../onnx/io.js';
 import { XferError } from '../errors.js';
-import { evalModelOf, groupOf, IO } from './graphs.js';
+import { buildEvalModel, evalModelOf, groupOf, IO, trainingBuffers } from './graphs.js';
+import { initialWeights } from './init.js';
 import type { FinetunePlan } from './plan.js';
 
 export interface LearningRates {
@@ -85,6 +86,16 @@ export class TrainingSession {
     const ev = await openSession(serializeModel(opts.evalModel ?? evalModelOf(model, plan)), device);
     const gradNames = model.graph.output.map((o) => o.name).filter((n) => n.endsWith('@grad'));
     return new TrainingSession(train.session, ev.session, plan, kind, tensors, stateNames, gradNames, kind.labelSmoothing, [...plan.params, ...buffers]);
+  }
+
+  /**
+   * A session on `training` (built from `model` with buildTrainingModel) starting from the model's
+   * weights and a new classifier drawn with `seed`; with batch statistics, the running statistics
+   * start at the model's and evaluation uses buildEvalModel.
+   */
+  static async start(model: ModelProto, training: ModelProto, plan: FinetunePlan, seed: number, opts: Omit<SessionOptions, 'evalModel'> = {}): Promise<TrainingSession> {
+    const buffers = trainingBuffers(training);
+    return TrainingSession.open(training, plan, initialWeights(model, plan, seed, buffers), { ...opts, ...(buffers.length ? { evalModel: buildEvalModel(model, plan, buffers) } : {}) });
   }
 
   /**
